@@ -1,0 +1,158 @@
+/**
+ * The Midge broker as an Effect service: `Broker.layer(options)` runs the
+ * listeners in the layer's scope; the service publishes and subscribes
+ * in-process. Embedding:
+ *
+ * ```ts
+ * const program = Effect.gen(function* () {
+ *   const broker = yield* Broker
+ *   yield* broker.publish({ topic: "greetings", payload: "hello", retain: true })
+ * })
+ * program.pipe(Effect.provide(Broker.layer({ listeners: [{ port: 1883 }] })))
+ * ```
+ */
+import { Context, Effect, FiberMap, Layer, Stream } from "effect"
+import { Log, silentLog } from "./log/Log.js"
+import { validateTopicFilter, validateTopicName } from "./protocol/topic.js"
+import type { Subscriber, SubscriptionOptions } from "./routing/Router.js"
+import { Core, defaultSettings, type CoreSettings, type Stats } from "./session/Core.js"
+import type { Message, MessageProperties, QoS } from "./session/Message.js"
+import { ListenError, listenTcp, type BoundListener, type ListenerOptions } from "./transport/Listener.js"
+
+export interface BrokerOptions {
+  /** TCP listeners; port 0 picks a free port (see `Broker.listeners`) */
+  readonly listeners?: ReadonlyArray<{
+    readonly port: number
+    readonly host?: string | undefined
+    readonly maxConnections?: number
+    /** a listener that may fail to bind (Mosquitto's loopback ::1 on a host without IPv6): logged and skipped */
+    readonly optional?: boolean
+  }>
+  readonly settings?: Partial<CoreSettings>
+  /** where log lines go; default: none */
+  readonly log?: Log
+}
+
+/** A message as an in-process subscriber receives it. */
+export interface ReceivedMessage {
+  readonly topic: string
+  readonly payload: Buffer
+  readonly qos: QoS
+  readonly retain: boolean
+  readonly properties: MessageProperties | undefined
+}
+
+export interface PublishInput {
+  readonly topic: string
+  readonly payload: string | Uint8Array
+  readonly qos?: QoS
+  readonly retain?: boolean
+  readonly properties?: MessageProperties
+}
+
+export class InvalidTopic extends Error {
+  readonly _tag = "InvalidTopic"
+}
+
+export interface BrokerService {
+  /** The listeners as bound (actual ports when 0 was asked). */
+  readonly listeners: ReadonlyArray<BoundListener>
+  /** Publish as if from a client; returns the number of subscribers it reached. */
+  readonly publish: (message: PublishInput) => Effect.Effect<number, InvalidTopic>
+  /**
+   * Subscribe in-process: a Stream of the messages matching `filter`, retained
+   * ones first; the subscription ends with the stream.
+   */
+  readonly subscribe: (filter: string, options?: { readonly qos?: QoS }) => Stream.Stream<ReceivedMessage, InvalidTopic>
+  /** Counters for monitoring. */
+  readonly stats: () => Readonly<Stats> & { readonly subscriptions: number; readonly retained: number; readonly sessions: number }
+  /** @internal the synchronous core (tests, $SYS) */
+  readonly core: Core
+}
+
+let inProcessIds = 0
+
+export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>() {
+  static readonly make = (options: BrokerOptions): Effect.Effect<BrokerService, ListenError, import("effect").Scope.Scope> =>
+    Effect.gen(function* () {
+      const clock = yield* Effect.clock
+      const settings: CoreSettings = { ...defaultSettings, ...options.settings }
+      const core = new Core(settings, options.log ?? silentLog(), () => clock.unsafeCurrentTimeMillis())
+      const sessions = yield* FiberMap.make<string, void, never>()
+      const listeners: Array<BoundListener> = []
+      const wanted = options.listeners ?? []
+      for (const l of wanted) {
+        const opts: ListenerOptions = { port: l.port, host: l.host, maxConnections: l.maxConnections ?? -1 }
+        const bound = yield* listenTcp(core, opts, sessions).pipe(
+          Effect.map((b): BoundListener | undefined => b),
+          Effect.catchAll((error) =>
+            l.optional === true
+              ? Effect.sync(() => {
+                  core.log.warning(`Warning: ${error.message}; skipped.`)
+                  return undefined
+                })
+              : Effect.fail(error)
+          )
+        )
+        if (bound !== undefined) listeners.push(bound)
+      }
+
+      const publish = (input: PublishInput) =>
+        Effect.suspend(() => {
+          if (!validateTopicName(input.topic)) return Effect.fail(new InvalidTopic(`invalid topic name '${input.topic}'`))
+          const payload = typeof input.payload === "string" ? Buffer.from(input.payload) : Buffer.from(input.payload)
+          return Effect.succeed(core.publish(input.topic, payload, input.qos ?? 0, input.retain ?? false, input.properties))
+        })
+
+      const subscribe = (filter: string, subOptions?: { readonly qos?: QoS }) =>
+        validateTopicFilter(filter)
+          ? Stream.asyncPush<ReceivedMessage>((emit) =>
+              Effect.acquireRelease(
+                Effect.sync(() => {
+                  const subscriber: Subscriber = {
+                    clientId: `$midge/in-process/${++inProcessIds}`,
+                    deliver: (message: Message, qos: QoS, retain: boolean) => {
+                      emit.single({ topic: message.topic, payload: message.payload, qos, retain, properties: message.properties })
+                    }
+                  }
+                  const opts: SubscriptionOptions = {
+                    qos: subOptions?.qos ?? 2,
+                    noLocal: false,
+                    retainAsPublished: false,
+                    retainHandling: 0,
+                    subscriptionId: undefined
+                  }
+                  core.router.retained.match(filter, (message) =>
+                    subscriber.deliver(message, (message.qos < opts.qos ? message.qos : opts.qos) as QoS, true, undefined, undefined)
+                  )
+                  core.router.subscribe(subscriber, filter, opts)
+                  return subscriber
+                }),
+                (subscriber) => Effect.sync(() => core.router.unsubscribe(subscriber, filter))
+              )
+            )
+          : Stream.fail(new InvalidTopic(`invalid topic filter '${filter}'`))
+
+      if (wanted.length > 0 && listeners.length === 0) {
+        return yield* Effect.fail(
+          new ListenError({ port: wanted[0].port, host: wanted[0].host, reason: "other", message: "no listener could be opened" })
+        )
+      }
+      return {
+        listeners,
+        publish,
+        subscribe,
+        stats: () => ({
+          ...core.stats,
+          subscriptions: core.router.subscriptionCount,
+          retained: core.router.retained.size,
+          sessions: core.sessions.size
+        }),
+        core
+      } satisfies BrokerService
+    })
+
+  /** The broker as a Layer: listeners open when the layer is built, close with its scope. */
+  static readonly layer = (options: BrokerOptions): Layer.Layer<Broker, ListenError> =>
+    Layer.scoped(Broker, Broker.make(options))
+}

@@ -1,0 +1,390 @@
+/**
+ * Midge's configuration: `mosquitto.conf` read exactly as Mosquitto 2.0/2.1
+ * reads it, and Mosquitto's command line (`-c -p -d -v -h`).
+ *
+ * Pipeline: text -> directives `{ file, line, option, args }` (internal/lexer,
+ * with `include_dir`) -> sections by listener (internal/structure) -> Schema
+ * decode with `errors: "all"` (internal/schema) -> a typed {@link BrokerConfig},
+ * or a {@link ConfigError} listing every problem as `file:line option: message`.
+ * Snake-case names exist only at the Schema boundary.
+ *
+ * Options Midge recognises but does not implement yet (TLS, bridges, plugins,
+ * ...) are kept in `directives` and reported in `warnings`; an option that is
+ * not Mosquitto's is an error, as in Mosquitto. See docs/configuration.md.
+ */
+import { Effect, Either, Schema } from "effect"
+import { type CommandLine, parseArgs, usage as usageText } from "./internal/cli.js"
+import { type Directive, lexMain, type Problem, readConfigFile, readProblem } from "./internal/lexer.js"
+import { optionSpecs, type Status } from "./internal/options.js"
+import {
+  allLogTypes,
+  decodeConfig,
+  type DecodedConfig,
+  type DecodedDefaultListener,
+  type DecodedListener,
+  type LogDest,
+  type LogType
+} from "./internal/schema.js"
+import { structure, type Structured } from "./internal/structure.js"
+
+export type { CommandLine, Directive, LogDest, LogType }
+export { allLogTypes, defaultLogTypes } from "./internal/schema.js"
+
+// ---------------------------------------------------------------------------
+// types
+
+export interface ListenerConfig {
+  /** 0 with socketPath for unix sockets */
+  readonly port: number
+  /** undefined = all interfaces */
+  readonly bindAddress: string | undefined
+  readonly socketPath: string | undefined
+  readonly protocol: "mqtt" | "websockets"
+  readonly mountPoint: string | undefined
+  /** -1 = unlimited */
+  readonly maxConnections: number
+  readonly socketDomain: "ipv4" | "ipv6" | undefined
+  /** per-listener values, set only when per_listener_settings is true (otherwise use the BrokerConfig ones) */
+  readonly allowAnonymous: boolean | undefined
+  readonly allowZeroLengthClientid: boolean | undefined
+  readonly autoIdPrefix: string | undefined
+  readonly passwordFile: string | undefined
+  readonly aclFile: string | undefined
+  /**
+   * Mosquitto 2's local-only listeners (127.0.0.1 and ::1): a failure to bind one
+   * of them (e.g. no IPv6 on the host) is logged and skipped, as long as one opens.
+   */
+  readonly bindOptional: boolean
+}
+
+export interface BrokerConfig {
+  readonly listeners: ReadonlyArray<ListenerConfig>
+  /** no listener configured: Mosquitto 2's loopback-only mode ("Starting in local only mode") */
+  readonly localOnly: boolean
+  readonly allowAnonymous: boolean
+  readonly perListenerSettings: boolean
+  readonly maxInflightMessages: number
+  readonly maxQueuedMessages: number
+  readonly queueQos0Messages: boolean
+  readonly maxKeepalive: number
+  readonly maxPacketSize: number
+  readonly messageSizeLimit: number
+  /** seconds */
+  readonly persistentClientExpiration: number | undefined
+  readonly allowZeroLengthClientid: boolean
+  readonly autoIdPrefix: string
+  readonly retainAvailable: boolean
+  readonly upgradeOutgoingQos: boolean
+  readonly setTcpNodelay: boolean
+  readonly sysInterval: number
+  readonly logDest: ReadonlyArray<LogDest>
+  readonly logTypes: ReadonlyArray<LogType>
+  readonly connectionMessages: boolean
+  readonly logTimestamp: boolean
+  readonly passwordFile: string | undefined
+  readonly aclFile: string | undefined
+  readonly persistence: boolean
+  readonly persistenceLocation: string | undefined
+  readonly persistenceFile: string
+  readonly autosaveInterval: number
+  readonly pidFile: string | undefined
+  readonly user: string
+  /** "file:line option: message" for recognised-but-unsupported or deprecated options */
+  readonly warnings: ReadonlyArray<string>
+  /** everything read, in order, for later features */
+  readonly directives: ReadonlyArray<Directive>
+}
+
+export const ConfigProblem = Schema.Struct({
+  file: Schema.String,
+  line: Schema.Number,
+  option: Schema.String,
+  message: Schema.String
+})
+export type ConfigProblem = Schema.Schema.Type<typeof ConfigProblem>
+
+/** `file:line option: message`; a problem with no line (a missing file) is `file: message`. */
+export const formatProblem = (p: ConfigProblem): string =>
+  p.line > 0 ? `${p.file}:${p.line} ${p.option}: ${p.message}` : p.option === "" ? `${p.file}: ${p.message}` : `${p.file} ${p.option}: ${p.message}`
+
+export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError", {
+  reason: Schema.Literal("InvalidConfig", "MissingFile", "InvalidCommandLine"),
+  problems: Schema.Array(ConfigProblem)
+}) {
+  override get message(): string {
+    return this.problems.map(formatProblem).join("\n")
+  }
+}
+
+/** Every option Midge knows (Mosquitto's, from mosquitto.conf(5)) and whether Midge implements it. */
+export const knownOptions: ReadonlyArray<{ readonly name: string; readonly status: Status }> = optionSpecs.map((s) => ({
+  name: s.name,
+  status: s.status
+}))
+
+// ---------------------------------------------------------------------------
+// assembly
+
+const LOOPBACK: ReadonlyArray<string> = ["127.0.0.1", "::1"]
+
+type Security = Pick<
+  ListenerConfig,
+  "allowAnonymous" | "allowZeroLengthClientid" | "autoIdPrefix" | "passwordFile" | "aclFile"
+>
+
+const noSecurity: Security = {
+  allowAnonymous: undefined,
+  allowZeroLengthClientid: undefined,
+  autoIdPrefix: undefined,
+  passwordFile: undefined,
+  aclFile: undefined
+}
+
+/** Mosquitto 2 (listeners.c `listeners__start_local_only`): each port on 127.0.0.1 and ::1. */
+const localListeners = (ports: ReadonlyArray<number>, security: Security): Array<ListenerConfig> => {
+  const out: Array<ListenerConfig> = []
+  for (const port of ports) {
+    for (const bindAddress of LOOPBACK) {
+      out.push({
+        port,
+        bindAddress,
+        socketPath: undefined,
+        protocol: "mqtt",
+        mountPoint: undefined,
+        maxConnections: -1,
+        socketDomain: undefined,
+        ...security,
+        bindOptional: true
+      })
+    }
+  }
+  return out
+}
+
+const securityOf = (
+  perListener: boolean,
+  l: DecodedListener | DecodedDefaultListener,
+  anonymousDefault: boolean
+): Security =>
+  perListener
+    ? {
+        allowAnonymous: l.allowAnonymous ?? anonymousDefault,
+        allowZeroLengthClientid: l.allowZeroLengthClientid ?? true,
+        autoIdPrefix: l.autoIdPrefix ?? "auto-",
+        passwordFile: l.passwordFile,
+        aclFile: l.aclFile
+      }
+    : noSecurity
+
+const listenerOf = (
+  l: DecodedListener | DecodedDefaultListener,
+  where: { readonly port: number; readonly bindAddress: string | undefined; readonly socketPath: string | undefined },
+  security: Security
+): ListenerConfig => ({
+  port: where.port,
+  bindAddress: where.bindAddress,
+  socketPath: where.socketPath,
+  protocol: l.protocol,
+  mountPoint: l.mountPoint,
+  maxConnections: l.maxConnections,
+  socketDomain: l.socketDomain,
+  ...security,
+  bindOptional: false
+})
+
+interface Located {
+  readonly problem: Problem
+  readonly order: number
+}
+
+const sortProblems = (problems: ReadonlyArray<Problem>, order: ReadonlyMap<string, number>): Array<Problem> =>
+  problems
+    .map((problem, i): Located => ({ problem, order: order.get(`${problem.file}:${problem.line}`) ?? order.size + i }))
+    .sort((a, b) => a.order - b.order)
+    .map((l) => l.problem)
+
+const build = (
+  s: Structured,
+  d: DecodedConfig,
+  directives: ReadonlyArray<Directive>,
+  order: ReadonlyMap<string, number>,
+  warnings: Array<Problem>
+): BrokerConfig => {
+  const g = d.global
+  const perListener = g.perListenerSettings
+  const listeners: Array<ListenerConfig> = []
+  d.listeners.forEach((l, i) => {
+    if (s.skippedListeners.has(i)) return
+    listeners.push(
+      listenerOf(
+        l,
+        { port: l.listener.port, bindAddress: l.listener.address, socketPath: l.listener.socketPath },
+        securityOf(perListener, l, false)
+      )
+    )
+  })
+  // conf.c `config__parse_args`: the default listener exists when any of its settings differs from the defaults
+  const dl = d.defaultListener
+  const defaultListenerSet =
+    dl.port !== undefined ||
+    dl.bindAddress !== undefined ||
+    dl.maxConnections !== -1 ||
+    dl.protocol !== "mqtt" ||
+    dl.socketDomain !== undefined ||
+    dl.passwordFile !== undefined ||
+    dl.allowZeroLengthClientid === false ||
+    s.defaultListenerTouched
+  if (!s.localOnly && defaultListenerSet && !s.skippedListeners.has(-1)) {
+    const first = s.firstOnDefaultListener
+    if (dl.port === undefined && dl.bindAddress === undefined && first !== undefined) {
+      warnings.push({
+        file: first.file,
+        line: first.line,
+        option: first.option,
+        message:
+          "set before any listener line: it configures Mosquitto's default listener, which opens on port 1883 on all interfaces"
+      })
+    }
+    // appended after the explicit listeners, as conf.c does
+    listeners.push(
+      listenerOf(dl, { port: dl.port ?? 1883, bindAddress: dl.bindAddress, socketPath: undefined }, securityOf(perListener, dl, false))
+    )
+  } else if (!s.localOnly) {
+    for (const sd of s.securityOnDefaultListener) {
+      warnings.push({
+        file: sd.file,
+        line: sd.line,
+        option: sd.option,
+        message: "has no effect: with per_listener_settings true it applies to the listener it follows, and there is none"
+      })
+    }
+  }
+  // Mosquitto 2 local-only mode: anonymous allowed unless the file says otherwise
+  // (an explicit `allow_anonymous false` is honoured, as fixed upstream in eclipse-mosquitto/mosquitto#3198)
+  const finalListeners = s.localOnly ? localListeners([1883], securityOf(perListener, dl, true)) : listeners
+  return {
+    listeners: finalListeners,
+    localOnly: s.localOnly,
+    allowAnonymous: g.allowAnonymous ?? s.localOnly,
+    perListenerSettings: perListener,
+    maxInflightMessages: g.maxInflightMessages,
+    maxQueuedMessages: g.maxQueuedMessages,
+    queueQos0Messages: g.queueQos0Messages,
+    maxKeepalive: g.maxKeepalive,
+    maxPacketSize: g.maxPacketSize,
+    messageSizeLimit: g.messageSizeLimit,
+    persistentClientExpiration: g.persistentClientExpiration,
+    allowZeroLengthClientid: g.allowZeroLengthClientid ?? true,
+    autoIdPrefix: g.autoIdPrefix ?? "auto-",
+    retainAvailable: g.retainAvailable,
+    upgradeOutgoingQos: g.upgradeOutgoingQos,
+    setTcpNodelay: g.setTcpNodelay,
+    sysInterval: g.sysInterval,
+    logDest: g.logDest,
+    logTypes: g.logTypes,
+    connectionMessages: g.connectionMessages,
+    logTimestamp: g.logTimestamp,
+    passwordFile: g.passwordFile,
+    aclFile: g.aclFile,
+    persistence: g.persistence,
+    persistenceLocation: g.persistenceLocation,
+    persistenceFile: g.persistenceFile,
+    autosaveInterval: g.autosaveInterval,
+    pidFile: g.pidFile,
+    user: g.user,
+    warnings: sortProblems(warnings, order).map(formatProblem),
+    directives
+  }
+}
+
+const fromDirectives = (
+  directives: ReadonlyArray<Directive>,
+  problems: ReadonlyArray<Problem>,
+  warnings: ReadonlyArray<Problem>
+): Either.Either<BrokerConfig, ConfigError> => {
+  const s = structure(directives)
+  const decoded = decodeConfig(s.raw)
+  const order = new Map<string, number>()
+  directives.forEach((x, i) => order.set(`${x.file}:${x.line}`, i))
+  const all = [...problems, ...s.problems, ...(Either.isLeft(decoded) ? decoded.left : [])]
+  if (all.length > 0 || Either.isLeft(decoded)) {
+    return Either.left(new ConfigError({ reason: "InvalidConfig", problems: sortProblems(all, order) }))
+  }
+  return Either.right(build(s, decoded.right, directives, order, [...warnings, ...s.warnings]))
+}
+
+const parseSync = (text: string, file: string): Either.Either<BrokerConfig, ConfigError> => {
+  const lexed = lexMain(text, file)
+  return fromDirectives(lexed.directives, lexed.problems, lexed.warnings)
+}
+
+// ---------------------------------------------------------------------------
+// public API
+
+/** What Mosquitto 2 does with no config file: port 1883 on 127.0.0.1 and ::1, anonymous allowed. */
+export const defaults: BrokerConfig = Either.getOrThrow(fromDirectives([], [], []))
+
+/**
+ * Parse mosquitto.conf text. `file` names it in problems; `include_dir` paths
+ * are read from disk, relative ones against the working directory as Mosquitto does.
+ */
+export const parseConfigText = (text: string, file: string): Effect.Effect<BrokerConfig, ConfigError> =>
+  Effect.suspend(() => parseSync(text, file))
+
+/** Read and parse a config file; a missing or unreadable file is an error. */
+export const loadConfigFile = (path: string): Effect.Effect<BrokerConfig, ConfigError> =>
+  Effect.suspend(() => {
+    const read = readConfigFile(path)
+    if (read._tag !== "Text") {
+      return Either.left(
+        new ConfigError({
+          reason: read._tag === "Unreadable" ? "MissingFile" : "InvalidConfig",
+          problems: [readProblem(path, read)]
+        })
+      )
+    }
+    return parseSync(read.text, path)
+  })
+
+/** Mosquitto's flags; `argv` is the arguments only (e.g. `process.argv.slice(2)`). */
+export const parseCommandLine = (argv: ReadonlyArray<string>): Either.Either<CommandLine, ConfigError> => {
+  const r = parseArgs(argv)
+  return "ok" in r ? Either.right(r.ok) : Either.left(new ConfigError({ reason: "InvalidCommandLine", problems: r.problems }))
+}
+
+/**
+ * Combine the file and the flags as Mosquitto 2 does: no `-c` gives {@link defaults};
+ * `-p` ports replace the local-only listeners (still loopback only), and are
+ * IGNORED when the file defines a listener (mosquitto(8)), with a warning;
+ * `-v` sets `log_type all`.
+ */
+export const resolveConfig = (cl: CommandLine): Effect.Effect<BrokerConfig, ConfigError> =>
+  Effect.map(cl.configFile === undefined ? Effect.succeed(defaults) : loadConfigFile(cl.configFile), (config) => {
+    let out = config
+    if (cl.ports.length > 0) {
+      if (config.localOnly) {
+        const l = config.listeners[0]
+        const security: Security = {
+          allowAnonymous: l.allowAnonymous,
+          allowZeroLengthClientid: l.allowZeroLengthClientid,
+          autoIdPrefix: l.autoIdPrefix,
+          passwordFile: l.passwordFile,
+          aclFile: l.aclFile
+        }
+        out = { ...out, listeners: localListeners([...new Set(cl.ports)], security) }
+      } else {
+        out = {
+          ...out,
+          warnings: [
+            ...out.warnings,
+            `${cl.configFile}: -p ${cl.ports.join(" -p ")}: ignored because the configuration file defines listeners (as Mosquitto 2)`
+          ]
+        }
+      }
+    }
+    if (cl.verbose) out = { ...out, logTypes: allLogTypes }
+    return out
+  })
+
+/** The `-h` text, modelled on Mosquitto's. */
+export const usage: string = usageText

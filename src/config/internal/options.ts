@@ -1,0 +1,221 @@
+/**
+ * Every option Mosquitto 2.0 / 2.1 accepts in `mosquitto.conf`, built from the
+ * mosquitto.conf(5) manual page plus the spellings `src/conf.c` also accepts
+ * (`maximum_qos`, bridge `clientid` / `username` / `password`, `retry_interval`).
+ * Anything not listed here is an unknown option, an error as in Mosquitto.
+ *
+ * `scope` says where an occurrence lands (conf.c's `cur_listener`,
+ * `cur_security_options`, `cur_bridge`, `cur_plugin_config`):
+ * - `global`: the broker.
+ * - `security`: the broker, or the current listener when `per_listener_settings true`.
+ * - `default-listener`: the implicit default listener (`port`, `bind_address`).
+ * - `listener`: the current listener (the default listener before any `listener` line).
+ * - `listener-required`: the current listener; an error before any `listener` line.
+ * - `listener-start`: `listener` itself.
+ * - `bridge-start` / `bridge`: `connection` starts a bridge; bridge options need one.
+ * - `plugin-option`: needs a `plugin` / `auth_plugin` / `global_plugin` before it.
+ * - `include`: `include_dir`.
+ */
+export type Scope =
+  | "global"
+  | "security"
+  | "default-listener"
+  | "listener"
+  | "listener-required"
+  | "listener-start"
+  | "bridge-start"
+  | "bridge"
+  | "plugin-option"
+  | "include"
+
+export type Status = "supported" | "not yet"
+
+export interface OptionSpec {
+  readonly name: string
+  readonly scope: Scope
+  readonly status: Status
+}
+
+const S = "supported" as const
+const N = "not yet" as const
+
+const spec = (name: string, scope: Scope, status: Status): OptionSpec => ({ name, scope, status })
+
+/** In the order of the manual's sections; docs/configuration.md lists the same names. */
+export const optionSpecs: ReadonlyArray<OptionSpec> = [
+  // General options
+  spec("acl_file", "security", S),
+  spec("allow_anonymous", "security", S),
+  spec("allow_duplicate_messages", "global", N),
+  spec("allow_zero_length_clientid", "security", S),
+  spec("auth_opt_*", "plugin-option", N),
+  spec("auth_plugin", "security", N),
+  spec("auth_plugin_deny_special_chars", "plugin-option", N),
+  spec("auto_id_prefix", "security", S),
+  spec("autosave_interval", "global", S),
+  spec("autosave_on_changes", "global", N),
+  spec("check_retain_source", "security", N),
+  spec("clientid_prefixes", "global", N),
+  spec("connection_messages", "global", S),
+  spec("enable_control_api", "global", N),
+  spec("global_max_clients", "global", N),
+  spec("global_max_connections", "global", N),
+  spec("global_plugin", "global", N),
+  spec("include_dir", "include", S),
+  spec("log_dest", "global", S),
+  spec("log_facility", "global", N),
+  spec("log_timestamp", "global", S),
+  spec("log_timestamp_format", "global", N),
+  spec("log_type", "global", S),
+  spec("max_inflight_bytes", "global", N),
+  spec("max_inflight_messages", "global", S),
+  spec("max_keepalive", "global", S),
+  spec("max_packet_size", "global", S),
+  spec("max_queued_bytes", "global", N),
+  spec("max_queued_messages", "global", S),
+  spec("memory_limit", "global", N),
+  spec("message_size_limit", "global", S),
+  spec("packet_buffer_size", "global", N),
+  spec("password_file", "security", S),
+  spec("per_listener_settings", "global", S),
+  spec("persistence", "global", S),
+  spec("persistence_file", "global", S),
+  spec("persistence_location", "global", S),
+  spec("persistent_client_expiration", "global", S),
+  spec("pid_file", "global", S),
+  spec("plugin", "security", N),
+  spec("plugin_opt_*", "plugin-option", N),
+  spec("psk_file", "security", N),
+  spec("queue_qos0_messages", "global", S),
+  spec("retain_available", "global", S),
+  spec("retain_expiry_interval", "global", N),
+  spec("retry_interval", "global", N),
+  spec("set_tcp_nodelay", "global", S),
+  spec("sys_interval", "global", S),
+  spec("upgrade_outgoing_qos", "global", S),
+  spec("user", "global", S),
+  spec("websockets_headers_size", "global", N),
+  spec("websockets_log_level", "global", N),
+  // Listeners: general options
+  spec("accept_protocol_versions", "listener-required", N),
+  spec("bind_address", "default-listener", S),
+  spec("bind_interface", "listener", N),
+  spec("enable_proxy_protocol", "listener", N),
+  spec("http_dir", "listener", N),
+  spec("listener", "listener-start", S),
+  spec("listener_allow_anonymous", "listener", N),
+  spec("listener_auto_id_prefix", "listener", N),
+  spec("max_connections", "listener", S),
+  spec("max_qos", "listener", N),
+  spec("maximum_qos", "listener", N),
+  spec("max_topic_alias", "listener", N),
+  spec("max_topic_alias_broker", "listener", N),
+  spec("mount_point", "listener-required", S),
+  spec("port", "default-listener", S),
+  spec("protocol", "listener", S),
+  spec("proxy_protocol_v2_require_tls", "listener", N),
+  spec("socket_domain", "listener", S),
+  spec("use_username_as_clientid", "listener", N),
+  spec("websockets_origin", "listener", N),
+  // Listeners: certificate and pre-shared-key based TLS
+  spec("cafile", "listener", N),
+  spec("capath", "listener", N),
+  spec("certfile", "listener", N),
+  spec("ciphers", "listener", N),
+  spec("ciphers_tls1.3", "listener", N),
+  spec("crlfile", "listener", N),
+  spec("dhparamfile", "listener", N),
+  spec("disable_client_cert_date_checks", "listener-required", N),
+  spec("keyfile", "listener", N),
+  spec("psk_hint", "listener", N),
+  spec("require_certificate", "listener", N),
+  spec("tls_engine", "listener", N),
+  spec("tls_engine_kpass_sha1", "listener", N),
+  spec("tls_keyform", "listener", N),
+  spec("tls_version", "listener", N),
+  spec("use_identity_as_username", "listener", N),
+  spec("use_subject_as_username", "listener", N),
+  // Bridges
+  spec("connection", "bridge-start", N),
+  spec("address", "bridge", N),
+  spec("addresses", "bridge", N),
+  spec("bridge_attempt_unsubscribe", "bridge", N),
+  spec("bridge_bind_address", "bridge", N),
+  spec("bridge_max_packet_size", "bridge", N),
+  spec("bridge_max_topic_alias", "bridge", N),
+  spec("bridge_outgoing_retain", "bridge", N),
+  spec("bridge_protocol_version", "bridge", N),
+  spec("bridge_receive_maximum", "bridge", N),
+  spec("bridge_reload_type", "bridge", N),
+  spec("bridge_session_expiry_interval", "bridge", N),
+  spec("bridge_tcp_keepalive", "bridge", N),
+  spec("bridge_tcp_user_timeout", "bridge", N),
+  spec("cleansession", "bridge", N),
+  spec("clientid", "bridge", N),
+  spec("idle_timeout", "bridge", N),
+  spec("keepalive_interval", "bridge", N),
+  spec("local_cleansession", "bridge", N),
+  spec("local_clientid", "bridge", N),
+  spec("local_password", "bridge", N),
+  spec("local_username", "bridge", N),
+  spec("notification_topic", "bridge", N),
+  spec("notifications", "bridge", N),
+  spec("notifications_local_only", "bridge", N),
+  spec("password", "bridge", N),
+  spec("remote_clientid", "bridge", N),
+  spec("remote_password", "bridge", N),
+  spec("remote_username", "bridge", N),
+  spec("restart_timeout", "bridge", N),
+  spec("round_robin", "bridge", N),
+  spec("start_type", "bridge", N),
+  spec("threshold", "bridge", N),
+  spec("topic", "bridge", N),
+  spec("try_private", "bridge", N),
+  spec("username", "bridge", N),
+  // Bridges: TLS
+  spec("bridge_alpn", "bridge", N),
+  spec("bridge_cafile", "bridge", N),
+  spec("bridge_capath", "bridge", N),
+  spec("bridge_certfile", "bridge", N),
+  spec("bridge_ciphers", "bridge", N),
+  spec("bridge_ciphers_tls1.3", "bridge", N),
+  spec("bridge_identity", "bridge", N),
+  spec("bridge_insecure", "bridge", N),
+  spec("bridge_keyfile", "bridge", N),
+  spec("bridge_psk", "bridge", N),
+  spec("bridge_require_ocsp", "bridge", N),
+  spec("bridge_tls_use_os_certs", "bridge", N),
+  spec("bridge_tls_version", "bridge", N)
+]
+
+const byName: ReadonlyMap<string, OptionSpec> = new Map(optionSpecs.map((s) => [s.name, s]))
+const authOpt = byName.get("auth_opt_*")!
+const pluginOpt = byName.get("plugin_opt_*")!
+
+/** The spec for an option as written in a file; `auth_opt_KEY` / `plugin_opt_KEY` match their prefix. */
+export const lookupOption = (option: string): OptionSpec | undefined => {
+  const found = byName.get(option)
+  if (found !== undefined) return found
+  // conf.c: the key after the prefix must not be empty
+  if (option.length > 9 && option.startsWith("auth_opt_")) return authOpt
+  if (option.length > 11 && option.startsWith("plugin_opt_")) return pluginOpt
+  return undefined
+}
+
+/** Options that open a plugin, after which `plugin_opt_*` / `auth_opt_*` are valid. */
+export const pluginOptions: ReadonlySet<string> = new Set(["plugin", "auth_plugin", "global_plugin"])
+
+/** Options conf.c routes through `conf__set_cur_security_options` (or sets it for global_plugin):
+ * once one is seen, `per_listener_settings true` is an error. */
+export const securityMarking: ReadonlySet<string> = new Set([
+  "acl_file",
+  "allow_anonymous",
+  "allow_zero_length_clientid",
+  "auth_plugin",
+  "auto_id_prefix",
+  "check_retain_source",
+  "global_plugin",
+  "password_file",
+  "plugin",
+  "psk_file"
+])

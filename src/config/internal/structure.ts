@@ -1,0 +1,178 @@
+/**
+ * Directives -> sections, the order-dependent part of conf.c: which listener
+ * an option belongs to, `per_listener_settings`, the default listener, the
+ * local-only mode of Mosquitto 2, and the checks conf.c makes from position
+ * alone (mount_point before any listener, bridge options without `connection`,
+ * `plugin_opt_*` without a plugin, `per_listener_settings` after a security
+ * option). Values are not checked here but in the Schema pass.
+ */
+import type { Directive, Problem } from "./lexer.js"
+import { lookupOption, pluginOptions, securityMarking } from "./options.js"
+import type { RawInput, Section } from "./schema.js"
+
+export interface Structured {
+  readonly raw: RawInput
+  readonly problems: ReadonlyArray<Problem>
+  readonly warnings: ReadonlyArray<Problem>
+  /** no `listener`, `port` or `bind_address`: Mosquitto 2 listens on loopback only */
+  readonly localOnly: boolean
+  /** an option Midge does not support yet was set on the default listener (conf.c would create it) */
+  readonly defaultListenerTouched: boolean
+  /** listeners (by index; -1 is the default listener) whose protocol Midge does not serve yet */
+  readonly skippedListeners: ReadonlySet<number>
+  /** with per_listener_settings true, security options given before any `listener` line */
+  readonly securityOnDefaultListener: ReadonlyArray<Directive>
+  /** the first listener option (other than port / bind_address) given before any `listener` line */
+  readonly firstOnDefaultListener: Directive | undefined
+}
+
+const NOT_YET = "not supported yet by Midge"
+
+const push = (section: Section, d: Directive): void => {
+  const list = section[d.option]
+  if (list === undefined) section[d.option] = [d]
+  else list.push(d)
+}
+
+const problem = (d: Directive, message: string): Problem => ({ file: d.file, line: d.line, option: d.option, message })
+
+export const structure = (directives: ReadonlyArray<Directive>): Structured => {
+  const global: Section = {}
+  const defaultListener: Section = {}
+  const listeners: Array<Section> = []
+  const problems: Array<Problem> = []
+  const warnings: Array<Problem> = []
+  const skippedListeners = new Set<number>()
+  const securityOnDefaultListener: Array<Directive> = []
+
+  let localOnly = true
+  let perListener = false
+  let sawSecurity = false
+  let sawPlugin = false
+  let inBridge = false
+  let defaultListenerTouched = false
+  let current: Section | undefined // undefined: the default listener
+  let firstOnDefaultListener: Directive | undefined
+
+  for (const d of directives) {
+    const spec = lookupOption(d.option)
+    if (spec === undefined) {
+      problems.push(
+        problem(
+          d,
+          d.option.startsWith("#")
+            ? "unknown option: a comment must have # as the very first character of the line"
+            : "unknown option"
+        )
+      )
+      continue
+    }
+    if (securityMarking.has(spec.name)) sawSecurity = true
+    if (pluginOptions.has(spec.name)) sawPlugin = true
+
+    // checks conf.c makes from position alone, for supported and unsupported options alike
+    if (spec.scope === "listener-required" && listeners.length === 0) {
+      problems.push(problem(d, "a listener must be defined before this option"))
+      continue
+    }
+    if (spec.scope === "bridge" && !inBridge) {
+      problems.push(problem(d, "invalid bridge configuration: this option must follow a connection line"))
+      continue
+    }
+    if (spec.scope === "plugin-option" && !sawPlugin) {
+      problems.push(problem(d, "this option must follow a plugin line"))
+      continue
+    }
+    if (spec.scope === "bridge-start") {
+      if (d.args.length === 0) {
+        problems.push(problem(d, "missing bridge name"))
+        continue
+      }
+      inBridge = true
+    }
+    if (spec.scope === "listener-start") localOnly = false
+
+    if (spec.status === "not yet") {
+      warnings.push(problem(d, NOT_YET))
+      if (spec.scope === "listener" && current === undefined) {
+        defaultListenerTouched = true
+        firstOnDefaultListener ??= d
+      }
+      continue
+    }
+
+    switch (spec.scope) {
+      case "include":
+        // spliced in by the lexer
+        break
+      case "listener-start":
+        current = { listener: [d] }
+        listeners.push(current)
+        break
+      case "default-listener":
+        // conf.c: `port` and `bind_address` configure the default listener and leave local-only mode
+        localOnly = false
+        if (d.option === "port" && defaultListener.port !== undefined) {
+          warnings.push(problem(d, "default listener port specified multiple times: only the latest will be used"))
+        }
+        warnings.push(problem(d, "deprecated in Mosquitto 2: use listener instead"))
+        push(defaultListener, d)
+        break
+      case "listener":
+      case "listener-required":
+        if (d.option === "protocol" && (d.args[0] === "http_api" || d.args[0] === "quic")) {
+          skippedListeners.add(listeners.length - 1)
+          warnings.push(problem(d, `protocol ${d.args[0]} is ${NOT_YET}: this listener is not opened`))
+          break
+        }
+        if (current === undefined) firstOnDefaultListener ??= d
+        push(current ?? defaultListener, d)
+        break
+      case "security":
+        if (perListener) {
+          if (current === undefined) {
+            securityOnDefaultListener.push(d)
+            firstOnDefaultListener ??= d
+          }
+          push(current ?? defaultListener, d)
+        } else {
+          push(global, d)
+        }
+        break
+      case "global":
+        if (d.option === "per_listener_settings") {
+          if (perListener) {
+            // conf.c: "Once this is set, don't let it be unset."
+            warnings.push(problem(d, "ignored: per_listener_settings is already true"))
+            break
+          }
+          const on = d.args[0] === "true" || d.args[0] === "1"
+          if (on && sawSecurity) {
+            problems.push(problem(d, "per_listener_settings must be set before any other security settings"))
+            break
+          }
+          perListener = on
+        }
+        if (d.option === "log_dest" && (d.args[0] === "dlt" || d.args[0] === "android")) {
+          warnings.push(problem(d, `log_dest ${d.args[0]} is ${NOT_YET}`))
+          break
+        }
+        push(global, d)
+        break
+      default:
+        // bridge and plugin options are all "not yet" today
+        warnings.push(problem(d, NOT_YET))
+    }
+  }
+
+  return {
+    raw: { global, defaultListener, listeners },
+    problems,
+    warnings,
+    localOnly,
+    defaultListenerTouched,
+    skippedListeners,
+    securityOnDefaultListener,
+    firstOnDefaultListener
+  }
+}

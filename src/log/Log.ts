@@ -1,0 +1,89 @@
+/**
+ * The broker's log, in Mosquitto's format and types (`log_type`): lines such as
+ * `1700000000: New client connected from 127.0.0.1:50000 as c1 (p2, c1, k60).`
+ * so that existing log parsers keep working. Plain synchronous code: it is
+ * called from connection handlers, never per message unless debug is on.
+ */
+export type LogType =
+  | "error"
+  | "warning"
+  | "notice"
+  | "information"
+  | "subscribe"
+  | "unsubscribe"
+  | "websockets"
+  | "debug"
+
+export const allLogTypes: ReadonlyArray<LogType> = [
+  "error",
+  "warning",
+  "notice",
+  "information",
+  "subscribe",
+  "unsubscribe",
+  "websockets",
+  "debug"
+]
+
+/** Mosquitto's default: error, warning, notice and information. */
+export const defaultLogTypes: ReadonlyArray<LogType> = ["error", "warning", "notice", "information"]
+
+export interface LogSink {
+  write(type: LogType, line: string): void
+}
+
+export const stderrSink: LogSink = {
+  write: (_type, line) => {
+    process.stderr.write(line + "\n")
+  }
+}
+
+export class Log {
+  private readonly enabled: Set<LogType>
+  /** lines also kept in memory (tests read them); bounded */
+  readonly recent: Array<string> = []
+
+  constructor(
+    types: ReadonlyArray<string>,
+    private readonly sinks: ReadonlyArray<LogSink>,
+    private readonly timestamp: boolean = true,
+    private readonly keepRecent: number = 0
+  ) {
+    this.enabled = new Set(
+      types.includes("all") ? allLogTypes : (types.filter((t) => (allLogTypes as ReadonlyArray<string>).includes(t)) as Array<LogType>)
+    )
+  }
+
+  isEnabled(type: LogType): boolean {
+    return this.enabled.has(type)
+  }
+
+  log(type: LogType, message: string): void {
+    if (!this.enabled.has(type)) return
+    const line = this.timestamp ? `${Math.floor(Date.now() / 1000)}: ${message}` : message
+    if (this.keepRecent > 0) {
+      this.recent.push(line)
+      if (this.recent.length > this.keepRecent) this.recent.shift()
+    }
+    for (const sink of this.sinks) sink.write(type, line)
+  }
+
+  error(message: string): void {
+    this.log("error", message)
+  }
+  warning(message: string): void {
+    this.log("warning", message)
+  }
+  notice(message: string): void {
+    this.log("notice", message)
+  }
+  info(message: string): void {
+    this.log("information", message)
+  }
+  debug(message: string): void {
+    this.log("debug", message)
+  }
+}
+
+/** A log that writes nothing (library default when the application does not ask for one). */
+export const silentLog = (): Log => new Log([], [])

@@ -1,0 +1,45 @@
+/**
+ * Retained messages: one per topic, replaced by a newer retained PUBLISH and
+ * cleared by one with an empty payload [MQTT-3.3.1-6], [MQTT-3.3.1-10].
+ * Sent to new subscriptions whose filter matches [MQTT-3.3.1-9].
+ */
+import { matchTopic } from "../protocol/topic.js"
+import type { Message } from "../session/Message.js"
+
+export class RetainedStore {
+  private readonly byTopic = new Map<string, Message>()
+
+  get size(): number {
+    return this.byTopic.size
+  }
+
+  /** Store, replace or (empty payload) clear the retained message of `message.topic`. */
+  set(message: Message): void {
+    if (message.payload.length === 0) this.byTopic.delete(message.topic)
+    else this.byTopic.set(message.topic, message)
+  }
+
+  get(topic: string): Message | undefined {
+    return this.byTopic.get(topic)
+  }
+
+  /** Every retained message whose topic matches `filter`, the `$` rule included. */
+  match(filter: string, visit: (message: Message) => void): void {
+    if (filter.indexOf("+") === -1 && filter.indexOf("#") === -1) {
+      const m = this.byTopic.get(filter)
+      if (m !== undefined) visit(m)
+      return
+    }
+    for (const m of this.byTopic.values()) {
+      if (matchTopic(filter, m.topic)) visit(m)
+    }
+  }
+
+  values(): IterableIterator<Message> {
+    return this.byTopic.values()
+  }
+
+  clear(): void {
+    this.byTopic.clear()
+  }
+}

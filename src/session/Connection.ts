@@ -1,0 +1,718 @@
+/**
+ * One client connection: bytes in, packets through the protocol rules, frames
+ * out. Plain synchronous code driven by Node's socket callbacks — no fiber,
+ * no Effect per packet. The connection's lifecycle (the keepalive watchdog,
+ * takeover, shutdown) is owned by a supervised fiber (see transport/Listener.ts);
+ * this class is what that fiber supervises.
+ *
+ * Where the spec rules live: CONNECT [MQTT-3.1.*] in handleConnect, SUBSCRIBE
+ * [MQTT-3.8.*] in handleSubscribe, PUBLISH [MQTT-3.3.*] in handlePublish, the
+ * QoS handshakes in OutboundFlow / InboundQos2, wills [MQTT-3.1.2-8] in close.
+ */
+import { randomUUID } from "node:crypto"
+import type { Socket } from "node:net"
+import type * as mqtt from "mqtt-packet"
+import {
+  encode,
+  encodeAck,
+  encodePublish,
+  PacketParser,
+  PINGRESP,
+  type Packet,
+  type ParseError
+} from "../protocol/codec.js"
+import { ConnackV4, ReasonCode } from "../protocol/reasonCodes.js"
+import { isSharedFilterSyntax, validateTopicFilter, validateTopicName } from "../protocol/topic.js"
+import type { Congestible, PublishSource, SubscriptionOptions } from "../routing/Router.js"
+import type { AttachedConnection, Core, Flushable } from "./Core.js"
+import { Message, type MessageProperties, type QoS } from "./Message.js"
+import type { Outgoing } from "./OutboundFlow.js"
+import type { Session, SessionWire } from "./Session.js"
+
+/** Bytes waiting for a subscriber above which its publishers are held up. */
+const HIGH_WATER_BYTES = 1024 * 1024
+/** Parked packets of a held-up publisher above which its socket stops being read. */
+const PARK_LIMIT = 256
+
+export type CloseReason =
+  | "disconnect" // DISCONNECT received
+  | "disconnect-with-will" // v5 DISCONNECT 0x04
+  | "closed" // the peer closed the socket without DISCONNECT
+  | "error" // socket error
+  | "keepalive" // 1.5 × keepalive of silence [MQTT-3.1.2-24]
+  | "takeover" // another connection with the same client id [MQTT-3.1.4-3]
+  | "protocol" // a protocol violation or malformed packet
+  | "connect-timeout" // no CONNECT in time
+  | "refused" // CONNACK with a failure code
+  | "shutdown" // the broker is stopping
+
+export interface ConnectionHooks {
+  /** after CONNACK: run the session's supervised fiber, keyed by client id */
+  readonly sessionStarted: (conn: Connection) => void
+  /** the connection has ended (once) */
+  readonly closed: (conn: Connection) => void
+}
+
+interface Will {
+  readonly topic: string
+  readonly payload: Buffer
+  readonly qos: QoS
+  readonly retain: boolean
+  readonly properties: MessageProperties | undefined
+}
+
+export class Connection implements SessionWire, Flushable, PublishSource, Congestible, AttachedConnection {
+  readonly parser: PacketParser
+  protocolVersion: 3 | 4 | 5 = 4
+  state: "new" | "connecting" | "connected" | "closed" = "new"
+  clientId = ""
+  keepalive = 0
+  session: Session | undefined = undefined
+  closeReason: CloseReason | undefined = undefined
+  /** Clock time (ms) of the last bytes received: the keepalive watchdog reads it */
+  lastActivity: number
+  readonly remote: string
+  private will: Will | undefined = undefined
+  private readonly packets: Array<Packet> = []
+  // outbox: frames of this event-loop turn, written as one chunk
+  private out: Array<Buffer> = []
+  private outBytes = 0
+  private flushScheduled = false
+  // backpressure: publishers held up by this connection, and how many hold this one up
+  private waiters: Set<PublishSource> | undefined = undefined
+  private heldBy = 0
+  private parked: Array<Packet> | undefined = undefined
+  private paused = false
+  private readonly queueHigh: number
+
+  constructor(
+    readonly socket: Socket,
+    readonly core: Core,
+    readonly hooks: ConnectionHooks,
+    readonly listenerPort: number
+  ) {
+    this.parser = new PacketParser(core.settings.maxPacketSize)
+    this.lastActivity = core.now()
+    this.remote = `${socket.remoteAddress ?? "unknown"}:${socket.remotePort ?? 0}`
+    const maxQueued = core.settings.maxQueuedMessages
+    this.queueHigh = maxQueued > 0 ? Math.max(1, maxQueued >> 1) : 1000
+    if (core.settings.setTcpNodelay) socket.setNoDelay(true)
+    socket.on("data", (chunk: Buffer) => this.onData(chunk))
+    socket.on("error", () => this.close("error"))
+    socket.on("end", () => this.close("closed"))
+    socket.on("close", () => this.close("closed"))
+    socket.on("drain", () => this.releaseWaiters())
+  }
+
+  // ---------------------------------------------------------------- input
+
+  /** not narrowed by TypeScript: handlers change the state under our feet */
+  get closed(): boolean {
+    return this.state === "closed"
+  }
+
+  onData(chunk: Buffer): void {
+    if (this.closed) return
+    this.lastActivity = this.core.now()
+    this.core.stats.bytesReceived += chunk.length
+    const packets = this.packets
+    const error = this.parser.parse(chunk, packets)
+    for (let i = 0; i < packets.length; i++) {
+      if (this.closed) break
+      const packet = packets[i]
+      if (this.heldBy > 0 && this.parks(packet)) {
+        ;(this.parked ??= []).push(packet)
+        if (this.parked.length >= PARK_LIMIT) this.pauseReading()
+      } else {
+        this.handle(packet)
+      }
+    }
+    packets.length = 0
+    if (error !== undefined && !this.closed) this.onParseError(error)
+  }
+
+  /** While held up, everything but acknowledgements and pings waits, in order. */
+  private parks(packet: Packet): boolean {
+    if (this.parked !== undefined && this.parked.length > 0) return true
+    switch (packet.cmd) {
+      case "puback":
+      case "pubrec":
+      case "pubrel":
+      case "pubcomp":
+      case "pingreq":
+        return false
+      default:
+        return true
+    }
+  }
+
+  private onParseError(error: ParseError): void {
+    if (this.state === "new" && error.connectError !== undefined) {
+      // [MQTT-3.1.2-2] unacceptable protocol level: CONNACK 0x01 (v3/v4) / 0x84 (v5)
+      this.log("information", `Client <unknown> from ${this.remote} refused: ${error.message}.`)
+      if (error.connectError === "bad-protocol-version") {
+        this.writeNow(encode({ cmd: "connack", returnCode: ConnackV4.UnacceptableProtocolVersion, sessionPresent: false }, 4))
+      }
+      this.close("refused")
+      return
+    }
+    const code = error.reason === "too-large" ? ReasonCode.PacketTooLarge : error.reason === "malformed" ? ReasonCode.MalformedPacket : ReasonCode.ProtocolError
+    this.protocolError(code, error.message)
+  }
+
+  /** Close for a protocol violation; v5 clients get DISCONNECT with the reason code first. */
+  protocolError(reasonCode: number, why: string): void {
+    if (this.state === "closed") return
+    this.log("notice", `Client ${this.clientId || "<unknown>"} from ${this.remote} disconnected: ${why}.`)
+    if (this.state === "connected" && this.protocolVersion === 5) this.sendDisconnect(reasonCode)
+    this.close("protocol")
+  }
+
+  private handle(packet: Packet): void {
+    if (this.state !== "connected") {
+      if (packet.cmd === "connect" && this.state === "new") return this.handleConnect(packet)
+      // [MQTT-3.1.0-1] the first packet must be CONNECT
+      return this.protocolError(ReasonCode.ProtocolError, `first packet was ${packet.cmd}, not connect`)
+    }
+    switch (packet.cmd) {
+      case "publish":
+        return this.handlePublish(packet)
+      case "puback": {
+        const session = this.session!
+        session.flow.onPuback(packet.messageId!, this, true)
+        this.afterAck(session)
+        return
+      }
+      case "pubrec": {
+        const session = this.session!
+        const id = packet.messageId!
+        if (this.protocolVersion === 5 && (packet.reasonCode ?? 0) >= 0x80) {
+          session.flow.onPubrecFailure(id, this, true)
+          this.afterAck(session)
+        } else if (!session.flow.onPubrec(id, this)) {
+          // unknown id: v5 answers PUBREL 0x92; v3/v4 release it anyway
+          this.write(encodeAck("pubrel", id, this.protocolVersion, this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0))
+        }
+        return
+      }
+      case "pubrel": {
+        const known = this.session!.qos2.onPubrel(packet.messageId!)
+        this.write(
+          encodeAck("pubcomp", packet.messageId!, this.protocolVersion, !known && this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0)
+        )
+        return
+      }
+      case "pubcomp": {
+        const session = this.session!
+        session.flow.onPubcomp(packet.messageId!, this, true)
+        this.afterAck(session)
+        return
+      }
+      case "pingreq":
+        this.write(PINGRESP)
+        return
+      case "subscribe":
+        return this.handleSubscribe(packet)
+      case "unsubscribe":
+        return this.handleUnsubscribe(packet)
+      case "disconnect":
+        return this.handleDisconnect(packet)
+      case "connect":
+        // [MQTT-3.1.0-2] a second CONNECT is a protocol violation
+        return this.protocolError(ReasonCode.ProtocolError, "second CONNECT")
+      case "auth":
+        // enhanced authentication is not offered: AUTH without an Authentication Method is a protocol error
+        return this.protocolError(ReasonCode.ProtocolError, "AUTH without authentication method")
+      default:
+        return this.protocolError(ReasonCode.ProtocolError, `unexpected ${packet.cmd} from a client`)
+    }
+  }
+
+  // ---------------------------------------------------------------- CONNECT
+
+  private refuse(v4Code: number, v5Code: number, why: string): void {
+    this.log("information", `Client ${this.clientId || "<unknown>"} from ${this.remote} refused: ${why}.`)
+    if (this.protocolVersion === 5) {
+      this.writeNow(encode({ cmd: "connack", reasonCode: v5Code, sessionPresent: false }, 5))
+    } else {
+      this.writeNow(encode({ cmd: "connack", returnCode: v4Code, sessionPresent: false }, this.protocolVersion))
+    }
+    this.close("refused")
+  }
+
+  private handleConnect(packet: mqtt.IConnectPacket): void {
+    const settings = this.core.settings
+    this.protocolVersion = (packet.protocolVersion ?? 4) as 3 | 4 | 5
+    this.parser.protocolVersion = this.protocolVersion
+    const v5 = this.protocolVersion === 5
+    this.state = "connecting"
+    let clientId = packet.clientId ?? ""
+    const clean = packet.clean !== false
+    let assigned: string | undefined
+    if (clientId.length === 0) {
+      if (this.protocolVersion === 3) {
+        // MQTT 3.1: the client identifier must be 1..23 characters
+        return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.ClientIdentifierNotValid, "empty client id (MQTT 3.1)")
+      }
+      if (!settings.allowZeroLengthClientid) {
+        return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.ClientIdentifierNotValid, "zero length client id not allowed")
+      }
+      if (!clean && !v5) {
+        // [MQTT-3.1.3-8] an empty id requires clean session in 3.1.1
+        return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.ClientIdentifierNotValid, "empty client id without clean session")
+      }
+      clientId = settings.autoIdPrefix + randomUUID()
+      assigned = clientId
+    } else if (this.protocolVersion === 3 && clientId.length > 23) {
+      return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.ClientIdentifierNotValid, "client id longer than 23 characters (MQTT 3.1)")
+    }
+    this.clientId = clientId
+
+    // keepalive: v3/v4 above max_keepalive is refused; v5 is told the Server Keep Alive
+    let keepalive = packet.keepalive ?? 0
+    let serverKeepAlive: number | undefined
+    if (keepalive > settings.maxKeepalive || (keepalive === 0 && settings.maxKeepalive < 65535)) {
+      if (!v5) return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.ClientIdentifierNotValid, "keepalive above max_keepalive")
+      keepalive = settings.maxKeepalive
+      serverKeepAlive = keepalive
+    }
+    this.keepalive = keepalive
+
+    if (packet.will !== undefined) {
+      const w = packet.will
+      if (!validateTopicName(w.topic)) {
+        return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.TopicNameInvalid, "invalid will topic")
+      }
+      const payload = typeof w.payload === "string" ? Buffer.from(w.payload) : w.payload
+      this.will = {
+        topic: w.topic,
+        payload,
+        qos: (w.qos ?? 0) as QoS,
+        retain: w.retain === true,
+        properties: v5 ? forwardedProperties(w.properties) : undefined
+      }
+    }
+
+    // authentication: anonymous clients only where allowed
+    if (packet.username === undefined && !settings.allowAnonymous) {
+      return this.refuse(ConnackV4.NotAuthorized, ReasonCode.NotAuthorized, "not authorised")
+    }
+    if (packet.username !== undefined && !settings.allowAnonymous) {
+      // no password file or auth service configured yet: nobody can be verified
+      return this.refuse(ConnackV4.NotAuthorized, ReasonCode.NotAuthorized, "not authorised")
+    }
+
+    // takeover [MQTT-3.1.4-3]: the existing connection with this id is closed first
+    const core = this.core
+    const old = core.attached.get(clientId)
+    if (old !== undefined && old !== this) {
+      this.log("information", `Client ${clientId} already connected, closing old connection.`)
+      old.takenOver()
+    }
+    // v3/v4 clean session / v5 clean start [MQTT-3.1.2-4] .. [MQTT-3.1.2-6]
+    const { session, present } = core.openSession(clientId, clean)
+    if (v5) {
+      session.expiryInterval = packet.properties?.sessionExpiryInterval ?? 0
+    } else {
+      session.expiryInterval = clean ? 0 : 0xffffffff
+    }
+    this.session = session
+    session.wire = this
+    core.attached.set(clientId, this)
+    this.state = "connected"
+    core.stats.clientsConnected++
+    if (core.stats.clientsConnected > core.stats.clientsMaximum) core.stats.clientsMaximum = core.stats.clientsConnected
+
+    if (v5) {
+      const properties: NonNullable<mqtt.IConnackPacket["properties"]> = {
+        retainAvailable: settings.retainAvailable,
+        sharedSubscriptionAvailable: false,
+        subscriptionIdentifiersAvailable: true,
+        wildcardSubscriptionAvailable: true,
+        topicAliasMaximum: 0
+      }
+      if (settings.maxPacketSize > 0) properties.maximumPacketSize = settings.maxPacketSize
+      if (assigned !== undefined) properties.assignedClientIdentifier = assigned
+      if (serverKeepAlive !== undefined) properties.serverKeepAlive = serverKeepAlive
+      this.write(encode({ cmd: "connack", reasonCode: 0, sessionPresent: present, properties }, 5))
+    } else {
+      // [MQTT-3.2.2-1..3] session present is 0 for a clean session
+      this.write(encode({ cmd: "connack", returnCode: 0, sessionPresent: present }, this.protocolVersion))
+    }
+    if (core.settings.connectionMessages) {
+      this.log(
+        "notice",
+        `New client connected from ${this.socket.remoteAddress ?? "unknown"}:${this.socket.remotePort ?? 0} as ${clientId} (p${this.protocolVersion === 3 ? 1 : 2}, c${clean ? 1 : 0}, k${keepalive}${packet.username !== undefined ? `, u'${packet.username}'` : ""}).`
+      )
+    }
+    this.hooks.sessionStarted(this)
+    // [MQTT-4.4.0-1] resend what was in flight, then what queued while offline
+    session.flow.resume(this)
+  }
+
+  // ---------------------------------------------------------------- PUBLISH
+
+  private handlePublish(packet: mqtt.IPublishPacket): void {
+    const core = this.core
+    const topic = packet.topic
+    // [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not empty
+    if (!validateTopicName(topic)) {
+      if (this.protocolVersion === 5 && topic.length === 0 && packet.properties?.topicAlias !== undefined) {
+        return this.protocolError(ReasonCode.TopicAliasInvalid, "topic alias not allowed (Topic Alias Maximum is 0)")
+      }
+      return this.protocolError(ReasonCode.TopicNameInvalid, `invalid topic '${topic}' in PUBLISH`)
+    }
+    if (this.protocolVersion === 5 && packet.properties?.topicAlias !== undefined) {
+      return this.protocolError(ReasonCode.TopicAliasInvalid, "topic alias not allowed (Topic Alias Maximum is 0)")
+    }
+    core.stats.messagesReceived++
+    const qos = packet.qos
+    const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload
+    const id = packet.messageId ?? 0
+    // message_size_limit: too large messages are dropped (v5 acks say so)
+    if (core.settings.messageSizeLimit > 0 && payload.length > core.settings.messageSizeLimit) {
+      core.stats.publishDropped++
+      if (qos === 1) this.write(encodeAck("puback", id, this.protocolVersion, this.protocolVersion === 5 ? ReasonCode.PacketTooLarge : 0))
+      else if (qos === 2) this.write(encodeAck("pubrec", id, this.protocolVersion, this.protocolVersion === 5 ? ReasonCode.PacketTooLarge : 0))
+      return
+    }
+    if (packet.retain && !core.settings.retainAvailable) {
+      return this.protocolError(ReasonCode.RetainNotSupported, "retain not available")
+    }
+    if (qos === 2 && !this.session!.qos2.onPublish(id)) {
+      // [MQTT-4.3.3-9] a resent QoS 2 PUBLISH is acknowledged, not delivered again
+      this.write(encodeAck("pubrec", id, this.protocolVersion, 0))
+      return
+    }
+    const properties = this.protocolVersion === 5 ? forwardedProperties(packet.properties) : undefined
+    const message = new Message(topic, payload, qos, packet.retain, properties, this.clientId, core.now())
+    const receivers = core.router.publish(message, this)
+    if (qos > 0) {
+      const reason = this.protocolVersion === 5 && receivers === 0 ? ReasonCode.NoMatchingSubscribers : 0
+      this.write(encodeAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion, reason))
+    }
+  }
+
+  // ---------------------------------------------------------------- SUBSCRIBE
+
+  private handleSubscribe(packet: mqtt.ISubscribePacket): void {
+    const core = this.core
+    const session = this.session!
+    const v5 = this.protocolVersion === 5
+    const subscriptionId = v5 ? packet.properties?.subscriptionIdentifier : undefined
+    const granted: Array<number> = []
+    const retainedToSend: Array<{ filter: string; options: SubscriptionOptions }> = []
+    for (const sub of packet.subscriptions) {
+      const filter = sub.topic
+      if (!validateTopicFilter(filter)) {
+        this.log("information", `Client ${this.clientId} sent invalid subscription '${filter}'.`)
+        granted.push(v5 ? ReasonCode.TopicFilterInvalid : 0x80)
+        continue
+      }
+      if (isSharedFilterSyntax(filter)) {
+        granted.push(v5 ? ReasonCode.SharedSubscriptionsNotSupported : 0x80)
+        continue
+      }
+      const qos = sub.qos as QoS
+      const options: SubscriptionOptions = {
+        qos,
+        noLocal: v5 && sub.nl === true,
+        retainAsPublished: v5 && sub.rap === true,
+        retainHandling: (v5 ? (sub.rh ?? 0) : 0) as 0 | 1 | 2,
+        subscriptionId
+      }
+      // [MQTT-3.8.4-3] a repeated subscription replaces the old one
+      const isNew = core.router.subscribe(session, filter, options)
+      session.subscriptions.set(filter, options)
+      this.log("subscribe", `${this.clientId} ${qos} ${filter}`)
+      granted.push(qos)
+      // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never
+      if (options.retainHandling === 0 || (options.retainHandling === 1 && isNew)) retainedToSend.push({ filter, options })
+    }
+    // [MQTT-3.8.4-1] SUBACK with one return code per filter, in order
+    this.write(encode({ cmd: "suback", messageId: packet.messageId, granted }, this.protocolVersion))
+    // [MQTT-3.3.1-9] retained messages go to the new subscription, retain flag set
+    for (const { filter, options } of retainedToSend) {
+      core.router.retained.match(filter, (message) => {
+        const qos = (message.qos < options.qos ? message.qos : options.qos) as QoS
+        const ids = options.subscriptionId !== undefined ? [options.subscriptionId] : undefined
+        session.deliver(message, qos, true, ids, undefined)
+      })
+    }
+  }
+
+  private handleUnsubscribe(packet: mqtt.IUnsubscribePacket): void {
+    const session = this.session!
+    const codes: Array<number> = []
+    for (const filter of packet.unsubscriptions) {
+      const existed = session.subscriptions.delete(filter)
+      if (existed) this.core.router.unsubscribe(session, filter)
+      this.log("unsubscribe", `${this.clientId} ${filter}`)
+      codes.push(existed ? ReasonCode.Success : ReasonCode.NoSubscriptionExisted)
+    }
+    if (this.protocolVersion === 5) {
+      this.write(encode({ cmd: "unsuback", messageId: packet.messageId, granted: codes }, 5))
+    } else {
+      this.write(encode({ cmd: "unsuback", messageId: packet.messageId, granted: [] }, this.protocolVersion))
+    }
+  }
+
+  private handleDisconnect(packet: mqtt.IDisconnectPacket): void {
+    const session = this.session!
+    if (this.protocolVersion === 5) {
+      const expiry = packet.properties?.sessionExpiryInterval
+      if (expiry !== undefined) {
+        // [MQTT-3.14.2-2] a session that expired with the connection cannot be revived at DISCONNECT
+        if (session.expiryInterval === 0 && expiry !== 0) {
+          return this.protocolError(ReasonCode.ProtocolError, "session expiry set at DISCONNECT after 0 at CONNECT")
+        }
+        session.expiryInterval = expiry
+      }
+      if (packet.reasonCode === 0x04) return this.close("disconnect-with-will")
+    }
+    this.close("disconnect")
+  }
+
+  // ---------------------------------------------------------------- output
+
+  /** Queue a frame for this event-loop turn's write. */
+  write(frame: Buffer): void {
+    if (this.state === "closed") return
+    this.out.push(frame)
+    this.outBytes += frame.length
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      this.core.flusher.schedule(this)
+    }
+  }
+
+  /** Write a frame and everything queued before it now (used just before closing). */
+  private writeNow(frame: Buffer): void {
+    this.out.push(frame)
+    this.outBytes += frame.length
+    this.flush()
+  }
+
+  flush(): void {
+    this.flushScheduled = false
+    const n = this.out.length
+    if (n === 0) return
+    const chunk = n === 1 ? this.out[0] : Buffer.concat(this.out, this.outBytes)
+    this.core.stats.bytesSent += this.outBytes
+    this.out = []
+    this.outBytes = 0
+    if (!this.socket.destroyed && this.socket.writable) this.socket.write(chunk)
+  }
+
+  publishQos0(message: Message, retain: boolean, subscriptionIds: ReadonlyArray<number> | undefined): void {
+    this.core.stats.messagesSent++
+    if (subscriptionIds !== undefined && this.protocolVersion === 5) {
+      this.write(this.encodeWithIds(message, 0, retain, 0, false, subscriptionIds))
+    } else {
+      this.write(message.frame(this.protocolVersion, 0, retain, 0, false))
+    }
+  }
+
+  /** OutboundSink: a QoS 1 / 2 PUBLISH (or QoS 0 from the queue). */
+  publish(out: Outgoing, messageId: number, dup: boolean): void {
+    this.core.stats.messagesSent++
+    const ids = out.subscriptionIds
+    if (ids !== undefined && this.protocolVersion === 5) {
+      this.write(this.encodeWithIds(out.message, out.qos, out.retain, messageId, dup, ids))
+    } else {
+      this.write(out.message.frame(this.protocolVersion, out.qos, out.retain, messageId, dup))
+    }
+  }
+
+  private encodeWithIds(message: Message, qos: QoS, retain: boolean, messageId: number, dup: boolean, ids: ReadonlyArray<number>): Buffer {
+    const properties = { ...message.properties, subscriptionIdentifier: ids.length === 1 ? ids[0] : [...ids] }
+    return encodePublish(
+      { topic: message.topic, payload: message.payload, qos, retain, dup, messageId: qos > 0 ? messageId : undefined, properties },
+      5
+    ).buffer
+  }
+
+  pubrel(messageId: number): void {
+    this.write(encodeAck("pubrel", messageId, this.protocolVersion, 0))
+  }
+
+  private sendDisconnect(reasonCode: number): void {
+    this.writeNow(encode({ cmd: "disconnect", reasonCode }, 5))
+  }
+
+  // ---------------------------------------------------------------- backpressure
+
+  private congested(): boolean {
+    return (
+      this.socket.writableLength + this.outBytes > HIGH_WATER_BYTES ||
+      (this.session !== undefined && this.session.flow.queued > this.queueHigh)
+    )
+  }
+
+  checkCongestion(source: PublishSource): void {
+    if (source !== this && this.congested()) source.throttle(this)
+  }
+
+  addWaiter(source: PublishSource): void {
+    ;(this.waiters ??= new Set()).add(source)
+  }
+
+  /** Held up by a congested subscriber: park publishes until it drains. */
+  throttle(by: Congestible): void {
+    if (this.state === "closed") return
+    const before = (by as Connection).waiters?.has(this) === true
+    if (before) return
+    by.addWaiter(this)
+    this.heldBy++
+  }
+
+  private release(): void {
+    if (this.heldBy === 0) return
+    this.heldBy--
+    if (this.heldBy > 0 || this.state === "closed") return
+    const parked = this.parked
+    if (parked !== undefined) {
+      this.parked = undefined
+      for (let i = 0; i < parked.length; i++) {
+        if (this.closed) return
+        if (this.heldBy > 0) {
+          // held up again while catching up: park the rest
+          this.parked = parked.slice(i)
+          return
+        }
+        this.handle(parked[i])
+      }
+    }
+    this.resumeReading()
+  }
+
+  private releaseWaiters(): void {
+    const waiters = this.waiters
+    if (waiters === undefined || waiters.size === 0) return
+    if (this.state !== "closed" && this.congested()) return
+    this.waiters = undefined
+    for (const w of waiters) (w as Connection).release()
+  }
+
+  private afterAck(_session: Session): void {
+    if (this.waiters !== undefined) this.releaseWaiters()
+  }
+
+  private pauseReading(): void {
+    if (!this.paused) {
+      this.paused = true
+      this.socket.pause()
+    }
+  }
+
+  private resumeReading(): void {
+    if (this.paused) {
+      this.paused = false
+      this.socket.resume()
+    }
+  }
+
+  // ---------------------------------------------------------------- closing
+
+  takenOver(): void {
+    if (this.protocolVersion === 5 && this.state === "connected") this.sendDisconnect(ReasonCode.SessionTakenOver)
+    this.close("takeover")
+  }
+
+  /** The keepalive watchdog found 1.5 × keepalive of silence [MQTT-3.1.2-24]. */
+  keepaliveExpired(): void {
+    if (this.state === "closed") return
+    if (this.protocolVersion === 5 && this.state === "connected") this.sendDisconnect(ReasonCode.KeepAliveTimeout)
+    this.close("keepalive")
+  }
+
+  /** The broker is stopping. */
+  shutdown(): void {
+    if (this.state === "closed") return
+    if (this.protocolVersion === 5 && this.state === "connected") this.sendDisconnect(ReasonCode.ServerShuttingDown)
+    this.close("shutdown")
+  }
+
+  close(reason: CloseReason): void {
+    if (this.state === "closed") return
+    const wasConnected = this.state === "connected"
+    this.state = "closed"
+    this.closeReason = reason
+    const core = this.core
+    // what was parked still counts: a client that published then disconnected is served
+    const parked = this.parked
+    this.parked = undefined
+    if (parked !== undefined && wasConnected && (reason === "disconnect" || reason === "disconnect-with-will" || reason === "closed")) {
+      this.state = "connected"
+      this.heldBy = 0
+      for (const p of parked) if (p.cmd === "publish") this.handlePublish(p)
+      this.state = "closed"
+    }
+    this.flush()
+    if (!this.socket.destroyed) {
+      this.socket.end()
+      this.socket.destroySoon()
+    }
+    if (wasConnected) {
+      core.stats.clientsConnected--
+      if (core.attached.get(this.clientId) === this) core.attached.delete(this.clientId)
+      const session = this.session!
+      if (session.wire === this) {
+        session.wire = undefined
+        session.disconnectedAt = core.now()
+        if (session.endsWithConnection) core.discardSession(session)
+      }
+      // [MQTT-3.1.2-8] the will goes on every end but a normal DISCONNECT [MQTT-3.1.2-10]
+      const will = this.will
+      this.will = undefined
+      if (will !== undefined && reason !== "disconnect" && reason !== "shutdown") {
+        core.publish(will.topic, will.payload, will.qos, will.retain, will.properties, this.clientId)
+      }
+      if (core.settings.connectionMessages) this.logClose(reason)
+    }
+    // publishers held up by this connection go on; this one stops waiting
+    this.releaseWaiters()
+    this.heldBy = 0
+    this.hooks.closed(this)
+  }
+
+  private logClose(reason: CloseReason): void {
+    const id = this.clientId
+    switch (reason) {
+      case "disconnect":
+      case "disconnect-with-will":
+        return this.log("notice", `Client ${id} disconnected.`)
+      case "closed":
+        return this.log("notice", `Client ${id} closed its connection.`)
+      case "error":
+        return this.log("notice", `Socket error on client ${id}, disconnecting.`)
+      case "keepalive":
+        return this.log("notice", `Client ${id} has exceeded timeout, disconnecting.`)
+      case "takeover":
+        return
+      case "protocol":
+        return this.log("notice", `Client ${id} disconnected due to protocol error.`)
+      default:
+        return this.log("notice", `Client ${id} disconnected.`)
+    }
+  }
+
+  private log(type: "notice" | "information" | "subscribe" | "unsubscribe", message: string): void {
+    this.core.log.log(type, message)
+  }
+}
+
+/** The v5 properties a broker forwards with a message (not the per-hop ones). */
+export const forwardedProperties = (
+  p: mqtt.IPublishPacket["properties"] | NonNullable<mqtt.IConnectPacket["will"]>["properties"] | undefined
+): MessageProperties | undefined => {
+  if (p === undefined) return undefined
+  let out: MessageProperties | undefined
+  if (p.payloadFormatIndicator !== undefined) (out ??= {}).payloadFormatIndicator = p.payloadFormatIndicator
+  if (p.messageExpiryInterval !== undefined) (out ??= {}).messageExpiryInterval = p.messageExpiryInterval
+  if (p.contentType !== undefined) (out ??= {}).contentType = p.contentType
+  if (p.responseTopic !== undefined) (out ??= {}).responseTopic = p.responseTopic
+  if (p.correlationData !== undefined) (out ??= {}).correlationData = p.correlationData
+  if (p.userProperties !== undefined) (out ??= {}).userProperties = p.userProperties
+  return out
+}

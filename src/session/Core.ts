@@ -1,0 +1,164 @@
+/**
+ * The broker's shared, synchronous state: settings, the router, the session
+ * registry and the write scheduler. Connections call into it from Node's socket
+ * callbacks; Effect owns its lifecycle (see Broker.ts).
+ */
+import { Router } from "../routing/Router.js"
+import type { Log } from "../log/Log.js"
+import { Message, type QoS } from "./Message.js"
+import { Session } from "./Session.js"
+
+export interface CoreSettings {
+  /** `max_inflight_messages`, default 20; 0 = unlimited */
+  readonly maxInflightMessages: number
+  /** `max_queued_messages`, default 1000; 0 = unlimited */
+  readonly maxQueuedMessages: number
+  /** `queue_qos0_messages`, default false */
+  readonly queueQos0Messages: boolean
+  /** `max_keepalive`, default 65535 */
+  readonly maxKeepalive: number
+  /** `max_packet_size`, default 0 (no limit beyond the protocol's) */
+  readonly maxPacketSize: number
+  /** `message_size_limit`, default 0 (none) */
+  readonly messageSizeLimit: number
+  /** `allow_zero_length_clientid`, default true */
+  readonly allowZeroLengthClientid: boolean
+  /** `auto_id_prefix`, default "auto-" */
+  readonly autoIdPrefix: string
+  /** `retain_available`, default true */
+  readonly retainAvailable: boolean
+  /** `allow_anonymous` */
+  readonly allowAnonymous: boolean
+  /** `set_tcp_nodelay`, default false */
+  readonly setTcpNodelay: boolean
+  /** `connection_messages`, default true */
+  readonly connectionMessages: boolean
+  /** how long a new connection may take to send CONNECT (ms) */
+  readonly connectTimeoutMs: number
+}
+
+export const defaultSettings: CoreSettings = {
+  maxInflightMessages: 20,
+  maxQueuedMessages: 1000,
+  queueQos0Messages: false,
+  maxKeepalive: 65535,
+  maxPacketSize: 0,
+  messageSizeLimit: 0,
+  allowZeroLengthClientid: true,
+  autoIdPrefix: "auto-",
+  retainAvailable: true,
+  allowAnonymous: true,
+  setTcpNodelay: false,
+  connectionMessages: true,
+  connectTimeoutMs: 10_000
+}
+
+/** Something with frames waiting to be written at the end of this event-loop turn. */
+export interface Flushable {
+  flush(): void
+}
+
+/**
+ * One write per connection per event-loop turn: connections register here on
+ * their first frame of a turn and are flushed together by one setImmediate.
+ */
+export class FlushScheduler {
+  private pending: Array<Flushable> = []
+  private scheduled = false
+  private readonly run = (): void => {
+    this.scheduled = false
+    const list = this.pending
+    this.pending = []
+    for (let i = 0; i < list.length; i++) list[i].flush()
+  }
+
+  schedule(f: Flushable): void {
+    this.pending.push(f)
+    if (!this.scheduled) {
+      this.scheduled = true
+      setImmediate(this.run)
+    }
+  }
+}
+
+export interface Stats {
+  messagesReceived: number
+  messagesSent: number
+  bytesReceived: number
+  bytesSent: number
+  publishDropped: number
+  clientsConnected: number
+  clientsMaximum: number
+  clientsExpired: number
+}
+
+/** The connection-side handle the core keeps for an attached session. */
+export interface AttachedConnection {
+  /** close because another connection took the client id over */
+  takenOver(): void
+}
+
+export class Core {
+  readonly router = new Router()
+  readonly sessions = new Map<string, Session>()
+  readonly attached = new Map<string, AttachedConnection>()
+  readonly flusher = new FlushScheduler()
+  readonly stats: Stats = {
+    messagesReceived: 0,
+    messagesSent: 0,
+    bytesReceived: 0,
+    bytesSent: 0,
+    publishDropped: 0,
+    clientsConnected: 0,
+    clientsMaximum: 0,
+    clientsExpired: 0
+  }
+
+  constructor(
+    readonly settings: CoreSettings,
+    readonly log: Log,
+    /** the Clock's time in ms (TestClock in tests) */
+    readonly now: () => number
+  ) {}
+
+  flowLimits() {
+    return {
+      maxInflight: this.settings.maxInflightMessages,
+      maxQueued: this.settings.maxQueuedMessages,
+      queueQos0: this.settings.queueQos0Messages
+    }
+  }
+
+  /**
+   * The session for a CONNECT: the existing one unless `clean`, else a new one.
+   * A discarded session's subscriptions leave the router.
+   */
+  openSession(clientId: string, clean: boolean): { session: Session; present: boolean } {
+    const existing = this.sessions.get(clientId)
+    if (existing !== undefined && !clean) return { session: existing, present: true }
+    if (existing !== undefined) this.discardSession(existing)
+    const session = new Session(clientId, this.flowLimits())
+    this.sessions.set(clientId, session)
+    return { session, present: false }
+  }
+
+  discardSession(session: Session): void {
+    for (const filter of session.subscriptions.keys()) this.router.unsubscribe(session, filter)
+    session.subscriptions.clear()
+    session.flow.clear()
+    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId)
+  }
+
+  /** Publish from inside the process (library API, wills, $SYS). */
+  publish(
+    topic: string,
+    payload: Buffer,
+    qos: QoS,
+    retain: boolean,
+    properties?: Message["properties"],
+    origin = ""
+  ): number {
+    const message = new Message(topic, payload, qos, retain, properties, origin, this.now())
+    return this.router.publish(message)
+  }
+}

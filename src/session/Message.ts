@@ -1,0 +1,70 @@
+/**
+ * A published application message, shared by every subscriber it is delivered to
+ * (Mosquitto's ref-counted `mosquitto_msg_store`): the topic, payload and v5
+ * properties are held once; each subscriber keeps only its packet id and QoS.
+ *
+ * The encoded PUBLISH frames are cached on the message, one per
+ * (protocol family, QoS, retain flag), so a fan-out encodes once and each
+ * delivery is a Buffer reference (QoS 0) or a copy with the packet id patched.
+ */
+import type { PublishFrame } from "../protocol/codec.js"
+import { encodePublish, withPacketId } from "../protocol/codec.js"
+
+export type QoS = 0 | 1 | 2
+
+/** The v5 PUBLISH properties a broker forwards (the rest are per hop). */
+export interface MessageProperties {
+  payloadFormatIndicator?: boolean
+  messageExpiryInterval?: number
+  responseTopic?: string
+  correlationData?: Buffer
+  userProperties?: { [key: string]: string | Array<string> }
+  contentType?: string
+}
+
+export class Message {
+  /** frame cache: index = family * 6 + qos * 2 + (retain ? 1 : 0); family 0 = v3/v4, 1 = v5 */
+  private frames: Array<PublishFrame | undefined> | undefined
+
+  constructor(
+    readonly topic: string,
+    readonly payload: Buffer,
+    readonly qos: QoS,
+    readonly retain: boolean,
+    readonly properties: MessageProperties | undefined,
+    /** client id of the publisher ("" for in-process publishes): v5 No Local */
+    readonly origin: string,
+    /** Clock time (ms) at which the broker received it */
+    readonly receivedAt: number
+  ) {}
+
+  /** The message as it is stored retained or forwarded with another retain flag. */
+  withRetain(retain: boolean): Message {
+    if (retain === this.retain) return this
+    return new Message(this.topic, this.payload, this.qos, retain, this.properties, this.origin, this.receivedAt)
+  }
+
+  /** The encoded PUBLISH for this delivery: shared for QoS 0, a patched copy for QoS 1 / 2. */
+  frame(protocolVersion: 3 | 4 | 5, qos: QoS, retain: boolean, messageId: number, dup: boolean): Buffer {
+    const family = protocolVersion === 5 ? 1 : 0
+    const index = family * 6 + qos * 2 + (retain ? 1 : 0)
+    const frames = this.frames ?? (this.frames = new Array<PublishFrame | undefined>(12))
+    let frame = frames[index]
+    if (frame === undefined) {
+      frame = encodePublish(
+        {
+          topic: this.topic,
+          payload: this.payload,
+          qos,
+          retain,
+          dup: false,
+          messageId: qos > 0 ? 1 : undefined,
+          properties: family === 1 ? this.properties : undefined
+        },
+        protocolVersion
+      )
+      frames[index] = frame
+    }
+    return qos === 0 ? frame.buffer : withPacketId(frame, messageId, dup)
+  }
+}

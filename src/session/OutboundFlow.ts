@@ -1,0 +1,227 @@
+/**
+ * The outbound QoS state machine of one session: the in-flight window
+ * (`max_inflight_messages`), the queue behind it (`max_queued_messages`,
+ * `queue_qos0_messages`), packet identifiers, and the QoS 1 / QoS 2 handshakes
+ * towards the subscriber.
+ *
+ * Pure: no sockets, no Effect, no clock. What must go on the wire is handed to
+ * an `OutboundSink`; the caller decides whether the session is online.
+ *
+ *   QoS 1:  PUBLISH ──► (await PUBACK) ──► done
+ *   QoS 2:  PUBLISH ──► (await PUBREC) ──► PUBREL ──► (await PUBCOMP) ──► done
+ *
+ * Packet ids are never reused while in flight [MQTT-2.3.1-2]; messages leave in
+ * the order they were offered, per QoS > 0 [MQTT-4.6.0-6]; on resume every
+ * unacknowledged PUBLISH is resent with DUP set and every PUBREL resent
+ * [MQTT-4.4.0-1].
+ */
+import type { Message, QoS } from "./Message.js"
+
+export type OutState = "await-puback" | "await-pubrec" | "await-pubcomp"
+
+export interface Outgoing {
+  readonly message: Message
+  /** the QoS of this delivery: min(published, granted) */
+  readonly qos: QoS
+  /** the retain flag to send */
+  readonly retain: boolean
+  /** v5 subscription identifiers to attach (empty: none) */
+  readonly subscriptionIds: ReadonlyArray<number> | undefined
+}
+
+export interface InflightEntry extends Outgoing {
+  readonly messageId: number
+  state: OutState
+}
+
+export interface OutboundSink {
+  publish(out: Outgoing, messageId: number, dup: boolean): void
+  pubrel(messageId: number): void
+}
+
+export type OfferResult = "sent" | "queued" | "dropped"
+
+export interface FlowLimits {
+  /** 0 = unlimited */
+  readonly maxInflight: number
+  /** 0 = unlimited */
+  readonly maxQueued: number
+  readonly queueQos0: boolean
+}
+
+export class OutboundFlow {
+  /** in flight, in the order they were sent (Map keeps insertion order) */
+  readonly inflight = new Map<number, InflightEntry>()
+  /** waiting for a free slot (or for the client to come back) */
+  readonly queue: Array<Outgoing> = []
+  private queueHead = 0
+  private lastId = 0
+  /** messages dropped because the queue was full (for $SYS and logs) */
+  dropped = 0
+
+  constructor(public limits: FlowLimits) {}
+
+  get queued(): number {
+    return this.queue.length - this.queueHead
+  }
+
+  private windowOpen(): boolean {
+    return this.limits.maxInflight === 0 || this.inflight.size < this.limits.maxInflight
+  }
+
+  private queueFull(): boolean {
+    return this.limits.maxQueued !== 0 && this.queued >= this.limits.maxQueued
+  }
+
+  /**
+   * Offer a delivery. Online: QoS 0 goes at once; QoS 1 / 2 go at once while the
+   * window is open and nothing older waits, else they queue. Offline: QoS 1 / 2
+   * queue, QoS 0 only with `queue_qos0_messages`. A full queue drops.
+   */
+  offer(out: Outgoing, online: boolean, sink: OutboundSink): OfferResult {
+    if (out.qos === 0) {
+      if (online) {
+        sink.publish(out, 0, false)
+        return "sent"
+      }
+      if (!this.limits.queueQos0 || this.queueFull()) {
+        this.dropped++
+        return "dropped"
+      }
+      this.queue.push(out)
+      return "queued"
+    }
+    if (online && this.queued === 0 && this.windowOpen()) {
+      this.send(out, sink)
+      return "sent"
+    }
+    if (this.queueFull()) {
+      this.dropped++
+      return "dropped"
+    }
+    this.queue.push(out)
+    return "queued"
+  }
+
+  private nextId(): number {
+    // ids in flight are skipped; the window is far below 65535 so this ends
+    let id = this.lastId
+    do {
+      id = id === 65535 ? 1 : id + 1
+    } while (this.inflight.has(id))
+    this.lastId = id
+    return id
+  }
+
+  private send(out: Outgoing, sink: OutboundSink): void {
+    const messageId = this.nextId()
+    this.inflight.set(messageId, {
+      message: out.message,
+      qos: out.qos,
+      retain: out.retain,
+      subscriptionIds: out.subscriptionIds,
+      messageId,
+      state: out.qos === 1 ? "await-puback" : "await-pubrec"
+    })
+    sink.publish(out, messageId, false)
+  }
+
+  /** Move queued messages into the window (call when online). */
+  pump(sink: OutboundSink): void {
+    while (this.queueHead < this.queue.length) {
+      const next = this.queue[this.queueHead]
+      if (next.qos > 0 && !this.windowOpen()) break
+      this.queue[this.queueHead] = undefined as unknown as Outgoing
+      this.queueHead++
+      if (next.qos === 0) sink.publish(next, 0, false)
+      else this.send(next, sink)
+    }
+    if (this.queueHead === this.queue.length) {
+      this.queue.length = 0
+      this.queueHead = 0
+    } else if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue.splice(0, this.queueHead)
+      this.queueHead = 0
+    }
+  }
+
+  /** PUBACK received. Returns false when no QoS 1 message waited for it. */
+  onPuback(messageId: number, sink: OutboundSink, online: boolean): boolean {
+    const entry = this.inflight.get(messageId)
+    if (entry === undefined || entry.state !== "await-puback") return false
+    this.inflight.delete(messageId)
+    if (online) this.pump(sink)
+    return true
+  }
+
+  /**
+   * PUBREC received: answer PUBREL [MQTT-4.3.3-5]. A repeated PUBREC for a message
+   * already released gets its PUBREL again. Returns false for an unknown id.
+   */
+  onPubrec(messageId: number, sink: OutboundSink): boolean {
+    const entry = this.inflight.get(messageId)
+    if (entry === undefined || entry.state === "await-puback") return false
+    entry.state = "await-pubcomp"
+    sink.pubrel(messageId)
+    return true
+  }
+
+  /** A PUBREC carrying a v5 failure reason code (>= 0x80) ends the flow [MQTT-4.3.3-?]. */
+  onPubrecFailure(messageId: number, sink: OutboundSink, online: boolean): boolean {
+    const entry = this.inflight.get(messageId)
+    if (entry === undefined || entry.state !== "await-pubrec") return false
+    this.inflight.delete(messageId)
+    if (online) this.pump(sink)
+    return true
+  }
+
+  /** PUBCOMP received. Returns false when no PUBREL waited for it. */
+  onPubcomp(messageId: number, sink: OutboundSink, online: boolean): boolean {
+    const entry = this.inflight.get(messageId)
+    if (entry === undefined || entry.state !== "await-pubcomp") return false
+    this.inflight.delete(messageId)
+    if (online) this.pump(sink)
+    return true
+  }
+
+  /**
+   * The client is (back) online: resend what is in flight — PUBLISH with DUP for
+   * those not yet acknowledged, PUBREL for those awaiting PUBCOMP — in the
+   * original order [MQTT-4.4.0-1], then fill the window from the queue.
+   */
+  resume(sink: OutboundSink): void {
+    for (const entry of this.inflight.values()) {
+      if (entry.state === "await-pubcomp") sink.pubrel(entry.messageId)
+      else sink.publish(entry, entry.messageId, true)
+    }
+    this.pump(sink)
+  }
+
+  /** The session goes offline: QoS 0 messages are not kept unless queued by option. */
+  clear(): void {
+    this.inflight.clear()
+    this.queue.length = 0
+    this.queueHead = 0
+  }
+}
+
+/**
+ * The inbound QoS 2 state of one session: packet ids whose PUBLISH was received
+ * (and delivered) but whose PUBREL has not arrived. A resent PUBLISH with such an
+ * id is acknowledged again but not delivered twice [MQTT-4.3.3-9].
+ */
+export class InboundQos2 {
+  readonly awaitingRel = new Set<number>()
+
+  /** true when the message is new and must be delivered */
+  onPublish(messageId: number): boolean {
+    if (this.awaitingRel.has(messageId)) return false
+    this.awaitingRel.add(messageId)
+    return true
+  }
+
+  /** true when the id was known (v5 answers 0x92 otherwise) */
+  onPubrel(messageId: number): boolean {
+    return this.awaitingRel.delete(messageId)
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * TCP listeners. A listener is a scoped `net.Server`: each accepted socket
+ * becomes a `Connection` (plain code); its lifecycle is owned by fibers:
+ *
+ * - before CONNECT, a fiber in the listener's `FiberSet` closes the socket if
+ *   CONNECT does not arrive in time;
+ * - after CONNECT, the session fiber runs in the broker-wide `FiberMap` keyed
+ *   by client id — setting a key interrupts the previous fiber of that client
+ *   id (takeover [MQTT-3.1.4-3]); it is the keepalive watchdog, and its
+ *   finalizer closes the connection on shutdown.
+ *
+ * A connection's failure is logged inside its own fiber and never reaches the
+ * listener (style.md, example 3).
+ */
+import * as net from "node:net"
+import { Clock, Data, Duration, Effect, FiberId, FiberMap, FiberSet, Scope } from "effect"
+import type { RuntimeFiber } from "effect/Fiber"
+import { Connection, type ConnectionHooks } from "../session/Connection.js"
+import type { Core } from "../session/Core.js"
+
+export class ListenError extends Data.TaggedError("ListenError")<{
+  readonly port: number
+  readonly host: string | undefined
+  readonly reason: "address-in-use" | "permission-denied" | "other"
+  readonly message: string
+}> {}
+
+export interface ListenerOptions {
+  readonly port: number
+  /** undefined: all interfaces */
+  readonly host: string | undefined
+  readonly maxConnections?: number
+}
+
+export interface BoundListener {
+  readonly port: number
+  readonly host: string | undefined
+}
+
+/** The session fibers of all listeners, keyed by client id. */
+export type SessionFibers = FiberMap.FiberMap<string, void, never>
+
+/**
+ * The keepalive watchdog of one connection: it compares the last-activity
+ * time with the Clock, sleeping until the next possible deadline, so TestClock
+ * drives it (style.md, example 6). Keepalive 0 disables it [MQTT-3.1.2-23].
+ */
+export const sessionFiber = (conn: Connection): Effect.Effect<void> => {
+  const watchdog =
+    conn.keepalive === 0
+      ? Effect.never
+      : Effect.gen(function* () {
+          const limit = conn.keepalive * 1500 // [MQTT-3.1.2-24] one and a half times
+          while (true) {
+            const now = yield* Clock.currentTimeMillis
+            const deadline = conn.lastActivity + limit
+            if (now >= deadline) {
+              conn.keepaliveExpired()
+              return
+            }
+            yield* Effect.sleep(Duration.millis(deadline - now))
+          }
+        })
+  return watchdog.pipe(Effect.onInterrupt(() => Effect.sync(() => conn.shutdown())))
+}
+
+const connectTimeout = (conn: Connection, ms: number): Effect.Effect<void> =>
+  Effect.sleep(Duration.millis(ms)).pipe(
+    Effect.zipRight(
+      Effect.sync(() => {
+        if (conn.state === "new" || conn.state === "connecting") conn.close("connect-timeout")
+      })
+    ),
+    Effect.onInterrupt(() =>
+      Effect.sync(() => {
+        if (conn.state === "new") conn.shutdown()
+      })
+    )
+  )
+
+/** Open one TCP listener in the current scope. */
+export const listenTcp = (
+  core: Core,
+  options: ListenerOptions,
+  sessions: SessionFibers
+): Effect.Effect<BoundListener, ListenError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const pending = yield* FiberSet.make<void, never>()
+    const forkPending = yield* FiberSet.runtime(pending)<never>()
+    const forkSession = yield* FiberMap.runtime(sessions)<never>()
+    const connectionFibers = new WeakMap<Connection, RuntimeFiber<void, never>>()
+    const live = new Set<Connection>()
+    const maxConnections = options.maxConnections ?? -1
+
+    const hooks: ConnectionHooks = {
+      sessionStarted: (conn) => {
+        connectionFibers.get(conn)?.unsafeInterruptAsFork(FiberId.none)
+        const fiber = forkSession(conn.clientId, sessionFiber(conn))
+        connectionFibers.set(conn, fiber)
+      },
+      closed: (conn) => {
+        live.delete(conn)
+        const fiber = connectionFibers.get(conn)
+        if (fiber !== undefined) {
+          connectionFibers.delete(conn)
+          fiber.unsafeInterruptAsFork(FiberId.none)
+        }
+      }
+    }
+
+    const server = net.createServer({ noDelay: core.settings.setTcpNodelay })
+    server.on("connection", (socket) => {
+      if (maxConnections >= 0 && live.size >= maxConnections) {
+        core.log.notice(`Client connection from ${socket.remoteAddress} denied: max_connections exceeded.`)
+        socket.destroy()
+        return
+      }
+      try {
+        const conn = new Connection(socket, core, hooks, options.port)
+        live.add(conn)
+        if (core.settings.connectionMessages) {
+          core.log.notice(`New connection from ${socket.remoteAddress}:${socket.remotePort} on port ${address.port}.`)
+        }
+        connectionFibers.set(conn, forkPending(connectTimeout(conn, core.settings.connectTimeoutMs)))
+      } catch (error) {
+        core.log.error(`Error accepting connection: ${String(error)}`)
+        socket.destroy()
+      }
+    })
+    server.on("error", (error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`))
+
+    const address = yield* Effect.async<net.AddressInfo, ListenError>((resume) => {
+      const onError = (error: NodeJS.ErrnoException) => {
+        resume(
+          Effect.fail(
+            new ListenError({
+              port: options.port,
+              host: options.host,
+              reason: error.code === "EADDRINUSE" ? "address-in-use" : error.code === "EACCES" ? "permission-denied" : "other",
+              message: `cannot listen on ${options.host ?? "*"}:${options.port}: ${error.message}`
+            })
+          )
+        )
+      }
+      server.once("error", onError)
+      server.listen({ port: options.port, host: options.host }, () => {
+        server.off("error", onError)
+        resume(Effect.succeed(server.address() as net.AddressInfo))
+      })
+    })
+    core.log.notice(`Opening ipv${address.family === "IPv6" ? 6 : 4} listen socket on port ${address.port}.`)
+
+    yield* Effect.addFinalizer(() =>
+      Effect.async<void>((resume) => {
+        for (const conn of live) conn.shutdown()
+        live.clear()
+        server.close(() => resume(Effect.void))
+      })
+    )
+    return { port: address.port, host: options.host }
+  })
