@@ -12,6 +12,7 @@
  * ```
  */
 import { Context, Effect, FiberMap, Layer, Stream } from "effect"
+import type { BrokerConfig } from "./config/Config.js"
 import { Log, silentLog } from "./log/Log.js"
 import { validateTopicFilter, validateTopicName } from "./protocol/topic.js"
 import type { Subscriber, SubscriptionOptions } from "./routing/Router.js"
@@ -32,6 +33,28 @@ export interface BrokerOptions {
   /** where log lines go; default: none */
   readonly log?: Log
 }
+
+/** The broker options a `mosquitto.conf` (see config/Config.ts) asks for. */
+export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): BrokerOptions => ({
+  listeners: config.listeners
+    .filter((l) => l.socketPath === undefined && l.protocol === "mqtt")
+    .map((l) => ({ port: l.port, host: l.bindAddress, maxConnections: l.maxConnections, optional: l.bindOptional })),
+  settings: {
+    maxInflightMessages: config.maxInflightMessages,
+    maxQueuedMessages: config.maxQueuedMessages,
+    queueQos0Messages: config.queueQos0Messages,
+    maxKeepalive: config.maxKeepalive,
+    maxPacketSize: config.maxPacketSize,
+    messageSizeLimit: config.messageSizeLimit,
+    allowZeroLengthClientid: config.allowZeroLengthClientid,
+    autoIdPrefix: config.autoIdPrefix,
+    retainAvailable: config.retainAvailable,
+    allowAnonymous: config.allowAnonymous,
+    setTcpNodelay: config.setTcpNodelay,
+    connectionMessages: config.connectionMessages
+  },
+  ...(log !== undefined ? { log } : {})
+})
 
 /** A message as an in-process subscriber receives it. */
 export interface ReceivedMessage {

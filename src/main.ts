@@ -5,10 +5,10 @@
  * SIGINT / SIGTERM interrupt the main fiber: listeners close, v5 clients get
  * DISCONNECT 0x8B, and the process exits 0.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import { runMain } from "@effect/platform-node/NodeRuntime"
 import { Effect, Either, Layer } from "effect"
 import * as fs from "node:fs"
-import { Broker } from "./Broker.js"
+import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
 import { Log, stderrSink, type LogSink } from "./log/Log.js"
 
@@ -39,28 +39,6 @@ const sinksFor = (config: BrokerConfig): Array<LogSink> => {
   return sinks
 }
 
-/** The broker options a mosquitto.conf-derived config asks for. */
-export const brokerOptions = (config: BrokerConfig, log: Log) => ({
-  listeners: config.listeners
-    .filter((l) => l.socketPath === undefined && l.protocol === "mqtt")
-    .map((l) => ({ port: l.port, host: l.bindAddress, maxConnections: l.maxConnections, optional: l.bindOptional })),
-  settings: {
-    maxInflightMessages: config.maxInflightMessages,
-    maxQueuedMessages: config.maxQueuedMessages,
-    queueQos0Messages: config.queueQos0Messages,
-    maxKeepalive: config.maxKeepalive,
-    maxPacketSize: config.maxPacketSize,
-    messageSizeLimit: config.messageSizeLimit,
-    allowZeroLengthClientid: config.allowZeroLengthClientid,
-    autoIdPrefix: config.autoIdPrefix,
-    retainAvailable: config.retainAvailable,
-    allowAnonymous: config.allowAnonymous,
-    setTcpNodelay: config.setTcpNodelay,
-    connectionMessages: config.connectionMessages
-  },
-  log
-})
-
 const main = Effect.gen(function* () {
   const parsed = parseCommandLine(process.argv.slice(2))
   if (Either.isLeft(parsed)) {
@@ -85,7 +63,7 @@ const main = Effect.gen(function* () {
   log.notice(`midge version ${VERSION} starting`)
   if (cl.configFile !== undefined) log.notice(`Config loaded from ${cl.configFile}.`)
   else log.notice("Using default config.")
-  const layer = Broker.layer(brokerOptions(config, log))
+  const layer = Broker.layer(brokerOptionsFromConfig(config, log))
   yield* Layer.launch(layer).pipe(
     Effect.catchTag("ListenError", (error) =>
       Effect.sync(() => {
@@ -97,4 +75,4 @@ const main = Effect.gen(function* () {
   )
 })
 
-NodeRuntime.runMain(main, { disableErrorReporting: false })
+runMain(main, { disableErrorReporting: false })

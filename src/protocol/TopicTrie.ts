@@ -54,6 +54,8 @@ export class TopicTrie<V> {
   private readonly cacheMask: number
   private readonly cacheTopic: Array<string | undefined>
   private readonly cacheNodes: Array<ReadonlyArray<Node<V>> | undefined>
+  /** hash of the last topic that missed in each slot: admission on a second miss */
+  private readonly cacheSeen: Int32Array
   private cacheUsed = false
   private count = 0
 
@@ -63,6 +65,7 @@ export class TopicTrie<V> {
     this.cacheMask = slots - 1
     this.cacheTopic = new Array(slots).fill(undefined)
     this.cacheNodes = new Array(slots).fill(undefined)
+    this.cacheSeen = new Int32Array(slots)
   }
 
   /** Number of (filter, key) entries. */
@@ -128,13 +131,16 @@ export class TopicTrie<V> {
   match(topic: string, visit: (key: string, value: V, filter: string) => void): void {
     let nodes: ReadonlyArray<Node<V>>
     if (this.cacheMask >= 0 && topic.length <= MAX_CACHED_TOPIC_LENGTH) {
-      const slot = hashString(topic) & this.cacheMask
+      const hash = hashString(topic)
+      const slot = hash & this.cacheMask
       if (this.cacheTopic[slot] === topic) nodes = this.cacheNodes[slot]!
       else {
         nodes = this.walk(topic)
-        this.cacheTopic[slot] = topic
-        this.cacheNodes[slot] = nodes
-        this.cacheUsed = true
+        if (this.cacheSeen[slot] === hash) {
+          this.cacheTopic[slot] = topic
+          this.cacheNodes[slot] = nodes
+          this.cacheUsed = true
+        } else this.cacheSeen[slot] = hash
       }
     } else nodes = this.walk(topic)
     for (let i = 0; i < nodes.length; i++) {

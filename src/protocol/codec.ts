@@ -478,7 +478,7 @@ export class PacketParser {
       p += 2
     }
     if (this.version === 5 && p < end) {
-      if (buf[p] > 1) return this.delegate(buf, start, end, 3, out)
+      if (buf[p] !== 0) return this.delegate(buf, start, end, 3, out)
       p++
     }
     const payload = buf.subarray(p, end)

@@ -483,9 +483,9 @@ describe("PacketParser ≡ mqtt-packet on malformed input", () => {
       flags: fc.integer({ min: 0, max: 15 }),
       topic: stringBytes,
       topicDelta: fc.oneof({ arbitrary: fc.constant(0), weight: 4 }, fc.integer({ min: -2, max: 2 })),
-      id: fc.option(fc.tuple(smallByte, smallByte), { nil: undefined }),
-      properties: fc.option(segment, { nil: undefined }),
-      payload: fc.array(smallByte, { maxLength: 4 }),
+      id: fc.option(fc.tuple(smallByte, smallByte), { nil: undefined, freq: 1 }),
+      properties: fc.option(segment, { nil: undefined, freq: 1 }),
+      payload: fc.oneof(fc.constant([]), fc.array(smallByte, { maxLength: 4 })),
       delta: fc.oneof({ arbitrary: fc.constant(0), weight: 4 }, fc.integer({ min: -3, max: 1 }))
     })
     .map(({ delta, flags, id, payload, properties, topic, topicDelta }) => {
@@ -688,8 +688,10 @@ describe("PacketParser rejects what the spec calls malformed", () => {
 
   it("a PUBLISH topic or packet identifier running past the packet is malformed", () => {
     for (const v of versions) {
-      // topic length 2 with one byte left, followed by a PINGREQ
+      // topic length 2 with one byte left: at the end of the chunk, followed by a PINGREQ, by a PUBLISH
+      expect(parseChunks([Buffer.from([0x30, 0x03, 0x00, 0x02, 0x61])], v).error?.reason).toBe("malformed")
       expect(parseChunks([Buffer.from([0x30, 0x03, 0x00, 0x02, 0x61, 0xc0, 0x00])], v).error?.reason).toBe("malformed")
+      expect(parseChunks([Buffer.from([0x30, 0x03, 0x00, 0x02, 0x61, 0x30, 0x03, 0x00, 0x01, 0x62])], v).error?.reason).toBe("malformed")
       expect(parseChunks([Buffer.from([0x30, 0x01, 0x00])], v).error?.reason).toBe("malformed")
       // QoS 1 with one byte of packet identifier
       expect(parseChunks([Buffer.from([0x32, 0x04, 0x00, 0x01, 0x61, 0x00, 0xc0, 0x00])], v).error?.reason).toBe("malformed")

@@ -1,0 +1,110 @@
+/**
+ * The daemon as users run it: `node dist/main.js` with Mosquitto's flags
+ * (built by `npm test` before the tests run).
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as mqttPacket from "mqtt-packet"
+import { rawClient, run, spawnScoped, waitFor } from "./harness.js"
+
+const main = path.resolve(__dirname, "../../dist/main.js")
+
+const freePort = Effect.async<number>((resume) => {
+  const s = net.createServer()
+  s.listen(0, "127.0.0.1", () => {
+    const port = (s.address() as net.AddressInfo).port
+    s.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+const canConnect = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const s = net.connect({ port, host: "127.0.0.1" })
+    s.once("connect", () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once("error", () => resolve(false))
+  })
+
+const listening = (port: number) =>
+  Effect.gen(function* () {
+    let ok = false
+    yield* waitFor(() => ok, `the daemon to listen on ${port}`, 10_000).pipe(
+      Effect.race(
+        Effect.promise(async () => {
+          while (!(await canConnect(port))) await new Promise((r) => setTimeout(r, 50))
+          ok = true
+        })
+      )
+    )
+  })
+
+describe("node dist/main.js", () => {
+  it.scopedLive("-p PORT -v: serves mosquitto clients, logs Mosquitto's lines, exits 0 on SIGTERM with DISCONNECT 0x8B to v5 clients", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const daemon = yield* spawnScoped("node", [main, "-p", String(port), "-v"])
+      yield* listening(port)
+      const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", "daemon-test", "-t", "t", "-m", "m", "-q", "1"])
+      expect(r.code).toBe(0)
+      yield* waitFor(() => daemon.out.stderr.includes("as daemon-test (p2, c1, k60)"), "the connect log line")
+      expect(daemon.out.stderr).toMatch(/New client connected from 127\.0\.0\.1:\d+ as daemon-test \(p2, c1, k60\)\./)
+      const v5 = yield* rawClient(port)
+      yield* v5.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "v5", clean: true, keepalive: 0 } as mqttPacket.IConnectPacket, { protocolVersion: 5 }))
+      yield* waitFor(() => v5.data().length > 0, "CONNACK")
+      const connackLength = v5.data().length
+      daemon.child.kill("SIGTERM")
+      yield* waitFor(() => daemon.out.exited, "the daemon to exit", 10_000)
+      expect(daemon.out.code).toBe(0)
+      const rest = v5.data().subarray(connackLength)
+      expect(rest[0]).toBe(0xe0)
+      expect(rest[2]).toBe(0x8b) // Server shutting down
+    })
+  )
+
+  it.scopedLive("with no arguments it listens on 1883, loopback only, anonymous allowed (Mosquitto 2's local-only mode)", () =>
+    Effect.gen(function* () {
+      const daemon = yield* spawnScoped("node", [main])
+      yield* listening(1883)
+      const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", "1883", "-t", "t", "-m", "m"])
+      expect(r.code).toBe(0)
+      daemon.child.kill("SIGINT")
+      yield* waitFor(() => daemon.out.exited, "the daemon to exit", 10_000)
+      expect(daemon.out.code).toBe(0)
+    })
+  )
+
+  it.scopedLive("-c FILE: listener, allow_anonymous and limits from mosquitto.conf", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-conf-"))
+      const conf = path.join(dir, "mosquitto.conf")
+      fs.writeFileSync(conf, `# test\nlistener ${port} 127.0.0.1\nallow_anonymous false\nmax_inflight_messages 5\n`)
+      const daemon = yield* spawnScoped("node", [main, "-c", conf])
+      yield* listening(port)
+      // allow_anonymous false: refused with "not authorised" (mosquitto_pub exits non-zero)
+      const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-t", "t", "-m", "m"])
+      expect(r.code).not.toBe(0)
+      expect(r.stderr).toMatch(/not authori[sz]ed/i)
+      daemon.child.kill("SIGTERM")
+      yield* waitFor(() => daemon.out.exited, "the daemon to exit", 10_000)
+    })
+  )
+
+  it.scopedLive("a bad config file exits non-zero naming file, line and option", () =>
+    Effect.gen(function* () {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-conf-"))
+      const conf = path.join(dir, "bad.conf")
+      fs.writeFileSync(conf, `listener 18830\nmax_inflight_messages lots\nno_such_option 1\n`)
+      const r = yield* run("node", [main, "-c", conf])
+      expect(r.code).not.toBe(0)
+      expect(r.stderr).toContain(`${conf}:2 max_inflight_messages`)
+      expect(r.stderr).toContain(`${conf}:3 no_such_option`)
+    })
+  )
+})
