@@ -1,0 +1,141 @@
+/**
+ * QoS handshakes seen on the wire, with a raw client that decides when (and
+ * whether) to acknowledge: the in-flight window, resend with DUP on
+ * reconnect, exactly-once inbound QoS 2.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as mqttPacket from "mqtt-packet"
+import { collect, connectClient, publish, rawClient, settle, startBroker, subscribe, waitFor, type RawClient } from "./harness.js"
+
+const gen = (packet: object, protocolVersion: 4 | 5 = 4) => mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion })
+
+/** Every packet the raw client has received so far. */
+const packets = (c: RawClient, protocolVersion: 4 | 5 = 4): Array<mqttPacket.Packet> => {
+  const out: Array<mqttPacket.Packet> = []
+  const p = mqttPacket.parser({ protocolVersion })
+  p.on("packet", (x) => out.push(x))
+  p.parse(c.data())
+  return out
+}
+
+const connectRaw = (port: number, clientId: string, clean: boolean, protocolVersion: 4 | 5 = 4) =>
+  Effect.gen(function* () {
+    const c = yield* rawClient(port)
+    yield* c.write(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion, clientId, clean, keepalive: 0, ...(protocolVersion === 5 && !clean ? { properties: { sessionExpiryInterval: 600 } } : {}) }, protocolVersion))
+    yield* waitFor(() => packets(c, protocolVersion).some((p) => p.cmd === "connack"), "CONNACK")
+    return c
+  })
+
+describe("QoS on the wire", () => {
+  it.scopedLive("the outbound window holds max_inflight_messages; the rest waits and follows in order as acks come", () =>
+    Effect.gen(function* () {
+      const { port, url } = yield* startBroker({ settings: { maxInflightMessages: 2 } })
+      const c = yield* connectRaw(port, "slow", true)
+      yield* c.write(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "w", qos: 1 }] }))
+      yield* waitFor(() => packets(c).some((p) => p.cmd === "suback"), "SUBACK")
+      const pub = yield* connectClient(url)
+      for (let i = 0; i < 5; i++) yield* publish(pub, "w", `m${i}`, { qos: 1 })
+      const publishes = () => packets(c).filter((p): p is mqttPacket.IPublishPacket => p.cmd === "publish")
+      yield* waitFor(() => publishes().length === 2, "2 in flight")
+      yield* settle(150)
+      expect(publishes().length).toBe(2) // the window is full
+      yield* c.write(gen({ cmd: "puback", messageId: publishes()[0].messageId }))
+      yield* waitFor(() => publishes().length === 3, "the third after one PUBACK")
+      for (const p of publishes().slice(1)) yield* c.write(gen({ cmd: "puback", messageId: p.messageId }))
+      yield* waitFor(() => publishes().length === 5, "all 5")
+      expect(publishes().map((p) => p.payload.toString())).toEqual(["m0", "m1", "m2", "m3", "m4"])
+      // packet ids are distinct among those in flight together [MQTT-2.3.1-2]
+      const ids = publishes().slice(0, 2).map((p) => p.messageId)
+      expect(new Set(ids).size).toBe(2)
+    })
+  )
+
+  for (const protocolVersion of [4, 5] as const) {
+    it.scopedLive(`v${protocolVersion}: unacknowledged QoS 1 / 2 messages are resent with DUP on reconnect; PUBREL is resent for released ones [MQTT-4.4.0-1]`, () =>
+      Effect.gen(function* () {
+        const { port, url } = yield* startBroker()
+        const first = yield* connectRaw(port, "forgetful", false, protocolVersion)
+        yield* first.write(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "d/#", qos: 2 }] }, protocolVersion))
+        yield* waitFor(() => packets(first, protocolVersion).some((p) => p.cmd === "suback"), "SUBACK")
+        const pub = yield* connectClient(url)
+        yield* publish(pub, "d/1", "one", { qos: 1 })
+        yield* publish(pub, "d/2", "two", { qos: 2 })
+        yield* publish(pub, "d/3", "three", { qos: 2 })
+        const pubs = (c: RawClient) => packets(c, protocolVersion).filter((p): p is mqttPacket.IPublishPacket => p.cmd === "publish")
+        yield* waitFor(() => pubs(first).length === 3, "3 deliveries")
+        const [one, two, three] = pubs(first)
+        expect([one.dup, two.dup, three.dup]).toEqual([false, false, false])
+        // receive d/3's PUBREC round: the broker answers PUBREL; then vanish without PUBCOMP
+        yield* first.write(gen({ cmd: "pubrec", messageId: three.messageId }, protocolVersion))
+        yield* waitFor(() => packets(first, protocolVersion).some((p) => p.cmd === "pubrel"), "PUBREL")
+        first.socket.destroy()
+        yield* first.waitClosed()
+        yield* settle(100)
+        const again = yield* connectRaw(port, "forgetful", false, protocolVersion)
+        yield* waitFor(() => pubs(again).length === 2 && packets(again, protocolVersion).some((p) => p.cmd === "pubrel"), "resends")
+        const resent = pubs(again)
+        expect(resent.map((p) => [p.topic, p.messageId, p.dup, p.qos])).toEqual([
+          ["d/1", one.messageId, true, 1],
+          ["d/2", two.messageId, true, 2]
+        ])
+        const connack = packets(again, protocolVersion).find((p) => p.cmd === "connack") as mqttPacket.IConnackPacket
+        expect(connack.sessionPresent).toBe(true)
+        expect((packets(again, protocolVersion).find((p) => p.cmd === "pubrel") as mqttPacket.IPubrelPacket).messageId).toBe(three.messageId)
+      })
+    )
+  }
+
+  it.scopedLive("a resent QoS 2 PUBLISH (DUP) before PUBREL is acknowledged but delivered once [MQTT-4.3.3-9]", () =>
+    Effect.gen(function* () {
+      const { port, url } = yield* startBroker()
+      const sub = yield* connectClient(url)
+      const got = collect(sub)
+      yield* subscribe(sub, "once", { qos: 2 })
+      const c = yield* connectRaw(port, "dupper", true)
+      const p = { cmd: "publish", topic: "once", payload: Buffer.from("x"), qos: 2, messageId: 9, retain: false }
+      yield* c.write(gen({ ...p, dup: false }))
+      yield* c.write(gen({ ...p, dup: true }))
+      yield* waitFor(() => packets(c).filter((x) => x.cmd === "pubrec").length === 2, "two PUBRECs")
+      yield* c.write(gen({ cmd: "pubrel", messageId: 9 }))
+      yield* waitFor(() => packets(c).some((x) => x.cmd === "pubcomp"), "PUBCOMP")
+      yield* settle(150)
+      expect(got.length).toBe(1)
+      // after PUBCOMP the id is free: the same id is a new message
+      yield* c.write(gen({ ...p, dup: false, payload: Buffer.from("y") }))
+      yield* waitFor(() => got.length === 2, "the second message")
+    })
+  )
+
+  it.scopedLive("MQTT 5: PUBREL for an unknown id gets PUBCOMP 0x92 (Packet Identifier not found)", () =>
+    Effect.gen(function* () {
+      const { port } = yield* startBroker()
+      const c = yield* connectRaw(port, "unknown-rel", true, 5)
+      yield* c.write(gen({ cmd: "pubrel", messageId: 77 }, 5))
+      yield* waitFor(() => packets(c, 5).some((x) => x.cmd === "pubcomp"), "PUBCOMP")
+      const comp = packets(c, 5).find((x) => x.cmd === "pubcomp") as mqttPacket.IPubcompPacket
+      expect(comp.messageId).toBe(77)
+      expect(comp.reasonCode).toBe(0x92)
+    })
+  )
+
+  it.scopedLive("queue_qos0_messages: QoS 0 is queued for an offline persistent session only when asked", () =>
+    Effect.gen(function* () {
+      for (const queueQos0Messages of [false, true]) {
+        const { port, url } = yield* startBroker({ settings: { queueQos0Messages } })
+        const first = yield* connectRaw(port, "q0", false)
+        yield* first.write(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "z", qos: 0 }] }))
+        yield* waitFor(() => packets(first).some((p) => p.cmd === "suback"), "SUBACK")
+        first.socket.destroy()
+        yield* first.waitClosed()
+        yield* settle(50)
+        const pub = yield* connectClient(url)
+        yield* publish(pub, "z", "zero", { qos: 0 })
+        yield* settle(50)
+        const again = yield* connectRaw(port, "q0", false)
+        yield* settle(150)
+        expect(packets(again).filter((p) => p.cmd === "publish").length).toBe(queueQos0Messages ? 1 : 0)
+      }
+    })
+  )
+})
