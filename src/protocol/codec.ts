@@ -14,7 +14,8 @@
  * Where the two paths may differ from mqtt-packet, they differ on purpose and
  * only by rejecting (never by accepting more or decoding differently):
  * 1. A string that is not well-formed UTF-8 or contains U+0000 is malformed
- *    [MQTT-1.5.3-1] [MQTT-1.5.3-2] (mqtt-packet decodes it with U+FFFD / NUL).
+ *    [MQTT-1.5.3-1] [MQTT-1.5.3-2] (v5: [MQTT-1.5.4-1] [MQTT-1.5.4-2]); mqtt-packet
+ *    decodes it with U+FFFD / NUL.
  *    This covers every string mqtt-packet decodes: topic names and filters,
  *    client id, will topic, user name, and v5 string / user properties.
  * 2. A field mqtt-packet could not read because the frame ended first is
@@ -296,7 +297,7 @@ export class PacketParser {
         multiplier *= 128
       }
       if (!complete) {
-        if (p - offset > 4) return this.fail(malformed("remaining length longer than 4 bytes [MQTT-1.5.5]"))
+        if (p - offset > 4) return this.fail(malformed("remaining length longer than 4 bytes (§2.2.3, v5 §1.5.5)"))
         this.keep(chunk, offset, -1, 0)
         return undefined
       }
@@ -358,7 +359,7 @@ export class PacketParser {
       }
       if (!complete) {
         if (count === 4) {
-          this.fail(malformed("remaining length longer than 4 bytes [MQTT-1.5.5]"))
+          this.fail(malformed("remaining length longer than 4 bytes (§2.2.3, v5 §1.5.5)"))
           return -1
         }
         this.parts = [kept, chunk]
@@ -548,7 +549,7 @@ const ACK_HEADER: Record<AckCmd, number> = { puback: 0x40, pubrec: 0x50, pubrel:
 /**
  * PUBACK / PUBREC / PUBREL / PUBCOMP, byte-identical to mqtt-packet's generate of
  * `{ cmd, messageId, reasonCode }` (reasonCode undefined taken as 0): in v5 a
- * Success without properties is the 2-byte form [MQTT-3.4.2-1] (§3.4.2.1), any
+ * Success without properties is the 2-byte form (§3.4.2.1), any
  * other reason code is followed by an empty property length; v3/v4 ignore it.
  */
 export const encodeAck = (cmd: AckCmd, messageId: number, protocolVersion: ProtocolVersion, reasonCode?: number): Buffer => {
@@ -602,7 +603,7 @@ const varIntLength = (n: number): number => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n <
  */
 export const encodePublish = (p: PublishToEncode, protocolVersion: ProtocolVersion): PublishFrame => {
   const topicLength = Buffer.byteLength(p.topic)
-  if (topicLength > 0xffff) throw new RangeError(`topic of ${topicLength} bytes is longer than 65535 [MQTT-1.5.4]`)
+  if (topicLength > 0xffff) throw new RangeError(`topic of ${topicLength} bytes is longer than 65535 (§1.5.3)`)
   const qos = p.qos
   const v5 = protocolVersion === 5
   if (v5 && hasProperties(p.properties)) {

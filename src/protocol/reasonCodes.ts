@@ -74,5 +74,5 @@ export const ReasonCode = {
 
 export type ReasonCode = (typeof ReasonCode)[keyof typeof ReasonCode]
 
-/** A reason code of 0x80 or above reports a failure [MQTT-2.4]. */
+/** A reason code of 0x80 or above reports a failure (v5 §2.4). */
 export const isFailure = (code: number): boolean => code >= 0x80

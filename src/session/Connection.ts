@@ -283,7 +283,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       if (!validateTopicName(w.topic)) {
         return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.TopicNameInvalid, "invalid will topic")
       }
-      const payload = typeof w.payload === "string" ? Buffer.from(w.payload) : w.payload
+      // a copy: the will lives as long as the connection, not as its socket chunk
+      const payload = Buffer.from(w.payload)
       this.will = {
         topic: w.topic,
         payload,
@@ -387,6 +388,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const properties = this.protocolVersion === 5 ? forwardedProperties(packet.properties) : undefined
     const message = new Message(topic, payload, qos, packet.retain, properties, this.clientId, core.now())
     const receivers = core.router.publish(message, this)
+    // what may outlive this turn must not pin the socket chunk the payload is a view on
+    if (qos > 0 || packet.retain || core.settings.queueQos0Messages) message.ownPayload()
     if (qos > 0) {
       const reason = this.protocolVersion === 5 && receivers === 0 ? ReasonCode.NoMatchingSubscribers : 0
       this.write(encodeAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion, reason))

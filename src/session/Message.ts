@@ -28,7 +28,8 @@ export class Message {
 
   constructor(
     readonly topic: string,
-    readonly payload: Buffer,
+    /** may be a view on the socket chunk it arrived in until `ownPayload()` */
+    public payload: Buffer,
     readonly qos: QoS,
     readonly retain: boolean,
     readonly properties: MessageProperties | undefined,
@@ -37,6 +38,16 @@ export class Message {
     /** Clock time (ms) at which the broker received it */
     readonly receivedAt: number
   ) {}
+
+  /**
+   * Copy the payload out of the socket chunk it is a view on, so that a message
+   * kept beyond this event-loop turn (retained, queued, in flight) does not pin
+   * the whole chunk in memory.
+   */
+  ownPayload(): void {
+    const p = this.payload
+    if (p.byteOffset !== 0 || p.buffer.byteLength !== p.length) this.payload = Buffer.from(p)
+  }
 
   /** The message as it is stored retained or forwarded with another retain flag. */
   withRetain(retain: boolean): Message {

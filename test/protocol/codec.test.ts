@@ -562,7 +562,7 @@ describe("PacketParser framing", () => {
     expect(out[1]).toMatchObject({ cmd: "puback", messageId: 9 })
   })
 
-  it("a remaining length of more than 4 bytes is malformed [MQTT-1.5.5]", () => {
+  it("a remaining length of more than 4 bytes is malformed (§2.2.3, v5 §1.5.5)", () => {
     const bytes = Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01])
     expect(parseChunks([bytes]).error?.reason).toBe("malformed")
     // detected at the 4th continuation byte, whatever the chunking
