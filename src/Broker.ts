@@ -22,13 +22,12 @@ import { ListenError, listenTcp, type BoundListener, type ListenerOptions } from
 
 export interface BrokerOptions {
   /** TCP listeners; port 0 picks a free port (see `Broker.listeners`) */
-  readonly listeners?: ReadonlyArray<{
-    readonly port: number
-    readonly host?: string | undefined
-    readonly maxConnections?: number
-    /** a listener that may fail to bind (Mosquitto's loopback ::1 on a host without IPv6): logged and skipped */
-    readonly optional?: boolean
-  }>
+  readonly listeners?: ReadonlyArray<
+    ListenerOptions & {
+      /** a listener that may fail to bind (Mosquitto's loopback ::1 on a host without IPv6): logged and skipped */
+      readonly optional?: boolean
+    }
+  >
   readonly settings?: Partial<CoreSettings>
   /** where log lines go; default: none */
   readonly log?: Log
@@ -37,8 +36,20 @@ export interface BrokerOptions {
 /** The broker options a `mosquitto.conf` (see config/Config.ts) asks for. */
 export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): BrokerOptions => ({
   listeners: config.listeners
-    .filter((l) => l.socketPath === undefined && l.protocol === "mqtt")
-    .map((l) => ({ port: l.port, host: l.bindAddress, maxConnections: l.maxConnections, optional: l.bindOptional })),
+    .filter((l) => l.protocol === "mqtt")
+    .map((l) => ({
+      port: l.port,
+      host: l.bindAddress,
+      socketPath: l.socketPath,
+      socketDomain: l.socketDomain,
+      maxConnections: l.maxConnections,
+      mountPoint: l.mountPoint,
+      // per_listener_settings: the listener's own values (undefined falls back to the global ones)
+      allowAnonymous: l.allowAnonymous,
+      allowZeroLengthClientid: l.allowZeroLengthClientid,
+      autoIdPrefix: l.autoIdPrefix,
+      optional: l.bindOptional
+    })),
   settings: {
     maxInflightMessages: config.maxInflightMessages,
     maxQueuedMessages: config.maxQueuedMessages,
@@ -105,7 +116,7 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       const listeners: Array<BoundListener> = []
       const wanted = options.listeners ?? []
       for (const l of wanted) {
-        const opts: ListenerOptions = { port: l.port, host: l.host, maxConnections: l.maxConnections ?? -1 }
+        const opts: ListenerOptions = { ...l, maxConnections: l.maxConnections ?? -1 }
         const bound = yield* listenTcp(core, opts, sessions).pipe(
           Effect.map((b): BoundListener | undefined => b),
           Effect.catchAll((error) =>

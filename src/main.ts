@@ -1,18 +1,19 @@
 #!/usr/bin/env node
 /**
- * The Midge daemon: argv → config → `Layer.launch(Broker.layer(...))`.
- * Flags as Mosquitto's: -c FILE, -p PORT (repeatable), -v, -d, -h.
- * SIGINT / SIGTERM interrupt the main fiber: listeners close, v5 clients get
- * DISCONNECT 0x8B, and the process exits 0.
+ * The Midge daemon: argv → config → the Broker in a scope that lives until
+ * SIGINT / SIGTERM. Flags as Mosquitto's: -c FILE, -p PORT (repeatable), -v,
+ * -d, -h. On a signal the main fiber is interrupted: listeners close, v5
+ * clients get DISCONNECT 0x8B, the pid file is removed, the process exits 0.
  */
 import { runMain } from "@effect/platform-node/NodeRuntime"
-import { Effect, Either, Layer } from "effect"
+import { Effect, Either } from "effect"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
-import { Log, stderrSink, type LogSink } from "./log/Log.js"
+import { Log, logTopic, stderrSink, type LogSink } from "./log/Log.js"
 
-const VERSION = "0.1.0"
+export const VERSION = "0.1.0"
 
 const sinksFor = (config: BrokerConfig): Array<LogSink> => {
   const sinks: Array<LogSink> = []
@@ -25,18 +26,44 @@ const sinksFor = (config: BrokerConfig): Array<LogSink> => {
         sinks.push(stderrSink)
         break
       case "file": {
-        const path = dest.path!
-        sinks.push({ write: (_t, line) => fs.appendFileSync(path, line + "\n") })
+        const fd = fs.openSync(dest.path!, "a")
+        sinks.push({ write: (_t, line) => void fs.writeSync(fd, line + "\n") })
         break
       }
-      case "none":
-        break
       default:
-        // syslog and topic destinations: not yet (reported as warnings by the config reader)
+        // "none"; "topic" is added once the broker runs; "syslog" is reported below
         break
     }
   }
   return sinks
+}
+
+/** `-d`: Node cannot fork, so the daemon re-runs itself detached (without -d) and the parent exits. */
+const daemonize = (): never => {
+  const args = process.argv.slice(1).filter((a) => a !== "-d" && a !== "--daemon")
+  const child = spawn(process.execPath, args, { detached: true, stdio: "ignore" })
+  child.unref()
+  process.exit(0)
+}
+
+/** `user`: when started as root, drop to that user after the listeners are open, as Mosquitto does. */
+const dropPrivileges = (user: string, log: Log): void => {
+  if (typeof process.getuid !== "function" || process.getuid() !== 0 || user === "root") return
+  const entry = fs
+    .readFileSync("/etc/passwd", "utf8")
+    .split("\n")
+    .map((line) => line.split(":"))
+    .find((fields) => fields[0] === user)
+  if (entry === undefined) {
+    log.error(`Error: Unable to drop privileges to '${user}' because this user does not exist.`)
+    throw new Error(`cannot drop privileges to '${user}'`)
+  }
+  const uid = Number(entry[2])
+  const gid = Number(entry[3])
+  ;(process as unknown as { initgroups?: (u: string, g: number) => void }).initgroups?.(user, gid)
+  process.setgid!(gid)
+  process.setuid!(uid)
+  log.debug(`Dropped privileges to '${user}' (uid ${uid}, gid ${gid}).`)
 }
 
 const main = Effect.gen(function* () {
@@ -47,7 +74,7 @@ const main = Effect.gen(function* () {
   }
   const cl = parsed.right
   if (cl.help) {
-    process.stdout.write(`mosquitto-compatible Midge version ${VERSION}\n\n${usage}\n`)
+    process.stdout.write(`midge version ${VERSION}\n\n${usage}\n`)
     return process.exit(0)
   }
   const config = yield* resolveConfig(cl).pipe(
@@ -58,14 +85,48 @@ const main = Effect.gen(function* () {
       })
     )
   )
+  if (cl.daemon) daemonize()
   const log = new Log(config.logTypes, sinksFor(config), config.logTimestamp)
-  for (const warning of config.warnings) log.warning(`Warning: ${warning}`)
   log.notice(`midge version ${VERSION} starting`)
   if (cl.configFile !== undefined) log.notice(`Config loaded from ${cl.configFile}.`)
   else log.notice("Using default config.")
-  const layer = Broker.layer(brokerOptionsFromConfig(config, log))
-  yield* Layer.launch(layer).pipe(
-    Effect.catchTag("ListenError", (error) =>
+  if (config.localOnly) {
+    log.notice("Starting in local only mode. Connections will only be possible from clients running on this machine.")
+    log.notice("Create a configuration file which defines a listener to allow remote access.")
+  }
+  for (const warning of config.warnings) log.warning(`Warning: ${warning}`)
+  for (const dest of config.logDest) {
+    if (dest.kind === "syslog") log.warning("Warning: log_dest syslog is not supported yet by Midge; ignored.")
+  }
+  for (const l of config.listeners) {
+    if (l.protocol !== "mqtt") log.warning(`Warning: listener ${l.port}: protocol ${l.protocol} is not supported yet by Midge; listener not opened.`)
+  }
+
+  yield* Effect.scoped(
+    Effect.gen(function* () {
+      if (config.pidFile !== undefined) {
+        const pidFile = config.pidFile
+        yield* Effect.acquireRelease(
+          Effect.sync(() => fs.writeFileSync(pidFile, `${process.pid}\n`)),
+          () =>
+            Effect.sync(() => {
+              try {
+                fs.rmSync(pidFile, { force: true })
+              } catch (error) {
+                log.warning(`Warning: unable to remove pid file ${pidFile}: ${String(error)}`)
+              }
+            })
+        )
+      }
+      const broker = yield* Broker.make(brokerOptionsFromConfig(config, log))
+      if (config.logDest.some((d) => d.kind === "topic")) {
+        log.addSink({ write: (type, line) => void broker.core.publish(logTopic(type), Buffer.from(line), 0, false) })
+      }
+      yield* Effect.try(() => dropPrivileges(config.user, log))
+      yield* Effect.never
+    })
+  ).pipe(
+    Effect.catchAll((error) =>
       Effect.sync(() => {
         log.error(`Error: ${error.message}`)
         process.exitCode = 1

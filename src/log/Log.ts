@@ -45,13 +45,18 @@ export class Log {
 
   constructor(
     types: ReadonlyArray<string>,
-    private readonly sinks: ReadonlyArray<LogSink>,
+    private readonly sinks: Array<LogSink>,
     private readonly timestamp: boolean = true,
     private readonly keepRecent: number = 0
   ) {
     this.enabled = new Set(
       types.includes("all") ? allLogTypes : (types.filter((t) => (allLogTypes as ReadonlyArray<string>).includes(t)) as Array<LogType>)
     )
+  }
+
+  /** Add a destination once it exists (e.g. `log_dest topic` once the broker runs). */
+  addSink(sink: LogSink): void {
+    this.sinks.push(sink)
   }
 
   isEnabled(type: LogType): boolean {
@@ -87,3 +92,25 @@ export class Log {
 
 /** A log that writes nothing (library default when the application does not ask for one). */
 export const silentLog = (): Log => new Log([], [])
+
+/** `log_dest topic`: Mosquitto's topic for each log type. */
+export const logTopic = (type: LogType): string => {
+  switch (type) {
+    case "error":
+      return "$SYS/broker/log/E"
+    case "warning":
+      return "$SYS/broker/log/W"
+    case "notice":
+      return "$SYS/broker/log/N"
+    case "information":
+      return "$SYS/broker/log/I"
+    case "debug":
+      return "$SYS/broker/log/D"
+    case "subscribe":
+      return "$SYS/broker/log/M/subscribe"
+    case "unsubscribe":
+      return "$SYS/broker/log/M/unsubscribe"
+    case "websockets":
+      return "$SYS/broker/log/WS"
+  }
+}

@@ -46,6 +46,17 @@ export type CloseReason =
   | "refused" // CONNACK with a failure code
   | "shutdown" // the broker is stopping
 
+/** What a connection takes from the listener it arrived on (per_listener_settings). */
+export interface ListenerSettings {
+  readonly port: number
+  /** `mount_point`: prefix of every topic of this listener's clients */
+  readonly mountPoint: string | undefined
+  /** per-listener values; undefined: the broker-wide setting */
+  readonly allowAnonymous: boolean | undefined
+  readonly allowZeroLengthClientid: boolean | undefined
+  readonly autoIdPrefix: string | undefined
+}
+
 export interface ConnectionHooks {
   /** after CONNACK: run the session's supervised fiber, keyed by client id */
   readonly sessionStarted: (conn: Connection) => void
@@ -84,13 +95,16 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private parked: Array<Packet> | undefined = undefined
   private paused = false
   private readonly queueHigh: number
+  /** `mount_point` of the listener, "" for none */
+  private readonly mount: string
 
   constructor(
     readonly socket: Socket,
     readonly core: Core,
     readonly hooks: ConnectionHooks,
-    readonly listenerPort: number
+    readonly listener: ListenerSettings
   ) {
+    this.mount = listener.mountPoint ?? ""
     this.parser = new PacketParser(core.settings.maxPacketSize)
     this.lastActivity = core.now()
     this.remote = `${socket.remoteAddress ?? "unknown"}:${socket.remotePort ?? 0}`
@@ -254,14 +268,14 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         // MQTT 3.1: the client identifier must be 1..23 characters
         return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.ClientIdentifierNotValid, "empty client id (MQTT 3.1)")
       }
-      if (!settings.allowZeroLengthClientid) {
+      if (!(this.listener.allowZeroLengthClientid ?? settings.allowZeroLengthClientid)) {
         return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.ClientIdentifierNotValid, "zero length client id not allowed")
       }
       if (!clean && !v5) {
         // [MQTT-3.1.3-8] an empty id requires clean session in 3.1.1
         return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.ClientIdentifierNotValid, "empty client id without clean session")
       }
-      clientId = settings.autoIdPrefix + randomUUID()
+      clientId = (this.listener.autoIdPrefix ?? settings.autoIdPrefix) + randomUUID()
       assigned = clientId
     } else if (this.protocolVersion === 3 && clientId.length > 23) {
       return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.ClientIdentifierNotValid, "client id longer than 23 characters (MQTT 3.1)")
@@ -286,7 +300,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // a copy: the will lives as long as the connection, not as its socket chunk
       const payload = Buffer.from(w.payload)
       this.will = {
-        topic: w.topic,
+        topic: this.mount + w.topic,
         payload,
         qos: (w.qos ?? 0) as QoS,
         retain: w.retain === true,
@@ -295,10 +309,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
 
     // authentication: anonymous clients only where allowed
-    if (packet.username === undefined && !settings.allowAnonymous) {
+    const allowAnonymous = this.listener.allowAnonymous ?? settings.allowAnonymous
+    if (packet.username === undefined && !allowAnonymous) {
       return this.refuse(ConnackV4.NotAuthorized, ReasonCode.NotAuthorized, "not authorised")
     }
-    if (packet.username !== undefined && !settings.allowAnonymous) {
+    if (packet.username !== undefined && !allowAnonymous) {
       // no password file or auth service configured yet: nobody can be verified
       return this.refuse(ConnackV4.NotAuthorized, ReasonCode.NotAuthorized, "not authorised")
     }
@@ -386,7 +401,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       return
     }
     const properties = this.protocolVersion === 5 ? forwardedProperties(packet.properties) : undefined
-    const message = new Message(topic, payload, qos, packet.retain, properties, this.clientId, core.now())
+    const message = new Message(this.mount + topic, payload, qos, packet.retain, properties, this.clientId, core.now())
     const receivers = core.router.publish(message, this)
     // what may outlive this turn must not pin the socket chunk the payload is a view on
     if (qos > 0 || packet.retain || core.settings.queueQos0Messages) message.ownPayload()
@@ -406,16 +421,16 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const granted: Array<number> = []
     const retainedToSend: Array<{ filter: string; options: SubscriptionOptions }> = []
     for (const sub of packet.subscriptions) {
-      const filter = sub.topic
-      if (!validateTopicFilter(filter)) {
-        this.log("information", `Client ${this.clientId} sent invalid subscription '${filter}'.`)
+      if (!validateTopicFilter(sub.topic)) {
+        this.log("information", `Client ${this.clientId} sent invalid subscription '${sub.topic}'.`)
         granted.push(v5 ? ReasonCode.TopicFilterInvalid : 0x80)
         continue
       }
-      if (isSharedFilterSyntax(filter)) {
+      if (isSharedFilterSyntax(sub.topic)) {
         granted.push(v5 ? ReasonCode.SharedSubscriptionsNotSupported : 0x80)
         continue
       }
+      const filter = this.mount + sub.topic
       const qos = sub.qos as QoS
       const options: SubscriptionOptions = {
         qos,
@@ -447,7 +462,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private handleUnsubscribe(packet: mqtt.IUnsubscribePacket): void {
     const session = this.session!
     const codes: Array<number> = []
-    for (const filter of packet.unsubscriptions) {
+    for (const unmounted of packet.unsubscriptions) {
+      const filter = this.mount + unmounted
       const existed = session.subscriptions.delete(filter)
       if (existed) this.core.router.unsubscribe(session, filter)
       this.log("unsubscribe", `${this.clientId} ${filter}`)
@@ -509,7 +525,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   publishQos0(message: Message, retain: boolean, subscriptionIds: ReadonlyArray<number> | undefined): void {
     this.core.stats.messagesSent++
-    if (subscriptionIds !== undefined && this.protocolVersion === 5) {
+    if (this.mount !== "" || (subscriptionIds !== undefined && this.protocolVersion === 5)) {
       this.write(this.encodeWithIds(message, 0, retain, 0, false, subscriptionIds))
     } else {
       this.write(message.frame(this.protocolVersion, 0, retain, 0, false))
@@ -520,18 +536,33 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   publish(out: Outgoing, messageId: number, dup: boolean): void {
     this.core.stats.messagesSent++
     const ids = out.subscriptionIds
-    if (ids !== undefined && this.protocolVersion === 5) {
+    if (this.mount !== "" || (ids !== undefined && this.protocolVersion === 5)) {
       this.write(this.encodeWithIds(out.message, out.qos, out.retain, messageId, dup, ids))
     } else {
       this.write(out.message.frame(this.protocolVersion, out.qos, out.retain, messageId, dup))
     }
   }
 
-  private encodeWithIds(message: Message, qos: QoS, retain: boolean, messageId: number, dup: boolean, ids: ReadonlyArray<number>): Buffer {
-    const properties = { ...message.properties, subscriptionIdentifier: ids.length === 1 ? ids[0] : [...ids] }
+  /** The slow path: a PUBLISH encoded for this one delivery (mount point stripped, subscription ids). */
+  private encodeWithIds(
+    message: Message,
+    qos: QoS,
+    retain: boolean,
+    messageId: number,
+    dup: boolean,
+    ids: ReadonlyArray<number> | undefined
+  ): Buffer {
+    const v5 = this.protocolVersion === 5
+    const properties =
+      v5 && ids !== undefined
+        ? { ...message.properties, subscriptionIdentifier: ids.length === 1 ? ids[0] : [...ids] }
+        : v5
+          ? message.properties
+          : undefined
+    const topic = this.mount !== "" && message.topic.startsWith(this.mount) ? message.topic.slice(this.mount.length) : message.topic
     return encodePublish(
-      { topic: message.topic, payload: message.payload, qos, retain, dup, messageId: qos > 0 ? messageId : undefined, properties },
-      5
+      { topic, payload: message.payload, qos, retain, dup, messageId: qos > 0 ? messageId : undefined, properties },
+      this.protocolVersion
     ).buffer
   }
 

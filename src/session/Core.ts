@@ -90,6 +90,18 @@ export interface Stats {
   clientsConnected: number
   clientsMaximum: number
   clientsExpired: number
+  /** MQTT packets of every type received ($SYS/broker/messages/received) */
+  packetsReceived: number
+  /** MQTT packets of every type sent ($SYS/broker/messages/sent) */
+  packetsSent: number
+  /** payload bytes of the PUBLISH packets received ($SYS/broker/publish/bytes/received) */
+  publishBytesReceived: number
+  /** payload bytes of the PUBLISH packets sent ($SYS/broker/publish/bytes/sent) */
+  publishBytesSent: number
+  /** CONNECT packets received, accepted or not ($SYS/broker/load/connections/+) */
+  connectsReceived: number
+  /** sockets accepted by the listeners ($SYS/broker/load/sockets/+) */
+  socketsOpened: number
 }
 
 /** The connection-side handle the core keeps for an attached session. */
@@ -111,7 +123,13 @@ export class Core {
     publishDropped: 0,
     clientsConnected: 0,
     clientsMaximum: 0,
-    clientsExpired: 0
+    clientsExpired: 0,
+    packetsReceived: 0,
+    packetsSent: 0,
+    publishBytesReceived: 0,
+    publishBytesSent: 0,
+    connectsReceived: 0,
+    socketsOpened: 0
   }
 
   constructor(

@@ -29,12 +29,22 @@ export interface ListenerOptions {
   readonly port: number
   /** undefined: all interfaces */
   readonly host: string | undefined
+  /** `listener 0 /path`: a Unix socket */
+  readonly socketPath?: string | undefined
+  /** `socket_domain`: only IPv4 or only IPv6 when no address is given */
+  readonly socketDomain?: "ipv4" | "ipv6" | undefined
+  /** `max_connections`, -1 = unlimited */
   readonly maxConnections?: number
+  readonly mountPoint?: string | undefined
+  readonly allowAnonymous?: boolean | undefined
+  readonly allowZeroLengthClientid?: boolean | undefined
+  readonly autoIdPrefix?: string | undefined
 }
 
 export interface BoundListener {
   readonly port: number
   readonly host: string | undefined
+  readonly socketPath: string | undefined
 }
 
 /** The session fibers of all listeners, keyed by client id. */
@@ -108,6 +118,13 @@ export const listenTcp = (
       }
     }
 
+    const settings = {
+      port: options.port,
+      mountPoint: options.mountPoint,
+      allowAnonymous: options.allowAnonymous,
+      allowZeroLengthClientid: options.allowZeroLengthClientid,
+      autoIdPrefix: options.autoIdPrefix
+    }
     const server = net.createServer({ noDelay: core.settings.setTcpNodelay })
     server.on("connection", (socket) => {
       if (maxConnections >= 0 && live.size >= maxConnections) {
@@ -116,10 +133,10 @@ export const listenTcp = (
         return
       }
       try {
-        const conn = new Connection(socket, core, hooks, options.port)
+        const conn = new Connection(socket, core, hooks, settings)
         live.add(conn)
         if (core.settings.connectionMessages) {
-          core.log.notice(`New connection from ${socket.remoteAddress}:${socket.remotePort} on port ${address.port}.`)
+          core.log.notice(`New connection from ${socket.remoteAddress ?? "unix socket"}:${socket.remotePort ?? 0} on port ${options.port}.`)
         }
         connectionFibers.set(conn, forkPending(connectTimeout(conn, core.settings.connectTimeoutMs)))
       } catch (error) {
@@ -129,7 +146,8 @@ export const listenTcp = (
     })
     server.on("error", (error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`))
 
-    const address = yield* Effect.async<net.AddressInfo, ListenError>((resume) => {
+    const where = options.socketPath ?? `${options.host ?? "*"}:${options.port}`
+    const address = yield* Effect.async<net.AddressInfo | string, ListenError>((resume) => {
       const onError = (error: NodeJS.ErrnoException) => {
         resume(
           Effect.fail(
@@ -137,18 +155,25 @@ export const listenTcp = (
               port: options.port,
               host: options.host,
               reason: error.code === "EADDRINUSE" ? "address-in-use" : error.code === "EACCES" ? "permission-denied" : "other",
-              message: `cannot listen on ${options.host ?? "*"}:${options.port}: ${error.message}`
+              message: `cannot listen on ${where}: ${error.message}`
             })
           )
         )
       }
       server.once("error", onError)
-      server.listen({ port: options.port, host: options.host }, () => {
+      const host =
+        options.host ?? (options.socketDomain === "ipv4" ? "0.0.0.0" : options.socketDomain === "ipv6" ? "::" : undefined)
+      const listenOptions: net.ListenOptions =
+        options.socketPath !== undefined
+          ? { path: options.socketPath }
+          : { port: options.port, host, ipv6Only: options.socketDomain === "ipv6" }
+      server.listen(listenOptions, () => {
         server.off("error", onError)
-        resume(Effect.succeed(server.address() as net.AddressInfo))
+        resume(Effect.succeed(server.address() as net.AddressInfo | string))
       })
     })
-    core.log.notice(`Opening ipv${address.family === "IPv6" ? 6 : 4} listen socket on port ${address.port}.`)
+    if (typeof address === "string") core.log.notice(`Opening unix listen socket on ${address}.`)
+    else core.log.notice(`Opening ipv${address.family === "IPv6" ? 6 : 4} listen socket on port ${address.port}.`)
 
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => {
@@ -157,5 +182,7 @@ export const listenTcp = (
         server.close(() => resume(Effect.void))
       })
     )
-    return { port: address.port, host: options.host }
+    return typeof address === "string"
+      ? { port: 0, host: undefined, socketPath: address }
+      : { port: address.port, host: options.host, socketPath: undefined }
   })

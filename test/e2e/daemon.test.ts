@@ -107,4 +107,60 @@ describe("node dist/main.js", () => {
       expect(r.stderr).toContain(`${conf}:3 no_such_option`)
     })
   )
+
+  it.scopedLive("pid_file, log_dest file and topic, user: written, published, dropped to the configured user", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-daemon-"))
+      fs.chmodSync(dir, 0o777)
+      const conf = path.join(dir, "mosquitto.conf")
+      const pidFile = path.join(dir, "midge.pid")
+      const logFile = path.join(dir, "midge.log")
+      fs.writeFileSync(
+        conf,
+        [`listener ${port} 127.0.0.1`, "allow_anonymous true", `pid_file ${pidFile}`, `log_dest file ${logFile}`, "log_dest topic", "log_type all", "user nobody", ""].join("\n")
+      )
+      const daemon = yield* spawnScoped("node", [main, "-c", conf])
+      yield* listening(port)
+      expect(fs.readFileSync(pidFile, "utf8").trim()).toBe(String(daemon.child.pid))
+      // log_dest topic: log lines arrive on $SYS/broker/log/<type>
+      const sub = yield* spawnScoped("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-t", "$SYS/broker/log/N", "-v", "-C", "2", "-W", "10"])
+      yield* waitFor(() => fs.readFileSync(logFile, "utf8").includes("$SYS/broker/log/N"), "the subscribe log line", 10_000)
+      yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", "logged", "-t", "t", "-m", "m"])
+      yield* waitFor(() => sub.out.exited, "a log line on a $SYS/broker/log topic", 10_000)
+      expect(sub.out.stdout).toMatch(/^\$SYS\/broker\/log\/N \d+: New client connected from .* as logged/m)
+      // log_dest file
+      expect(fs.readFileSync(logFile, "utf8")).toMatch(/New client connected from 127\.0\.0\.1:\d+ as logged/)
+      // user nobody: privileges dropped after the listener opened (tests run as root)
+      if (process.getuid?.() === 0) {
+        const status = fs.readFileSync(`/proc/${daemon.child.pid}/status`, "utf8")
+        const uid = /^Uid:\s+(\d+)/m.exec(status)![1]
+        expect(uid).toBe("65534")
+      }
+      daemon.child.kill("SIGTERM")
+      yield* waitFor(() => daemon.out.exited, "the daemon to exit", 10_000)
+      expect(daemon.out.code).toBe(0)
+    })
+  )
+
+  it.scopedLive("-d: runs in the background, the command returns at once", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-daemon-"))
+      fs.chmodSync(dir, 0o777)
+      const conf = path.join(dir, "mosquitto.conf")
+      const pidFile = path.join(dir, "midge.pid")
+      fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npid_file ${pidFile}\nuser root\n`)
+      const r = yield* run("node", [main, "-c", conf, "-d"])
+      expect(r.code).toBe(0)
+      yield* listening(port)
+      yield* waitFor(() => fs.existsSync(pidFile), "the pid file")
+      const pid = Number(fs.readFileSync(pidFile, "utf8"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => { try { process.kill(pid, "SIGKILL") } catch { /* gone */ } }))
+      const pub = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-t", "t", "-m", "m"])
+      expect(pub.code).toBe(0)
+      process.kill(pid, "SIGTERM")
+      yield* waitFor(() => !fs.existsSync(pidFile), "the pid file to be removed at exit", 10_000)
+    })
+  )
 })

@@ -1,0 +1,108 @@
+/**
+ * Listener options from mosquitto.conf, through the same path as the daemon
+ * (parseConfigText → brokerOptionsFromConfig → Broker): several listeners,
+ * mount_point, per_listener_settings, Unix sockets, max_connections.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Broker, brokerOptionsFromConfig } from "../../src/Broker.js"
+import { parseConfigText } from "../../src/config/Config.js"
+import { Log } from "../../src/log/Log.js"
+import { collect, connectClient, publish, rawClient, run, spawnScoped, subscribe, waitFor } from "./harness.js"
+
+const freePorts = (n: number) =>
+  Effect.promise(async () => {
+    const ports: Array<number> = []
+    for (let i = 0; i < n; i++) {
+      ports.push(
+        await new Promise<number>((resolve) => {
+          const s = net.createServer()
+          s.listen(0, "127.0.0.1", () => {
+            const port = (s.address() as net.AddressInfo).port
+            s.close(() => resolve(port))
+          })
+        })
+      )
+    }
+    return ports
+  })
+
+const brokerFrom = (text: string) =>
+  Effect.gen(function* () {
+    const config = yield* parseConfigText(text, "test.conf").pipe(Effect.orDie)
+    const log = new Log(["all"], [], false, 200)
+    return yield* Broker.make(brokerOptionsFromConfig(config, log)).pipe(Effect.orDie)
+  })
+
+describe("listeners from mosquitto.conf", () => {
+  it.scopedLive("two listeners; mount_point isolates one listener's clients under its prefix", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* freePorts(2)
+      yield* brokerFrom(`listener ${a} 127.0.0.1\nallow_anonymous true\nlistener ${b} 127.0.0.1\nmount_point tenant/\n`)
+      const plain = yield* connectClient(`mqtt://127.0.0.1:${a}`)
+      const mounted = yield* connectClient(`mqtt://127.0.0.1:${b}`)
+      const plainGot = collect(plain)
+      const mountedGot = collect(mounted)
+      yield* subscribe(plain, "#", { qos: 0 })
+      yield* subscribe(mounted, "#", { qos: 0 })
+      // a mounted client's publish lands under the prefix; it sees it without the prefix
+      yield* publish(mounted, "x", "from mounted")
+      yield* waitFor(() => plainGot.length === 1 && mountedGot.length === 1, "both deliveries")
+      expect(plainGot[0].topic).toBe("tenant/x")
+      expect(mountedGot[0].topic).toBe("x")
+      // outside the prefix: invisible to the mounted client
+      yield* publish(plain, "elsewhere", "not for tenants")
+      yield* publish(plain, "tenant/y", "for tenants")
+      yield* waitFor(() => mountedGot.length === 2, "the mounted delivery")
+      expect(mountedGot[1]).toMatchObject({ topic: "y", payload: "for tenants" })
+    })
+  )
+
+  it.scopedLive("per_listener_settings: allow_anonymous applies per listener", () =>
+    Effect.gen(function* () {
+      const [open, closed] = yield* freePorts(2)
+      yield* brokerFrom(`per_listener_settings true\nlistener ${open} 127.0.0.1\nallow_anonymous true\nlistener ${closed} 127.0.0.1\nallow_anonymous false\n`)
+      const ok = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(open), "-t", "t", "-m", "m"])
+      expect(ok.code).toBe(0)
+      const refused = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(closed), "-t", "t", "-m", "m"])
+      expect(refused.code).not.toBe(0)
+      expect(refused.stderr).toMatch(/not authori[sz]ed/i)
+    })
+  )
+
+  it.scopedLive("listener 0 /path: a Unix socket listener", () =>
+    Effect.gen(function* () {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-unix-"))
+      const sock = path.join(dir, "mqtt.sock")
+      const broker = yield* brokerFrom(`listener 0 ${sock}\nallow_anonymous true\n`)
+      expect(broker.listeners[0].socketPath).toBe(sock)
+      const sub = yield* spawnScoped("mosquitto_sub", ["--unix", sock, "-t", "u", "-q", "1", "-C", "1", "-W", "10"])
+      yield* waitFor(() => broker.stats().subscriptions === 1, "mosquitto_sub to subscribe over the unix socket")
+      const r = yield* run("mosquitto_pub", ["--unix", sock, "-t", "u", "-m", "over unix", "-q", "1"])
+      expect(r.code).toBe(0)
+      yield* waitFor(() => sub.out.exited, "delivery over the unix socket")
+      const got = sub.out.stdout.trim().split("\n")
+      expect(got).toEqual(["over unix"])
+    })
+  )
+
+  it.scopedLive("max_connections: the connection over the limit is refused, the others carry on", () =>
+    Effect.gen(function* () {
+      const [port] = yield* freePorts(1)
+      yield* brokerFrom(`listener ${port} 127.0.0.1\nallow_anonymous true\nmax_connections 2\n`)
+      const url = `mqtt://127.0.0.1:${port}`
+      const one = yield* connectClient(url)
+      yield* connectClient(url)
+      const third = yield* rawClient(port)
+      yield* third.waitClosed()
+      const got = collect(one)
+      yield* subscribe(one, "still", { qos: 0 })
+      yield* publish(one, "still", "working")
+      yield* waitFor(() => got.length === 1, "the first client to work")
+    })
+  )
+})
