@@ -11,14 +11,14 @@
  * program.pipe(Effect.provide(Broker.layer({ listeners: [{ port: 1883 }] })))
  * ```
  */
-import { Context, Effect, FiberMap, Layer, Stream } from "effect"
+import { Context, Effect, ExecutionStrategy, Exit, FiberMap, Layer, Scope, Stream } from "effect"
 import type { BrokerConfig } from "./config/Config.js"
 import { Log, silentLog } from "./log/Log.js"
 import { validateTopicFilter, validateTopicName } from "./protocol/topic.js"
 import type { Subscriber, SubscriptionOptions } from "./routing/Router.js"
 import { Core, defaultSettings, type CoreSettings, type Stats } from "./session/Core.js"
 import type { Message, MessageProperties, QoS } from "./session/Message.js"
-import { ListenError, listenTcp, type BoundListener, type ListenerOptions } from "./transport/Listener.js"
+import { ListenError, listenerKey, listenTcp, type BoundListener, type ListenerOptions } from "./transport/Listener.js"
 
 export interface BrokerOptions {
   /** TCP listeners; port 0 picks a free port (see `Broker.listeners`) */
@@ -54,6 +54,11 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
     maxInflightMessages: config.maxInflightMessages,
     maxQueuedMessages: config.maxQueuedMessages,
     queueQos0Messages: config.queueQos0Messages,
+    maxInflightBytes: config.maxInflightBytes,
+    maxQueuedBytes: config.maxQueuedBytes,
+    upgradeOutgoingQos: config.upgradeOutgoingQos,
+    persistentClientExpiration: config.persistentClientExpiration,
+    memoryLimit: config.memoryLimit,
     maxKeepalive: config.maxKeepalive,
     maxPacketSize: config.maxPacketSize,
     messageSizeLimit: config.messageSizeLimit,
@@ -89,8 +94,14 @@ export class InvalidTopic extends Error {
 }
 
 export interface BrokerService {
-  /** The listeners as bound (actual ports when 0 was asked). */
+  /** The listeners as bound (actual ports when 0 was asked); changes on reload. */
   readonly listeners: ReadonlyArray<BoundListener>
+  /**
+   * Apply new options (SIGHUP): settings are replaced, listeners that still bind
+   * the same address keep their clients (their per-listener settings updated),
+   * removed ones close, new ones open. The log is the caller's to reconfigure.
+   */
+  readonly reload: (options: BrokerOptions) => Effect.Effect<void, ListenError>
   /** Publish as if from a client; returns the number of subscribers it reached. */
   readonly publish: (message: PublishInput) => Effect.Effect<number, InvalidTopic>
   /**
@@ -113,23 +124,57 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       const settings: CoreSettings = { ...defaultSettings, ...options.settings }
       const core = new Core(settings, options.log ?? silentLog(), () => clock.unsafeCurrentTimeMillis())
       const sessions = yield* FiberMap.make<string, void, never>()
+      const brokerScope = yield* Effect.scope
+      // each listener in a scope of its own, so a reload can close one and keep the others
+      const open = new Map<string, { readonly scope: Scope.CloseableScope; readonly bound: BoundListener }>()
       const listeners: Array<BoundListener> = []
+      const openListeners = (wanted: ReadonlyArray<NonNullable<BrokerOptions["listeners"]>[number]>) =>
+        Effect.gen(function* () {
+          const keep = new Set<string>()
+          for (const l of wanted) {
+            const opts: ListenerOptions = { ...l, maxConnections: l.maxConnections ?? -1 }
+            const key = listenerKey(opts)
+            keep.add(key)
+            const existing = open.get(key)
+            if (existing !== undefined) {
+              existing.bound.update(opts)
+              continue
+            }
+            const scope = yield* Scope.fork(brokerScope, ExecutionStrategy.sequential)
+            const bound = yield* listenTcp(core, opts, sessions).pipe(
+              Scope.extend(scope),
+              Effect.map((b): BoundListener | undefined => b),
+              Effect.catchAll((error) =>
+                Effect.zipRight(
+                  Scope.close(scope, Exit.void),
+                  l.optional === true
+                    ? Effect.sync(() => {
+                        core.log.warning(`Warning: ${error.message}; skipped.`)
+                        return undefined
+                      })
+                    : Effect.fail(error)
+                )
+              )
+            )
+            if (bound !== undefined) open.set(key, { scope, bound })
+          }
+          for (const [key, { scope }] of open) {
+            if (keep.has(key)) continue
+            open.delete(key)
+            yield* Scope.close(scope, Exit.void)
+          }
+          listeners.length = 0
+          for (const { bound } of open.values()) listeners.push(bound)
+        })
       const wanted = options.listeners ?? []
-      for (const l of wanted) {
-        const opts: ListenerOptions = { ...l, maxConnections: l.maxConnections ?? -1 }
-        const bound = yield* listenTcp(core, opts, sessions).pipe(
-          Effect.map((b): BoundListener | undefined => b),
-          Effect.catchAll((error) =>
-            l.optional === true
-              ? Effect.sync(() => {
-                  core.log.warning(`Warning: ${error.message}; skipped.`)
-                  return undefined
-                })
-              : Effect.fail(error)
-          )
-        )
-        if (bound !== undefined) listeners.push(bound)
-      }
+      yield* openListeners(wanted)
+
+
+      const reload = (next: BrokerOptions) =>
+        Effect.gen(function* () {
+          core.applySettings({ ...defaultSettings, ...next.settings })
+          yield* openListeners(next.listeners ?? [])
+        })
 
       const publish = (input: PublishInput) =>
         Effect.suspend(() => {
@@ -174,6 +219,7 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       }
       return {
         listeners,
+        reload,
         publish,
         subscribe,
         stats: () => ({

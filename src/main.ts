@@ -6,7 +6,7 @@
  * clients get DISCONNECT 0x8B, the pid file is removed, the process exits 0.
  */
 import { runMain } from "@effect/platform-node/NodeRuntime"
-import { Effect, Either } from "effect"
+import { Effect, Either, Stream } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
@@ -14,6 +14,12 @@ import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./con
 import { Log, logTopic, stderrSink, type LogSink } from "./log/Log.js"
 
 export const VERSION = "0.1.0"
+
+/** file descriptors of `log_dest file`, closed on reload (so log rotation works with SIGHUP) */
+const openFds: Array<number> = []
+const closeSinks = () => {
+  for (const fd of openFds.splice(0)) fs.closeSync(fd)
+}
 
 const sinksFor = (config: BrokerConfig): Array<LogSink> => {
   const sinks: Array<LogSink> = []
@@ -27,6 +33,7 @@ const sinksFor = (config: BrokerConfig): Array<LogSink> => {
         break
       case "file": {
         const fd = fs.openSync(dest.path!, "a")
+        openFds.push(fd)
         sinks.push({ write: (_t, line) => void fs.writeSync(fd, line + "\n") })
         break
       }
@@ -86,7 +93,8 @@ const main = Effect.gen(function* () {
     )
   )
   if (cl.daemon) daemonize()
-  const log = new Log(config.logTypes, sinksFor(config), config.logTimestamp)
+  let sinks = sinksFor(config)
+  const log = new Log(config.logTypes, sinks, config.logTimestamp)
   log.notice(`midge version ${VERSION} starting`)
   if (cl.configFile !== undefined) log.notice(`Config loaded from ${cl.configFile}.`)
   else log.notice("Using default config.")
@@ -119,9 +127,26 @@ const main = Effect.gen(function* () {
         )
       }
       const broker = yield* Broker.make(brokerOptionsFromConfig(config, log))
-      if (config.logDest.some((d) => d.kind === "topic")) {
-        log.addSink({ write: (type, line) => void broker.core.publish(logTopic(type), Buffer.from(line), 0, false) })
-      }
+      const topicSink: LogSink = { write: (type, line) => void broker.core.publish(logTopic(type), Buffer.from(line), 0, false) }
+      const withTopic = (c: BrokerConfig, sinks: Array<LogSink>) => (c.logDest.some((d) => d.kind === "topic") ? [...sinks, topicSink] : sinks)
+      log.reconfigure(config.logTypes, withTopic(config, sinks), config.logTimestamp)
+
+      // SIGHUP: read the configuration again; unchanged listeners keep their clients
+      const reload = Effect.gen(function* () {
+        log.notice("Reloading config.")
+        const next = yield* resolveConfig(cl)
+        const nextSinks = sinksFor(next)
+        closeSinks()
+        sinks = nextSinks
+        log.reconfigure(next.logTypes, withTopic(next, nextSinks), next.logTimestamp)
+        for (const warning of next.warnings) log.warning(`Warning: ${warning}`)
+        yield* broker.reload(brokerOptionsFromConfig(next, log))
+      }).pipe(Effect.catchAll((error) => Effect.sync(() => log.error(`Error reloading config: ${error.message}`))))
+      yield* Stream.async<void>((emit) => {
+        const onHup = () => void emit.single(undefined)
+        process.on("SIGHUP", onHup)
+        return Effect.sync(() => process.off("SIGHUP", onHup))
+      }).pipe(Stream.runForEach(() => reload), Effect.forkScoped)
       yield* Effect.try(() => dropPrivileges(config.user, log))
       yield* Effect.never
     })

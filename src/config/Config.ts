@@ -66,6 +66,12 @@ export interface BrokerConfig {
   readonly maxInflightMessages: number
   readonly maxQueuedMessages: number
   readonly queueQos0Messages: boolean
+  /** `max_inflight_bytes`, 0 = no limit */
+  readonly maxInflightBytes: number
+  /** `max_queued_bytes`, 0 = no limit */
+  readonly maxQueuedBytes: number
+  /** `memory_limit` in bytes, 0 = no limit */
+  readonly memoryLimit: number
   readonly maxKeepalive: number
   readonly maxPacketSize: number
   readonly messageSizeLimit: number
@@ -89,6 +95,11 @@ export interface BrokerConfig {
   readonly autosaveInterval: number
   readonly pidFile: string | undefined
   readonly user: string
+  /**
+   * Midge-only `metrics_listener PORT [ADDRESS]`: serve Prometheus `GET /metrics`
+   * (see docs/monitoring.md); undefined: no metrics listener. `host` undefined: all interfaces.
+   */
+  readonly metricsListener: { readonly port: number; readonly host: string | undefined } | undefined
   /** "file:line option: message" for recognised-but-unsupported or deprecated options */
   readonly warnings: ReadonlyArray<string>
   /** everything read, in order, for later features */
@@ -270,6 +281,9 @@ const build = (
     maxInflightMessages: g.maxInflightMessages,
     maxQueuedMessages: g.maxQueuedMessages,
     queueQos0Messages: g.queueQos0Messages,
+    maxInflightBytes: g.maxInflightBytes,
+    maxQueuedBytes: g.maxQueuedBytes,
+    memoryLimit: g.memoryLimit,
     maxKeepalive: g.maxKeepalive,
     maxPacketSize: g.maxPacketSize,
     messageSizeLimit: g.messageSizeLimit,
@@ -292,6 +306,7 @@ const build = (
     autosaveInterval: g.autosaveInterval,
     pidFile: g.pidFile,
     user: g.user,
+    metricsListener: g.metricsListener,
     warnings: sortProblems(warnings, order).map(formatProblem),
     directives
   }

@@ -38,20 +38,32 @@ export const stderrSink: LogSink = {
   }
 }
 
+const enabledTypes = (types: ReadonlyArray<string>): Set<LogType> =>
+  new Set(
+    types.includes("all")
+      ? allLogTypes
+      : (types.filter((t) => (allLogTypes as ReadonlyArray<string>).includes(t)) as Array<LogType>)
+  )
+
 export class Log {
-  private readonly enabled: Set<LogType>
+  private enabled: Set<LogType>
   /** lines also kept in memory (tests read them); bounded */
   readonly recent: Array<string> = []
 
   constructor(
     types: ReadonlyArray<string>,
-    private readonly sinks: Array<LogSink>,
-    private readonly timestamp: boolean = true,
+    private sinks: Array<LogSink>,
+    private timestamp: boolean = true,
     private readonly keepRecent: number = 0
   ) {
-    this.enabled = new Set(
-      types.includes("all") ? allLogTypes : (types.filter((t) => (allLogTypes as ReadonlyArray<string>).includes(t)) as Array<LogType>)
-    )
+    this.enabled = enabledTypes(types)
+  }
+
+  /** New log_type / log_dest / log_timestamp (SIGHUP). */
+  reconfigure(types: ReadonlyArray<string>, sinks: Array<LogSink>, timestamp: boolean): void {
+    this.enabled = enabledTypes(types)
+    this.sinks = sinks
+    this.timestamp = timestamp
   }
 
   /** Add a destination once it exists (e.g. `log_dest topic` once the broker runs). */

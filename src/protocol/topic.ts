@@ -27,9 +27,10 @@ const fitsUtf8 = (s: string): boolean =>
   s.length <= 21845 || (s.length <= MAX_TOPIC_BYTES && Buffer.byteLength(s, "utf8") <= MAX_TOPIC_BYTES)
 
 /**
- * Checks a character that is neither a wildcard nor a separator: no U+0000
- * [MQTT-1.5.4-2] (3.1.1: [MQTT-1.5.3-2]) and no unpaired surrogate, which has no UTF-8 encoding
- * [MQTT-1.5.4-1] (3.1.1: [MQTT-1.5.3-1]). Returns the index of the last code unit consumed, or -1.
+ * Checks the character at `i` (code unit `c`): no U+0000 [MQTT-1.5.4-2]
+ * (3.1.1: [MQTT-1.5.3-2]) and no unpaired surrogate, which has no UTF-8
+ * encoding [MQTT-1.5.4-1] (3.1.1: [MQTT-1.5.3-1]). Returns the index of the
+ * last code unit consumed (a surrogate pair takes two), or -1 if invalid.
  */
 const checkChar = (s: string, i: number, c: number): number => {
   if (c === NUL) return -1
@@ -41,7 +42,8 @@ const checkChar = (s: string, i: number, c: number): number => {
 /**
  * A topic name as carried by PUBLISH (and Will topics): at least one
  * character [MQTT-4.7.3-1], no wildcard characters [MQTT-3.3.2-2]
- * [MQTT-4.7.1-1], no U+0000, at most 65535 UTF-8 bytes.
+ * [MQTT-4.7.1-1], no U+0000 nor unpaired surrogate, at most 65535 UTF-8
+ * bytes.
  */
 export const validateTopicName = (topic: string): boolean => {
   const len = topic.length
@@ -56,8 +58,8 @@ export const validateTopicName = (topic: string): boolean => {
 /**
  * A topic filter as carried by SUBSCRIBE / UNSUBSCRIBE: at least one
  * character [MQTT-4.7.3-1]; `#` only alone in the last level
- * [MQTT-4.7.1-2]; `+` only alone in its level [MQTT-4.7.1-3]; no U+0000,
- * at most 65535 UTF-8 bytes. Empty levels are legal.
+ * [MQTT-4.7.1-2]; `+` only alone in its level [MQTT-4.7.1-3]; no U+0000
+ * nor unpaired surrogate, at most 65535 UTF-8 bytes. Empty levels are legal.
  */
 export const validateTopicFilter = (filter: string): boolean => {
   const len = filter.length
@@ -100,9 +102,10 @@ export const isSharedFilterSyntax = (filter: string): boolean => filter.startsWi
 export const parseSharedFilter = (filter: string): SharedFilter | undefined => {
   if (!filter.startsWith(SHARE_PREFIX)) return undefined
   const slash = filter.indexOf("/", SHARE_PREFIX.length)
-  if (slash <= SHARE_PREFIX.length) return undefined // no filter part, or empty ShareName
+  if (slash < 0) return undefined // no "/" after the ShareName
   const group = filter.slice(SHARE_PREFIX.length, slash)
   const inner = filter.slice(slash + 1)
+  // validateTopicName: non-empty, no wildcards, encodable
   if (!validateTopicName(group) || !validateTopicFilter(inner) || !fitsUtf8(filter)) return undefined
   return { group, filter: inner }
 }

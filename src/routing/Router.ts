@@ -91,6 +91,8 @@ export class Router {
 
   /** messages routed since start, for $SYS */
   published = 0
+  /** `upgrade_outgoing_qos`: deliver at the subscription's QoS rather than min(published, granted) */
+  upgradeOutgoingQos = false
 
   get subscriptionCount(): number {
     return this.trie.size
@@ -121,7 +123,7 @@ export class Router {
       if (scratch.size === 0) return 0
       const count = scratch.size
       for (const [subscriber, m] of scratch) {
-        const qos = (m.qos < message.qos ? m.qos : message.qos) as QoS
+        const qos = (this.upgradeOutgoingQos || m.qos < message.qos ? m.qos : message.qos) as QoS
         const retain = m.retainAsPublished ? message.retain : false
         const ids =
           "subscriber" in m ? (m.subscriptionId !== undefined ? [m.subscriptionId] : undefined) : m.ids

@@ -385,11 +385,18 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const qos = packet.qos
     const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload
     const id = packet.messageId ?? 0
-    // message_size_limit: too large messages are dropped (v5 acks say so)
-    if (core.settings.messageSizeLimit > 0 && payload.length > core.settings.messageSizeLimit) {
+    // message_size_limit: too large messages are dropped (v5 acks say 0x83); memory_limit likewise (0x97)
+    const dropReason =
+      core.settings.messageSizeLimit > 0 && payload.length > core.settings.messageSizeLimit
+        ? ReasonCode.ImplementationSpecificError // as Mosquitto; 0x95 is not a PUBACK / PUBREC reason code
+        : core.overMemoryLimit()
+          ? ReasonCode.QuotaExceeded
+          : 0
+    if (dropReason !== 0) {
       core.stats.publishDropped++
-      if (qos === 1) this.write(encodeAck("puback", id, this.protocolVersion, this.protocolVersion === 5 ? ReasonCode.PacketTooLarge : 0))
-      else if (qos === 2) this.write(encodeAck("pubrec", id, this.protocolVersion, this.protocolVersion === 5 ? ReasonCode.PacketTooLarge : 0))
+      const code = this.protocolVersion === 5 ? dropReason : 0
+      if (qos === 1) this.write(encodeAck("puback", id, this.protocolVersion, code))
+      else if (qos === 2) this.write(encodeAck("pubrec", id, this.protocolVersion, code))
       return
     }
     if (packet.retain && !core.settings.retainAvailable) {

@@ -6,6 +6,7 @@
 import { Router } from "../routing/Router.js"
 import type { Log } from "../log/Log.js"
 import { Message, type QoS } from "./Message.js"
+import type { FlowLimits } from "./OutboundFlow.js"
 import { Session } from "./Session.js"
 
 export interface CoreSettings {
@@ -15,6 +16,16 @@ export interface CoreSettings {
   readonly maxQueuedMessages: number
   /** `queue_qos0_messages`, default false */
   readonly queueQos0Messages: boolean
+  /** `max_inflight_bytes`, default 0 (no limit) */
+  readonly maxInflightBytes: number
+  /** `max_queued_bytes`, default 0 (no limit) */
+  readonly maxQueuedBytes: number
+  /** `upgrade_outgoing_qos`, default false: deliver at the subscription's QoS */
+  readonly upgradeOutgoingQos: boolean
+  /** `persistent_client_expiration` in seconds; undefined: never */
+  readonly persistentClientExpiration: number | undefined
+  /** `memory_limit` in bytes (V8 heap); 0: none */
+  readonly memoryLimit: number
   /** `max_keepalive`, default 65535 */
   readonly maxKeepalive: number
   /** `max_packet_size`, default 0 (no limit beyond the protocol's) */
@@ -41,6 +52,11 @@ export const defaultSettings: CoreSettings = {
   maxInflightMessages: 20,
   maxQueuedMessages: 1000,
   queueQos0Messages: false,
+  maxInflightBytes: 0,
+  maxQueuedBytes: 0,
+  upgradeOutgoingQos: false,
+  persistentClientExpiration: undefined,
+  memoryLimit: 0,
   maxKeepalive: 65535,
   maxPacketSize: 0,
   messageSizeLimit: 0,
@@ -111,7 +127,7 @@ export interface AttachedConnection {
 }
 
 export class Core {
-  readonly router = new Router()
+  readonly router: Router
   readonly sessions = new Map<string, Session>()
   readonly attached = new Map<string, AttachedConnection>()
   readonly flusher = new FlushScheduler()
@@ -132,19 +148,69 @@ export class Core {
     socketsOpened: 0
   }
 
+  private memoryCheckedAt = -Infinity
+  private memoryOver = false
+
   constructor(
-    readonly settings: CoreSettings,
+    /** replaced as a whole on reload (SIGHUP) */
+    public settings: CoreSettings,
     readonly log: Log,
     /** the Clock's time in ms (TestClock in tests) */
     readonly now: () => number
-  ) {}
+  ) {
+    this.router = new Router()
+    this.router.upgradeOutgoingQos = settings.upgradeOutgoingQos
+  }
 
-  flowLimits() {
+  flowLimits(): FlowLimits {
     return {
       maxInflight: this.settings.maxInflightMessages,
       maxQueued: this.settings.maxQueuedMessages,
-      queueQos0: this.settings.queueQos0Messages
+      queueQos0: this.settings.queueQos0Messages,
+      maxInflightBytes: this.settings.maxInflightBytes,
+      maxQueuedBytes: this.settings.maxQueuedBytes
     }
+  }
+
+  /** New settings (SIGHUP): existing sessions take the new limits. */
+  applySettings(settings: CoreSettings): void {
+    this.settings = settings
+    this.router.upgradeOutgoingQos = settings.upgradeOutgoingQos
+    const limits = this.flowLimits()
+    for (const session of this.sessions.values()) session.flow.limits = limits
+  }
+
+  /** `memory_limit`: is the heap over it? Sampled at most every 100 ms. */
+  overMemoryLimit(): boolean {
+    const limit = this.settings.memoryLimit
+    if (limit === 0) return false
+    const now = this.now()
+    if (now - this.memoryCheckedAt >= 100) {
+      this.memoryCheckedAt = now
+      this.memoryOver = process.memoryUsage().heapUsed > limit
+    }
+    return this.memoryOver
+  }
+
+  /**
+   * When an offline session expires (Clock ms), or undefined if it never does:
+   * the v5 Session Expiry Interval, or `persistent_client_expiration` for
+   * sessions that never expire by themselves (v3/v4 clean session 0, v5 0xFFFFFFFF).
+   */
+  expiryDeadline(session: Session): number | undefined {
+    if (session.wire !== undefined || this.sessions.get(session.clientId) !== session) return undefined
+    const interval = session.expiryInterval === 0xffffffff ? this.settings.persistentClientExpiration : session.expiryInterval
+    return interval === undefined ? undefined : session.disconnectedAt + interval * 1000
+  }
+
+  /** Remove an offline session whose time has come. Returns true when it was removed. */
+  expireIfDue(session: Session): boolean {
+    const deadline = this.expiryDeadline(session)
+    if (deadline === undefined || this.now() < deadline) return false
+    this.log.notice(`Expiring client ${session.clientId} due to timeout.`)
+    this.discardSession(session)
+    this.stats.clientsExpired++
+    return true
   }
 
   /**

@@ -42,11 +42,15 @@ export interface OutboundSink {
 export type OfferResult = "sent" | "queued" | "dropped"
 
 export interface FlowLimits {
-  /** 0 = unlimited */
+  /** `max_inflight_messages`; 0 = unlimited */
   readonly maxInflight: number
-  /** 0 = unlimited */
+  /** `max_queued_messages`; 0 = unlimited */
   readonly maxQueued: number
   readonly queueQos0: boolean
+  /** `max_inflight_bytes`: payload bytes in flight; 0 = unlimited */
+  readonly maxInflightBytes?: number
+  /** `max_queued_bytes`: payload bytes queued; 0 = unlimited */
+  readonly maxQueuedBytes?: number
 }
 
 export class OutboundFlow {
@@ -56,6 +60,9 @@ export class OutboundFlow {
   readonly queue: Array<Outgoing> = []
   private queueHead = 0
   private lastId = 0
+  /** payload bytes in flight / queued, for max_inflight_bytes / max_queued_bytes */
+  inflightBytes = 0
+  queuedBytes = 0
   /** messages dropped because the queue was full (for $SYS and logs) */
   dropped = 0
 
@@ -66,11 +73,24 @@ export class OutboundFlow {
   }
 
   private windowOpen(): boolean {
-    return this.limits.maxInflight === 0 || this.inflight.size < this.limits.maxInflight
+    const { maxInflight, maxInflightBytes } = this.limits
+    return (
+      (maxInflight === 0 || this.inflight.size < maxInflight) &&
+      (maxInflightBytes === undefined || maxInflightBytes === 0 || this.inflightBytes < maxInflightBytes)
+    )
   }
 
   private queueFull(): boolean {
-    return this.limits.maxQueued !== 0 && this.queued >= this.limits.maxQueued
+    const { maxQueued, maxQueuedBytes } = this.limits
+    return (
+      (maxQueued !== 0 && this.queued >= maxQueued) ||
+      (maxQueuedBytes !== undefined && maxQueuedBytes !== 0 && this.queuedBytes >= maxQueuedBytes)
+    )
+  }
+
+  private enqueue(out: Outgoing): void {
+    this.queue.push(out)
+    this.queuedBytes += out.message.payload.length
   }
 
   /**
@@ -88,7 +108,7 @@ export class OutboundFlow {
         this.dropped++
         return "dropped"
       }
-      this.queue.push(out)
+      this.enqueue(out)
       return "queued"
     }
     if (online && this.queued === 0 && this.windowOpen()) {
@@ -99,7 +119,7 @@ export class OutboundFlow {
       this.dropped++
       return "dropped"
     }
-    this.queue.push(out)
+    this.enqueue(out)
     return "queued"
   }
 
@@ -115,6 +135,7 @@ export class OutboundFlow {
 
   private send(out: Outgoing, sink: OutboundSink): void {
     const messageId = this.nextId()
+    this.inflightBytes += out.message.payload.length
     this.inflight.set(messageId, {
       message: out.message,
       qos: out.qos,
@@ -133,6 +154,7 @@ export class OutboundFlow {
       if (next.qos > 0 && !this.windowOpen()) break
       this.queue[this.queueHead] = undefined as unknown as Outgoing
       this.queueHead++
+      this.queuedBytes -= next.message.payload.length
       if (next.qos === 0) sink.publish(next, 0, false)
       else this.send(next, sink)
     }
@@ -150,6 +172,7 @@ export class OutboundFlow {
     const entry = this.inflight.get(messageId)
     if (entry === undefined || entry.state !== "await-puback") return false
     this.inflight.delete(messageId)
+    this.inflightBytes -= entry.message.payload.length
     if (online) this.pump(sink)
     return true
   }
@@ -171,6 +194,7 @@ export class OutboundFlow {
     const entry = this.inflight.get(messageId)
     if (entry === undefined || entry.state !== "await-pubrec") return false
     this.inflight.delete(messageId)
+    this.inflightBytes -= entry.message.payload.length
     if (online) this.pump(sink)
     return true
   }
@@ -180,6 +204,7 @@ export class OutboundFlow {
     const entry = this.inflight.get(messageId)
     if (entry === undefined || entry.state !== "await-pubcomp") return false
     this.inflight.delete(messageId)
+    this.inflightBytes -= entry.message.payload.length
     if (online) this.pump(sink)
     return true
   }
@@ -202,6 +227,8 @@ export class OutboundFlow {
     this.inflight.clear()
     this.queue.length = 0
     this.queueHead = 0
+    this.inflightBytes = 0
+    this.queuedBytes = 0
   }
 }
 

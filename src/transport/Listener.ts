@@ -15,8 +15,9 @@
 import * as net from "node:net"
 import { Clock, Data, Duration, Effect, FiberId, FiberMap, FiberSet, Scope } from "effect"
 import type { RuntimeFiber } from "effect/Fiber"
-import { Connection, type ConnectionHooks } from "../session/Connection.js"
+import { Connection, type ConnectionHooks, type ListenerSettings } from "../session/Connection.js"
 import type { Core } from "../session/Core.js"
+import type { Session } from "../session/Session.js"
 
 export class ListenError extends Data.TaggedError("ListenError")<{
   readonly port: number
@@ -45,7 +46,13 @@ export interface BoundListener {
   readonly port: number
   readonly host: string | undefined
   readonly socketPath: string | undefined
+  /** apply new per-listener settings (reload) without closing the listener or its clients */
+  readonly update: (options: ListenerOptions) => void
 }
+
+/** What identifies a listener across reloads: where it binds. */
+export const listenerKey = (o: ListenerOptions): string =>
+  o.socketPath !== undefined ? `unix:${o.socketPath}` : `${o.socketDomain ?? ""}|${o.host ?? "*"}|${o.port}`
 
 /** The session fibers of all listeners, keyed by client id. */
 export type SessionFibers = FiberMap.FiberMap<string, void, never>
@@ -74,6 +81,25 @@ export const sessionFiber = (conn: Connection): Effect.Effect<void> => {
   return watchdog.pipe(Effect.onInterrupt(() => Effect.sync(() => conn.shutdown())))
 }
 
+/**
+ * An offline session's expiry timer. It runs under the session's client id in
+ * the same `FiberMap` as the session fiber, so a reconnect (which sets that key)
+ * cancels it.
+ */
+export const expiryFiber = (core: Core, session: Session): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    while (true) {
+      const deadline = core.expiryDeadline(session)
+      if (deadline === undefined) return
+      const now = yield* Clock.currentTimeMillis
+      if (now >= deadline) {
+        core.expireIfDue(session)
+        return
+      }
+      yield* Effect.sleep(Duration.millis(deadline - now))
+    }
+  })
+
 const connectTimeout = (conn: Connection, ms: number): Effect.Effect<void> =>
   Effect.sleep(Duration.millis(ms)).pipe(
     Effect.zipRight(
@@ -100,7 +126,7 @@ export const listenTcp = (
     const forkSession = yield* FiberMap.runtime(sessions)<never>()
     const connectionFibers = new WeakMap<Connection, RuntimeFiber<void, never>>()
     const live = new Set<Connection>()
-    const maxConnections = options.maxConnections ?? -1
+    let maxConnections = options.maxConnections ?? -1
 
     const hooks: ConnectionHooks = {
       sessionStarted: (conn) => {
@@ -115,10 +141,15 @@ export const listenTcp = (
           connectionFibers.delete(conn)
           fiber.unsafeInterruptAsFork(FiberId.none)
         }
+        // a persistent session left offline: its expiry timer takes the client id's place
+        const session = conn.session
+        if (session !== undefined && core.expiryDeadline(session) !== undefined) {
+          forkSession(session.clientId, expiryFiber(core, session))
+        }
       }
     }
 
-    const settings = {
+    const settings: ListenerSettings = {
       port: options.port,
       mountPoint: options.mountPoint,
       allowAnonymous: options.allowAnonymous,
@@ -182,7 +213,16 @@ export const listenTcp = (
         server.close(() => resume(Effect.void))
       })
     )
+    // connections read `settings` at CONNECT time: a reload swaps the fields in place
+    const update = (next: ListenerOptions) => {
+      maxConnections = next.maxConnections ?? -1
+      const s = settings as { -readonly [K in keyof ListenerSettings]: ListenerSettings[K] }
+      s.mountPoint = next.mountPoint
+      s.allowAnonymous = next.allowAnonymous
+      s.allowZeroLengthClientid = next.allowZeroLengthClientid
+      s.autoIdPrefix = next.autoIdPrefix
+    }
     return typeof address === "string"
-      ? { port: 0, host: undefined, socketPath: address }
-      : { port: address.port, host: options.host, socketPath: undefined }
+      ? { port: 0, host: undefined, socketPath: address, update }
+      : { port: address.port, host: options.host, socketPath: undefined, update }
   })

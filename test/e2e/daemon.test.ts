@@ -9,7 +9,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as mqttPacket from "mqtt-packet"
-import { rawClient, run, spawnScoped, waitFor } from "./harness.js"
+import { collect, connectClient, publish, rawClient, run, spawnScoped, subscribe, waitFor } from "./harness.js"
 
 const main = path.resolve(__dirname, "../../dist/main.js")
 
@@ -161,6 +161,49 @@ describe("node dist/main.js", () => {
       expect(pub.code).toBe(0)
       process.kill(pid, "SIGTERM")
       yield* waitFor(() => !fs.existsSync(pidFile), "the pid file to be removed at exit", 10_000)
+    })
+  )
+
+  it.scopedLive("SIGHUP reloads the configuration: unchanged listeners keep their clients, new ones open, removed ones close", () =>
+    Effect.gen(function* () {
+      const [a, b] = [yield* freePort, yield* freePort]
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-reload-"))
+      const conf = path.join(dir, "mosquitto.conf")
+      fs.writeFileSync(conf, `listener ${a} 127.0.0.1\nallow_anonymous true\nuser root\n`)
+      const daemon = yield* spawnScoped("node", [main, "-c", conf])
+      yield* listening(a)
+      const client = yield* connectClient(`mqtt://127.0.0.1:${a}`)
+      let closed = false
+      client.on("close", () => (closed = true))
+      const got = collect(client)
+      yield* subscribe(client, "r", { qos: 1 })
+      expect(yield* Effect.promise(() => canConnect(b))).toBe(false)
+
+      fs.writeFileSync(conf, `listener ${a} 127.0.0.1\nallow_anonymous true\nlistener ${b} 127.0.0.1\nuser root\n`)
+      daemon.child.kill("SIGHUP")
+      yield* listening(b)
+      const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(b), "-t", "r", "-m", "via the new listener", "-q", "1"])
+      expect(r.code).toBe(0)
+      yield* waitFor(() => got.length === 1, "delivery to the client of the unchanged listener")
+      expect(closed).toBe(false)
+
+      fs.writeFileSync(conf, `listener ${a} 127.0.0.1\nallow_anonymous true\nuser root\n`)
+      daemon.child.kill("SIGHUP")
+      yield* waitFor(() => daemon.out.stderr.split("Reloading config.").length === 3, "the second reload", 10_000)
+      let bOpen = true
+      yield* waitFor(() => !bOpen, "the removed listener to close", 10_000).pipe(
+        Effect.race(Effect.promise(async () => { while (await canConnect(b)) await new Promise((r) => setTimeout(r, 50)); bOpen = false }))
+      )
+      yield* publish(client, "r", "still connected", { qos: 1 })
+      yield* waitFor(() => got.length === 2, "the original client to keep working")
+      expect(closed).toBe(false)
+      // a broken file on reload: the error is logged and the broker keeps running
+      fs.writeFileSync(conf, `listener ${a} 127.0.0.1\nmax_inflight_messages many\n`)
+      daemon.child.kill("SIGHUP")
+      yield* waitFor(() => daemon.out.stderr.includes("Error reloading config"), "the reload error", 10_000)
+      expect(daemon.out.stderr).toContain(`${conf}:2 max_inflight_messages`)
+      yield* publish(client, "r", "after a bad reload", { qos: 1 })
+      yield* waitFor(() => got.length === 3, "the broker to keep running")
     })
   )
 })

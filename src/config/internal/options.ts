@@ -28,7 +28,8 @@ export type Scope =
   | "plugin-option"
   | "include"
 
-export type Status = "supported" | "not yet"
+/** "Midge-only": an option Mosquitto does not have (Mosquitto itself would reject it as unknown). */
+export type Status = "supported" | "not yet" | "Midge-only"
 
 export interface OptionSpec {
   readonly name: string
@@ -38,10 +39,11 @@ export interface OptionSpec {
 
 const S = "supported" as const
 const N = "not yet" as const
+const M = "Midge-only" as const
 
 const spec = (name: string, scope: Scope, status: Status): OptionSpec => ({ name, scope, status })
 
-/** In the order of the manual's sections; docs/configuration.md lists the same names. */
+/** In the order of the manual's sections, then Midge's own; docs/configuration.md lists the same names. */
 export const optionSpecs: ReadonlyArray<OptionSpec> = [
   // General options
   spec("acl_file", "security", S),
@@ -67,13 +69,13 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("log_timestamp", "global", S),
   spec("log_timestamp_format", "global", N),
   spec("log_type", "global", S),
-  spec("max_inflight_bytes", "global", N),
+  spec("max_inflight_bytes", "global", S),
   spec("max_inflight_messages", "global", S),
   spec("max_keepalive", "global", S),
   spec("max_packet_size", "global", S),
-  spec("max_queued_bytes", "global", N),
+  spec("max_queued_bytes", "global", S),
   spec("max_queued_messages", "global", S),
-  spec("memory_limit", "global", N),
+  spec("memory_limit", "global", S),
   spec("message_size_limit", "global", S),
   spec("packet_buffer_size", "global", N),
   spec("password_file", "security", S),
@@ -185,7 +187,9 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("bridge_psk", "bridge", N),
   spec("bridge_require_ocsp", "bridge", N),
   spec("bridge_tls_use_os_certs", "bridge", N),
-  spec("bridge_tls_version", "bridge", N)
+  spec("bridge_tls_version", "bridge", N),
+  // Midge-only
+  spec("metrics_listener", "global", M)
 ]
 
 const byName: ReadonlyMap<string, OptionSpec> = new Map(optionSpecs.map((s) => [s.name, s]))

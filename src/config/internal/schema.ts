@@ -151,6 +151,24 @@ const listenerCheck: Check<ListenerLine> = (d) => {
   })
 }
 
+export interface MetricsListenerLine {
+  readonly port: number
+  readonly host: string | undefined
+}
+
+/** Midge-only `metrics_listener PORT [ADDRESS]`: the Prometheus endpoint (see docs/monitoring.md). */
+const metricsListenerCheck: Check<MetricsListenerLine> = (d) => {
+  const [portText, second, third] = d.args
+  if (portText === undefined || isComment(portText)) return Either.left("missing port")
+  const host = second === undefined || isComment(second) ? undefined : second
+  if (host !== undefined && third !== undefined && !isComment(third)) {
+    return Either.left(`expected a port and an optional address, got ${d.args.length} values: "${d.value}"`)
+  }
+  return Either.flatMap(toInt(portText), (port) =>
+    port < 1 || port > 65535 ? Either.left(`invalid port ${port}: must be between 1 and 65535`) : Either.right({ port, host })
+  )
+}
+
 export type LogDestKind = "stdout" | "stderr" | "file" | "syslog" | "topic" | "none"
 
 export interface LogDest {
@@ -340,6 +358,9 @@ export const GlobalSection = Schema.Struct({
   ),
   maxQueuedMessages: def("max_queued_messages", last(Int({ adjust: (n) => (n < 0 ? 0 : n) })), 1000),
   queueQos0Messages: def("queue_qos0_messages", last(Bool), false),
+  maxInflightBytes: def("max_inflight_bytes", last(Int({ adjust: (n) => (n < 0 ? 0 : n) })), 0),
+  maxQueuedBytes: def("max_queued_bytes", last(Int({ adjust: (n) => (n < 0 ? 0 : n) })), 0),
+  memoryLimit: def("memory_limit", last(Int({ adjust: (n) => (n < 0 ? 0 : n) })), 0),
   maxKeepalive: def("max_keepalive", last(Int({ min: 0, max: 65535 })), 65535),
   // conf.c: "Setting below 20 bytes is forbidden"; 0 (no limit) is only the default
   maxPacketSize: def("max_packet_size", last(Int({ min: 20 })), 0),
@@ -360,7 +381,9 @@ export const GlobalSection = Schema.Struct({
   autosaveInterval: def("autosave_interval", last(Int({ adjust: (n) => (n < 0 ? 0 : n) })), 1800),
   pidFile: opt("pid_file", once(Str)),
   // conf.c frees the previous value: the last one wins
-  user: def("user", last(Str), "mosquitto")
+  user: def("user", last(Str), "mosquitto"),
+  // Midge-only; a later line replaces an earlier one
+  metricsListener: opt("metrics_listener", last(fromDirective(Schema.Any as Schema.Schema<MetricsListenerLine>, metricsListenerCheck)))
 })
 
 const listenerFields = {
