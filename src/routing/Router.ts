@@ -5,6 +5,7 @@
  * highest granted QoS (the MQTT 3.1.1 rule [MQTT-3.3.5-1]), carrying every
  * matching v5 subscription identifier.
  */
+import { parseSharedFilter, SHARE_PREFIX } from "../protocol/topic.js"
 import { TopicTrie } from "../protocol/TopicTrie.js"
 import type { Message, QoS } from "../session/Message.js"
 import { RetainedStore } from "./Retained.js"
@@ -25,6 +26,8 @@ export interface SubscriptionOptions {
 /** Whoever can receive messages: a client session or an in-process subscriber. */
 export interface Subscriber {
   readonly clientId: string
+  /** connected now (shared subscriptions prefer online members) */
+  online(): boolean
   /**
    * Hand a message over. `qos` is already min(published, granted); `retain` is the
    * flag to send. `source` is the publishing connection, told when this subscriber
@@ -35,8 +38,42 @@ export interface Subscriber {
     qos: QoS,
     retain: boolean,
     subscriptionIds: ReadonlyArray<number> | undefined,
-    source: PublishSource | undefined
+    source: PublishSource | undefined,
+    /** set when the message came through a shared subscription (it can move to another member) */
+    shared?: SharedGroup
   ): void
+}
+
+/**
+ * A shared subscription group `$share/GROUP/FILTER` [MQTT-4.8.2]: each message
+ * goes to one member, round robin, online members first.
+ */
+export class SharedGroup {
+  readonly members: Array<{ readonly subscriber: Subscriber; options: SubscriptionOptions }> = []
+  private next = 0
+
+  constructor(
+    readonly group: string,
+    readonly filter: string
+  ) {}
+
+  /** The member for the next message, skipping `except`; undefined when none is left. */
+  pick(except?: Subscriber): { readonly subscriber: Subscriber; options: SubscriptionOptions } | undefined {
+    const n = this.members.length
+    if (n === 0) return undefined
+    let fallback: { readonly subscriber: Subscriber; options: SubscriptionOptions } | undefined
+    for (let i = 0; i < n; i++) {
+      const m = this.members[(this.next + i) % n]
+      if (m.subscriber === except) continue
+      if (m.subscriber.online()) {
+        this.next = (this.next + i + 1) % n
+        return m
+      }
+      fallback ??= m
+    }
+    if (fallback !== undefined) this.next = (this.members.indexOf(fallback) + 1) % n
+    return fallback
+  }
 }
 
 /** The publishing side of backpressure. */
@@ -51,6 +88,12 @@ export interface Congestible {
 
 interface SubscriptionEntry extends SubscriptionOptions {
   readonly subscriber: Subscriber
+  readonly shared?: undefined
+}
+
+/** The trie holds one entry per shared group and filter. */
+interface SharedEntry {
+  readonly shared: SharedGroup
 }
 
 /** per-subscriber merge of several matching subscriptions */
@@ -62,11 +105,16 @@ interface Merged {
 
 export class Router {
   readonly retained = new RetainedStore()
-  private readonly trie = new TopicTrie<SubscriptionEntry>()
+  private readonly trie = new TopicTrie<SubscriptionEntry | SharedEntry>()
   // scratch space reused by every publish (the router is synchronous)
   private readonly scratch = new Map<Subscriber, SubscriptionEntry | Merged>()
+  private readonly sharedHits: Array<SharedGroup> = []
   private current: Message | undefined
-  private readonly visit = (_key: string, entry: SubscriptionEntry): void => {
+  private readonly visit = (_key: string, entry: SubscriptionEntry | SharedEntry): void => {
+    if (entry.shared !== undefined) {
+      this.sharedHits.push(entry.shared)
+      return
+    }
     const message = this.current!
     if (entry.noLocal && entry.subscriber.clientId === message.origin) return
     const seen = this.scratch.get(entry.subscriber)
@@ -100,13 +148,52 @@ export class Router {
 
   /** Add or replace the subscription of `subscriber` to `filter`. Returns true when it is new. */
   subscribe(subscriber: Subscriber, filter: string, options: SubscriptionOptions): boolean {
+    const shared = parseSharedFilter(filter)
+    if (shared !== undefined) {
+      const key = SHARE_PREFIX + shared.group
+      let entry = this.trie.get(shared.filter, key) as SharedEntry | undefined
+      if (entry === undefined) {
+        entry = { shared: new SharedGroup(shared.group, shared.filter) }
+        this.trie.add(shared.filter, key, entry)
+      }
+      const member = entry.shared.members.find((m) => m.subscriber === subscriber)
+      if (member !== undefined) {
+        member.options = options
+        return false
+      }
+      entry.shared.members.push({ subscriber, options })
+      return true
+    }
     const previous = this.trie.add(filter, subscriber.clientId, { ...options, subscriber })
     return previous === undefined
   }
 
   /** Returns true when a subscription existed. */
   unsubscribe(subscriber: Subscriber, filter: string): boolean {
+    const shared = parseSharedFilter(filter)
+    if (shared !== undefined) {
+      const key = SHARE_PREFIX + shared.group
+      const entry = this.trie.get(shared.filter, key) as SharedEntry | undefined
+      if (entry === undefined) return false
+      const members = entry.shared.members
+      const i = members.findIndex((m) => m.subscriber === subscriber)
+      if (i < 0) return false
+      members.splice(i, 1)
+      if (members.length === 0) this.trie.remove(shared.filter, key)
+      return true
+    }
     return this.trie.remove(filter, subscriber.clientId) !== undefined
+  }
+
+  /** Hand a message of a shared group to one member (`except` excluded). Returns false when none is left. */
+  deliverShared(group: SharedGroup, message: Message, except?: Subscriber, source?: PublishSource): boolean {
+    const m = group.pick(except)
+    if (m === undefined) return false
+    const o = m.options
+    const qos = (this.upgradeOutgoingQos || o.qos < message.qos ? o.qos : message.qos) as QoS
+    const ids = o.subscriptionId !== undefined ? [o.subscriptionId] : undefined
+    m.subscriber.deliver(message, qos, o.retainAsPublished ? message.retain : false, ids, source, group)
+    return true
   }
 
   /**
@@ -120,8 +207,14 @@ export class Router {
     const scratch = this.scratch
     try {
       this.trie.match(message.topic, this.visit)
-      if (scratch.size === 0) return 0
-      const count = scratch.size
+      let shared = 0
+      const hits = this.sharedHits
+      if (hits.length > 0) {
+        for (let i = 0; i < hits.length; i++) if (this.deliverShared(hits[i], message, undefined, source)) shared++
+        hits.length = 0
+      }
+      if (scratch.size === 0) return shared
+      const count = scratch.size + shared
       for (const [subscriber, m] of scratch) {
         const qos = (this.upgradeOutgoingQos || m.qos < message.qos ? m.qos : message.qos) as QoS
         const retain = m.retainAsPublished ? message.retain : false
@@ -132,6 +225,7 @@ export class Router {
       return count
     } finally {
       scratch.clear()
+      this.sharedHits.length = 0
       this.current = undefined
     }
   }

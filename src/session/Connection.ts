@@ -19,10 +19,11 @@ import {
   PacketParser,
   PINGRESP,
   type Packet,
-  type ParseError
+  type ParseError,
+  type PublishProperties
 } from "../protocol/codec.js"
 import { ConnackV4, ReasonCode } from "../protocol/reasonCodes.js"
-import { isSharedFilterSyntax, validateTopicFilter, validateTopicName } from "../protocol/topic.js"
+import { isSharedFilterSyntax, parseSharedFilter, validateTopicFilter, validateTopicName } from "../protocol/topic.js"
 import type { Congestible, PublishSource, SubscriptionOptions } from "../routing/Router.js"
 import type { AttachedConnection, Core, Flushable } from "./Core.js"
 import { Message, type MessageProperties, type QoS } from "./Message.js"
@@ -97,6 +98,19 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private readonly queueHigh: number
   /** `mount_point` of the listener, "" for none */
   private readonly mount: string
+  // MQTT 5 per-connection state
+  /** the client's Maximum Packet Size (0: none) [MQTT-3.1.2-24] */
+  private clientMaxPacketSize = 0
+  /** the client's Topic Alias Maximum: aliases the broker may use towards it */
+  private clientTopicAliasMax = 0
+  private outAliases: Map<string, number> | undefined = undefined
+  /** the broker's Topic Alias Maximum (inbound aliases) */
+  private topicAliasMax = 0
+  private inAliases: Map<number, string> | undefined = undefined
+  /** the broker's Receive Maximum: QoS 2 PUBLISH awaiting PUBREL at once */
+  private receiveMaximum = 65535
+  /** v5 Will Delay Interval in seconds */
+  private willDelay = 0
 
   constructor(
     readonly socket: Socket,
@@ -108,6 +122,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.parser = new PacketParser(core.settings.maxPacketSize)
     this.lastActivity = core.now()
     this.remote = `${socket.remoteAddress ?? "unknown"}:${socket.remotePort ?? 0}`
+    core.stats.socketsOpened++
     const maxQueued = core.settings.maxQueuedMessages
     this.queueHigh = maxQueued > 0 ? Math.max(1, maxQueued >> 1) : 1000
     if (core.settings.setTcpNodelay) socket.setNoDelay(true)
@@ -131,6 +146,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.core.stats.bytesReceived += chunk.length
     const packets = this.packets
     const error = this.parser.parse(chunk, packets)
+    this.core.stats.packetsReceived += packets.length
     for (let i = 0; i < packets.length; i++) {
       if (this.closed) break
       const packet = packets[i]
@@ -256,6 +272,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   private handleConnect(packet: mqtt.IConnectPacket): void {
     const settings = this.core.settings
+    this.core.stats.connectsReceived++
     this.protocolVersion = (packet.protocolVersion ?? 4) as 3 | 4 | 5
     this.parser.protocolVersion = this.protocolVersion
     const v5 = this.protocolVersion === 5
@@ -299,6 +316,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       // a copy: the will lives as long as the connection, not as its socket chunk
       const payload = Buffer.from(w.payload)
+      this.willDelay = v5 ? (w.properties?.willDelayInterval ?? 0) : 0
       this.will = {
         topic: this.mount + w.topic,
         payload,
@@ -327,10 +345,25 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
     // v3/v4 clean session / v5 clean start [MQTT-3.1.2-4] .. [MQTT-3.1.2-6]
     const { session, present } = core.openSession(clientId, clean)
+    // [MQTT-3.1.3-9] reconnected in time: a delayed will of the last connection is not sent
+    session.pendingWill = undefined
+    const limits = core.flowLimits()
     if (v5) {
-      session.expiryInterval = packet.properties?.sessionExpiryInterval ?? 0
+      const props = packet.properties
+      session.expiryInterval = props?.sessionExpiryInterval ?? 0
+      this.clientMaxPacketSize = props?.maximumPacketSize ?? 0
+      this.clientTopicAliasMax = props?.topicAliasMaximum ?? 0
+      this.topicAliasMax = settings.maxTopicAlias
+      this.receiveMaximum = settings.maxInflightMessages > 0 ? settings.maxInflightMessages : 65535
+      // [MQTT-3.1.2-?] the client's Receive Maximum bounds what the broker sends in flight
+      const clientReceiveMaximum = props?.receiveMaximum ?? 65535
+      session.flow.limits = {
+        ...limits,
+        maxInflight: limits.maxInflight === 0 ? clientReceiveMaximum : Math.min(limits.maxInflight, clientReceiveMaximum)
+      }
     } else {
       session.expiryInterval = clean ? 0 : 0xffffffff
+      session.flow.limits = limits
     }
     this.session = session
     session.wire = this
@@ -342,11 +375,14 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (v5) {
       const properties: NonNullable<mqtt.IConnackPacket["properties"]> = {
         retainAvailable: settings.retainAvailable,
-        sharedSubscriptionAvailable: false,
+        sharedSubscriptionAvailable: true,
         subscriptionIdentifiersAvailable: true,
         wildcardSubscriptionAvailable: true,
-        topicAliasMaximum: 0
+        topicAliasMaximum: this.topicAliasMax,
+        receiveMaximum: this.receiveMaximum
       }
+      // request / response: a topic prefix the client may use for responses
+      if (packet.properties?.requestResponseInformation === true) properties.responseInformation = `${settings.responseInformationPrefix}${clientId}`
       if (settings.maxPacketSize > 0) properties.maximumPacketSize = settings.maxPacketSize
       if (assigned !== undefined) properties.assignedClientIdentifier = assigned
       if (serverKeepAlive !== undefined) properties.serverKeepAlive = serverKeepAlive
@@ -370,20 +406,29 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   private handlePublish(packet: mqtt.IPublishPacket): void {
     const core = this.core
-    const topic = packet.topic
+    let topic = packet.topic
+    const alias = this.protocolVersion === 5 ? packet.properties?.topicAlias : undefined
+    if (alias !== undefined) {
+      // [MQTT-3.3.2-8] 0 or above our Topic Alias Maximum: Topic Alias invalid
+      if (alias === 0 || alias > this.topicAliasMax) {
+        return this.protocolError(ReasonCode.TopicAliasInvalid, `topic alias ${alias} out of range`)
+      }
+      if (topic.length === 0) {
+        const known = this.inAliases?.get(alias)
+        if (known === undefined) return this.protocolError(ReasonCode.ProtocolError, `unknown topic alias ${alias}`)
+        topic = known
+      } else if (validateTopicName(topic)) {
+        ;(this.inAliases ??= new Map()).set(alias, topic)
+      }
+    }
     // [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not empty
     if (!validateTopicName(topic)) {
-      if (this.protocolVersion === 5 && topic.length === 0 && packet.properties?.topicAlias !== undefined) {
-        return this.protocolError(ReasonCode.TopicAliasInvalid, "topic alias not allowed (Topic Alias Maximum is 0)")
-      }
       return this.protocolError(ReasonCode.TopicNameInvalid, `invalid topic '${topic}' in PUBLISH`)
-    }
-    if (this.protocolVersion === 5 && packet.properties?.topicAlias !== undefined) {
-      return this.protocolError(ReasonCode.TopicAliasInvalid, "topic alias not allowed (Topic Alias Maximum is 0)")
     }
     core.stats.messagesReceived++
     const qos = packet.qos
     const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload
+    core.stats.publishBytesReceived += payload.length
     const id = packet.messageId ?? 0
     // message_size_limit: too large messages are dropped (v5 acks say 0x83); memory_limit likewise (0x97)
     const dropReason =
@@ -401,6 +446,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
     if (packet.retain && !core.settings.retainAvailable) {
       return this.protocolError(ReasonCode.RetainNotSupported, "retain not available")
+    }
+    // [MQTT-3.3.4-9] more QoS 2 flows open than our Receive Maximum
+    if (qos === 2 && this.protocolVersion === 5 && this.session!.qos2.awaitingRel.size >= this.receiveMaximum && !this.session!.qos2.awaitingRel.has(id)) {
+      return this.protocolError(ReasonCode.ReceiveMaximumExceeded, "receive maximum exceeded")
     }
     if (qos === 2 && !this.session!.qos2.onPublish(id)) {
       // [MQTT-4.3.3-9] a resent QoS 2 PUBLISH is acknowledged, not delivered again
@@ -433,11 +482,17 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         granted.push(v5 ? ReasonCode.TopicFilterInvalid : 0x80)
         continue
       }
-      if (isSharedFilterSyntax(sub.topic)) {
-        granted.push(v5 ? ReasonCode.SharedSubscriptionsNotSupported : 0x80)
-        continue
+      const shared = isSharedFilterSyntax(sub.topic)
+      if (shared) {
+        if (parseSharedFilter(sub.topic) === undefined) {
+          granted.push(v5 ? ReasonCode.TopicFilterInvalid : 0x80)
+          continue
+        }
+        // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error
+        if (v5 && sub.nl === true) return this.protocolError(ReasonCode.ProtocolError, "no local on a shared subscription")
       }
-      const filter = this.mount + sub.topic
+      // a shared filter keeps its $share/GROUP/ prefix; the mount point goes on the filter inside it
+      const filter = shared ? mountShared(sub.topic, this.mount) : this.mount + sub.topic
       const qos = sub.qos as QoS
       const options: SubscriptionOptions = {
         qos,
@@ -451,8 +506,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       session.subscriptions.set(filter, options)
       this.log("subscribe", `${this.clientId} ${qos} ${filter}`)
       granted.push(qos)
-      // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never
-      if (options.retainHandling === 0 || (options.retainHandling === 1 && isNew)) retainedToSend.push({ filter, options })
+      // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never; never for shared subscriptions
+      if (!shared && (options.retainHandling === 0 || (options.retainHandling === 1 && isNew))) retainedToSend.push({ filter, options })
     }
     // [MQTT-3.8.4-1] SUBACK with one return code per filter, in order
     this.write(encode({ cmd: "suback", messageId: packet.messageId, granted }, this.protocolVersion))
@@ -470,7 +525,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const session = this.session!
     const codes: Array<number> = []
     for (const unmounted of packet.unsubscriptions) {
-      const filter = this.mount + unmounted
+      const filter = isSharedFilterSyntax(unmounted) ? mountShared(unmounted, this.mount) : this.mount + unmounted
       const existed = session.subscriptions.delete(filter)
       if (existed) this.core.router.unsubscribe(session, filter)
       this.log("unsubscribe", `${this.clientId} ${filter}`)
@@ -504,6 +559,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   /** Queue a frame for this event-loop turn's write. */
   write(frame: Buffer): void {
     if (this.state === "closed") return
+    this.core.stats.packetsSent++
     this.out.push(frame)
     this.outBytes += frame.length
     if (!this.flushScheduled) {
@@ -514,6 +570,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   /** Write a frame and everything queued before it now (used just before closing). */
   private writeNow(frame: Buffer): void {
+    this.core.stats.packetsSent++
     this.out.push(frame)
     this.outBytes += frame.length
     this.flush()
@@ -531,42 +588,97 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   }
 
   publishQos0(message: Message, retain: boolean, subscriptionIds: ReadonlyArray<number> | undefined): void {
-    this.core.stats.messagesSent++
-    if (this.mount !== "" || (subscriptionIds !== undefined && this.protocolVersion === 5)) {
-      this.write(this.encodeWithIds(message, 0, retain, 0, false, subscriptionIds))
-    } else {
-      this.write(message.frame(this.protocolVersion, 0, retain, 0, false))
-    }
+    if (this.protocolVersion === 5 && !this.acceptsMessage(message, 0, retain, subscriptionIds)) return
+    this.sendPublish(message, 0, retain, 0, false, subscriptionIds)
   }
 
   /** OutboundSink: a QoS 1 / 2 PUBLISH (or QoS 0 from the queue). */
   publish(out: Outgoing, messageId: number, dup: boolean): void {
-    this.core.stats.messagesSent++
-    const ids = out.subscriptionIds
-    if (this.mount !== "" || (ids !== undefined && this.protocolVersion === 5)) {
-      this.write(this.encodeWithIds(out.message, out.qos, out.retain, messageId, dup, ids))
-    } else {
-      this.write(out.message.frame(this.protocolVersion, out.qos, out.retain, messageId, dup))
-    }
+    this.sendPublish(out.message, out.qos, out.retain, messageId, dup, out.subscriptionIds)
   }
 
-  /** The slow path: a PUBLISH encoded for this one delivery (mount point stripped, subscription ids). */
-  private encodeWithIds(
+  /** OutboundSink: v5 expiry and the client's Maximum Packet Size, before onward delivery starts. */
+  accepts(out: Outgoing): boolean {
+    return this.protocolVersion !== 5 || this.acceptsMessage(out.message, out.qos, out.retain, out.subscriptionIds)
+  }
+
+  private acceptsMessage(message: Message, qos: QoS, retain: boolean, ids: ReadonlyArray<number> | undefined): boolean {
+    // [MQTT-3.3.2-5] an expired message is not delivered
+    if (message.properties?.messageExpiryInterval !== undefined && message.expired(this.core.now())) {
+      this.core.stats.publishDropped++
+      return false
+    }
+    // [MQTT-3.1.2-25] nothing larger than the client's Maximum Packet Size is sent: it is discarded
+    if (this.clientMaxPacketSize > 0) {
+      const size = this.slowPath(message) ? this.encodeSlow(message, qos, retain, 1, false, ids, false).length : message.frame(5, qos, retain, 1, false).length
+      if (size > this.clientMaxPacketSize) {
+        this.core.stats.publishDropped++
+        return false
+      }
+    }
+    return true
+  }
+
+  /** Whether this delivery needs its own encoding rather than the shared frame. */
+  private slowPath(message: Message, ids?: ReadonlyArray<number>): boolean {
+    if (this.mount !== "") return true
+    if (this.protocolVersion !== 5) return false
+    return (
+      ids !== undefined ||
+      this.clientTopicAliasMax > 0 ||
+      (message.properties?.messageExpiryInterval !== undefined && this.core.now() - message.receivedAt >= 1000)
+    )
+  }
+
+  private sendPublish(message: Message, qos: QoS, retain: boolean, messageId: number, dup: boolean, ids: ReadonlyArray<number> | undefined): void {
+    const stats = this.core.stats
+    stats.messagesSent++
+    stats.publishBytesSent += message.payload.length
+    this.write(
+      this.slowPath(message, ids)
+        ? this.encodeSlow(message, qos, retain, messageId, dup, ids, true)
+        : message.frame(this.protocolVersion, qos, retain, messageId, dup)
+    )
+  }
+
+  /**
+   * The slow path: a PUBLISH encoded for this one delivery — mount point
+   * stripped, v5 subscription identifiers, the Message Expiry Interval reduced
+   * by the time it waited [MQTT-3.3.2-6], an outbound topic alias. `commit`
+   * false only measures (no alias is assigned).
+   */
+  private encodeSlow(
     message: Message,
     qos: QoS,
     retain: boolean,
     messageId: number,
     dup: boolean,
-    ids: ReadonlyArray<number> | undefined
+    ids: ReadonlyArray<number> | undefined,
+    commit: boolean
   ): Buffer {
     const v5 = this.protocolVersion === 5
-    const properties =
-      v5 && ids !== undefined
-        ? { ...message.properties, subscriptionIdentifier: ids.length === 1 ? ids[0] : [...ids] }
-        : v5
-          ? message.properties
-          : undefined
-    const topic = this.mount !== "" && message.topic.startsWith(this.mount) ? message.topic.slice(this.mount.length) : message.topic
+    let topic = this.mount !== "" && message.topic.startsWith(this.mount) ? message.topic.slice(this.mount.length) : message.topic
+    let properties: PublishProperties | undefined = v5 ? message.properties : undefined
+    if (v5) {
+      const p: PublishProperties = { ...message.properties }
+      if (ids !== undefined) p.subscriptionIdentifier = ids.length === 1 ? ids[0] : [...ids]
+      const remaining = message.remainingExpiry(this.core.now())
+      if (remaining !== undefined) p.messageExpiryInterval = remaining
+      if (this.clientTopicAliasMax > 0) {
+        const aliases = (this.outAliases ??= new Map())
+        const known = aliases.get(topic)
+        if (known !== undefined) {
+          p.topicAlias = known
+          topic = ""
+        } else if (aliases.size < this.clientTopicAliasMax) {
+          // bounded: once the client's maximum is used, other topics go out in full
+          const alias = aliases.size + 1
+          if (commit) aliases.set(topic, alias)
+          p.topicAlias = alias
+        }
+      }
+      properties = p
+    }
     return encodePublish(
       { topic, payload: message.payload, qos, retain, dup, messageId: qos > 0 ? messageId : undefined, properties },
       this.protocolVersion
@@ -707,7 +819,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       const will = this.will
       this.will = undefined
       if (will !== undefined && reason !== "disconnect" && reason !== "shutdown") {
-        core.publish(will.topic, will.payload, will.qos, will.retain, will.properties, this.clientId)
+        const message = new Message(will.topic, will.payload, will.qos, will.retain, will.properties, this.clientId, core.now())
+        if (this.willDelay > 0 && core.sessions.get(session.clientId) === session) {
+          // v5 Will Delay Interval: at the earlier of the delay and the session's end; not if the client is back in time
+          session.pendingWill = { message, at: core.now() + this.willDelay * 1000 }
+        } else {
+          core.router.publish(message)
+        }
       }
       if (core.settings.connectionMessages) this.logClose(reason)
     }
@@ -741,6 +859,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private log(type: "notice" | "information" | "subscribe" | "unsubscribe", message: string): void {
     this.core.log.log(type, message)
   }
+}
+
+/** `$share/GROUP/FILTER` with the listener's mount point put on FILTER. */
+const mountShared = (filter: string, mount: string): string => {
+  if (mount === "") return filter
+  const p = parseSharedFilter(filter)
+  return p === undefined ? filter : `$share/${p.group}/${mount}${p.filter}`
 }
 
 /** The v5 properties a broker forwards with a message (not the per-hop ones). */

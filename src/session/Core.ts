@@ -6,7 +6,7 @@
 import { Router } from "../routing/Router.js"
 import type { Log } from "../log/Log.js"
 import { Message, type QoS } from "./Message.js"
-import type { FlowLimits } from "./OutboundFlow.js"
+import type { FlowLimits, Outgoing } from "./OutboundFlow.js"
 import { Session } from "./Session.js"
 
 export interface CoreSettings {
@@ -26,6 +26,10 @@ export interface CoreSettings {
   readonly persistentClientExpiration: number | undefined
   /** `memory_limit` in bytes (V8 heap); 0: none */
   readonly memoryLimit: number
+  /** `max_topic_alias`: the Topic Alias Maximum offered to v5 clients, default 10 */
+  readonly maxTopicAlias: number
+  /** Midge: v5 Response Information is this prefix + the client id */
+  readonly responseInformationPrefix: string
   /** `max_keepalive`, default 65535 */
   readonly maxKeepalive: number
   /** `max_packet_size`, default 0 (no limit beyond the protocol's) */
@@ -57,6 +61,8 @@ export const defaultSettings: CoreSettings = {
   upgradeOutgoingQos: false,
   persistentClientExpiration: undefined,
   memoryLimit: 0,
+  maxTopicAlias: 10,
+  responseInformationPrefix: "response/",
   maxKeepalive: 65535,
   maxPacketSize: 0,
   messageSizeLimit: 0,
@@ -200,13 +206,25 @@ export class Core {
   expiryDeadline(session: Session): number | undefined {
     if (session.wire !== undefined || this.sessions.get(session.clientId) !== session) return undefined
     const interval = session.expiryInterval === 0xffffffff ? this.settings.persistentClientExpiration : session.expiryInterval
-    return interval === undefined ? undefined : session.disconnectedAt + interval * 1000
+    const expiry = interval === undefined ? undefined : session.disconnectedAt + interval * 1000
+    const will = session.pendingWill?.at
+    return will === undefined ? expiry : expiry === undefined ? will : Math.min(will, expiry)
   }
 
-  /** Remove an offline session whose time has come. Returns true when it was removed. */
+  /**
+   * An offline session's timer fired: publish a delayed will whose time has
+   * come, remove the session if it expired. Returns true when it was removed.
+   */
   expireIfDue(session: Session): boolean {
-    const deadline = this.expiryDeadline(session)
-    if (deadline === undefined || this.now() < deadline) return false
+    const now = this.now()
+    const will = session.pendingWill
+    if (will !== undefined && session.wire === undefined && now >= will.at) {
+      session.pendingWill = undefined
+      this.router.publish(will.message)
+    }
+    if (session.wire !== undefined || this.sessions.get(session.clientId) !== session) return false
+    const interval = session.expiryInterval === 0xffffffff ? this.settings.persistentClientExpiration : session.expiryInterval
+    if (interval === undefined || now < session.disconnectedAt + interval * 1000) return false
     this.log.notice(`Expiring client ${session.clientId} due to timeout.`)
     this.discardSession(session)
     this.stats.clientsExpired++
@@ -227,9 +245,22 @@ export class Core {
   }
 
   discardSession(session: Session): void {
+    // a will still waiting for its delay goes out when its session ends [MQTT-3.1.3-9]
+    const will = session.pendingWill
+    session.pendingWill = undefined
+    if (will !== undefined) this.router.publish(will.message)
     for (const filter of session.subscriptions.keys()) this.router.unsubscribe(session, filter)
     session.subscriptions.clear()
+    // messages of shared subscriptions this session did not finish go to another member of the group
+    // (Mosquitto loses them); a message already released with PUBREL was received and stays done
+    const unfinished: Array<Outgoing> = []
+    for (const entry of session.flow.inflight.values()) if (entry.shared !== undefined && entry.state !== "await-pubcomp") unfinished.push(entry)
+    for (let i = 0; i < session.flow.queue.length; i++) {
+      const out = session.flow.queue[i]
+      if (out !== undefined && out.shared !== undefined) unfinished.push(out)
+    }
     session.flow.clear()
+    for (const out of unfinished) this.router.deliverShared(out.shared!, out.message, session)
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId)
   }
 

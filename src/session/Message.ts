@@ -39,6 +39,19 @@ export class Message {
     readonly receivedAt: number
   ) {}
 
+  /** v5 Message Expiry Interval: has it passed at Clock time `now` (ms)? [MQTT-3.3.2-5] */
+  expired(now: number): boolean {
+    const interval = this.properties?.messageExpiryInterval
+    return interval !== undefined && now - this.receivedAt >= interval * 1000
+  }
+
+  /** The Message Expiry Interval to send at `now`: reduced by the time the message waited [MQTT-3.3.2-6]. */
+  remainingExpiry(now: number): number | undefined {
+    const interval = this.properties?.messageExpiryInterval
+    if (interval === undefined) return undefined
+    return Math.max(1, interval - Math.floor((now - this.receivedAt) / 1000))
+  }
+
   /**
    * Copy the payload out of the socket chunk it is a view on, so that a message
    * kept beyond this event-loop turn (retained, queued, in flight) does not pin

@@ -15,6 +15,7 @@
  * unacknowledged PUBLISH is resent with DUP set and every PUBREL resent
  * [MQTT-4.4.0-1].
  */
+import type { SharedGroup } from "../routing/Router.js"
 import type { Message, QoS } from "./Message.js"
 
 export type OutState = "await-puback" | "await-pubrec" | "await-pubcomp"
@@ -27,6 +28,8 @@ export interface Outgoing {
   readonly retain: boolean
   /** v5 subscription identifiers to attach (empty: none) */
   readonly subscriptionIds: ReadonlyArray<number> | undefined
+  /** came through this shared subscription group: may move to another member */
+  readonly shared?: SharedGroup | undefined
 }
 
 export interface InflightEntry extends Outgoing {
@@ -37,6 +40,12 @@ export interface InflightEntry extends Outgoing {
 export interface OutboundSink {
   publish(out: Outgoing, messageId: number, dup: boolean): void
   pubrel(messageId: number): void
+  /**
+   * Asked before onward delivery starts: false discards the message for this
+   * subscriber (v5: expired [MQTT-3.3.2-5], or larger than the client's Maximum
+   * Packet Size [MQTT-3.1.2-25]). Absent: everything is accepted.
+   */
+  accepts?(out: Outgoing): boolean
 }
 
 export type OfferResult = "sent" | "queued" | "dropped"
@@ -99,6 +108,10 @@ export class OutboundFlow {
    * queue, QoS 0 only with `queue_qos0_messages`. A full queue drops.
    */
   offer(out: Outgoing, online: boolean, sink: OutboundSink): OfferResult {
+    if (online && sink.accepts !== undefined && !sink.accepts(out)) {
+      this.dropped++
+      return "dropped"
+    }
     if (out.qos === 0) {
       if (online) {
         sink.publish(out, 0, false)
@@ -141,6 +154,7 @@ export class OutboundFlow {
       qos: out.qos,
       retain: out.retain,
       subscriptionIds: out.subscriptionIds,
+      shared: out.shared,
       messageId,
       state: out.qos === 1 ? "await-puback" : "await-pubrec"
     })
@@ -155,7 +169,8 @@ export class OutboundFlow {
       this.queue[this.queueHead] = undefined as unknown as Outgoing
       this.queueHead++
       this.queuedBytes -= next.message.payload.length
-      if (next.qos === 0) sink.publish(next, 0, false)
+      if (sink.accepts !== undefined && !sink.accepts(next)) this.dropped++
+      else if (next.qos === 0) sink.publish(next, 0, false)
       else this.send(next, sink)
     }
     if (this.queueHead === this.queue.length) {

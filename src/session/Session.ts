@@ -4,7 +4,7 @@
  * outbound QoS flow with its queue, and inbound QoS 2 ids awaiting PUBREL.
  * Plain code; the connection currently attached (if any) is the wire.
  */
-import type { Subscriber, PublishSource, SubscriptionOptions } from "../routing/Router.js"
+import type { PublishSource, SharedGroup, Subscriber, SubscriptionOptions } from "../routing/Router.js"
 import type { Message, QoS } from "./Message.js"
 import { InboundQos2, OutboundFlow, type FlowLimits, type OutboundSink } from "./OutboundFlow.js"
 
@@ -31,6 +31,12 @@ export class Session implements Subscriber {
   expiryInterval = 0
   /** Clock time (ms) the session went offline, for expiry */
   disconnectedAt = 0
+  /**
+   * v5 Will Delay Interval: the will of the last connection, waiting to be
+   * published at `at` (Clock ms) or when the session ends, whichever is first;
+   * dropped if the client reconnects in time [MQTT-3.1.3-9].
+   */
+  pendingWill: { readonly message: Message; readonly at: number } | undefined = undefined
 
   constructor(
     readonly clientId: string,
@@ -39,18 +45,23 @@ export class Session implements Subscriber {
     this.flow = new OutboundFlow(limits)
   }
 
+  online(): boolean {
+    return this.wire !== undefined
+  }
+
   deliver(
     message: Message,
     qos: QoS,
     retain: boolean,
     subscriptionIds: ReadonlyArray<number> | undefined,
-    source: PublishSource | undefined
+    source: PublishSource | undefined,
+    shared?: SharedGroup
   ): void {
     const wire = this.wire
     if (wire !== undefined && qos === 0) {
       wire.publishQos0(message, retain, subscriptionIds)
     } else {
-      this.flow.offer({ message, qos, retain, subscriptionIds }, wire !== undefined, wire ?? offlineSink)
+      this.flow.offer({ message, qos, retain, subscriptionIds, shared }, wire !== undefined, wire ?? offlineSink)
     }
     if (wire !== undefined && source !== undefined) wire.checkCongestion(source)
   }

@@ -93,8 +93,8 @@ export const expiryFiber = (core: Core, session: Session): Effect.Effect<void> =
       if (deadline === undefined) return
       const now = yield* Clock.currentTimeMillis
       if (now >= deadline) {
-        core.expireIfDue(session)
-        return
+        if (core.expireIfDue(session)) return
+        continue // a delayed will went out; the session lives on until its own expiry
       }
       yield* Effect.sleep(Duration.millis(deadline - now))
     }

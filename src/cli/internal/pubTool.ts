@@ -1,0 +1,185 @@
+/**
+ * `midge pub`: connect, publish one message (`-m`, `-f`, `-s`, `-n`,
+ * repeated with `--repeat`) or one per line of stdin (`-l`), wait for the
+ * acknowledgements, disconnect. Exit codes as mosquitto_pub's: 0, 1 for
+ * argument and connection errors, the CONNACK code when the broker refuses
+ * (5 "not authorised" in 3.1.1, 135 in MQTT 5), 7 when the connection is
+ * lost.
+ */
+import * as fs from "node:fs"
+import { Effect } from "effect"
+import type { IPublishPacket, Packet } from "mqtt"
+import { connectFailureText, makeClient, MosqErr, reasonString, refusedText, SetupError, strerror } from "./client.js"
+import { helpText } from "./help.js"
+import { MAX_PAYLOAD, parseClientArgs, type ClientConfig } from "./options.js"
+import { readAll, readDefaultOptionsFile, reportOutcome, type ToolEnv } from "./tool.js"
+
+const ERRNO: Record<string, string> = { ENOENT: "No such file or directory", EACCES: "Permission denied", EISDIR: "Is a directory" }
+
+/** The payload of `-f FILE`, or Mosquitto's error text. */
+const loadFile = (file: string): Effect.Effect<Buffer, string> =>
+  Effect.tryPromise({
+    try: () => fs.promises.readFile(file),
+    catch: (e) => `Error: Unable to read file "${file}": ${ERRNO[(e as { code?: string }).code ?? ""] ?? (e as Error).message}.\nError loading input file "${file}".\n`
+  }).pipe(
+    Effect.filterOrFail(
+      (b) => b.length <= MAX_PAYLOAD,
+      () => `Error: File must be less than ${MAX_PAYLOAD} bytes.\nError loading input file "${file}".\n`
+    )
+  )
+
+export const runPub = (argv: ReadonlyArray<string>, env: ToolEnv): Effect.Effect<number> =>
+  Effect.gen(function* () {
+    const outcome = parseClientArgs("pub", argv, readDefaultOptionsFile("pub", env.env))
+    if (outcome._tag !== "Config") return reportOutcome("pub", outcome, env)
+    const config = outcome.config
+    const err = (text: string) => {
+      if (!config.quiet) env.io.stderr(text)
+    }
+    let payload: Buffer | undefined = config.message
+    if (config.pubMode === "stdin-file") {
+      const read = yield* Effect.either(readAll(env.stdin))
+      if (read._tag === "Left") {
+        err("Error loading input from stdin.\n")
+        return 1
+      }
+      payload = read.right
+    } else if (config.pubMode === "file") {
+      const read = yield* Effect.either(loadFile(config.file!))
+      if (read._tag === "Left") {
+        err(read.left)
+        return 1
+      }
+      payload = read.right
+    } else if (config.pubMode === "null") payload = Buffer.alloc(0)
+    if (config.topic === undefined || config.pubMode === "none") {
+      env.io.stderr("Error: Both topic and message must be supplied.\n")
+      env.io.stdout(helpText("pub", env.name))
+      return 1
+    }
+    return yield* publish(config, payload, env)
+  })
+
+const publish = (config: ClientConfig, payload: Buffer | undefined, env: ToolEnv): Effect.Effect<number> =>
+  Effect.async<number>((resume) => {
+    const err = (text: string) => {
+      if (!config.quiet) env.io.stderr(text)
+    }
+    let client: ReturnType<typeof makeClient>
+    try {
+      client = makeClient(config, env.io, { reconnect: false })
+    } catch (e) {
+      if (e instanceof SetupError) {
+        err(e.text)
+        resume(Effect.succeed(1))
+        return
+      }
+      throw e
+    }
+    const c = client.mqtt
+    let finished = false
+    let disconnecting = false
+    let connected = false
+    let connackCode = 0
+    const finish = (code: number) => {
+      if (finished) return
+      finished = true
+      c.end(true)
+      resume(Effect.succeed(code))
+    }
+    const disconnect = () => {
+      if (finished || disconnecting) return
+      disconnecting = true
+      const props = config.protocolVersion === 5 && Object.keys(config.properties.disconnect).length > 0 ? { properties: config.properties.disconnect } : {}
+      c.end(false, { reasonCode: 0, ...props }, () => {
+        if (!finished) {
+          finished = true
+          resume(Effect.succeed(0))
+        }
+      })
+    }
+    c.on("packetreceive", (packet: Packet) => {
+      if (packet.cmd === "connack") {
+        connackCode = config.protocolVersion === 5 ? (packet.reasonCode ?? 0) : (packet.returnCode ?? 0)
+      } else if ((packet.cmd === "puback" || packet.cmd === "pubrec" || packet.cmd === "pubcomp") && (packet.reasonCode ?? 0) > 127) {
+        err(`Warning: Publish ${packet.messageId} failed: ${reasonString(packet.reasonCode!)}.\n`)
+        const reason = packet.properties?.reasonString
+        if (reason !== undefined) err(`${reason}\n`)
+      }
+    })
+    c.on("error", (error: Error & { code?: string | number }) => {
+      if (connackCode > 0) {
+        err(refusedText(config, connackCode))
+        err(`Error: ${strerror(config.protocolVersion === 5 ? MosqErr.PROTOCOL : MosqErr.CONN_REFUSED)}\n`)
+        finish(connackCode)
+      } else if (!connected) {
+        err(connectFailureText(error as Error & { code?: string }))
+        finish(1)
+      }
+    })
+    c.on("close", () => {
+      if (finished || disconnecting || connackCode > 0) return
+      err(`Error: ${strerror(MosqErr.CONN_LOST)}\n`)
+      finish(MosqErr.CONN_LOST)
+    })
+    const publishOptions = {
+      qos: config.qos,
+      retain: config.retain,
+      ...(config.protocolVersion === 5 && Object.keys(config.properties.publish).length > 0
+        ? { properties: config.properties.publish as IPublishPacket["properties"] }
+        : {})
+    }
+    const send = (body: Buffer, done: () => void) => {
+      c.publish(config.topic!, body, publishOptions, () => done())
+    }
+    c.once("connect", () => {
+      connected = true
+      if (config.pubMode === "stdin-line") {
+        publishLines(env, send, disconnect)
+        return
+      }
+      let count = 0
+      const next = () => {
+        count++
+        send(payload!, () => {
+          if (count < config.repeatCount) setTimeout(next, config.repeatDelayMs)
+          else disconnect()
+        })
+      }
+      next()
+    })
+    c.connect()
+    return Effect.sync(() => {
+      finished = true
+      c.end(true)
+    })
+  })
+
+/** `-l`: each line of stdin (without its `\n`) is a message; at the end of input, wait for the last acknowledgement. */
+const publishLines = (env: ToolEnv, send: (body: Buffer, done: () => void) => void, disconnect: () => void) => {
+  let pending = 0
+  let ended = false
+  let rest = Buffer.alloc(0)
+  const settled = () => {
+    pending--
+    if (ended && pending === 0) disconnect()
+  }
+  const sendLine = (line: Buffer) => {
+    pending++
+    send(line, settled)
+  }
+  env.stdin.on("data", (chunk: Buffer | string) => {
+    let data = rest.length > 0 ? Buffer.concat([rest, Buffer.from(chunk)]) : Buffer.from(chunk)
+    let nl: number
+    while ((nl = data.indexOf(10)) >= 0) {
+      sendLine(Buffer.from(data.subarray(0, nl)))
+      data = data.subarray(nl + 1)
+    }
+    rest = Buffer.from(data)
+  })
+  env.stdin.once("end", () => {
+    if (rest.length > 0) sendLine(rest)
+    ended = true
+    if (pending === 0) disconnect()
+  })
+}

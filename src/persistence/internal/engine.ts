@@ -1,0 +1,549 @@
+/**
+ * The file store's engine: plain code and Node callbacks, no Effect (the
+ * writer is called from the broker's hot path; Effect owns the engine's
+ * lifecycle in FilePersistence.ts).
+ *
+ * Files in the store directory, for `persistence_file` F:
+ *   F            the last snapshot (generation G): written to F.tmp, fsynced, renamed
+ *   F.<n>.log    logs of generation n >= G, applied in order after the snapshot
+ *
+ * Writing. Each writer call updates the store image (StoreState) and appends
+ * one record to the current batch. The batch is written at the end of the
+ * event-loop turn (setImmediate) with one positional write; in durable mode
+ * the write is followed by fdatasync and the `whenDurable` callbacks of that
+ * batch run after it. While a write is in progress the next batch grows:
+ * group commit, many records per fsync. Without durable mode the log is
+ * fsynced within a second of the last write.
+ *
+ * Compaction. The image is encoded as a snapshot of generation G+1 and, at
+ * the same instant, the log is rotated: records written before go to log G,
+ * records after go to log G+1. Once the snapshot is renamed into place the
+ * logs before G+1 are deleted. A crash at any step leaves a readable store:
+ * before the rename, snapshot G + logs G, G+1; after it, snapshot G+1 + log G+1.
+ */
+import * as fs from "node:fs"
+import * as path from "node:path"
+import type { SubscriptionOptions } from "../../routing/Router.js"
+import { StoreError, type StoreWriter, type StoredDelivery, type StoredMessage, type StoredSessionMeta } from "../Persistence.js"
+import { Encoder, HEADER_SIZE, KIND_LOG, KIND_SNAPSHOT, Tag, encodeHeader } from "./codec.js"
+import { validMessageId, type StoreState } from "./state.js"
+
+export interface EngineOptions {
+  readonly directory: string
+  readonly file: string
+  readonly durable: boolean
+  /** compact once this many records were logged since the last snapshot (autosave_on_changes); 0: never */
+  readonly compactAfterRecords: number
+  /** compact once the log outgrows max(this, 2 × the last snapshot) bytes */
+  readonly compactAfterBytes: number
+  /** background failures (the engine retries writes every second) */
+  readonly report: (error: StoreError) => void
+}
+
+export interface EngineStats {
+  /** records appended by the writer */
+  records: number
+  /** batches written to the log */
+  batches: number
+  /** fdatasync calls on the log (durable mode: one per batch) */
+  logSyncs: number
+  /** every fsync / fdatasync (log, snapshot, directory) */
+  fsyncs: number
+  bytesWritten: number
+  compactions: number
+  errors: number
+}
+
+type Done = (error: StoreError | undefined) => void
+
+type Job =
+  | { readonly kind: "write"; readonly enc: Encoder; readonly callbacks: Array<() => void> }
+  | { readonly kind: "rotate"; readonly generation: number; readonly done: Done }
+  | { readonly kind: "sync"; readonly callbacks: Array<Done> }
+
+const ioError = (what: string, file: string, e: unknown): StoreError =>
+  new StoreError({ reason: "io", message: `${what} ${file}: ${e instanceof Error ? e.message : String(e)}`, path: file })
+
+export const snapshotPath = (directory: string, file: string): string => path.join(directory, file)
+export const logPath = (directory: string, file: string, generation: number): string =>
+  path.join(directory, `${file}.${generation}.log`)
+
+/** The image as snapshot records. */
+export const encodeSnapshot = (state: StoreState, enc: Encoder): void => {
+  for (const [ref, entry] of state.messages) enc.message(ref, entry.message)
+  for (const ref of state.retained.values()) enc.retainedSet(ref)
+  for (const s of state.sessions.values()) {
+    const id = s.meta.clientId
+    enc.session(s.meta)
+    for (const [filter, options] of s.subscriptions) enc.subscriptionSet(id, filter, options)
+    for (const e of s.inflight.values()) enc.outSend(id, e.messageId, e.ref, e.qos, e.retain, e.subscriptionIds, e.state)
+    for (let i = s.head; i < s.queue.length; i++) {
+      const e = s.queue[i]!
+      enc.outQueue(id, e.ref, e.qos, e.retain, e.subscriptionIds)
+    }
+    for (const messageId of s.inbound) enc.clientId16(Tag.InboundAdd, id, messageId)
+  }
+  enc.endOfSnapshot(enc.records)
+  enc.seal()
+}
+
+const fsyncDirectory = (directory: string, stats: EngineStats, cb: (e: NodeJS.ErrnoException | null) => void): void => {
+  fs.open(directory, "r", (e, fd) => {
+    if (e) return cb(e)
+    stats.fsyncs++
+    fs.fsync(fd, (e2) => fs.close(fd, () => cb(e2)))
+  })
+}
+
+/** write all of buf[0, len) at `position`, across short writes */
+const writeAll = (fd: number, buf: Buffer, len: number, position: number, cb: (e: NodeJS.ErrnoException | null) => void): void => {
+  let done = 0
+  const step = (): void => {
+    fs.write(fd, buf, done, len - done, position + done, (e, n) => {
+      if (e) return cb(e)
+      done += n
+      if (done < len) step()
+      else cb(null)
+    })
+  }
+  if (len === 0) cb(null)
+  else step()
+}
+
+export class FileEngine implements StoreWriter {
+  readonly stats: EngineStats = { records: 0, batches: 0, logSyncs: 0, fsyncs: 0, bytesWritten: 0, compactions: 0, errors: 0 }
+  private enc = new Encoder()
+  private readonly pool: Array<Encoder> = []
+  private waiting: Array<() => void> = []
+  private readonly jobs: Array<Job> = []
+  private busy = false
+  private flushScheduled = false
+  /** the open log and where the next batch goes in it */
+  private fd = -1
+  private offset = 0
+  /** generation of the log new records go to */
+  private generation: number
+  /** log generations on disk (deleted once a newer snapshot is in place) */
+  private readonly logs: Set<number>
+  private recordsSinceSnapshot = 0
+  private bytesSinceSnapshot = 0
+  private snapshotBytes = 0
+  private compacting: Array<Done> | undefined = undefined
+  private retryTimer: NodeJS.Timeout | undefined = undefined
+  private syncTimer: NodeJS.Timeout | undefined = undefined
+  private closed = false
+  private readonly flushNow = (): void => this.flush()
+
+  constructor(
+    readonly state: StoreState,
+    private readonly options: EngineOptions,
+    /** the highest generation found on disk */
+    generation: number,
+    logsOnDisk: Iterable<number>
+  ) {
+    this.durable = options.durable
+    this.generation = generation
+    this.logs = new Set(logsOnDisk)
+  }
+
+  // ---------------------------------------------------------------- the writer
+  readonly durable: boolean
+
+  private ref(message: StoredMessage): number {
+    let ref = this.state.lookup(message)
+    if (ref === undefined) {
+      ref = this.state.addMessage(message)
+      this.enc.message(ref, message)
+    }
+    return ref
+  }
+
+  private wrote(): void {
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(this.flushNow)
+    }
+  }
+
+  retainedSet(message: StoredMessage): void {
+    if (this.closed) return
+    if (message.payload.length === 0) {
+      if (this.state.retainedDelete(message.topic)) {
+        this.enc.retainedDelete(message.topic)
+        this.wrote()
+      }
+      return
+    }
+    const ref = this.ref(message)
+    if (this.state.retainedSet(message.topic, ref)) this.enc.retainedSet(ref)
+    this.wrote()
+  }
+
+  sessionUpsert(meta: StoredSessionMeta): void {
+    if (this.closed) return
+    this.state.sessionUpsert(meta)
+    this.enc.session(meta)
+    this.wrote()
+  }
+
+  sessionDelete(clientId: string): void {
+    if (this.closed || !this.state.sessionDelete(clientId)) return
+    this.enc.clientOnly(Tag.SessionDelete, clientId)
+    this.wrote()
+  }
+
+  subscriptionSet(clientId: string, filter: string, options: SubscriptionOptions): void {
+    if (this.closed) return
+    this.state.subscriptionSet(clientId, filter, options)
+    this.enc.subscriptionSet(clientId, filter, options)
+    this.wrote()
+  }
+
+  subscriptionDelete(clientId: string, filter: string): void {
+    if (this.closed || !this.state.subscriptionDelete(clientId, filter)) return
+    this.enc.subscriptionDelete(clientId, filter)
+    this.wrote()
+  }
+
+  outboundQueue(clientId: string, d: StoredDelivery): void {
+    if (this.closed) return
+    const ref = this.ref(d.message)
+    this.state.outboundQueue(clientId, ref, d.qos, d.retain, d.subscriptionIds)
+    this.enc.outQueue(clientId, ref, d.qos, d.retain, d.subscriptionIds)
+    this.wrote()
+  }
+
+  outboundSend(clientId: string, messageId: number, d: StoredDelivery): void {
+    if (this.closed || d.qos === 0 || !validMessageId(messageId)) return
+    const ref = this.ref(d.message)
+    const st = d.qos === 1 ? "await-puback" : "await-pubrec"
+    this.state.outboundSend(clientId, messageId, ref, d.qos, d.retain, d.subscriptionIds, st)
+    this.enc.outSend(clientId, messageId, ref, d.qos, d.retain, d.subscriptionIds, st)
+    this.wrote()
+  }
+
+  outboundDequeue(clientId: string, messageId: number): void {
+    if (this.closed || !this.state.outboundDequeue(clientId, messageId)) return
+    this.enc.clientId16(Tag.OutDequeue, clientId, messageId)
+    this.wrote()
+  }
+
+  outboundPubrec(clientId: string, messageId: number): void {
+    if (this.closed || !this.state.outboundPubrec(clientId, messageId)) return
+    this.enc.clientId16(Tag.OutPubrec, clientId, messageId)
+    this.wrote()
+  }
+
+  outboundDone(clientId: string, messageId: number): void {
+    if (this.closed || !this.state.outboundDone(clientId, messageId)) return
+    this.enc.clientId16(Tag.OutDone, clientId, messageId)
+    this.wrote()
+  }
+
+  outboundClear(clientId: string): void {
+    if (this.closed || !this.state.outboundClear(clientId)) return
+    this.enc.clientOnly(Tag.OutClear, clientId)
+    this.wrote()
+  }
+
+  inboundQos2Add(clientId: string, messageId: number): void {
+    if (this.closed || !this.state.inboundQos2Add(clientId, messageId)) return
+    this.enc.clientId16(Tag.InboundAdd, clientId, messageId)
+    this.wrote()
+  }
+
+  inboundQos2Release(clientId: string, messageId: number): void {
+    if (this.closed || !this.state.inboundQos2Release(clientId, messageId)) return
+    this.enc.clientId16(Tag.InboundRelease, clientId, messageId)
+    this.wrote()
+  }
+
+  whenDurable(then: () => void): void {
+    if (!this.durable) return then()
+    if (this.enc.len > 0) {
+      this.waiting.push(then)
+      return
+    }
+    // nothing new: wait for the last batch still on its way, if any
+    for (let i = this.jobs.length - 1; i >= 0; i--) {
+      const job = this.jobs[i]
+      if (job.kind === "write") {
+        job.callbacks.push(then)
+        return
+      }
+    }
+    then()
+  }
+
+  // ---------------------------------------------------------------- the pipeline
+  /** Seal the current batch into a write job. */
+  private flush(): void {
+    this.flushScheduled = false
+    const enc = this.enc
+    if (enc.len === 0) {
+      if (this.waiting.length > 0) {
+        const callbacks = this.waiting
+        this.waiting = []
+        for (const cb of callbacks) this.whenDurable(cb)
+      }
+      return
+    }
+    enc.seal()
+    this.stats.records += enc.records
+    this.recordsSinceSnapshot += enc.records
+    this.jobs.push({ kind: "write", enc, callbacks: this.waiting })
+    this.enc = this.pool.pop() ?? new Encoder()
+    this.waiting = []
+    this.pump()
+    const o = this.options
+    if (o.compactAfterRecords > 0 && this.recordsSinceSnapshot >= o.compactAfterRecords) this.compactInBackground()
+  }
+
+  private compactInBackground(): void {
+    if (this.compacting !== undefined || this.closed) return
+    this.compact((e) => {
+      if (e !== undefined) this.options.report(e)
+    })
+  }
+
+  private failed(error: StoreError): void {
+    this.stats.errors++
+    this.options.report(error)
+    this.busy = false
+    if (this.retryTimer === undefined && !this.closed) {
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined
+        this.pump()
+      }, 1000)
+      this.retryTimer.unref()
+    }
+  }
+
+  private next(): void {
+    this.jobs.shift()
+    this.busy = false
+    this.pump()
+  }
+
+  private pump(): void {
+    if (this.busy || this.jobs.length === 0 || this.retryTimer !== undefined) return
+    this.busy = true
+    const job = this.jobs[0]
+    switch (job.kind) {
+      case "write":
+        return this.runWrite(job.enc, job.callbacks)
+      case "rotate":
+        return this.runRotate(job.generation, job.done)
+      case "sync":
+        return this.runSync(job.callbacks)
+    }
+  }
+
+  private runWrite(enc: Encoder, callbacks: Array<() => void>): void {
+    const file = logPath(this.options.directory, this.options.file, this.generation)
+    if (this.fd < 0) return this.failed(new StoreError({ reason: "io", message: "no open log", path: file }))
+    writeAll(this.fd, enc.buf, enc.len, this.offset, (e) => {
+      if (e) return this.failed(ioError("cannot write", file, e))
+      const written = (): void => {
+        this.offset += enc.len
+        this.bytesSinceSnapshot += enc.len
+        this.stats.bytesWritten += enc.len
+        this.stats.batches++
+        if (this.pool.length < 2 && enc.buf.length <= 4 * 1024 * 1024) {
+          enc.reset()
+          this.pool.push(enc)
+        }
+        for (let i = 0; i < callbacks.length; i++) {
+          try {
+            callbacks[i]()
+          } catch (error) {
+            this.options.report(ioError("a whenDurable callback failed after writing", file, error))
+          }
+        }
+        if (!this.durable) this.syncSoon()
+        this.next()
+        const o = this.options
+        if (this.bytesSinceSnapshot > Math.max(o.compactAfterBytes, 2 * this.snapshotBytes)) this.compactInBackground()
+      }
+      if (!this.durable) return written()
+      this.stats.fsyncs++
+      this.stats.logSyncs++
+      fs.fdatasync(this.fd, (e2) => (e2 ? this.failed(ioError("cannot fsync", file, e2)) : written()))
+    })
+  }
+
+  /** without durable mode: fsync the log within a second of a write */
+  private syncSoon(): void {
+    if (this.syncTimer !== undefined || this.closed) return
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined
+      this.sync(() => {})
+    }, 1000)
+    this.syncTimer.unref()
+  }
+
+  private runSync(callbacks: Array<Done>): void {
+    const finish = (error: StoreError | undefined): void => {
+      for (const cb of callbacks) cb(error)
+      this.next()
+    }
+    if (this.fd < 0) return finish(undefined)
+    this.stats.fsyncs++
+    this.stats.logSyncs++
+    fs.fdatasync(this.fd, (e) => {
+      if (e) this.stats.errors++
+      finish(e ? ioError("cannot fsync", logPath(this.options.directory, this.options.file, this.generation), e) : undefined)
+    })
+  }
+
+  /** Close the current log (fsynced) and start log `generation` with its header. */
+  private runRotate(generation: number, done: Done): void {
+    const { directory, file } = this.options
+    const closeOld = (cb: () => void): void => {
+      const fd = this.fd
+      if (fd < 0) return cb()
+      this.stats.fsyncs++
+      fs.fdatasync(fd, (e) => {
+        if (e) return this.failed(ioError("cannot fsync", logPath(directory, file, generation - 1), e))
+        this.fd = -1
+        fs.close(fd, () => cb())
+      })
+    }
+    closeOld(() => {
+      const next = logPath(directory, file, generation)
+      fs.open(next, "w", (e, fd) => {
+        if (e) return this.failed(ioError("cannot create", next, e))
+        const header = encodeHeader(KIND_LOG, generation)
+        const fail = (what: string) => (e2: unknown) => fs.close(fd, () => this.failed(ioError(what, next, e2)))
+        writeAll(fd, header, header.length, 0, (e2) => {
+          if (e2) return fail("cannot write")(e2)
+          this.stats.fsyncs++
+          fs.fdatasync(fd, (e3) => {
+            if (e3) return fail("cannot fsync")(e3)
+            fsyncDirectory(directory, this.stats, (e4) => {
+              if (e4) return fail("cannot fsync the directory of")(e4)
+              this.fd = fd
+              this.offset = HEADER_SIZE
+              this.generation = generation
+              this.logs.add(generation)
+              done(undefined)
+              this.next()
+            })
+          })
+        })
+      })
+    })
+  }
+
+  // ---------------------------------------------------------------- compaction, sync, close
+  /**
+   * Write the image as a snapshot of a new generation and rotate the log with
+   * it; then delete the older logs. Concurrent calls share one compaction.
+   */
+  compact(cb: Done): void {
+    if (this.compacting !== undefined) {
+      this.compacting.push(cb)
+      return
+    }
+    const waiters: Array<Done> = [cb]
+    this.compacting = waiters
+    this.flush()
+    const generation = this.generation + 1
+    let rotated = false
+    let snapshotted: StoreError | undefined | null = null
+    const finish = (): void => {
+      if (!rotated || snapshotted === null) return
+      this.compacting = undefined
+      const error = snapshotted
+      if (error === undefined) {
+        this.stats.compactions++
+        for (const g of [...this.logs]) {
+          if (g < generation) {
+            this.logs.delete(g)
+            fs.unlink(logPath(this.options.directory, this.options.file, g), () => {})
+          }
+        }
+      }
+      for (const w of waiters) w(error)
+    }
+    this.jobs.push({
+      kind: "rotate",
+      generation,
+      done: () => {
+        rotated = true
+        finish()
+      }
+    })
+    // the image at the instant of the rotation: every record before it is in log < generation
+    const snap = new Encoder(1024 * 1024)
+    encodeSnapshot(this.state, snap)
+    this.generation = generation
+    this.recordsSinceSnapshot = 0
+    this.bytesSinceSnapshot = 0
+    this.snapshotBytes = snap.len
+    this.pump()
+    this.writeSnapshot(snap, generation, (error) => {
+      snapshotted = error
+      finish()
+    })
+  }
+
+  private writeSnapshot(snap: Encoder, generation: number, cb: Done): void {
+    const { directory, file } = this.options
+    const final = snapshotPath(directory, file)
+    const tmp = `${final}.tmp`
+    fs.open(tmp, "w", (e, fd) => {
+      if (e) return cb(ioError("cannot create", tmp, e))
+      const fail = (what: string) => (e2: unknown) => fs.close(fd, () => cb(ioError(what, tmp, e2)))
+      const header = encodeHeader(KIND_SNAPSHOT, generation)
+      writeAll(fd, header, header.length, 0, (e1) => {
+        if (e1) return fail("cannot write")(e1)
+        writeAll(fd, snap.buf, snap.len, HEADER_SIZE, (e2) => {
+          if (e2) return fail("cannot write")(e2)
+          this.stats.fsyncs++
+          fs.fdatasync(fd, (e3) => {
+            if (e3) return fail("cannot fsync")(e3)
+            fs.close(fd, (e4) => {
+              if (e4) return cb(ioError("cannot close", tmp, e4))
+              fs.rename(tmp, final, (e5) => {
+                if (e5) return cb(ioError("cannot rename", tmp, e5))
+                fsyncDirectory(directory, this.stats, (e6) => cb(e6 ? ioError("cannot fsync the directory of", final, e6) : undefined))
+              })
+            })
+          })
+        })
+      })
+    })
+  }
+
+  /** Write and fsync everything written so far. */
+  sync(cb: Done): void {
+    this.flush()
+    this.jobs.push({ kind: "sync", callbacks: [cb] })
+    this.pump()
+  }
+
+  /** A last snapshot, then the log is closed; the writer ignores calls from now on. */
+  close(cb: Done): void {
+    if (this.closed) return cb(undefined)
+    this.compact((e1) =>
+      this.sync((e2) => {
+        this.shutdown()
+        cb(e1 ?? e2)
+      })
+    )
+  }
+
+  /** Stop at once (after close, or when close takes too long). */
+  shutdown(): void {
+    this.closed = true
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer)
+    if (this.syncTimer !== undefined) clearTimeout(this.syncTimer)
+    this.retryTimer = this.syncTimer = undefined
+    if (this.fd >= 0) {
+      const fd = this.fd
+      this.fd = -1
+      fs.close(fd, () => {})
+    }
+  }
+}

@@ -1,0 +1,447 @@
+/**
+ * Authentication and authorisation as Effect services, so an application can
+ * replace either with its own layer:
+ *
+ * - {@link Authentication}: one `authenticate` per CONNECT (a cold path: an
+ *   Effect, may be slow — password hashes are);
+ * - {@link Authorization}: `forClient` once per connection returns a
+ *   {@link ClientAcl} whose checks are plain synchronous calls, made on the
+ *   hot path (`canReceive` per message per subscriber);
+ * - {@link SecurityFiles}: `reload` re-reads the files on SIGHUP. Clients stay
+ *   connected; their ClientAcl sees the new rules on its next check.
+ *
+ * {@link layerFromConfig} is Mosquitto 2.0's default security
+ * (`password_file`, `acl_file`, `allow_anonymous`, `clientid_prefixes`,
+ * `per_listener_settings`), {@link allowAll} lets everything through. The
+ * decisions and the CONNACK codes are Mosquitto's (`src/security.c`,
+ * `src/security_default.c`, `src/handle_connect.c`), checked against
+ * Mosquitto 2.0.11:
+ *
+ * - `clientid_prefixes` (global): a client id without the prefix is refused;
+ * - a TLS listener with `use_identity_as_username` / `use_subject_as_username`
+ *   takes the username from the certificate (or the PSK identity) and checks
+ *   no password; no identity is "bad-credentials" (0x04 / v5 0x86);
+ * - without a password_file, `allow_anonymous true` lets everyone in (a
+ *   username is taken as given, unchecked) and `false` refuses everyone;
+ * - with one, a known user with the right password gets in; an anonymous
+ *   client gets in when `allow_anonymous` is true; everything else is
+ *   "not-authorised" (0x05 / v5 0x87) — Mosquitto answers a wrong password
+ *   with "not authorised", not "bad username or password".
+ */
+import { Context, Effect, Layer, Schema } from "effect"
+import type { BrokerConfig } from "../config/Config.js"
+import {
+  type AclFile,
+  type AclFileError,
+  allows,
+  type ClientRules,
+  compileClientRules,
+  compileUserRules,
+  dollarAllows,
+  maySubscribe,
+  readAclFile,
+  READ,
+  WRITE
+} from "./aclFile.js"
+import { type HashedEntry, readPasswordFile } from "./passwordFile.js"
+import { verifyPassword } from "./passwordHash.js"
+
+// ---------------------------------------------------------------------------
+// Authentication
+
+export interface AuthRequest {
+  /** after auto-assignment for an empty client id */
+  readonly clientId: string
+  readonly username: string | undefined
+  readonly password: Buffer | undefined
+  /** the listener the client came in on (per_listener_settings) */
+  readonly listenerPort: number
+  readonly remoteAddress: string | undefined
+  /** RFC 2253 subject of the verified client certificate (TLS listeners) */
+  readonly certificateSubject?: string | undefined
+  /** CN of the verified client certificate */
+  readonly certificateCommonName?: string | undefined
+  /** identity of a TLS-PSK connection */
+  readonly pskIdentity?: string | undefined
+  /**
+   * The listener's `use_identity_as_username` ("identity": the certificate
+   * CN, or the PSK identity on a PSK connection) or `use_subject_as_username`
+   * ("subject"): the username comes from TLS and no password is checked.
+   */
+  readonly tlsUsername?: "identity" | "subject" | undefined
+}
+
+export type AuthResult =
+  | { readonly ok: true; readonly username: string | undefined }
+  /** bad-credentials: CONNACK 0x04 (v5 0x86); not-authorised: 0x05 (v5 0x87) */
+  | { readonly ok: false; readonly reason: "bad-credentials" | "not-authorised" }
+
+export interface AuthenticationService {
+  /** Decides a CONNECT; the username in the result is the one ACLs use. */
+  readonly authenticate: (request: AuthRequest) => Effect.Effect<AuthResult>
+}
+
+export class Authentication extends Context.Tag("midge/Authentication")<Authentication, AuthenticationService>() {
+  static readonly make = (authenticate: AuthenticationService["authenticate"]): AuthenticationService => ({ authenticate })
+  static readonly layer = (authenticate: AuthenticationService["authenticate"]): Layer.Layer<Authentication> =>
+    Layer.succeed(Authentication, Authentication.make(authenticate))
+}
+
+// ---------------------------------------------------------------------------
+// Authorization
+
+/** The checks of one connected client; synchronous, cheap, called on the hot path. */
+export interface ClientAcl {
+  /** PUBLISH (wills too); a denied PUBLISH is dropped, v5 acks say 0x87 */
+  canPublish(topic: string): boolean
+  /** SUBSCRIBE; denied: SUBACK 0x80 (v5 0x87) */
+  canSubscribe(filter: string): boolean
+  /** delivery of a message on `topic`, retained ones included */
+  canReceive(topic: string): boolean
+}
+
+export interface AuthClient {
+  readonly clientId: string
+  /** the username Authentication returned */
+  readonly username: string | undefined
+  /** per_listener_settings: the listener whose acl_file applies */
+  readonly listenerPort?: number | undefined
+}
+
+export interface AuthorizationService {
+  readonly forClient: (client: AuthClient) => ClientAcl
+}
+
+export class Authorization extends Context.Tag("midge/Authorization")<Authorization, AuthorizationService>() {
+  static readonly make = (forClient: AuthorizationService["forClient"]): AuthorizationService => ({ forClient })
+  static readonly layer = (forClient: AuthorizationService["forClient"]): Layer.Layer<Authorization> =>
+    Layer.succeed(Authorization, Authorization.make(forClient))
+}
+
+/** A ClientAcl that allows everything. */
+export const allowAllAcl: ClientAcl = {
+  canPublish: () => true,
+  canSubscribe: () => true,
+  canReceive: () => true
+}
+
+// ---------------------------------------------------------------------------
+// reloading
+
+export class AuthConfigError extends Schema.TaggedError<AuthConfigError>()("AuthConfigError", {
+  reason: Schema.Literal("PasswordFile", "AclFile"),
+  file: Schema.String,
+  /** 0: the file as a whole (unreadable) */
+  line: Schema.Number,
+  message: Schema.String
+}) {}
+
+/** What the security files hold now. */
+export interface SecuritySnapshot {
+  /** bumped by each successful reload */
+  readonly version: number
+  /** users per password file path */
+  readonly passwordFiles: ReadonlyMap<string, ReadonlyArray<string>>
+  readonly aclFiles: ReadonlyMap<string, AclFile>
+}
+
+export interface SecurityFilesService {
+  /** Re-read password and ACL files (SIGHUP). On an error nothing changes. */
+  readonly reload: Effect.Effect<void, AuthConfigError>
+  readonly snapshot: () => SecuritySnapshot
+}
+
+export class SecurityFiles extends Context.Tag("midge/SecurityFiles")<SecurityFiles, SecurityFilesService>() {
+  /** for layers without files: reloading does nothing */
+  static readonly none: SecurityFilesService = {
+    reload: Effect.void,
+    snapshot: () => ({ version: 0, passwordFiles: new Map(), aclFiles: new Map() })
+  }
+}
+
+// ---------------------------------------------------------------------------
+// options
+
+/** The security options of the broker, or of one listener under per_listener_settings. */
+export interface SecurityScopeOptions {
+  readonly allowAnonymous: boolean
+  readonly passwordFile?: string | undefined
+  readonly aclFile?: string | undefined
+}
+
+export interface AuthOptions extends SecurityScopeOptions {
+  /** `clientid_prefixes`: global even under per_listener_settings */
+  readonly clientidPrefixes?: string | undefined
+  /**
+   * `per_listener_settings true`: each listener's own options, by port; a
+   * client of a port not listed gets the top-level ones.
+   */
+  readonly perListener?: ReadonlyArray<SecurityScopeOptions & { readonly port: number }> | undefined
+  /**
+   * "mosquitto" (default): SUBSCRIBE is not checked against the acl_file,
+   * deliveries are (Mosquitto 2). "read-access" (Midge-only): a filter no
+   * read rule can match is refused (0x80 / 0x87).
+   */
+  readonly subscribeCheck?: "mosquitto" | "read-access" | undefined
+  /** lines of the files that were skipped or look wrong */
+  readonly onWarning?: ((message: string) => void) | undefined
+}
+
+/** The options a mosquitto.conf asks for (clientid_prefixes read from its directives). */
+export const optionsFromConfig = (config: BrokerConfig): AuthOptions => {
+  let clientidPrefixes: string | undefined
+  for (const d of config.directives) if (d.option === "clientid_prefixes") clientidPrefixes = d.value
+  return {
+    allowAnonymous: config.allowAnonymous,
+    passwordFile: config.passwordFile,
+    aclFile: config.aclFile,
+    clientidPrefixes,
+    perListener: config.perListenerSettings
+      ? config.listeners.map((l) => ({
+          port: l.port,
+          allowAnonymous: l.allowAnonymous ?? config.allowAnonymous,
+          passwordFile: l.passwordFile,
+          aclFile: l.aclFile
+        }))
+      : undefined
+  }
+}
+
+/** `clientid_prefixes`: a client id must start with the prefix when one is set (Mosquitto: CONNACK not authorised). */
+export const clientIdAllowed = (prefixes: string | undefined, clientId: string): boolean =>
+  prefixes === undefined || prefixes.length === 0 || clientId.startsWith(prefixes)
+
+// ---------------------------------------------------------------------------
+// the file-based services
+
+interface LoadedScope {
+  readonly allowAnonymous: boolean
+  /** undefined: no password_file */
+  readonly users: ReadonlyMap<string, HashedEntry> | undefined
+  /** undefined: no acl_file */
+  readonly acl: AclFile | undefined
+  /** compiled `topic` rules per username, filled on first use; "\0" is anonymous */
+  readonly compiled: Map<string, ReturnType<typeof compileUserRules>>
+}
+
+interface State {
+  readonly version: number
+  readonly global: LoadedScope
+  readonly byPort: ReadonlyMap<number, LoadedScope>
+  readonly passwordFiles: ReadonlyMap<string, ReadonlyMap<string, HashedEntry>>
+  readonly aclFiles: ReadonlyMap<string, AclFile>
+}
+
+/** The swappable state every ClientAcl refers to. */
+interface Store {
+  state: State
+}
+
+const aclError = (e: AclFileError) =>
+  new AuthConfigError({
+    reason: "AclFile",
+    file: e.file,
+    line: e.line,
+    message: e.line > 0 ? `${e.file}:${e.line}: ${e.message}` : e.message
+  })
+
+const load = (options: AuthOptions, version: number): Effect.Effect<State, AuthConfigError> =>
+  Effect.gen(function* () {
+    const scopes: Array<SecurityScopeOptions> = [options, ...(options.perListener ?? [])]
+    const passwordFiles = new Map<string, ReadonlyMap<string, HashedEntry>>()
+    const aclFiles = new Map<string, AclFile>()
+    for (const s of scopes) {
+      if (s.passwordFile !== undefined && !passwordFiles.has(s.passwordFile)) {
+        const path = s.passwordFile
+        const file = yield* readPasswordFile(path).pipe(
+          Effect.mapError((e) => new AuthConfigError({ reason: "PasswordFile", file: path, line: 0, message: e.message }))
+        )
+        // Mosquitto logs and drops bad entries, and starts
+        for (const issue of file.errors) options.onWarning?.(`${path}:${issue.line}: ${issue.message}; entry ignored`)
+        passwordFiles.set(path, file.users)
+      }
+      if (s.aclFile !== undefined && !aclFiles.has(s.aclFile)) {
+        const acl = yield* readAclFile(s.aclFile).pipe(Effect.mapError(aclError))
+        for (const w of acl.warnings) options.onWarning?.(`${acl.file}:${w.line}: ${w.message}`)
+        aclFiles.set(s.aclFile, acl)
+      }
+    }
+    const scope = (s: SecurityScopeOptions): LoadedScope => ({
+      allowAnonymous: s.allowAnonymous,
+      users: s.passwordFile === undefined ? undefined : passwordFiles.get(s.passwordFile),
+      acl: s.aclFile === undefined ? undefined : aclFiles.get(s.aclFile),
+      compiled: new Map()
+    })
+    const byPort = new Map<number, LoadedScope>()
+    for (const l of options.perListener ?? []) if (!byPort.has(l.port)) byPort.set(l.port, scope(l))
+    return { version, global: scope(options), byPort, passwordFiles, aclFiles }
+  })
+
+const scopeOf = (state: State, port: number | undefined): LoadedScope =>
+  (port === undefined ? undefined : state.byPort.get(port)) ?? state.global
+
+const REFUSED: AuthResult = { ok: false, reason: "not-authorised" }
+const BAD_CREDENTIALS: AuthResult = { ok: false, reason: "bad-credentials" }
+
+const authenticateWith = (store: Store, prefixes: string | undefined) => (request: AuthRequest): Effect.Effect<AuthResult> =>
+  Effect.suspend(() => {
+    if (!clientIdAllowed(prefixes, request.clientId)) return Effect.succeed(REFUSED)
+    const tlsUsername = tlsUsernameOf(request)
+    if (tlsUsername !== undefined) {
+      // handle_connect.c: "Authentication assumed to be cleared"
+      return Effect.succeed(tlsUsername === null ? BAD_CREDENTIALS : { ok: true, username: tlsUsername })
+    }
+    const scope = scopeOf(store.state, request.listenerPort)
+    const username = request.username
+    if (scope.users === undefined) {
+      // no password check configured: allow_anonymous decides for everyone (mosquitto_unpwd_check, plugin_used == false)
+      return Effect.succeed(scope.allowAnonymous ? { ok: true, username } : REFUSED)
+    }
+    if (username === undefined) return Effect.succeed(scope.allowAnonymous ? { ok: true, username } : REFUSED)
+    const entry = scope.users.get(username)
+    if (entry === undefined || request.password === undefined) return Effect.succeed(REFUSED)
+    return Effect.map(verifyPassword(entry.hash, request.password), (ok): AuthResult => (ok ? { ok: true, username } : REFUSED))
+  })
+
+/** undefined: not a TLS-identity listener; null: one, but the connection has no identity. */
+const tlsUsernameOf = (request: AuthRequest): string | null | undefined => {
+  switch (request.tlsUsername) {
+    case undefined:
+      return undefined
+    case "identity":
+      return request.pskIdentity ?? request.certificateCommonName ?? null
+    case "subject":
+      return request.pskIdentity ?? request.certificateSubject ?? null
+  }
+}
+
+/** Rule lists longer than this get a per-client cache of topic decisions. */
+const CACHE_FROM_RULES = 8
+const CACHE_SIZE = 256
+// cache entry bits: read decided / read allowed / write decided / write allowed
+const R_KNOWN = 1
+const R_OK = 2
+const W_KNOWN = 4
+const W_OK = 8
+
+class FileClientAcl implements ClientAcl {
+  private version = -1
+  /** undefined: no acl_file, only the `$` rules apply */
+  private rules: ClientRules | undefined = undefined
+  private cache: Map<string, number> | undefined = undefined
+
+  constructor(
+    private readonly store: Store,
+    private readonly client: AuthClient,
+    private readonly strictSubscribe: boolean
+  ) {
+    this.refresh()
+  }
+
+  private refresh(): void {
+    const state = this.store.state
+    this.version = state.version
+    this.cache = undefined
+    const scope = scopeOf(state, this.client.listenerPort)
+    const acl = scope.acl
+    if (acl === undefined) {
+      this.rules = undefined
+      return
+    }
+    const key = this.client.username ?? "\0"
+    let own = scope.compiled.get(key)
+    if (own === undefined) scope.compiled.set(key, (own = compileUserRules(acl, this.client.username)))
+    this.rules = compileClientRules(acl, this.client.clientId, this.client.username, own)
+    if (this.rules.own.length + this.rules.patterns.length > CACHE_FROM_RULES) this.cache = new Map()
+  }
+
+  private check(topic: string, access: 1 | 2): boolean {
+    if (this.version !== this.store.state.version) this.refresh()
+    const rules = this.rules
+    if (rules === undefined) return dollarAllows(topic, access)
+    const cache = this.cache
+    if (cache === undefined) return allows(rules, topic, access)
+    const known = access === READ ? R_KNOWN : W_KNOWN
+    const ok = access === READ ? R_OK : W_OK
+    const bits = cache.get(topic) ?? 0
+    if ((bits & known) !== 0) return (bits & ok) !== 0
+    const result = allows(rules, topic, access)
+    if (bits === 0 && cache.size >= CACHE_SIZE) cache.clear()
+    cache.set(topic, bits | known | (result ? ok : 0))
+    return result
+  }
+
+  canPublish(topic: string): boolean {
+    return this.check(topic, WRITE)
+  }
+
+  canReceive(topic: string): boolean {
+    return this.check(topic, READ)
+  }
+
+  canSubscribe(filter: string): boolean {
+    if (!this.strictSubscribe) return true
+    if (this.version !== this.store.state.version) this.refresh()
+    return this.rules === undefined || maySubscribe(this.rules, filter)
+  }
+}
+
+const snapshotOf = (state: State): SecuritySnapshot => {
+  const passwordFiles = new Map<string, ReadonlyArray<string>>()
+  for (const [path, users] of state.passwordFiles) passwordFiles.set(path, [...users.keys()])
+  return { version: state.version, passwordFiles, aclFiles: state.aclFiles }
+}
+
+/** Builds the three file-based services; the layers below wrap it. */
+export const make = (
+  options: AuthOptions
+): Effect.Effect<
+  { authentication: AuthenticationService; authorization: AuthorizationService; files: SecurityFilesService },
+  AuthConfigError
+> =>
+  Effect.map(load(options, 0), (initial) => {
+    const store: Store = { state: initial }
+    const strict = options.subscribeCheck === "read-access"
+    const files: SecurityFilesService = {
+      reload: Effect.suspend(() => load(options, store.state.version + 1)).pipe(
+        Effect.tap((state) =>
+          Effect.sync(() => {
+            store.state = state
+          })
+        ),
+        Effect.asVoid
+      ),
+      snapshot: () => snapshotOf(store.state)
+    }
+    return {
+      authentication: Authentication.make(authenticateWith(store, options.clientidPrefixes)),
+      authorization: Authorization.make((client) => new FileClientAcl(store, client, strict)),
+      files
+    }
+  })
+
+/** Mosquitto's default security from files: Authentication, Authorization and SecurityFiles. */
+export const layerFromConfig = (
+  options: AuthOptions
+): Layer.Layer<Authentication | Authorization | SecurityFiles, AuthConfigError> =>
+  Layer.effectContext(
+    Effect.map(make(options), ({ authentication, authorization, files }) =>
+      Context.make(Authentication, authentication).pipe(
+        Context.add(Authorization, authorization),
+        Context.add(SecurityFiles, files)
+      )
+    )
+  )
+
+/** Everyone connects (TLS identities still become usernames) and may do anything: tests and embedding. */
+export const allowAll: Layer.Layer<Authentication | Authorization | SecurityFiles> = Layer.succeedContext(
+  Context.make(
+    Authentication,
+    Authentication.make((request) => {
+      const tls = tlsUsernameOf(request)
+      return Effect.succeed(
+        tls === undefined ? { ok: true, username: request.username } : tls === null ? BAD_CREDENTIALS : { ok: true, username: tls }
+      )
+    })
+  ).pipe(Context.add(Authorization, Authorization.make(() => allowAllAcl)), Context.add(SecurityFiles, SecurityFiles.none))
+)
