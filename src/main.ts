@@ -12,6 +12,8 @@ import * as fs from "node:fs"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
 import { Log, logTopic, stderrSink, type LogSink } from "./log/Log.js"
+import { Metrics } from "./sys/Metrics.js"
+import * as SysTopics from "./sys/SysTopics.js"
 
 export const VERSION = "0.1.0"
 
@@ -127,6 +129,12 @@ const main = Effect.gen(function* () {
         )
       }
       const broker = yield* Broker.make(brokerOptionsFromConfig(config, log))
+      // $SYS topics every sys_interval seconds, and the Midge-only Prometheus endpoint
+      yield* SysTopics.make({ interval: config.sysInterval, version: VERSION }).pipe(Effect.provideService(Broker, broker))
+      if (config.metricsListener !== undefined) {
+        const metrics = yield* Metrics.make({ ...config.metricsListener, version: VERSION }).pipe(Effect.provideService(Broker, broker))
+        log.notice(`Opening metrics listener on ${metrics.host ?? "*"}:${metrics.port}.`)
+      }
       const topicSink: LogSink = { write: (type, line) => void broker.core.publish(logTopic(type), Buffer.from(line), 0, false) }
       const withTopic = (c: BrokerConfig, sinks: Array<LogSink>) => (c.logDest.some((d) => d.kind === "topic") ? [...sinks, topicSink] : sinks)
       log.reconfigure(config.logTypes, withTopic(config, sinks), config.logTimestamp)

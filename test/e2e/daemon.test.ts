@@ -206,4 +206,22 @@ describe("node dist/main.js", () => {
       yield* waitFor(() => got.length === 3, "the broker to keep running")
     })
   )
+
+  it.scopedLive("$SYS topics and the metrics_listener endpoint of the daemon", () =>
+    Effect.gen(function* () {
+      const [port, metricsPort] = [yield* freePort, yield* freePort]
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-sys-"))
+      const conf = path.join(dir, "mosquitto.conf")
+      fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nuser root\nsys_interval 1\nmetrics_listener ${metricsPort} 127.0.0.1\n`)
+      yield* spawnScoped("node", [main, "-c", conf])
+      yield* listening(port)
+      const version = yield* run("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-t", "$SYS/broker/version", "-C", "1", "-W", "5"])
+      expect(version.stdout).toBe("midge version 0.1.0\n")
+      const uptime = yield* run("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-t", "$SYS/broker/uptime", "-C", "1", "-W", "5"])
+      expect(uptime.stdout).toMatch(/^\d+ seconds\n$/)
+      const body = yield* Effect.promise(() => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text()))
+      expect(body).toMatch(/^midge_clients_connected \d+$/m)
+      expect(body).toMatch(/^# TYPE midge_messages_received_total counter$/m)
+    })
+  )
 })

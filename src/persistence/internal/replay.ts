@@ -203,7 +203,7 @@ const apply = (tag: number, r: Reader, state: StoreState): void => {
     }
     case Tag.OutPubrec: {
       const clientId = r.str()
-      r.messageId()
+      state.outboundPubrec(clientId, r.messageId())
       return
     }
     case Tag.OutDone: {
