@@ -202,8 +202,10 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
                     retainHandling: 0,
                     subscriptionId: undefined
                   }
-                  core.router.retained.match(filter, (message) =>
-                    subscriber.deliver(message, (message.qos < opts.qos ? message.qos : opts.qos) as QoS, true, undefined, undefined)
+                  core.router.retained.match(
+                    filter,
+                    (message) => subscriber.deliver(message, (message.qos < opts.qos ? message.qos : opts.qos) as QoS, true, undefined, undefined),
+                    core.now()
                   )
                   core.router.subscribe(subscriber, filter, opts)
                   return subscriber

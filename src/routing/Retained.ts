@@ -23,15 +23,23 @@ export class RetainedStore {
     return this.byTopic.get(topic)
   }
 
-  /** Every retained message whose topic matches `filter`, the `$` rule included. */
-  match(filter: string, visit: (message: Message) => void): void {
+  /**
+   * Every retained message whose topic matches `filter`, the `$` rule included.
+   * Messages whose v5 Message Expiry Interval has passed at `now` are removed,
+   * not visited [MQTT-3.3.2-5].
+   */
+  match(filter: string, visit: (message: Message) => void, now?: number): void {
     if (filter.indexOf("+") === -1 && filter.indexOf("#") === -1) {
       const m = this.byTopic.get(filter)
-      if (m !== undefined) visit(m)
+      if (m === undefined) return
+      if (now !== undefined && m.expired(now)) this.byTopic.delete(m.topic)
+      else visit(m)
       return
     }
     for (const m of this.byTopic.values()) {
-      if (matchTopic(filter, m.topic)) visit(m)
+      if (!matchTopic(filter, m.topic)) continue
+      if (now !== undefined && m.expired(now)) this.byTopic.delete(m.topic)
+      else visit(m)
     }
   }
 

@@ -517,7 +517,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         const qos = (message.qos < options.qos ? message.qos : options.qos) as QoS
         const ids = options.subscriptionId !== undefined ? [options.subscriptionId] : undefined
         session.deliver(message, qos, true, ids, undefined)
-      })
+      }, core.now())
     }
   }
 

@@ -302,7 +302,6 @@ export const rfc2253 = (subject: string): string => {
 }
 
 const escapeHigh = (s: string): string => {
-  // eslint-disable-next-line no-control-regex
   if (!/[^\x00-\x7f]/.test(s)) return s
   let out = ""
   for (const ch of s) {

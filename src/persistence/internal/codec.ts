@@ -422,7 +422,7 @@ export class Reader {
   }
   subIds(): ReadonlyArray<number> | undefined {
     const n = this.u16()
-    if (n === 0xffff) return []
+    if (n === 0xffff) return undefined
     const ids: Array<number> = []
     for (let i = 0; i < n; i++) ids.push(this.u32())
     return ids
