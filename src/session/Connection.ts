@@ -111,6 +111,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private receiveMaximum = 65535
   /** v5 Will Delay Interval in seconds */
   private willDelay = 0
+  /** v5 Request Problem Information (default 1) */
+  private problemInformation = true
 
   constructor(
     readonly socket: Socket,
@@ -194,7 +196,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   protocolError(reasonCode: number, why: string): void {
     if (this.state === "closed") return
     this.log("notice", `Client ${this.clientId || "<unknown>"} from ${this.remote} disconnected: ${why}.`)
-    if (this.state === "connected" && this.protocolVersion === 5) this.sendDisconnect(reasonCode)
+    if (this.state === "connected" && this.protocolVersion === 5) this.sendDisconnect(reasonCode, why)
     this.close("protocol")
   }
 
@@ -352,6 +354,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       const props = packet.properties
       session.expiryInterval = props?.sessionExpiryInterval ?? 0
       this.clientMaxPacketSize = props?.maximumPacketSize ?? 0
+      this.problemInformation = props?.requestProblemInformation !== false
       this.clientTopicAliasMax = props?.topicAliasMaximum ?? 0
       this.topicAliasMax = settings.maxTopicAlias
       this.receiveMaximum = settings.maxInflightMessages > 0 ? settings.maxInflightMessages : 65535
@@ -440,8 +443,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (dropReason !== 0) {
       core.stats.publishDropped++
       const code = this.protocolVersion === 5 ? dropReason : 0
-      if (qos === 1) this.write(encodeAck("puback", id, this.protocolVersion, code))
-      else if (qos === 2) this.write(encodeAck("pubrec", id, this.protocolVersion, code))
+      const why = dropReason === ReasonCode.QuotaExceeded ? "memory_limit exceeded" : "message_size_limit exceeded"
+      if (qos > 0) this.writeFailureAck(qos === 1 ? "puback" : "pubrec", id, code, why)
       return
     }
     if (packet.retain && !core.settings.retainAvailable) {
@@ -689,8 +692,22 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.write(encodeAck("pubrel", messageId, this.protocolVersion, 0))
   }
 
-  private sendDisconnect(reasonCode: number): void {
-    this.writeNow(encode({ cmd: "disconnect", reasonCode }, 5))
+  /** v5: a Reason String on server-sent DISCONNECT says why (not for normal ends). */
+  private sendDisconnect(reasonCode: number, reasonString?: string): void {
+    const properties = reasonString !== undefined && reasonString.length > 0 ? { reasonString } : undefined
+    this.writeNow(encode({ cmd: "disconnect", reasonCode, ...(properties !== undefined ? { properties } : {}) }, 5))
+  }
+
+  /**
+   * A PUBACK / PUBREC with a failure code; v5 adds a Reason String unless the
+   * client asked for no problem information [MQTT-3.1.2-29].
+   */
+  private writeFailureAck(cmd: "puback" | "pubrec", messageId: number, code: number, why: string): void {
+    if (this.protocolVersion !== 5 || code === 0 || !this.problemInformation) {
+      this.write(encodeAck(cmd, messageId, this.protocolVersion, code))
+    } else {
+      this.write(encode({ cmd, messageId, reasonCode: code, properties: { reasonString: why } } as Packet, 5))
+    }
   }
 
   // ---------------------------------------------------------------- backpressure

@@ -76,12 +76,17 @@ describe("limits", () => {
       yield* subscribe(sub, "m", { qos: 1 })
       const pub = yield* connectClient(url, { protocolVersion: 5 })
       const acks: Array<number | undefined> = []
+      const reasons: Array<string | undefined> = []
       pub.on("packetreceive", (p) => {
-        if (p.cmd === "puback") acks.push(p.reasonCode)
+        if (p.cmd === "puback") {
+          acks.push(p.reasonCode)
+          reasons.push(p.properties?.reasonString)
+        }
       })
       yield* publish(pub, "m", "x", { qos: 1 }).pipe(Effect.ignore)
       yield* waitFor(() => acks.length === 1, "PUBACK")
       expect(acks[0]).toBe(0x97)
+      expect(reasons[0]).toBe("memory_limit exceeded") // v5 Reason String
       yield* settle(100)
       expect(got.length).toBe(0)
     })

@@ -134,6 +134,8 @@ describe("MQTT 5", () => {
         yield* pub5(bad, topic, "x", { properties: { topicAlias: alias } })
         yield* bad.waitClosed()
         expect(disconnectReason(bad)).toBe(code)
+        // the server's DISCONNECT says why in a Reason String
+        expect((packets(bad).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket).properties?.reasonString).toMatch(/topic alias/)
       }
     })
   )
