@@ -11,10 +11,13 @@
  * program.pipe(Effect.provide(Broker.layer({ listeners: [{ port: 1883 }] })))
  * ```
  */
-import { Context, Effect, ExecutionStrategy, Exit, FiberMap, Layer, Scope, Stream } from "effect"
+import { Context, Effect, ExecutionStrategy, Exit, FiberMap, Layer, Option, Scope, Stream } from "effect"
 import type { BrokerConfig } from "./config/Config.js"
 import { Log, silentLog } from "./log/Log.js"
 import { validateTopicFilter, validateTopicName } from "./protocol/topic.js"
+import { Authentication, Authorization } from "./security/Auth.js"
+import { makeAuthHook } from "./security/connectAuth.js"
+import { EnhancedAuthentication } from "./security/EnhancedAuth.js"
 import type { Subscriber, SubscriptionOptions } from "./routing/Router.js"
 import { Core, defaultSettings, type CoreSettings, type Stats } from "./session/Core.js"
 import type { Message, MessageProperties, QoS } from "./session/Message.js"
@@ -123,6 +126,14 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       const clock = yield* Effect.clock
       const settings: CoreSettings = { ...defaultSettings, ...options.settings }
       const core = new Core(settings, options.log ?? silentLog(), () => clock.unsafeCurrentTimeMillis())
+      // security: the Authentication / Authorization / EnhancedAuthentication services when provided
+      const authentication = yield* Effect.serviceOption(Authentication)
+      const authorization = yield* Effect.serviceOption(Authorization)
+      const enhanced = yield* Effect.serviceOption(EnhancedAuthentication)
+      const runtime = yield* Effect.runtime<never>()
+      if (Option.isSome(authorization)) core.authorize = authorization.value.forClient
+      const listenerAllowAnonymous = new Map<number, boolean | undefined>()
+      const authenticate = makeAuthHook(runtime, authentication, enhanced, (port) => listenerAllowAnonymous.get(port) ?? core.settings.allowAnonymous)
       const sessions = yield* FiberMap.make<string, void, never>()
       const brokerScope = yield* Effect.scope
       // each listener in a scope of its own, so a reload can close one and keep the others
@@ -132,7 +143,8 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
         Effect.gen(function* () {
           const keep = new Set<string>()
           for (const l of wanted) {
-            const opts: ListenerOptions = { ...l, maxConnections: l.maxConnections ?? -1 }
+            const opts: ListenerOptions = { ...l, maxConnections: l.maxConnections ?? -1, authenticate }
+            listenerAllowAnonymous.set(l.port, l.allowAnonymous)
             const key = listenerKey(opts)
             keep.add(key)
             const existing = open.get(key)

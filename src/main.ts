@@ -6,12 +6,13 @@
  * clients get DISCONNECT 0x8B, the pid file is removed, the process exits 0.
  */
 import { runMain } from "@effect/platform-node/NodeRuntime"
-import { Effect, Either, Stream } from "effect"
+import { Context, Effect, Either, Layer, Stream } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
 import { Log, logTopic, stderrSink, type LogSink } from "./log/Log.js"
+import { layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
 import { Metrics } from "./sys/Metrics.js"
 import * as SysTopics from "./sys/SysTopics.js"
 
@@ -128,7 +129,12 @@ const main = Effect.gen(function* () {
             })
         )
       }
-      const broker = yield* Broker.make(brokerOptionsFromConfig(config, log))
+      // Mosquitto's file-based security: allow_anonymous, password_file, acl_file, clientid_prefixes
+      const security = yield* Layer.build(
+        layerFromConfig({ ...optionsFromConfig(config), onWarning: (message) => log.warning(`Warning: ${message}`) })
+      )
+      const files = Context.get(security, SecurityFiles)
+      const broker = yield* Broker.make(brokerOptionsFromConfig(config, log)).pipe(Effect.provide(security))
       // $SYS topics every sys_interval seconds, and the Midge-only Prometheus endpoint
       yield* SysTopics.make({ interval: config.sysInterval, version: VERSION }).pipe(Effect.provideService(Broker, broker))
       if (config.metricsListener !== undefined) {
@@ -149,6 +155,8 @@ const main = Effect.gen(function* () {
         log.reconfigure(next.logTypes, withTopic(next, nextSinks), next.logTimestamp)
         for (const warning of next.warnings) log.warning(`Warning: ${warning}`)
         yield* broker.reload(brokerOptionsFromConfig(next, log))
+        // password and ACL files are read again; connected clients stay connected
+        yield* files.reload
       }).pipe(Effect.catchAll((error) => Effect.sync(() => log.error(`Error reloading config: ${error.message}`))))
       yield* Stream.async<void>((emit) => {
         const onHup = () => void emit.single(undefined)

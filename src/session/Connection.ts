@@ -58,7 +58,41 @@ export interface ListenerSettings {
   readonly autoIdPrefix: string | undefined
 }
 
+/** What a CONNECT (or a v5 AUTH exchange) asks the authentication service. */
+export interface ConnectAuthRequest {
+  readonly clientId: string
+  readonly username: string | undefined
+  readonly password: Buffer | undefined
+  readonly listenerPort: number
+  readonly remoteAddress: string | undefined
+  /** v5 enhanced authentication: the Authentication Method and Data */
+  readonly method?: string | undefined
+  readonly data?: Buffer | undefined
+  /** true for a v5 re-authentication of a connected client (AUTH 0x19) */
+  readonly reauthenticate?: boolean
+}
+
+/** The authentication decision, as the connection acts on it. */
+export type ConnectAuthOutcome =
+  | { readonly _tag: "Accept"; readonly username: string | undefined; readonly data?: Buffer | undefined }
+  /** v5 enhanced authentication: send AUTH 0x18 with this data and wait for the client's AUTH */
+  | { readonly _tag: "Continue"; readonly data?: Buffer | undefined; readonly next: (data: Buffer | undefined) => void }
+  /** refused: CONNACK / DISCONNECT with this code; v5 0x9C / 0x9D carry a Server Reference */
+  | {
+      readonly _tag: "Refuse"
+      readonly v4Code: number
+      readonly v5Code: number
+      readonly why: string
+      readonly serverReference?: string | undefined
+    }
+
 export interface ConnectionHooks {
+  /**
+   * Decide a CONNECT (cold path; may complete later). Calls `done` once, or
+   * again after each `Continue` step of a v5 enhanced authentication.
+   * Absent: anonymous clients by `allow_anonymous`, nobody with a username.
+   */
+  readonly authenticate?: (conn: Connection, request: ConnectAuthRequest, done: (outcome: ConnectAuthOutcome) => void) => void
   /** after CONNACK: run the session's supervised fiber, keyed by client id */
   readonly sessionStarted: (conn: Connection) => void
   /** the connection has ended (once) */
@@ -113,6 +147,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private willDelay = 0
   /** v5 Request Problem Information (default 1) */
   private problemInformation = true
+  /** v5 enhanced authentication: the method of the CONNECT, and the step awaited */
+  private authMethod: string | undefined = undefined
+  private authContinue: ((data: Buffer | undefined) => void) | undefined = undefined
+  /** the username authentication settled on (ACLs use it) */
+  username: string | undefined = undefined
 
   constructor(
     readonly socket: Socket,
@@ -152,7 +191,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     for (let i = 0; i < packets.length; i++) {
       if (this.closed) break
       const packet = packets[i]
-      if (this.heldBy > 0 && this.parks(packet)) {
+      if (this.state === "connecting" && packet.cmd !== "auth") {
+        // authentication under way: what follows CONNECT waits for its outcome
+        ;(this.parked ??= []).push(packet)
+        if (this.parked.length >= PARK_LIMIT) this.pauseReading()
+      } else if (this.heldBy > 0 && this.parks(packet)) {
         ;(this.parked ??= []).push(packet)
         if (this.parked.length >= PARK_LIMIT) this.pauseReading()
       } else {
@@ -203,6 +246,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private handle(packet: Packet): void {
     if (this.state !== "connected") {
       if (packet.cmd === "connect" && this.state === "new") return this.handleConnect(packet)
+      if (packet.cmd === "auth" && this.state === "connecting" && this.authContinue !== undefined) return this.handleAuth(packet)
       // [MQTT-3.1.0-1] the first packet must be CONNECT
       return this.protocolError(ReasonCode.ProtocolError, `first packet was ${packet.cmd}, not connect`)
     }
@@ -253,8 +297,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         // [MQTT-3.1.0-2] a second CONNECT is a protocol violation
         return this.protocolError(ReasonCode.ProtocolError, "second CONNECT")
       case "auth":
-        // enhanced authentication is not offered: AUTH without an Authentication Method is a protocol error
-        return this.protocolError(ReasonCode.ProtocolError, "AUTH without authentication method")
+        return this.handleAuth(packet)
       default:
         return this.protocolError(ReasonCode.ProtocolError, `unexpected ${packet.cmd} from a client`)
     }
@@ -262,10 +305,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   // ---------------------------------------------------------------- CONNECT
 
-  private refuse(v4Code: number, v5Code: number, why: string): void {
+  private refuse(v4Code: number, v5Code: number, why: string, serverReference?: string): void {
     this.log("information", `Client ${this.clientId || "<unknown>"} from ${this.remote} refused: ${why}.`)
     if (this.protocolVersion === 5) {
-      this.writeNow(encode({ cmd: "connack", reasonCode: v5Code, sessionPresent: false }, 5))
+      // 0x9C Use another server / 0x9D Server moved carry a Server Reference
+      const properties = serverReference !== undefined ? { serverReference } : undefined
+      this.writeNow(encode({ cmd: "connack", reasonCode: v5Code, sessionPresent: false, ...(properties ? { properties } : {}) }, 5))
     } else {
       this.writeNow(encode({ cmd: "connack", returnCode: v4Code, sessionPresent: false }, this.protocolVersion))
     }
@@ -328,18 +373,115 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
     }
 
-    // authentication: anonymous clients only where allowed
-    const allowAnonymous = this.listener.allowAnonymous ?? settings.allowAnonymous
-    if (packet.username === undefined && !allowAnonymous) {
-      return this.refuse(ConnackV4.NotAuthorized, ReasonCode.NotAuthorized, "not authorised")
+    const method = v5 ? packet.properties?.authenticationMethod : undefined
+    this.authMethod = method
+    const request: ConnectAuthRequest = {
+      clientId,
+      username: packet.username,
+      password: packet.password,
+      listenerPort: this.listener.port,
+      remoteAddress: this.socket.remoteAddress,
+      method,
+      data: v5 ? packet.properties?.authenticationData : undefined
     }
-    if (packet.username !== undefined && !allowAnonymous) {
-      // no password file or auth service configured yet: nobody can be verified
-      return this.refuse(ConnackV4.NotAuthorized, ReasonCode.NotAuthorized, "not authorised")
+    const hook = this.hooks.authenticate
+    if (hook === undefined) {
+      // no authentication service: anonymous clients only where allowed, nobody with a username
+      const allowAnonymous = this.listener.allowAnonymous ?? settings.allowAnonymous
+      if (method !== undefined) {
+        return this.refuse(ConnackV4.NotAuthorized, ReasonCode.BadAuthenticationMethod, `unknown authentication method '${method}'`)
+      }
+      if (!allowAnonymous) return this.refuse(ConnackV4.NotAuthorized, ReasonCode.NotAuthorized, "not authorised")
+      return this.completeConnect(packet, clean, assigned, serverKeepAlive, packet.username, undefined)
     }
+    const done = (outcome: ConnectAuthOutcome): void => {
+      if (this.state !== "connecting") return // the client went away meanwhile
+      switch (outcome._tag) {
+        case "Refuse":
+          return this.refuse(outcome.v4Code, outcome.v5Code, outcome.why, outcome.serverReference)
+        case "Continue":
+          // [MQTT-4.12.0-?] AUTH 0x18 Continue authentication, then wait for the client's AUTH
+          this.authContinue = outcome.next
+          this.write(encode({ cmd: "auth", reasonCode: 0x18, properties: { authenticationMethod: method, ...(outcome.data ? { authenticationData: outcome.data } : {}) } } as Packet, 5))
+          return
+        case "Accept":
+          this.authContinue = undefined
+          return this.completeConnect(packet, clean, assigned, serverKeepAlive, outcome.username, outcome.data)
+      }
+    }
+    hook(this, request, done)
+  }
 
-    // takeover [MQTT-3.1.4-3]: the existing connection with this id is closed first
+  /** v5 AUTH: the next step of an enhanced authentication, or a re-authentication (0x19). */
+  private handleAuth(packet: mqtt.IAuthPacket): void {
+    const method = packet.properties?.authenticationMethod
+    // [MQTT-4.12.0-?] AUTH with another method than CONNECT's, or without any, is a protocol error
+    if (this.authMethod === undefined || method !== this.authMethod) {
+      return this.protocolError(ReasonCode.ProtocolError, "AUTH without the CONNECT's authentication method")
+    }
+    const data = packet.properties?.authenticationData
+    if (this.state === "connecting") {
+      const next = this.authContinue
+      if (next === undefined || packet.reasonCode !== 0x18) return this.protocolError(ReasonCode.ProtocolError, "unexpected AUTH")
+      this.authContinue = undefined
+      return next(data)
+    }
+    // connected: re-authentication (0x19) or its continuation (0x18)
+    const hook = this.hooks.authenticate
+    if (hook === undefined) return this.protocolError(ReasonCode.ProtocolError, "unexpected AUTH")
+    if (packet.reasonCode === 0x18 && this.authContinue !== undefined) {
+      const next = this.authContinue
+      this.authContinue = undefined
+      return next(data)
+    }
+    if (packet.reasonCode !== 0x19) return this.protocolError(ReasonCode.ProtocolError, "unexpected AUTH")
+    const request: ConnectAuthRequest = {
+      clientId: this.clientId,
+      username: this.username,
+      password: undefined,
+      listenerPort: this.listener.port,
+      remoteAddress: this.socket.remoteAddress,
+      method,
+      data,
+      reauthenticate: true
+    }
+    const done = (outcome: ConnectAuthOutcome): void => {
+      if (this.state !== "connected") return
+      switch (outcome._tag) {
+        case "Refuse":
+          // a failed re-authentication ends the connection [MQTT-4.12.1-2]
+          this.log("notice", `Client ${this.clientId} failed re-authentication: ${outcome.why}.`)
+          this.sendDisconnect(outcome.v5Code, outcome.why)
+          return this.close("refused")
+        case "Continue":
+          this.authContinue = outcome.next
+          this.write(encode({ cmd: "auth", reasonCode: 0x18, properties: { authenticationMethod: method, ...(outcome.data ? { authenticationData: outcome.data } : {}) } } as Packet, 5))
+          return
+        case "Accept":
+          this.authContinue = undefined
+          this.write(encode({ cmd: "auth", reasonCode: 0x00, properties: { authenticationMethod: method, ...(outcome.data ? { authenticationData: outcome.data } : {}) } } as Packet, 5))
+          return
+      }
+    }
+    hook(this, request, done)
+  }
+
+  /** CONNECT accepted: takeover, session, CONNACK, then what was sent meanwhile. */
+  private completeConnect(
+    packet: mqtt.IConnectPacket,
+    clean: boolean,
+    assigned: string | undefined,
+    serverKeepAlive: number | undefined,
+    username: string | undefined,
+    authData: Buffer | undefined
+  ): void {
     const core = this.core
+    const settings = core.settings
+    const v5 = this.protocolVersion === 5
+    const clientId = this.clientId
+    const keepalive = this.keepalive
+    this.username = username
+
     const old = core.attached.get(clientId)
     if (old !== undefined && old !== this) {
       this.log("information", `Client ${clientId} already connected, closing old connection.`)
@@ -369,6 +511,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       session.flow.limits = limits
     }
     this.session = session
+    session.acl = core.authorize?.({ clientId, username, listenerPort: this.listener.port })
     session.wire = this
     core.attached.set(clientId, this)
     this.state = "connected"
@@ -389,6 +532,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       if (settings.maxPacketSize > 0) properties.maximumPacketSize = settings.maxPacketSize
       if (assigned !== undefined) properties.assignedClientIdentifier = assigned
       if (serverKeepAlive !== undefined) properties.serverKeepAlive = serverKeepAlive
+      if (this.authMethod !== undefined) {
+        properties.authenticationMethod = this.authMethod
+        if (authData !== undefined) properties.authenticationData = authData
+      }
       this.write(encode({ cmd: "connack", reasonCode: 0, sessionPresent: present, properties }, 5))
     } else {
       // [MQTT-3.2.2-1..3] session present is 0 for a clean session
@@ -403,6 +550,20 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.hooks.sessionStarted(this)
     // [MQTT-4.4.0-1] resend what was in flight, then what queued while offline
     session.flow.resume(this)
+    // packets that arrived while the CONNECT was being decided
+    const waiting = this.parked
+    if (waiting !== undefined && this.heldBy === 0) {
+      this.parked = undefined
+      for (const p of waiting) {
+        if (this.closed) return
+        if (this.heldBy > 0) {
+          ;(this.parked ??= []).push(p)
+          continue
+        }
+        this.handle(p)
+      }
+      this.resumeReading()
+    }
   }
 
   // ---------------------------------------------------------------- PUBLISH
@@ -449,6 +610,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
     if (packet.retain && !core.settings.retainAvailable) {
       return this.protocolError(ReasonCode.RetainNotSupported, "retain not available")
+    }
+    // a denied PUBLISH is dropped; v5 acks say 0x87 (a v5 PUBREC failure ends the QoS 2 flow)
+    const acl = this.session!.acl
+    if (acl !== undefined && !acl.canPublish(this.mount + topic)) {
+      this.log("debug", `Denied PUBLISH from ${this.clientId} (q${qos}, r${packet.retain ? 1 : 0}, '${topic}').`)
+      if (qos > 0) this.writeFailureAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion === 5 ? ReasonCode.NotAuthorized : 0, "not authorised")
+      return
     }
     // [MQTT-3.3.4-9] more QoS 2 flows open than our Receive Maximum
     if (qos === 2 && this.protocolVersion === 5 && this.session!.qos2.awaitingRel.size >= this.receiveMaximum && !this.session!.qos2.awaitingRel.has(id)) {
@@ -497,6 +665,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // a shared filter keeps its $share/GROUP/ prefix; the mount point goes on the filter inside it
       const filter = shared ? mountShared(sub.topic, this.mount) : this.mount + sub.topic
       const qos = sub.qos as QoS
+      // denied SUBSCRIBE: 0x80 (v5 0x87)
+      if (session.acl !== undefined && !session.acl.canSubscribe(filter)) {
+        this.log("information", `Denied SUBSCRIBE from ${this.clientId} to '${sub.topic}'.`)
+        granted.push(v5 ? ReasonCode.NotAuthorized : 0x80)
+        continue
+      }
       const options: SubscriptionOptions = {
         qos,
         noLocal: v5 && sub.nl === true,
@@ -835,7 +1009,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // [MQTT-3.1.2-8] the will goes on every end but a normal DISCONNECT [MQTT-3.1.2-10]
       const will = this.will
       this.will = undefined
-      if (will !== undefined && reason !== "disconnect" && reason !== "shutdown") {
+      if (will !== undefined && reason !== "disconnect" && reason !== "shutdown" && (session.acl?.canPublish(will.topic) ?? true)) {
         const message = new Message(will.topic, will.payload, will.qos, will.retain, will.properties, this.clientId, core.now())
         if (this.willDelay > 0 && core.sessions.get(session.clientId) === session) {
           // v5 Will Delay Interval: at the earlier of the delay and the session's end; not if the client is back in time
@@ -873,7 +1047,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
   }
 
-  private log(type: "notice" | "information" | "subscribe" | "unsubscribe", message: string): void {
+  private log(type: "notice" | "information" | "subscribe" | "unsubscribe" | "debug", message: string): void {
     this.core.log.log(type, message)
   }
 }

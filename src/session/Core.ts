@@ -5,6 +5,7 @@
  */
 import { Router } from "../routing/Router.js"
 import type { Log } from "../log/Log.js"
+import type { ClientAcl } from "../security/Auth.js"
 import { Message, type QoS } from "./Message.js"
 import type { FlowLimits, Outgoing } from "./OutboundFlow.js"
 import { Session } from "./Session.js"
@@ -136,6 +137,9 @@ export class Core {
   readonly router: Router
   readonly sessions = new Map<string, Session>()
   readonly attached = new Map<string, AttachedConnection>()
+  /** the Authorization service's per-client checks; undefined: everything allowed */
+  authorize: ((client: { readonly clientId: string; readonly username: string | undefined; readonly listenerPort: number }) => ClientAcl) | undefined =
+    undefined
   readonly flusher = new FlushScheduler()
   readonly stats: Stats = {
     messagesReceived: 0,

@@ -5,6 +5,7 @@
  * Plain code; the connection currently attached (if any) is the wire.
  */
 import type { PublishSource, SharedGroup, Subscriber, SubscriptionOptions } from "../routing/Router.js"
+import type { ClientAcl } from "../security/Auth.js"
 import type { Message, QoS } from "./Message.js"
 import { InboundQos2, OutboundFlow, type FlowLimits, type OutboundSink } from "./OutboundFlow.js"
 
@@ -37,6 +38,8 @@ export class Session implements Subscriber {
    * dropped if the client reconnects in time [MQTT-3.1.3-9].
    */
   pendingWill: { readonly message: Message; readonly at: number } | undefined = undefined
+  /** the client's access rules (acl_file, Authorization service); undefined: all allowed */
+  acl: ClientAcl | undefined = undefined
 
   constructor(
     readonly clientId: string,
@@ -57,6 +60,8 @@ export class Session implements Subscriber {
     source: PublishSource | undefined,
     shared?: SharedGroup
   ): void {
+    // a denied read never delivers, retained messages included
+    if (this.acl !== undefined && !this.acl.canReceive(message.topic)) return
     const wire = this.wire
     if (wire !== undefined && qos === 0) {
       wire.publishQos0(message, retain, subscriptionIds)

@@ -40,6 +40,8 @@ export interface ListenerOptions {
   readonly allowAnonymous?: boolean | undefined
   readonly allowZeroLengthClientid?: boolean | undefined
   readonly autoIdPrefix?: string | undefined
+  /** the broker's authentication, when a service is provided */
+  readonly authenticate?: ConnectionHooks["authenticate"]
 }
 
 export interface BoundListener {
@@ -129,6 +131,7 @@ export const listenTcp = (
     let maxConnections = options.maxConnections ?? -1
 
     const hooks: ConnectionHooks = {
+      ...(options.authenticate !== undefined ? { authenticate: options.authenticate } : {}),
       sessionStarted: (conn) => {
         connectionFibers.get(conn)?.unsafeInterruptAsFork(FiberId.none)
         const fiber = forkSession(conn.clientId, sessionFiber(conn))

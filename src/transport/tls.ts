@@ -239,7 +239,7 @@ export const makeTls = (o: TlsListenerOptions): Effect.Effect<TlsSetup, TlsConfi
     const identity = (socket: tls.TLSSocket): TlsIdentity => {
       const pskIdentity = pskIdentities.get(socket)
       if (pskIdentity !== undefined) {
-        return { pskIdentity, tlsUsername: o.useIdentityAsUsername === true ? "identity" : undefined }
+        return { pskIdentity, tlsUsername }
       }
       return { ...certificateIdentity(socket), tlsUsername }
     }

@@ -1,0 +1,102 @@
+/**
+ * The bridge between the connection's CONNECT / AUTH handling (plain code,
+ * callbacks) and the Authentication / EnhancedAuthentication services
+ * (Effects): each decision runs as one fiber of the broker's runtime — a cold
+ * path, once per CONNECT or AUTH step.
+ */
+import { Effect, Exit, Option, Runtime } from "effect"
+import { ConnackV4, ReasonCode } from "../protocol/reasonCodes.js"
+import type { ConnectAuthOutcome, ConnectAuthRequest, ConnectionHooks } from "../session/Connection.js"
+import type { AuthenticationService, AuthResult } from "./Auth.js"
+import type { AuthStepResult, EnhancedAuthenticationService } from "./EnhancedAuth.js"
+
+const refuseOf = (result: Extract<AuthResult, { ok: false }>): ConnectAuthOutcome =>
+  result.reason === "bad-credentials"
+    ? { _tag: "Refuse", v4Code: ConnackV4.BadUserNameOrPassword, v5Code: ReasonCode.BadUserNameOrPassword, why: "bad user name or password" }
+    : { _tag: "Refuse", v4Code: ConnackV4.NotAuthorized, v5Code: ReasonCode.NotAuthorized, why: "not authorised" }
+
+const stepOutcome = (
+  result: AuthStepResult,
+  next: (data: Buffer | undefined, state: unknown) => void,
+  request: ConnectAuthRequest
+): ConnectAuthOutcome => {
+  switch (result._tag) {
+    case "Success":
+      return { _tag: "Accept", username: result.username ?? request.username, data: result.data }
+    case "Continue":
+      return { _tag: "Continue", data: result.data, next: (data) => next(data, result.state) }
+    case "Failure":
+      return {
+        _tag: "Refuse",
+        v4Code: ConnackV4.NotAuthorized,
+        v5Code: result.reasonCode ?? ReasonCode.NotAuthorized,
+        why: result.reason ?? "enhanced authentication failed"
+      }
+    case "Redirect":
+      return {
+        _tag: "Refuse",
+        v4Code: ConnackV4.ServerUnavailable,
+        v5Code: result.permanent ? ReasonCode.ServerMoved : ReasonCode.UseAnotherServer,
+        why: `redirected to ${result.serverReference}`,
+        serverReference: result.serverReference
+      }
+  }
+}
+
+/** The `authenticate` hook for connections, or undefined when no service is provided. */
+export const makeAuthHook = (
+  runtime: Runtime.Runtime<never>,
+  authentication: Option.Option<AuthenticationService>,
+  enhanced: Option.Option<EnhancedAuthenticationService>,
+  /** without an Authentication service: allow_anonymous of the client's listener */
+  allowAnonymous: (listenerPort: number) => boolean
+): ConnectionHooks["authenticate"] => {
+  if (Option.isNone(authentication) && Option.isNone(enhanced)) return undefined
+  const run = <A>(effect: Effect.Effect<A>, onDone: (a: A | undefined) => void) =>
+    Runtime.runFork(runtime)(effect).addObserver((exit) => onDone(Exit.isSuccess(exit) ? exit.value : undefined))
+
+  const failed: ConnectAuthOutcome = { _tag: "Refuse", v4Code: ConnackV4.ServerUnavailable, v5Code: ReasonCode.UnspecifiedError, why: "authentication failed" }
+
+  return (_conn, request, done) => {
+    if (request.method !== undefined) {
+      // v5 enhanced authentication: a method nobody understands is 0x8C
+      const service = Option.getOrUndefined(enhanced)
+      if (service === undefined || !service.methods.includes(request.method)) {
+        return done({ _tag: "Refuse", v4Code: ConnackV4.NotAuthorized, v5Code: ReasonCode.BadAuthenticationMethod, why: `unsupported authentication method '${request.method}'` })
+      }
+      const method = request.method
+      const step = (n: number, data: Buffer | undefined, state: unknown) =>
+        run(
+          service.step({
+            clientId: request.clientId,
+            username: request.username,
+            password: request.password,
+            method,
+            data,
+            step: n,
+            state,
+            reauthenticate: request.reauthenticate === true
+          }),
+          (result) => done(result === undefined ? failed : stepOutcome(result, (d, s) => step(n + 1, d, s), request))
+        )
+      return step(0, request.data, undefined)
+    }
+    if (Option.isNone(authentication)) {
+      return done(
+        allowAnonymous(request.listenerPort) && request.username === undefined
+          ? { _tag: "Accept", username: undefined }
+          : { _tag: "Refuse", v4Code: ConnackV4.NotAuthorized, v5Code: ReasonCode.NotAuthorized, why: "not authorised" }
+      )
+    }
+    run(
+      authentication.value.authenticate({
+        clientId: request.clientId,
+        username: request.username,
+        password: request.password,
+        listenerPort: request.listenerPort,
+        remoteAddress: request.remoteAddress
+      }),
+      (result) => done(result === undefined ? failed : result.ok ? { _tag: "Accept", username: result.username } : refuseOf(result))
+    )
+  }
+}
