@@ -112,6 +112,12 @@ export interface BrokerService {
    * ones first; the subscription ends with the stream.
    */
   readonly subscribe: (filter: string, options?: { readonly qos?: QoS }) => Stream.Stream<ReceivedMessage, InvalidTopic>
+  /**
+   * Disconnect a connected client on the broker's initiative (v5: DISCONNECT with
+   * `reasonCode`, default 0x98 Administrative action). Its will is published and
+   * its session kept as its expiry says. Returns false when it is not connected.
+   */
+  readonly disconnectClient: (clientId: string, reasonCode?: number, reasonString?: string) => Effect.Effect<boolean>
   /** Counters for monitoring. */
   readonly stats: () => Readonly<Stats> & { readonly subscriptions: number; readonly retained: number; readonly sessions: number }
   /** @internal the synchronous core (tests, $SYS) */
@@ -232,9 +238,18 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
           new ListenError({ port: wanted[0].port, host: wanted[0].host, reason: "other", message: "no listener could be opened" })
         )
       }
+      const disconnectClient = (clientId: string, reasonCode = 0x98, reasonString?: string) =>
+        Effect.sync(() => {
+          const conn = core.attached.get(clientId)
+          if (conn === undefined) return false
+          conn.kick(reasonCode, reasonString)
+          return true
+        })
+
       return {
         listeners,
         reload,
+        disconnectClient,
         publish,
         subscribe,
         stats: () => ({

@@ -45,6 +45,7 @@ export type CloseReason =
   | "protocol" // a protocol violation or malformed packet
   | "connect-timeout" // no CONNECT in time
   | "refused" // CONNACK with a failure code
+  | "kicked" // closed by the broker (administrative action); the will is published
   | "shutdown" // the broker is stopping
 
 /** What a connection takes from the listener it arrived on (per_listener_settings). */
@@ -961,6 +962,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   takenOver(): void {
     if (this.protocolVersion === 5 && this.state === "connected") this.sendDisconnect(ReasonCode.SessionTakenOver)
     this.close("takeover")
+  }
+
+  kick(reasonCode: number, reasonString?: string): void {
+    if (this.state === "closed") return
+    if (this.protocolVersion === 5 && this.state === "connected") this.sendDisconnect(reasonCode, reasonString)
+    this.close("kicked")
   }
 
   /** The keepalive watchdog found 1.5 × keepalive of silence [MQTT-3.1.2-24]. */

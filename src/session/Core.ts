@@ -131,6 +131,8 @@ export interface Stats {
 export interface AttachedConnection {
   /** close because another connection took the client id over */
   takenOver(): void
+  /** close on the broker's initiative (an administrator, a revoked client): v5 DISCONNECT with `reasonCode` */
+  kick(reasonCode: number, reasonString?: string): void
 }
 
 export class Core {
