@@ -763,6 +763,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.out = []
     this.outBytes = 0
     if (!this.socket.destroyed && this.socket.writable) this.socket.write(chunk)
+    // the kernel may take it all at once: then no 'drain' comes, so release held-up publishers here
+    if (this.waiters !== undefined) this.releaseWaiters()
   }
 
   publishQos0(message: Message, retain: boolean, subscriptionIds: ReadonlyArray<number> | undefined): void {
@@ -941,6 +943,16 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   private afterAck(_session: Session): void {
     if (this.waiters !== undefined) this.releaseWaiters()
+  }
+
+  /** the socket is not being read (backpressure), for monitoring and tests */
+  get readingPaused(): boolean {
+    return this.paused
+  }
+
+  /** bytes waiting to be written to this client */
+  get pendingBytes(): number {
+    return this.socket.writableLength + this.outBytes
   }
 
   private pauseReading(): void {
