@@ -37,10 +37,15 @@ export interface BrokerOptions {
 }
 
 /** The broker options a `mosquitto.conf` (see config/Config.ts) asks for. */
-export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): BrokerOptions => ({
-  listeners: config.listeners
-    .filter((l) => l.protocol === "mqtt")
-    .map((l) => ({
+export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): BrokerOptions => {
+  // psk_file is a security option (global, or per listener under per_listener_settings): the last one read
+  let pskFile: string | undefined
+  for (const d of config.directives) if (d.option === "psk_file") pskFile = d.value
+  return {
+  listeners: config.listeners.map((l) => ({
+      protocol: l.protocol,
+      tls: l.tls !== undefined ? { ...l.tls, pskFile: l.tls.pskHint !== undefined ? pskFile : undefined } : undefined,
+      httpDir: l.httpDir,
       port: l.port,
       host: l.bindAddress,
       socketPath: l.socketPath,
@@ -62,6 +67,7 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
     upgradeOutgoingQos: config.upgradeOutgoingQos,
     persistentClientExpiration: config.persistentClientExpiration,
     memoryLimit: config.memoryLimit,
+    checkRetainSource: config.checkRetainSource,
     maxKeepalive: config.maxKeepalive,
     maxPacketSize: config.maxPacketSize,
     messageSizeLimit: config.messageSizeLimit,
@@ -73,7 +79,8 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
     connectionMessages: config.connectionMessages
   },
   ...(log !== undefined ? { log } : {})
-})
+  }
+}
 
 /** A message as an in-process subscriber receives it. */
 export interface ReceivedMessage {
@@ -192,6 +199,8 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
         Effect.gen(function* () {
           core.applySettings({ ...defaultSettings, ...next.settings })
           yield* openListeners(next.listeners ?? [])
+          // certificates and keys are read again; connected clients stay
+          for (const { bound } of open.values()) yield* bound.reloadTls
         })
 
       const publish = (input: PublishInput) =>

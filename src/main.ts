@@ -11,7 +11,7 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
-import { Log, logTopic, stderrSink, type LogSink } from "./log/Log.js"
+import { Log, logTopic, stderrSink, syslogSeverity, type LogSink } from "./log/Log.js"
 import { layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
 import { Metrics } from "./sys/Metrics.js"
 import * as SysTopics from "./sys/SysTopics.js"
@@ -20,8 +20,10 @@ export const VERSION = "0.1.0"
 
 /** file descriptors of `log_dest file`, closed on reload (so log rotation works with SIGHUP) */
 const openFds: Array<number> = []
+const loggers: Array<ReturnType<typeof spawn>> = []
 const closeSinks = () => {
   for (const fd of openFds.splice(0)) fs.closeSync(fd)
+  for (const logger of loggers.splice(0)) logger.stdin?.end()
 }
 
 const sinksFor = (config: BrokerConfig): Array<LogSink> => {
@@ -40,8 +42,19 @@ const sinksFor = (config: BrokerConfig): Array<LogSink> => {
         sinks.push({ write: (_t, line) => void fs.writeSync(fd, line + "\n") })
         break
       }
+      case "syslog": {
+        // Node has no syslog(3): one long-lived logger(1) takes the lines, each with its <priority>
+        const facility = config.logFacility === undefined ? 3 : 16 + config.logFacility // daemon, or local0..7
+        const socketArgs = process.env.MIDGE_SYSLOG_SOCKET !== undefined ? ["-u", process.env.MIDGE_SYSLOG_SOCKET] : []
+        const logger = spawn("logger", ["--prio-prefix", "-t", "midge", ...socketArgs], { stdio: ["pipe", "ignore", "ignore"] })
+        logger.on("error", () => {})
+        logger.stdin.on("error", () => {})
+        loggers.push(logger)
+        sinks.push({ write: (type, line) => void logger.stdin.write(`<${facility * 8 + syslogSeverity(type)}>${line}\n`) })
+        break
+      }
       default:
-        // "none"; "topic" is added once the broker runs; "syslog" is reported below
+        // "none"; "topic" is added once the broker runs
         break
     }
   }
@@ -98,6 +111,7 @@ const main = Effect.gen(function* () {
   if (cl.daemon) daemonize()
   let sinks = sinksFor(config)
   const log = new Log(config.logTypes, sinks, config.logTimestamp)
+  log.timestampFormat = config.logTimestampFormat
   log.notice(`midge version ${VERSION} starting`)
   if (cl.configFile !== undefined) log.notice(`Config loaded from ${cl.configFile}.`)
   else log.notice("Using default config.")
@@ -106,12 +120,6 @@ const main = Effect.gen(function* () {
     log.notice("Create a configuration file which defines a listener to allow remote access.")
   }
   for (const warning of config.warnings) log.warning(`Warning: ${warning}`)
-  for (const dest of config.logDest) {
-    if (dest.kind === "syslog") log.warning("Warning: log_dest syslog is not supported yet by Midge; ignored.")
-  }
-  for (const l of config.listeners) {
-    if (l.protocol !== "mqtt") log.warning(`Warning: listener ${l.port}: protocol ${l.protocol} is not supported yet by Midge; listener not opened.`)
-  }
 
   yield* Effect.scoped(
     Effect.gen(function* () {
@@ -153,6 +161,7 @@ const main = Effect.gen(function* () {
         closeSinks()
         sinks = nextSinks
         log.reconfigure(next.logTypes, withTopic(next, nextSinks), next.logTimestamp)
+        log.timestampFormat = next.logTimestampFormat
         for (const warning of next.warnings) log.warning(`Warning: ${warning}`)
         yield* broker.reload(brokerOptionsFromConfig(next, log))
         // password and ACL files are read again; connected clients stay connected
@@ -173,7 +182,12 @@ const main = Effect.gen(function* () {
         process.exitCode = 1
       })
     ),
-    Effect.ensuring(Effect.sync(() => log.notice(`midge version ${VERSION} terminating`)))
+    Effect.ensuring(
+      Effect.sync(() => {
+        log.notice(`midge version ${VERSION} terminating`)
+        closeSinks()
+      })
+    )
   )
 })
 

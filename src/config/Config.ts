@@ -55,6 +55,26 @@ export interface ListenerConfig {
    * of them (e.g. no IPv6 on the host) is logged and skipped, as long as one opens.
    */
   readonly bindOptional: boolean
+  /** TLS / TLS-PSK options of this listener (undefined: plain) */
+  readonly tls: ListenerTls | undefined
+  /** `http_dir` of a WebSocket listener */
+  readonly httpDir: string | undefined
+}
+
+export interface ListenerTls {
+  readonly cafile?: string | undefined
+  readonly capath?: string | undefined
+  readonly certfile?: string | undefined
+  readonly keyfile?: string | undefined
+  readonly requireCertificate?: boolean | undefined
+  readonly crlfile?: string | undefined
+  readonly tlsVersion?: string | undefined
+  readonly ciphers?: string | undefined
+  readonly ciphersTls13?: string | undefined
+  readonly pskHint?: string | undefined
+  readonly pskFile?: string | undefined
+  readonly useIdentityAsUsername?: boolean | undefined
+  readonly useSubjectAsUsername?: boolean | undefined
 }
 
 export interface BrokerConfig {
@@ -87,6 +107,12 @@ export interface BrokerConfig {
   readonly logTypes: ReadonlyArray<LogType>
   readonly connectionMessages: boolean
   readonly logTimestamp: boolean
+  /** `log_timestamp_format`: strftime format; undefined: seconds since the epoch */
+  readonly logTimestampFormat: string | undefined
+  /** `log_facility` N: syslog local N; undefined: daemon */
+  readonly logFacility: number | undefined
+  /** `check_retain_source`, default true */
+  readonly checkRetainSource: boolean
   readonly passwordFile: string | undefined
   readonly aclFile: string | undefined
   readonly persistence: boolean
@@ -164,6 +190,8 @@ const localListeners = (ports: ReadonlyArray<number>, security: Security): Array
         mountPoint: undefined,
         maxConnections: -1,
         socketDomain: undefined,
+        tls: undefined,
+        httpDir: undefined,
         ...security,
         bindOptional: true
       })
@@ -200,8 +228,31 @@ const listenerOf = (
   maxConnections: l.maxConnections,
   socketDomain: l.socketDomain,
   ...security,
-  bindOptional: false
+  bindOptional: false,
+  tls: tlsOf(l),
+  httpDir: "httpDir" in l ? l.httpDir : undefined
 })
+
+/** A listener is TLS when it has a certfile or a psk_hint (Mosquitto's rule). */
+const tlsOf = (l: DecodedListener | DecodedDefaultListener): ListenerTls | undefined => {
+  if (!("certfile" in l) && !("pskHint" in l)) return undefined
+  const t = l as DecodedListener
+  if (t.certfile === undefined && t.pskHint === undefined) return undefined
+  return {
+    cafile: t.cafile,
+    capath: t.capath,
+    certfile: t.certfile,
+    keyfile: t.keyfile,
+    requireCertificate: t.requireCertificate,
+    crlfile: t.crlfile,
+    tlsVersion: t.tlsVersion,
+    ciphers: t.ciphers,
+    ciphersTls13: t.ciphersTls13,
+    pskHint: t.pskHint,
+    useIdentityAsUsername: t.useIdentityAsUsername,
+    useSubjectAsUsername: t.useSubjectAsUsername
+  }
+}
 
 interface Located {
   readonly problem: Problem
@@ -298,6 +349,9 @@ const build = (
     logTypes: g.logTypes,
     connectionMessages: g.connectionMessages,
     logTimestamp: g.logTimestamp,
+    logTimestampFormat: g.logTimestampFormat,
+    logFacility: g.logFacility,
+    checkRetainSource: g.checkRetainSource,
     passwordFile: g.passwordFile,
     aclFile: g.aclFile,
     persistence: g.persistence,

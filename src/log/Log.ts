@@ -45,8 +45,75 @@ const enabledTypes = (types: ReadonlyArray<string>): Set<LogType> =>
       : (types.filter((t) => (allLogTypes as ReadonlyArray<string>).includes(t)) as Array<LogType>)
   )
 
+const pad = (n: number, width = 2): string => String(n).padStart(width, "0")
+const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+/** `log_timestamp_format`: the strftime conversions people use in Mosquitto configs, local time. */
+export const strftime = (format: string, date: Date): string =>
+  format.replace(/%([a-zA-Z%])/g, (whole, c: string) => {
+    switch (c) {
+      case "Y":
+        return String(date.getFullYear())
+      case "y":
+        return pad(date.getFullYear() % 100)
+      case "m":
+        return pad(date.getMonth() + 1)
+      case "d":
+        return pad(date.getDate())
+      case "e":
+        return String(date.getDate()).padStart(2, " ")
+      case "H":
+        return pad(date.getHours())
+      case "M":
+        return pad(date.getMinutes())
+      case "S":
+        return pad(date.getSeconds())
+      case "s":
+        return String(Math.floor(date.getTime() / 1000))
+      case "j": {
+        const start = new Date(date.getFullYear(), 0, 1)
+        return pad(Math.floor((date.getTime() - start.getTime()) / 86_400_000) + 1, 3)
+      }
+      case "b":
+        return MONTHS[date.getMonth()]
+      case "a":
+        return DAYS[date.getDay()]
+      case "T":
+        return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`
+      case "F":
+        return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`
+      case "z": {
+        const off = -date.getTimezoneOffset()
+        return `${off >= 0 ? "+" : "-"}${pad(Math.floor(Math.abs(off) / 60))}${pad(Math.abs(off) % 60)}`
+      }
+      case "%":
+        return "%"
+      default:
+        return whole
+    }
+  })
+
+/** syslog severity of each log type (Mosquitto's mapping) */
+export const syslogSeverity = (type: LogType): number => {
+  switch (type) {
+    case "error":
+      return 3
+    case "warning":
+      return 4
+    case "notice":
+      return 5
+    case "debug":
+      return 7
+    default:
+      return 6
+  }
+}
+
 export class Log {
   private enabled: Set<LogType>
+  /** `log_timestamp_format`; undefined: seconds since the epoch */
+  timestampFormat: string | undefined = undefined
   /** lines also kept in memory (tests read them); bounded */
   readonly recent: Array<string> = []
 
@@ -77,7 +144,9 @@ export class Log {
 
   log(type: LogType, message: string): void {
     if (!this.enabled.has(type)) return
-    const line = this.timestamp ? `${Math.floor(Date.now() / 1000)}: ${message}` : message
+    const line = this.timestamp
+      ? `${this.timestampFormat === undefined ? Math.floor(Date.now() / 1000) : strftime(this.timestampFormat, new Date())}: ${message}`
+      : message
     if (this.keepRecent > 0) {
       this.recent.push(line)
       if (this.recent.length > this.keepRecent) this.recent.shift()

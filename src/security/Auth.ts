@@ -311,9 +311,12 @@ const tlsUsernameOf = (request: AuthRequest): string | null | undefined => {
     case "identity":
       return request.pskIdentity ?? request.certificateCommonName ?? null
     case "subject":
-      return request.pskIdentity ?? request.certificateSubject ?? null
+      // a PSK connection has no subject; Mosquitto sets the username from the identity only with use_identity_as_username
+      return request.pskIdentity !== undefined ? null : (request.certificateSubject ?? null)
   }
 }
+
+const NO_RULES: ReturnType<typeof compileUserRules> = []
 
 /** Rule lists longer than this get a per-client cache of topic decisions. */
 const CACHE_FROM_RULES = 8
@@ -348,10 +351,16 @@ class FileClientAcl implements ClientAcl {
       this.rules = undefined
       return
     }
-    const key = this.client.username ?? "\0"
-    let own = scope.compiled.get(key)
-    if (own === undefined) scope.compiled.set(key, (own = compileUserRules(acl, this.client.username)))
-    this.rules = compileClientRules(acl, this.client.clientId, this.client.username, own)
+    const username = this.client.username
+    let own: ReturnType<typeof compileUserRules> = NO_RULES
+    // shared per user of the file (a bounded set), not per arbitrary username
+    if (username === undefined ? acl.anonymous !== undefined : acl.users.has(username)) {
+      const key = username ?? "\0"
+      const cached = scope.compiled.get(key)
+      if (cached !== undefined) own = cached
+      else scope.compiled.set(key, (own = compileUserRules(acl, username)))
+    }
+    this.rules = compileClientRules(acl, this.client.clientId, username, own)
     if (this.rules.own.length + this.rules.patterns.length > CACHE_FROM_RULES) this.cache = new Map()
   }
 

@@ -190,7 +190,7 @@ export const readAclFile = (path: string): Effect.Effect<AclFile, AclFileError> 
 // compiled rules and the matcher
 
 /** One rule with its filter split into levels. */
-interface Compiled {
+export interface Compiled {
   readonly access: Access
   readonly levels: ReadonlyArray<string>
   /** the filter starts with `$` */

@@ -94,7 +94,8 @@ export const makeAuthHook = (
         username: request.username,
         password: request.password,
         listenerPort: request.listenerPort,
-        remoteAddress: request.remoteAddress
+        remoteAddress: request.remoteAddress,
+        ...request.tls
       }),
       (result) => done(result === undefined ? failed : result.ok ? { _tag: "Accept", username: result.username } : refuseOf(result))
     )

@@ -10,7 +10,6 @@
  * QoS handshakes in OutboundFlow / InboundQos2, wills [MQTT-3.1.2-8] in close.
  */
 import { randomUUID } from "node:crypto"
-import type { Socket } from "node:net"
 import type * as mqtt from "mqtt-packet"
 import {
   encode,
@@ -25,6 +24,8 @@ import {
 import { ConnackV4, ReasonCode } from "../protocol/reasonCodes.js"
 import { isSharedFilterSyntax, parseSharedFilter, validateTopicFilter, validateTopicName } from "../protocol/topic.js"
 import type { Congestible, PublishSource, SubscriptionOptions } from "../routing/Router.js"
+import type { TlsIdentity } from "../transport/tls.js"
+import type { MqttSocket } from "../transport/websocket.js"
 import type { AttachedConnection, Core, Flushable } from "./Core.js"
 import { Message, type MessageProperties, type QoS } from "./Message.js"
 import type { Outgoing } from "./OutboundFlow.js"
@@ -71,6 +72,8 @@ export interface ConnectAuthRequest {
   readonly data?: Buffer | undefined
   /** true for a v5 re-authentication of a connected client (AUTH 0x19) */
   readonly reauthenticate?: boolean
+  /** the TLS identity of the connection (certificate subject / CN, PSK identity, use_*_as_username) */
+  readonly tls?: TlsIdentity | undefined
 }
 
 /** The authentication decision, as the connection acts on it. */
@@ -155,10 +158,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   username: string | undefined = undefined
 
   constructor(
-    readonly socket: Socket,
+    readonly socket: MqttSocket,
     readonly core: Core,
     readonly hooks: ConnectionHooks,
-    readonly listener: ListenerSettings
+    readonly listener: ListenerSettings,
+    /** TLS listeners: the certificate / PSK identity (use_identity_as_username, ...) */
+    readonly tlsIdentity?: TlsIdentity | undefined
   ) {
     this.mount = listener.mountPoint ?? ""
     this.parser = new PacketParser(core.settings.maxPacketSize)
@@ -383,7 +388,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       listenerPort: this.listener.port,
       remoteAddress: this.socket.remoteAddress,
       method,
-      data: v5 ? packet.properties?.authenticationData : undefined
+      data: v5 ? packet.properties?.authenticationData : undefined,
+      tls: this.tlsIdentity
     }
     const hook = this.hooks.authenticate
     if (hook === undefined) {
@@ -630,6 +636,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
     const properties = this.protocolVersion === 5 ? forwardedProperties(packet.properties) : undefined
     const message = new Message(this.mount + topic, payload, qos, packet.retain, properties, this.clientId, core.now())
+    if (packet.retain) {
+      message.originUsername = this.username
+      message.originListenerPort = this.listener.port
+    }
     const receivers = core.router.publish(message, this)
     // what may outlive this turn must not pin the socket chunk the payload is a view on
     if (qos > 0 || packet.retain || core.settings.queueQos0Messages) message.ownPayload()
@@ -692,6 +702,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     // [MQTT-3.3.1-9] retained messages go to the new subscription, retain flag set
     for (const { filter, options } of retainedToSend) {
       core.router.retained.match(filter, (message) => {
+        // check_retain_source: the publisher must still be allowed to write it
+        if (core.settings.checkRetainSource && core.authorize !== undefined && message.origin !== "") {
+          const source = core.authorize({ clientId: message.origin, username: message.originUsername, listenerPort: message.originListenerPort })
+          if (!source.canPublish(message.topic)) return
+        }
         const qos = (message.qos < options.qos ? message.qos : options.qos) as QoS
         const ids = options.subscriptionId !== undefined ? [options.subscriptionId] : undefined
         session.deliver(message, qos, true, ids, undefined)

@@ -31,6 +31,8 @@ export interface CoreSettings {
   readonly maxTopicAlias: number
   /** Midge: v5 Response Information is this prefix + the client id */
   readonly responseInformationPrefix: string
+  /** `check_retain_source`, default true */
+  readonly checkRetainSource: boolean
   /** `max_keepalive`, default 65535 */
   readonly maxKeepalive: number
   /** `max_packet_size`, default 0 (no limit beyond the protocol's) */
@@ -64,6 +66,7 @@ export const defaultSettings: CoreSettings = {
   memoryLimit: 0,
   maxTopicAlias: 10,
   responseInformationPrefix: "response/",
+  checkRetainSource: true,
   maxKeepalive: 65535,
   maxPacketSize: 0,
   messageSizeLimit: 0,

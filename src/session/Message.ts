@@ -23,6 +23,9 @@ export interface MessageProperties {
 }
 
 export class Message {
+  /** for `check_retain_source`: who published it (username, listener) */
+  originUsername: string | undefined = undefined
+  originListenerPort = 0
   /** frame cache: index = family * 6 + qos * 2 + (retain ? 1 : 0); family 0 = v3/v4, 1 = v5 */
   private frames: Array<PublishFrame | undefined> | undefined
 

@@ -13,11 +13,14 @@
  * listener (style.md, example 3).
  */
 import * as net from "node:net"
+import * as tls from "node:tls"
 import { Clock, Data, Duration, Effect, FiberId, FiberMap, FiberSet, Scope } from "effect"
 import type { RuntimeFiber } from "effect/Fiber"
 import { Connection, type ConnectionHooks, type ListenerSettings } from "../session/Connection.js"
 import type { Core } from "../session/Core.js"
 import type { Session } from "../session/Session.js"
+import { isTlsListener, makeTls, type TlsIdentity, type TlsListenerOptions } from "./tls.js"
+import { listenWebSocket, type MqttSocket } from "./websocket.js"
 
 export class ListenError extends Data.TaggedError("ListenError")<{
   readonly port: number
@@ -42,6 +45,12 @@ export interface ListenerOptions {
   readonly autoIdPrefix?: string | undefined
   /** the broker's authentication, when a service is provided */
   readonly authenticate?: ConnectionHooks["authenticate"]
+  /** `protocol`: MQTT over TCP (default) or over WebSockets */
+  readonly protocol?: "mqtt" | "websockets" | undefined
+  /** TLS / TLS-PSK (`certfile` / `psk_hint` and friends) */
+  readonly tls?: TlsListenerOptions | undefined
+  /** WebSocket listeners: `http_dir` */
+  readonly httpDir?: string | undefined
 }
 
 export interface BoundListener {
@@ -50,11 +59,15 @@ export interface BoundListener {
   readonly socketPath: string | undefined
   /** apply new per-listener settings (reload) without closing the listener or its clients */
   readonly update: (options: ListenerOptions) => void
+  /** SIGHUP: TLS listeners read their certificates again (connected clients stay) */
+  readonly reloadTls: Effect.Effect<void>
 }
 
 /** What identifies a listener across reloads: where it binds. */
 export const listenerKey = (o: ListenerOptions): string =>
-  o.socketPath !== undefined ? `unix:${o.socketPath}` : `${o.socketDomain ?? ""}|${o.host ?? "*"}|${o.port}`
+  o.socketPath !== undefined
+    ? `unix:${o.socketPath}`
+    : `${o.protocol ?? "mqtt"}|${o.tls !== undefined ? "tls" : "plain"}|${o.socketDomain ?? ""}|${o.host ?? "*"}|${o.port}`
 
 /** The session fibers of all listeners, keyed by client id. */
 export type SessionFibers = FiberMap.FiberMap<string, void, never>
@@ -159,15 +172,15 @@ export const listenTcp = (
       allowZeroLengthClientid: options.allowZeroLengthClientid,
       autoIdPrefix: options.autoIdPrefix
     }
-    const server = net.createServer({ noDelay: core.settings.setTcpNodelay })
-    server.on("connection", (socket) => {
+    /** one accept path for TCP, TLS and WebSocket connections */
+    const accept = (socket: MqttSocket & { destroy(): void }, identity: TlsIdentity | undefined) => {
       if (maxConnections >= 0 && live.size >= maxConnections) {
         core.log.notice(`Client connection from ${socket.remoteAddress} denied: max_connections exceeded.`)
         socket.destroy()
         return
       }
       try {
-        const conn = new Connection(socket, core, hooks, settings)
+        const conn = new Connection(socket, core, hooks, settings, identity)
         live.add(conn)
         if (core.settings.connectionMessages) {
           core.log.notice(`New connection from ${socket.remoteAddress ?? "unix socket"}:${socket.remotePort ?? 0} on port ${options.port}.`)
@@ -177,7 +190,56 @@ export const listenTcp = (
         core.log.error(`Error accepting connection: ${String(error)}`)
         socket.destroy()
       }
-    })
+    }
+
+    const tlsSetup =
+      options.tls !== undefined && isTlsListener(options.tls)
+        ? yield* makeTls(options.tls).pipe(
+            Effect.mapError(
+              (error) => new ListenError({ port: options.port, host: options.host, reason: "other", message: `${error.option}: ${error.message}` })
+            )
+          )
+        : undefined
+    for (const warning of tlsSetup?.warnings ?? []) core.log.warning(`Warning: listener ${options.port}: ${warning}`)
+
+    if (options.protocol === "websockets") {
+      const ws = yield* listenWebSocket(
+        { port: options.port, host: options.host, socketDomain: options.socketDomain, tls: tlsSetup?.serverOptions, httpDir: options.httpDir },
+        (socket, info) => accept(socket, info.tlsSocket !== undefined ? tlsSetup?.identity(info.tlsSocket) : undefined)
+      )
+      core.log.notice(`Opening websockets listen socket on port ${ws.port}.`)
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          for (const conn of live) conn.shutdown()
+          live.clear()
+        })
+      )
+      return {
+        port: ws.port,
+        host: options.host,
+        socketPath: undefined,
+        update: (next: ListenerOptions) => {
+          maxConnections = next.maxConnections ?? -1
+          Object.assign(settings, { mountPoint: next.mountPoint, allowAnonymous: next.allowAnonymous, allowZeroLengthClientid: next.allowZeroLengthClientid, autoIdPrefix: next.autoIdPrefix })
+        },
+        reloadTls: tlsSetup !== undefined ? tlsSetup.reload(ws.server as tls.Server).pipe(Effect.orElse(() => Effect.void)) : Effect.void
+      }
+    }
+
+    const server =
+      tlsSetup !== undefined
+        ? tls.createServer({ ...tlsSetup.serverOptions, noDelay: core.settings.setTcpNodelay } as tls.TlsOptions)
+        : net.createServer({ noDelay: core.settings.setTcpNodelay })
+    if (tlsSetup !== undefined) {
+      server.on("secureConnection", (socket: tls.TLSSocket) => accept(socket, tlsSetup.identity(socket)))
+      // a failed handshake (a plain client on a TLS port, a bad certificate) closes that socket only
+      server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
+        core.log.notice(`OpenSSL Error on connection from ${socket.remoteAddress ?? "unknown"}: ${error.message}`)
+        socket.destroy()
+      })
+    } else {
+      server.on("connection", (socket: net.Socket) => accept(socket, undefined))
+    }
     server.on("error", (error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`))
 
     const where = options.socketPath ?? `${options.host ?? "*"}:${options.port}`
@@ -225,7 +287,8 @@ export const listenTcp = (
       s.allowZeroLengthClientid = next.allowZeroLengthClientid
       s.autoIdPrefix = next.autoIdPrefix
     }
+    const reloadTls = tlsSetup !== undefined ? tlsSetup.reload(server as tls.Server).pipe(Effect.orElse(() => Effect.void)) : Effect.void
     return typeof address === "string"
-      ? { port: 0, host: undefined, socketPath: address, update }
-      : { port: address.port, host: options.host, socketPath: undefined, update }
+      ? { port: 0, host: undefined, socketPath: address, update, reloadTls }
+      : { port: address.port, host: options.host, socketPath: undefined, update, reloadTls }
   })

@@ -461,14 +461,12 @@ describe("file format", () => {
   })
 
   it("a recognised option Midge does not support yet is a warning naming file:line, and is kept", () => {
-    const c = ok("listener 8883\ncertfile /etc/cert.pem\nkeyfile /etc/key.pem\nmax_qos 1\n", "/etc/m.conf")
-    expect(c.warnings).toEqual([
-      "/etc/m.conf:2 certfile: not supported yet by Midge",
-      "/etc/m.conf:3 keyfile: not supported yet by Midge",
-      "/etc/m.conf:4 max_qos: not supported yet by Midge"
-    ])
-    expect(c.directives.map((d) => d.option)).toEqual(["listener", "certfile", "keyfile", "max_qos"])
+    const c = ok("listener 8883\ncertfile /etc/cert.pem\nkeyfile /etc/key.pem\nmax_qos 1\ntls_engine x\n", "/etc/m.conf")
+    expect(c.warnings).toEqual(["/etc/m.conf:4 max_qos: not supported yet by Midge", "/etc/m.conf:5 tls_engine: not supported yet by Midge"])
+    expect(c.directives.map((d) => d.option)).toEqual(["listener", "certfile", "keyfile", "max_qos", "tls_engine"])
     expect(c.listeners.map((l) => l.port)).toEqual([8883])
+    // certfile makes it a TLS listener
+    expect(c.listeners[0].tls).toMatchObject({ certfile: "/etc/cert.pem", keyfile: "/etc/key.pem" })
   })
 
   it("bridges: options need a connection first; then they are recognised but not yet supported", () => {

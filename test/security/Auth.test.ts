@@ -175,6 +175,8 @@ describe("TLS identities as usernames", () => {
       expect(yield* authenticate(o, { tlsUsername: "identity", pskIdentity: "sensor" })).toEqual({ ok: true, username: "sensor" })
       expect(yield* authenticate(o, { tlsUsername: "identity" })).toEqual({ ok: false, reason: "bad-credentials" })
       expect(yield* authenticate(o, { tlsUsername: "subject" })).toEqual({ ok: false, reason: "bad-credentials" })
+      // use_subject_as_username alone on a PSK connection: no subject, no username (handle_connect.c)
+      expect(yield* authenticate(o, { tlsUsername: "subject", pskIdentity: "sensor" })).toEqual({ ok: false, reason: "bad-credentials" })
     })
   )
 

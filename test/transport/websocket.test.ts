@@ -148,13 +148,19 @@ describe("WebSocket listener (protocol websockets)", () => {
     Effect.gen(function* () {
       const scope = yield* Scope.make()
       const sockets: Array<MqttSocket> = []
-      const { port } = yield* listenWebSocket({ port: 0, host: "127.0.0.1" }, (socket) => void sockets.push(socket)).pipe(Scope.extend(scope))
+      // as the connection code does: read, and end our side when the peer's ends
+      const accept = (socket: MqttSocket) => {
+        sockets.push(socket)
+        socket.on("data", () => {})
+        socket.on("end", () => socket.end())
+      }
+      const { port } = yield* listenWebSocket({ port: 0, host: "127.0.0.1" }, accept).pipe(Scope.extend(scope))
       const c = yield* rawWs(`ws://127.0.0.1:${port}/`)
       yield* waitFor(() => sockets.length === 1, "the server side")
       yield* Scope.close(scope, Exit.void)
       yield* waitFor(() => c.closed() !== undefined, "the close")
       expect(c.closed()).toBe(1001)
-      expect(sockets[0].destroyed).toBe(true)
+      yield* waitFor(() => sockets[0].destroyed, "the stream to be destroyed")
     })
   )
 

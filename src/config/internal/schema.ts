@@ -375,6 +375,11 @@ export const GlobalSection = Schema.Struct({
   logTypes: def("log_type", LogTypes, defaultLogTypes),
   connectionMessages: def("connection_messages", last(Bool), true),
   logTimestamp: def("log_timestamp", last(Bool), true),
+  // the rest of the line, spaces included
+  logTimestampFormat: opt("log_timestamp_format", once(Str)),
+  // local0..local7; Mosquitto's default is the daemon facility
+  logFacility: opt("log_facility", last(Int({ min: 0, max: 7 }))),
+  checkRetainSource: def("check_retain_source", last(Bool), true),
   persistence: def("persistence", last(Bool), false),
   persistenceLocation: opt("persistence_location", once(Str)),
   persistenceFile: def("persistence_file", once(Str), "mosquitto.db"),
@@ -391,7 +396,21 @@ const listenerFields = {
   maxConnections: def("max_connections", last(Int({ adjust: (n) => (n < 0 ? -1 : n) })), -1),
   protocol: def("protocol", last(Enum(["mqtt", "websockets"] as const)), "mqtt" as "mqtt" | "websockets"),
   socketDomain: opt("socket_domain", last(Enum(["ipv4", "ipv6"] as const))),
-  mountPoint: opt("mount_point", once(fromDirective(Schema.String, mountPointCheck)))
+  mountPoint: opt("mount_point", once(fromDirective(Schema.String, mountPointCheck))),
+  // TLS / TLS-PSK (certificate-based and pre-shared-key listeners) and WebSocket static files
+  cafile: opt("cafile", once(Str)),
+  capath: opt("capath", once(Str)),
+  certfile: opt("certfile", once(Str)),
+  keyfile: opt("keyfile", once(Str)),
+  requireCertificate: opt("require_certificate", last(Bool)),
+  crlfile: opt("crlfile", once(Str)),
+  tlsVersion: opt("tls_version", last(Enum(["tlsv1.3", "tlsv1.2", "tlsv1.1"] as const))),
+  ciphers: opt("ciphers", once(Str)),
+  ciphersTls13: opt("ciphers_tls1.3", once(Str)),
+  pskHint: opt("psk_hint", once(Str)),
+  useIdentityAsUsername: opt("use_identity_as_username", last(Bool)),
+  useSubjectAsUsername: opt("use_subject_as_username", last(Bool)),
+  httpDir: opt("http_dir", once(Str))
 }
 
 export const ListenerSection = Schema.Struct({
