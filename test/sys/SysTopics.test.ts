@@ -240,6 +240,7 @@ describe("$SYS topics over MQTT", () => {
       broker.core.router.subscribe(
         {
           clientId: "broken",
+          online: () => true,
           deliver: () => {
             if (++calls === 1) throw new Error("boom")
           }
