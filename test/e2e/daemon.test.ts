@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -222,6 +223,39 @@ describe("node dist/main.js", () => {
       const body = yield* Effect.promise(() => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text()))
       expect(body).toMatch(/^midge_clients_connected \d+$/m)
       expect(body).toMatch(/^# TYPE midge_messages_received_total counter$/m)
+    })
+  )
+
+  it.scopedLive("log_dest syslog with log_facility, and log_timestamp_format", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-syslog-"))
+      const sock = path.join(dir, "log.sock")
+      const received = path.join(dir, "received")
+      // a stand-in syslog daemon: a Unix datagram socket that appends what it gets
+      const syslogd = yield* spawnScoped("python3", [
+        "-c",
+        `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(sock)})\nprint("ready",flush=True)\nwhile True:\n  d=s.recv(65536)\n  open(${JSON.stringify(received)},"ab").write(d+b"\\n")`
+      ])
+      yield* waitFor(() => syslogd.out.stdout.includes("ready"), "the syslog stand-in")
+      const conf = path.join(dir, "mosquitto.conf")
+      fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest syslog\nlog_dest stderr\nlog_facility 5\nlog_timestamp_format %Y-%m-%dT%H:%M:%S\n`)
+      const daemon = yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          const child = spawn("node", [main, "-c", conf], { env: { ...process.env, MIDGE_SYSLOG_SOCKET: sock }, stdio: ["ignore", "pipe", "pipe"] })
+          const out = { stderr: "" }
+          child.stderr.on("data", (d) => (out.stderr += d))
+          return { child, out }
+        }),
+        ({ child }) => Effect.sync(() => child.kill("SIGKILL"))
+      )
+      yield* listening(port)
+      yield* run("mosquitto_pub", ["-p", String(port), "-i", "syslogged", "-t", "t", "-m", "m"])
+      yield* waitFor(() => fs.existsSync(received) && fs.readFileSync(received, "utf8").includes("as syslogged"), "the connect line in syslog", 10_000)
+      // <PRI> = local5 (21) * 8 + notice (5) = 173
+      expect(fs.readFileSync(received, "utf8")).toMatch(/<173>.*midge.*New client connected from .* as syslogged/)
+      // log_timestamp_format on the other destinations
+      expect(daemon.out.stderr).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}: New client connected/m)
     })
   )
 })

@@ -145,4 +145,32 @@ describe("security end to end", () => {
       expect(got[0].payload).toBe("to the browser")
     })
   )
+
+  it.scopedLive("check_retain_source: a retained message is not sent once its publisher lost write access", () =>
+    Effect.gen(function* () {
+      const dir = tmp()
+      const pw = path.join(dir, "passwd")
+      const acl = path.join(dir, "acl")
+      yield* run("mosquitto_passwd", ["-c", "-b", pw, "writer", "w"])
+      yield* run("mosquitto_passwd", ["-b", pw, "reader", "r"])
+      fs.writeFileSync(acl, "user writer\ntopic readwrite status/#\n\nuser reader\ntopic read status/#\n")
+      const port = yield* freePort
+      const { files } = yield* brokerFrom(`listener ${port} 127.0.0.1\npassword_file ${pw}\nacl_file ${acl}\n`)
+      const url = `mqtt://127.0.0.1:${port}`
+      const writer = yield* connectClient(url, { username: "writer", password: "w" })
+      yield* publish(writer, "status/x", "kept", { qos: 1, retain: true })
+      const first = yield* connectClient(url, { username: "reader", password: "r" })
+      const firstGot = collect(first)
+      yield* subscribe(first, "status/#", { qos: 1 })
+      yield* waitFor(() => firstGot.length === 1, "the retained message while the writer may write")
+      // the writer loses write access: its retained message is no longer handed out
+      fs.writeFileSync(acl, "user writer\ntopic read status/#\n\nuser reader\ntopic read status/#\n")
+      yield* files.reload
+      const second = yield* connectClient(url, { username: "reader", password: "r", clientId: "reader2" })
+      const secondGot = collect(second)
+      yield* subscribe(second, "status/#", { qos: 1 })
+      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 150)))
+      expect(secondGot).toEqual([])
+    })
+  )
 })
