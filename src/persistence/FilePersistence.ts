@@ -113,12 +113,23 @@ export const make = (options: FileStoreOptions): Effect.Effect<FilePersistenceSe
     )
     const sync = Effect.async<void, StoreError>((resume) => engine.sync((e) => resume(e === undefined ? Effect.void : Effect.fail(e))))
 
+    // finalizers are uninterruptible, so the time bound is the engine's own timer
+    const close = Effect.async<void, StoreError>((resume) => {
+      let done = false
+      const finish = (e: StoreError | undefined): void => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        resume(e === undefined ? Effect.void : Effect.fail(e))
+      }
+      const timer = setTimeout(
+        () => finish(new StoreError({ reason: "io", message: `closing the store took over ${o.closeTimeoutMs} ms: gave up` })),
+        o.closeTimeoutMs
+      )
+      engine.close(finish)
+    })
     yield* Effect.addFinalizer(() =>
-      Effect.async<void, StoreError>((resume) => engine.close((e) => resume(e === undefined ? Effect.void : Effect.fail(e)))).pipe(
-        Effect.timeoutFail({
-          duration: Duration.millis(o.closeTimeoutMs),
-          onTimeout: () => new StoreError({ reason: "io", message: `closing the store took over ${o.closeTimeoutMs} ms` })
-        }),
+      close.pipe(
         Effect.catchAll((e) => Effect.logError(`persistence: ${e.message}`)),
         Effect.ensuring(Effect.sync(() => engine.shutdown()))
       )

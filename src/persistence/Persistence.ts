@@ -7,8 +7,8 @@
  * synchronous `StoreWriter` whose calls mirror the session state machine
  * (OutboundFlow / InboundQos2): each call updates the store's own in-memory
  * image and, in the file store, appends one record to a batch that is written
- * at the end of the event-loop turn. No Effect and no allocation beyond the
- * record per call. A message queued by many sessions is stored once and
+ * at the end of the event-loop turn. No Effect, promise or system call per
+ * call. A message queued by many sessions is stored once and
  * referenced (Mosquitto's `msg_store`): the store recognises it by object
  * identity.
  *
@@ -60,6 +60,12 @@ export interface StoredSessionMeta {
   readonly will: StoredWill | undefined
 }
 
+/** The shared subscription group `$share/group/filter` a delivery came through [MQTT-4.8.2]. */
+export interface StoredSharedGroup {
+  readonly group: string
+  readonly filter: string
+}
+
 /** One delivery to a session: the shape of OutboundFlow's `Outgoing`. */
 export interface StoredDelivery<M = StoredMessage> {
   readonly message: M
@@ -68,6 +74,8 @@ export interface StoredDelivery<M = StoredMessage> {
   /** the retain flag to send */
   readonly retain: boolean
   readonly subscriptionIds: ReadonlyArray<number> | undefined
+  /** set when it came through a shared subscription (it may move to another member) */
+  readonly shared?: StoredSharedGroup | undefined
 }
 
 /** An in-flight delivery: the shape of OutboundFlow's `InflightEntry`. */
@@ -122,7 +130,8 @@ export interface StoreWriter {
   outboundSend(clientId: string, messageId: number, delivery: StoredDelivery): void
   /**
    * The head of the queue leaves it (OutboundFlow.pump): in flight as `messageId`
-   * for QoS 1 / 2; pass 0 for a QoS 0 delivery, which is then gone.
+   * for QoS 1 / 2; pass 0 when it is gone instead (a QoS 0 delivery sent, or one
+   * discarded as expired [MQTT-3.3.2-5]).
    */
   outboundDequeue(clientId: string, messageId: number): void
   /** PUBREC received: the delivery now awaits PUBCOMP [MQTT-4.3.3-5]. */
@@ -206,7 +215,7 @@ class MemoryWriter implements StoreWriter {
   constructor(private readonly s: StoreState) {}
   retainedSet(message: StoredMessage): void {
     if (message.payload.length === 0) this.s.retainedDelete(message.topic)
-    else this.s.retainedSet(message.topic, this.s.refOf(message))
+    else this.s.retainedSet(message.topic, this.s.entryOf(message))
   }
   sessionUpsert(meta: StoredSessionMeta): void {
     this.s.sessionUpsert(meta)
@@ -221,12 +230,12 @@ class MemoryWriter implements StoreWriter {
     this.s.subscriptionDelete(clientId, filter)
   }
   outboundQueue(clientId: string, d: StoredDelivery): void {
-    this.s.outboundQueue(clientId, this.s.refOf(d.message), d.qos, d.retain, d.subscriptionIds)
+    this.s.outboundQueue(clientId, this.s.entryOf(d.message), d.qos, d.retain, d.subscriptionIds, d.shared)
   }
   outboundSend(clientId: string, messageId: number, d: StoredDelivery): void {
     if (d.qos === 0 || !validMessageId(messageId)) return
     const state: OutState = d.qos === 1 ? "await-puback" : "await-pubrec"
-    this.s.outboundSend(clientId, messageId, this.s.refOf(d.message), d.qos, d.retain, d.subscriptionIds, state)
+    this.s.outboundSend(clientId, messageId, this.s.entryOf(d.message), d.qos, d.retain, d.subscriptionIds, state, d.shared)
   }
   outboundDequeue(clientId: string, messageId: number): void {
     this.s.outboundDequeue(clientId, messageId)

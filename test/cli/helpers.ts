@@ -153,6 +153,9 @@ export interface Certificates {
   readonly clientCert: string
   readonly clientKey: string
   readonly otherCa: string
+  /** signed by the CA, for the name wrong.example only */
+  readonly misnamedCert: string
+  readonly misnamedKey: string
 }
 
 /** A CA, a server certificate for localhost / 127.0.0.1, a client certificate, and an unrelated CA. */
@@ -166,7 +169,10 @@ export const makeCertificates = (dir: string): Certificates => {
   ssl("x509", "-req", "-in", f("server.csr"), "-CA", f("ca.crt"), "-CAkey", f("ca.key"), "-CAcreateserial", "-out", f("server.crt"), "-days", "2", "-extfile", f("ext.cnf"))
   ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f("client.key"), "-out", f("client.csr"), "-subj", "/CN=midge-client")
   ssl("x509", "-req", "-in", f("client.csr"), "-CA", f("ca.crt"), "-CAkey", f("ca.key"), "-CAcreateserial", "-out", f("client.crt"), "-days", "2")
-  return { ca: f("ca.crt"), cert: f("server.crt"), key: f("server.key"), clientCert: f("client.crt"), clientKey: f("client.key"), otherCa: f("other.crt") }
+  fs.writeFileSync(f("wrong.cnf"), "subjectAltName=DNS:wrong.example\n")
+  ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f("wrong.key"), "-out", f("wrong.csr"), "-subj", "/CN=wrong.example")
+  ssl("x509", "-req", "-in", f("wrong.csr"), "-CA", f("ca.crt"), "-CAkey", f("ca.key"), "-CAcreateserial", "-out", f("wrong.crt"), "-days", "2", "-extfile", f("wrong.cnf"))
+  return { misnamedCert: f("wrong.crt"), misnamedKey: f("wrong.key"), ca: f("ca.crt"), cert: f("server.crt"), key: f("server.key"), clientCert: f("client.crt"), clientKey: f("client.key"), otherCa: f("other.crt") }
 }
 
 export { waitFor }

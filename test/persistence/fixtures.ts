@@ -11,6 +11,7 @@ import {
   type StoredMessage,
   type StoredSession,
   type StoredSessionMeta,
+  type StoredSharedGroup,
   type StoreSnapshot,
   type SubscriptionOptions
 } from "../../src/persistence/Persistence.js"
@@ -52,8 +53,9 @@ export const delivery = (
   message: StoredMessage,
   qos: 0 | 1 | 2 = message.qos,
   subscriptionIds: ReadonlyArray<number> | undefined = undefined,
-  retain = false
-): StoredDelivery => ({ message, qos, retain, subscriptionIds })
+  retain = false,
+  shared: StoredSharedGroup | undefined = undefined
+): StoredDelivery => (shared === undefined ? { message, qos, retain, subscriptionIds } : { message, qos, retain, subscriptionIds, shared })
 
 export const sub = (qos: 0 | 1 | 2, extra: Partial<SubscriptionOptions> = {}): SubscriptionOptions => ({
   qos,

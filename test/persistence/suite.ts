@@ -8,7 +8,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as fc from "fast-check"
-import type { StoredDelivery, StoredMessage, StoredSessionMeta, SubscriptionOptions } from "../../src/persistence/Persistence.js"
+import type {
+  StoredDelivery,
+  StoredMessage,
+  StoredSessionMeta,
+  StoredSharedGroup,
+  SubscriptionOptions
+} from "../../src/persistence/Persistence.js"
 import {
   Model,
   delivery,
@@ -49,8 +55,8 @@ type Op =
   | { op: "sessionDelete"; c: string }
   | { op: "subscriptionSet"; c: string; f: string; o: SubscriptionOptions }
   | { op: "subscriptionDelete"; c: string; f: string }
-  | { op: "outboundQueue"; c: string; m: number; qos: 0 | 1 | 2; retain: boolean; ids: ReadonlyArray<number> | undefined }
-  | { op: "outboundSend"; c: string; id: number; m: number; qos: 0 | 1 | 2; retain: boolean; ids: ReadonlyArray<number> | undefined }
+  | { op: "outboundQueue"; c: string; m: number; qos: 0 | 1 | 2; retain: boolean; ids: ReadonlyArray<number> | undefined; shared: StoredSharedGroup | undefined }
+  | { op: "outboundSend"; c: string; id: number; m: number; qos: 0 | 1 | 2; retain: boolean; ids: ReadonlyArray<number> | undefined; shared: StoredSharedGroup | undefined }
   | { op: "outboundDequeue" | "outboundPubrec" | "outboundDone" | "inboundQos2Add" | "inboundQos2Release"; c: string; id: number }
   | { op: "outboundClear"; c: string }
   | { op: "restart" }
@@ -60,6 +66,7 @@ const clientArb = fc.constantFrom("a", "b")
 const idArb = fc.integer({ min: 0, max: 3 })
 const qosArb = fc.constantFrom<0 | 1 | 2>(0, 1, 2)
 const idsArb = fc.option(fc.array(fc.integer({ min: 1, max: 268_435_455 }), { maxLength: 3 }), { nil: undefined })
+const sharedArb = fc.option(fc.record({ group: fc.constantFrom("g", "ü"), filter: fc.constantFrom("t/#", "+/1") }), { nil: undefined, freq: 3 })
 const propsArb = fc.option(
   fc.record(
     {
@@ -128,7 +135,15 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
   { arbitrary: fc.record({ op: fc.constant("subscriptionDelete" as const), c: clientArb, f: fc.constantFrom("t/#", "+/1", "a") }), weight: 1 },
   {
-    arbitrary: fc.record({ op: fc.constant("outboundQueue" as const), c: clientArb, m: fc.nat(5), qos: qosArb, retain: fc.boolean(), ids: idsArb }),
+    arbitrary: fc.record({
+      op: fc.constant("outboundQueue" as const),
+      c: clientArb,
+      m: fc.nat(5),
+      qos: qosArb,
+      retain: fc.boolean(),
+      ids: idsArb,
+      shared: sharedArb
+    }),
     weight: 5
   },
   {
@@ -139,7 +154,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       m: fc.nat(5),
       qos: qosArb,
       retain: fc.boolean(),
-      ids: idsArb
+      ids: idsArb,
+      shared: sharedArb
     }),
     weight: 4
   },
@@ -314,6 +330,27 @@ export const persistenceSuite = (name: string, makeLayer: () => StoreLayer, opti
         const after = sessionOf(yield* loadOnce(layer), "c")!
         expect(after.inflight).toEqual([])
         expect(after.queue).toEqual([])
+      })
+    )
+
+    it.live("a delivery through a shared subscription keeps its group and filter, not the live group object [MQTT-4.8.2]", () =>
+      Effect.gen(function* () {
+        const layer = makeLayer()
+        const liveGroup = { group: "workers", filter: "jobs/#", members: [{ subscriber: "x" }], next: 3 }
+        yield* withStore(layer, (s) =>
+          Effect.sync(() => {
+            s.writer.outboundQueue("c", { ...delivery(msg("jobs/1", "a")), shared: liveGroup })
+            s.writer.outboundSend("c", 9, { ...delivery(msg("jobs/2", "b"), 2), shared: liveGroup })
+            s.writer.outboundQueue("c", delivery(msg("jobs/3", "c")))
+            s.writer.outboundDequeue("c", 10)
+          })
+        )
+        const c = sessionOf(yield* loadOnce(layer), "c")!
+        expect(c.inflight.map((e) => [e.messageId, e.shared])).toEqual([
+          [9, { group: "workers", filter: "jobs/#" }],
+          [10, { group: "workers", filter: "jobs/#" }]
+        ])
+        expect(c.queue.map((d) => [d.message.topic, "shared" in d])).toEqual([["jobs/3", false]])
       })
     )
 
@@ -514,13 +551,13 @@ export const persistenceSuite = (name: string, makeLayer: () => StoreLayer, opti
                       model.subscriptionDelete(o.c, o.f)
                       break
                     case "outboundQueue": {
-                      const d = delivery(messages[o.m], o.qos, o.ids, o.retain)
+                      const d = delivery(messages[o.m], o.qos, o.ids, o.retain, o.shared)
                       w.outboundQueue(o.c, d)
                       model.outboundQueue(o.c, d)
                       break
                     }
                     case "outboundSend": {
-                      const d = delivery(messages[o.m], o.qos, o.ids, o.retain)
+                      const d = delivery(messages[o.m], o.qos, o.ids, o.retain, o.shared)
                       w.outboundSend(o.c, o.id, d)
                       model.outboundSend(o.c, o.id, d)
                       break

@@ -266,22 +266,23 @@ const fromPlain = (v: unknown): JsonValue => {
 }
 
 /** MQTT.js property names → Mosquitto's names in the JSON `properties` object. */
-const JSON_PROPERTIES: ReadonlyArray<readonly [string, string]> = [
-  ["payloadFormatIndicator", "payload-format-indicator"],
-  ["messageExpiryInterval", "message-expiry-interval"],
-  ["contentType", "content-type"],
-  ["responseTopic", "response-topic"],
-  ["correlationData", "correlation-data"],
-  ["subscriptionIdentifier", "subscription-identifier"],
-  ["topicAlias", "topic-alias"],
-  ["userProperties", "user-properties"]
-]
+const JSON_PROPERTIES: Readonly<Record<string, string>> = {
+  payloadFormatIndicator: "payload-format-indicator",
+  messageExpiryInterval: "message-expiry-interval",
+  contentType: "content-type",
+  responseTopic: "response-topic",
+  correlationData: "correlation-data",
+  subscriptionIdentifier: "subscription-identifier",
+  topicAlias: "topic-alias",
+  userProperties: "user-properties"
+}
 
+/** The properties in the order they came on the wire (mqtt-packet builds the object in that order; user properties sit at the first one). */
 const propertyJson = (props: Record<string, unknown>): JsonObject | undefined => {
   const pairs: Array<readonly [string, JsonValue]> = []
-  for (const [key, name] of JSON_PROPERTIES) {
-    const value = props[key]
-    if (value === undefined) continue
+  for (const [key, value] of Object.entries(props)) {
+    const name = JSON_PROPERTIES[key]
+    if (name === undefined || value === undefined) continue
     if (key === "userProperties") {
       const users: Array<readonly [string, JsonValue]> = []
       for (const [k, x] of Object.entries(value as Record<string, string | Array<string>>)) {
@@ -291,6 +292,7 @@ const propertyJson = (props: Record<string, unknown>): JsonObject | undefined =>
     } else if (key === "subscriptionIdentifier") {
       for (const one of Array.isArray(value) ? value : [value]) pairs.push([name, one as number])
     } else if (key === "correlationData") pairs.push([name, Buffer.from(value as Uint8Array).toString("utf8")])
+    else if (typeof value === "boolean") pairs.push([name, Number(value)])
     else pairs.push([name, value as JsonValue])
   }
   return pairs.length > 0 ? { pairs } : undefined
@@ -312,7 +314,7 @@ export const messageJson = (m: OutputMessage, t: Instant, embedPayload: boolean,
     const payload = m.payload.length === 0 ? null : parseJson(m.payload.toString("utf8"))
     if (payload === undefined) return undefined
     pairs.push(["payload", payload])
-  } else pairs.push(["payload", m.payload.toString("utf8")])
+  } else pairs.push(["payload", m.payload.length === 0 ? null : m.payload.toString("utf8")])
   return printJson({ pairs }, pretty)
 }
 
@@ -329,7 +331,8 @@ const NULL_TEXT = Buffer.from(" (null)\n")
 
 const intProperty = (props: Record<string, unknown> | undefined, key: string): number | undefined => {
   const v = props?.[key]
-  return typeof v === "number" ? v : Array.isArray(v) && typeof v[0] === "number" ? v[0] : undefined
+  // MQTT.js hands one-byte properties (payload format indicator) over as booleans
+  return typeof v === "number" ? v : typeof v === "boolean" ? Number(v) : Array.isArray(v) && typeof v[0] === "number" ? v[0] : undefined
 }
 
 const strProperty = (props: Record<string, unknown> | undefined, key: string): string | undefined => {

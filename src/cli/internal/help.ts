@@ -4,10 +4,7 @@
  */
 import { HelpDoc } from "@effect/cli"
 import * as Span from "@effect/cli/HelpDoc/Span"
-
-export const VERSION = "0.1.0"
-
-export type ToolName = "pub" | "sub" | "passwd"
+import { VERSION, type ToolName } from "./version.js"
 
 type Flag = readonly [usage: string, description: string]
 
@@ -144,4 +141,3 @@ export const helpText = (tool: ToolName, name: string, tty: boolean = process.st
   return tty ? text : stripAnsi(text)
 }
 
-export const versionText = (name: string): string => `${name} version ${VERSION} (Midge, mosquitto-compatible).\n`

@@ -6,7 +6,6 @@
  * the text of the default options file) in, a `ClientConfig` or an outcome
  * out.
  */
-import { validateTopicFilter, validateTopicName } from "../../protocol/topic.js"
 import { atof, atoi, strtol0 } from "./cstring.js"
 import { emptyPropertySet, parseProperty, type PropertySet } from "./properties.js"
 
@@ -223,13 +222,30 @@ export const checkFormat = (format: string): string | undefined => {
   return undefined
 }
 
+/** mosquitto_pub_topic_check: no wildcards, at most 65535 bytes (an empty topic passes, and fails at publish time). */
+export const pubTopicOk = (topic: string): boolean => !topic.includes("+") && !topic.includes("#") && Buffer.byteLength(topic) <= 65535
+
+/** mosquitto_sub_topic_check: `+` alone in its level, `#` alone in the last level, at most 65535 bytes. */
+export const subTopicOk = (filter: string): boolean => {
+  const len = filter.length
+  for (let i = 0; i < len; i++) {
+    const c = filter[i]
+    if (c === "+") {
+      if ((i > 0 && filter[i - 1] !== "/") || (i < len - 1 && filter[i + 1] !== "/")) return false
+    } else if (c === "#") {
+      if ((i > 0 && filter[i - 1] !== "/") || i < len - 1) return false
+    }
+  }
+  return Buffer.byteLength(filter) <= 65535
+}
+
 const addTopic = (cfg: Draft, tool: Tool, topic: string, arg: string) => {
   if (!validUtf8(topic)) fail(`Error: Malformed UTF-8 in ${arg} argument.\n\n`)
   if (tool === "pub") {
-    if (!validateTopicName(topic)) fail(`Error: Invalid publish topic '${topic}', does it contain '+' or '#'?\n`)
+    if (!pubTopicOk(topic)) fail(`Error: Invalid publish topic '${topic}', does it contain '+' or '#'?\n`)
     cfg.topic = topic
   } else {
-    if (!validateTopicFilter(topic)) fail(`Error: Invalid subscription topic '${topic}', are all '+' and '#' wildcards correct?\n`)
+    if (!subTopicOk(topic)) fail(`Error: Invalid subscription topic '${topic}', are all '+' and '#' wildcards correct?\n`)
     cfg.topics.push(topic)
   }
 }
@@ -457,9 +473,12 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
         cfg.retainHandling = 2
         break
       case "--random-filter": {
-        const chance = Math.trunc(10 * atof(value("no chance specified")))
-        if (chance > 10000 || chance < 1) fail("Error: --random-filter chance must be between 0.1-100.0\n\n")
-        cfg.randomFilter = chance
+        const percent = atof(value("no chance specified"))
+        // Mosquitto's range check, on its own scale (tenths of a percent)
+        const tenths = Math.trunc(10 * percent)
+        if (tenths > 10000 || tenths < 1) fail("Error: --random-filter chance must be between 0.1-100.0\n\n")
+        // a percentage, as documented (mosquitto_sub 2.0 compares tenths with 10000 and prints a tenth of what it should)
+        cfg.randomFilter = Math.min(10000, Math.trunc(100 * percent))
         break
       }
       case "--remove-retained":
@@ -505,7 +524,7 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
       case "--filter-out": {
         const filter = value("no topic filter specified", "-T")
         if (!validUtf8(filter)) fail("Error: Malformed UTF-8 in -T argument.\n\n")
-        if (!validateTopicFilter(filter)) fail(`Error: Invalid filter topic '${filter}', are all '+' and '#' wildcards correct?\n`)
+        if (!subTopicOk(filter)) fail(`Error: Invalid filter topic '${filter}', are all '+' and '#' wildcards correct?\n`)
         cfg.filterOuts.push(filter)
         break
       }
@@ -528,7 +547,7 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
       case "--unsubscribe": {
         const topic = value("no unsubscribe topic specified", "-U")
         if (!validUtf8(topic)) fail("Error: Malformed UTF-8 in -U argument.\n\n")
-        if (!validateTopicFilter(topic)) fail(`Error: Invalid unsubscribe topic '${topic}', are all '+' and '#' wildcards correct?\n`)
+        if (!subTopicOk(topic)) fail(`Error: Invalid unsubscribe topic '${topic}', are all '+' and '#' wildcards correct?\n`)
         cfg.unsubTopics.push(topic)
         break
       }
@@ -576,7 +595,7 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
       case "--will-topic": {
         const t = value("no will topic specified")
         if (!validUtf8(t)) fail("Error: Malformed UTF-8 in --will-topic argument.\n\n")
-        if (!validateTopicName(t)) fail(`Error: Invalid will topic '${t}', does it contain '+' or '#'?\n`)
+        if (!pubTopicOk(t)) fail(`Error: Invalid will topic '${t}', does it contain '+' or '#'?\n`)
         cfg.willTopic = t
         break
       }
@@ -660,6 +679,8 @@ export const parseClientArgs = (tool: Tool, argv: ReadonlyArray<string>, options
     }
     if (tool === "sub" && cfg.topics.length === 0) fail("Error: You must specify a topic to subscribe to.\n")
     if (cfg.host === "") cfg.host = "localhost"
+    // sub_client.c main(), after the configuration is loaded
+    if (tool === "sub" && cfg.noRetain && cfg.retainedOnly) throw new ArgError("\nError: Combining '-R' and '--retained-only' makes no sense.\n", false)
     if (cfg.willTopic !== undefined) {
       cfg.will = { topic: cfg.willTopic, payload: cfg.willPayload ?? Buffer.alloc(0), qos: cfg.willQos, retain: cfg.willRetain }
     }

@@ -123,7 +123,8 @@ export const parseProperty = (
     case "varint": {
       const n = atol(value)
       if (n < 0 || n > ranges[info.type]) return { error: `Error: Property value (${n}) out of range for property ${propname}.\n\n` }
-      bag[info.key] = n
+      // MQTT.js (mqtt-packet) takes the one-byte properties as booleans: values above 1 are protocol errors anyway
+      bag[info.key] = info.type === "byte" ? n !== 0 : n
       break
     }
     case "binary":

@@ -11,16 +11,24 @@ import { Effect } from "effect"
 import type { IPublishPacket, Packet } from "mqtt"
 import { connectFailureText, makeClient, MosqErr, reasonString, refusedText, SetupError, strerror } from "./client.js"
 import { helpText } from "./help.js"
-import { MAX_PAYLOAD, parseClientArgs, type ClientConfig } from "./options.js"
-import { readAll, readDefaultOptionsFile, reportOutcome, type ToolEnv } from "./tool.js"
+import { MAX_PAYLOAD, type ClientConfig } from "./options.js"
+import type { ToolEnv } from "./tool.js"
 
-const ERRNO: Record<string, string> = { ENOENT: "No such file or directory", EACCES: "Permission denied", EISDIR: "Is a directory" }
+/** Reads a stream to the end. */
+const readAll = (stream: NodeJS.ReadableStream): Effect.Effect<Buffer, Error> =>
+  Effect.async<Buffer, Error>((resume) => {
+    const chunks: Array<Buffer> = []
+    stream.on("data", (c: Buffer | string) => chunks.push(typeof c === "string" ? Buffer.from(c) : c))
+    stream.once("end", () => resume(Effect.succeed(Buffer.concat(chunks))))
+    stream.once("error", (e: Error) => resume(Effect.fail(e)))
+  })
 
 /** The payload of `-f FILE`, or Mosquitto's error text. */
 const loadFile = (file: string): Effect.Effect<Buffer, string> =>
   Effect.tryPromise({
     try: () => fs.promises.readFile(file),
-    catch: (e) => `Error: Unable to read file "${file}": ${ERRNO[(e as { code?: string }).code ?? ""] ?? (e as Error).message}.\nError loading input file "${file}".\n`
+      // Mosquitto 2.0's text (2.1 adds strerror)
+    catch: () => `Error: Unable to open file "${file}".\nError loading input file "${file}".\n`
   }).pipe(
     Effect.filterOrFail(
       (b) => b.length <= MAX_PAYLOAD,
@@ -28,11 +36,9 @@ const loadFile = (file: string): Effect.Effect<Buffer, string> =>
     )
   )
 
-export const runPub = (argv: ReadonlyArray<string>, env: ToolEnv): Effect.Effect<number> =>
+/** Runs `midge pub` for a command line read by `parseClientArgs("pub", ...)`. */
+export const runPub = (config: ClientConfig, env: ToolEnv): Effect.Effect<number> =>
   Effect.gen(function* () {
-    const outcome = parseClientArgs("pub", argv, readDefaultOptionsFile("pub", env.env))
-    if (outcome._tag !== "Config") return reportOutcome("pub", outcome, env)
-    const config = outcome.config
     const err = (text: string) => {
       if (!config.quiet) env.io.stderr(text)
     }
@@ -130,6 +136,12 @@ const publish = (config: ClientConfig, payload: Buffer | undefined, env: ToolEnv
         : {})
     }
     const send = (body: Buffer, done: () => void) => {
+      if (config.topic === "" && (config.properties.publish as { topicAlias?: number }).topicAlias === undefined) {
+        // mosquitto_publish refuses an empty topic without a topic alias
+        err("Error: Invalid input. Does your topic contain '+' or '#'?\n")
+        disconnect()
+        return
+      }
       c.publish(config.topic!, body, publishOptions, () => done())
     }
     c.once("connect", () => {

@@ -11,8 +11,8 @@ import type { ISubackPacket } from "mqtt-packet"
 import { matchTopic } from "../../protocol/topic.js"
 import { connectFailureText, makeClient, MosqErr, refusedText, SetupError, strerror } from "./client.js"
 import { makePrinter, type OutputMessage } from "./format.js"
-import { parseClientArgs, type ClientConfig } from "./options.js"
-import { readDefaultOptionsFile, reportOutcome, type ToolEnv } from "./tool.js"
+import type { ClientConfig } from "./options.js"
+import type { ToolEnv } from "./tool.js"
 
 export interface SubOptions {
   /** signals that end the tool cleanly; the bin passes SIGINT and SIGTERM */
@@ -20,19 +20,8 @@ export interface SubOptions {
   readonly random?: () => number
 }
 
-export const runSub = (argv: ReadonlyArray<string>, env: ToolEnv, options: SubOptions = {}): Effect.Effect<number> =>
-  Effect.suspend(() => {
-    const outcome = parseClientArgs("sub", argv, readDefaultOptionsFile("sub", env.env))
-    if (outcome._tag !== "Config") return Effect.succeed(reportOutcome("sub", outcome, env))
-    const config = outcome.config
-    if (config.noRetain && config.retainedOnly) {
-      env.io.stderr("\nError: Combining '-R' and '--retained-only' makes no sense.\n")
-      return Effect.succeed(1)
-    }
-    return subscribe(config, env, options)
-  })
-
-const subscribe = (config: ClientConfig, env: ToolEnv, options: SubOptions): Effect.Effect<number> =>
+/** Runs `midge sub` for a command line read by `parseClientArgs("sub", ...)`. */
+export const runSub = (config: ClientConfig, env: ToolEnv, options: SubOptions): Effect.Effect<number> =>
   Effect.async<number>((resume) => {
     const err = (text: string) => {
       if (!config.quiet) env.io.stderr(text)
@@ -116,7 +105,8 @@ const subscribe = (config: ClientConfig, env: ToolEnv, options: SubOptions): Eff
     c.on("message", (topic, payload, packet) => {
       if (!processing) return
       if (config.retainedOnly && !packet.retain) {
-        disconnect(0)
+        processing = false
+        setImmediate(() => disconnect(0))
         return
       }
       if (packet.retain && config.noRetain) return
@@ -137,7 +127,11 @@ const subscribe = (config: ClientConfig, env: ToolEnv, options: SubOptions): Eff
           out.length = 0
         }
       }
-      if (config.msgCount > 0 && ++received === config.msgCount) disconnect(0)
+      if (config.msgCount > 0 && ++received === config.msgCount) {
+        processing = false
+        // after this turn, so the acknowledgement of this message (PUBACK, PUBCOMP) goes out first
+        setImmediate(() => disconnect(0))
+      }
     })
     c.on("error", (error: Error & { code?: string | number }) => {
       if (finished) return

@@ -16,7 +16,7 @@
 import * as zlib from "node:zlib"
 import type { SubscriptionOptions } from "../../routing/Router.js"
 import type { MessageProperties, QoS } from "../../session/Message.js"
-import type { OutState, StoredMessage, StoredSessionMeta, StoredWill } from "../Persistence.js"
+import type { OutState, StoredMessage, StoredSessionMeta, StoredSharedGroup, StoredWill } from "../Persistence.js"
 
 export const FORMAT_VERSION = 1
 export const HEADER_SIZE = 24
@@ -156,8 +156,17 @@ export class Encoder {
   }
   u48(v: number): void {
     this.ensure(6)
-    this.buf.writeUIntLE(v, this.len, 6)
-    this.len += 6
+    const b = this.buf
+    const p = this.len
+    const lo = v >>> 0
+    const hi = (v - lo) / 0x1_0000_0000
+    b[p] = lo
+    b[p + 1] = lo >>> 8
+    b[p + 2] = lo >>> 16
+    b[p + 3] = lo >>> 24
+    b[p + 4] = hi
+    b[p + 5] = hi >>> 8
+    this.len = p + 6
   }
   f64(v: number): void {
     this.ensure(8)
@@ -165,10 +174,25 @@ export class Encoder {
     this.len += 8
   }
   str(s: string): void {
-    this.ensure(4 + s.length * 3)
-    const n = this.buf.write(s, this.len + 4, "utf8")
-    this.buf.writeUInt32LE(n, this.len)
-    this.len += 4 + n
+    const n = s.length
+    this.ensure(4 + n * 3)
+    const b = this.buf
+    const at = this.len + 4
+    let bytes = n
+    // short ASCII strings (client ids, topics) byte by byte: cheaper than a call into C++
+    if (n <= 64) {
+      for (let i = 0; i < n; i++) {
+        const c = s.charCodeAt(i)
+        if (c >= 0x80) {
+          bytes = -1
+          break
+        }
+        b[at + i] = c
+      }
+    } else bytes = -1
+    if (bytes < 0) bytes = b.write(s, at, "utf8")
+    b.writeUInt32LE(bytes, this.len)
+    this.len = at + bytes
   }
   bytes(b: Uint8Array): void {
     this.ensure(4 + b.length)
@@ -286,13 +310,27 @@ export class Encoder {
     this.str(filter)
     this.end()
   }
-  outQueue(clientId: string, ref: number, qos: QoS, retain: boolean, ids: ReadonlyArray<number> | undefined): void {
+  /** a trailing optional field: absent in records of deliveries outside shared subscriptions */
+  private shared(g: StoredSharedGroup | undefined): void {
+    if (g === undefined) return
+    this.str(g.group)
+    this.str(g.filter)
+  }
+  outQueue(
+    clientId: string,
+    ref: number,
+    qos: QoS,
+    retain: boolean,
+    ids: ReadonlyArray<number> | undefined,
+    shared: StoredSharedGroup | undefined
+  ): void {
     this.begin(Tag.OutQueue)
     this.str(clientId)
     this.u48(ref)
     this.u8(qos)
     this.u8(retain ? 1 : 0)
     this.subIds(ids)
+    this.shared(shared)
     this.end()
   }
   outSend(
@@ -302,7 +340,8 @@ export class Encoder {
     qos: QoS,
     retain: boolean,
     ids: ReadonlyArray<number> | undefined,
-    state: OutState
+    state: OutState,
+    shared: StoredSharedGroup | undefined
   ): void {
     this.begin(Tag.OutSend)
     this.str(clientId)
@@ -312,6 +351,7 @@ export class Encoder {
     this.u8(retain ? 1 : 0)
     this.u8(stateCode(state))
     this.subIds(ids)
+    this.shared(shared)
     this.end()
   }
   endOfSnapshot(count: number): void {
@@ -419,6 +459,12 @@ export class Reader {
     }
     if (mask & 32) p.contentType = this.str()
     return p
+  }
+  /** the optional trailing shared subscription group of a delivery record */
+  shared(): StoredSharedGroup | undefined {
+    if (this.pos === this.end) return undefined
+    const group = this.str()
+    return { group, filter: this.str() }
   }
   subIds(): ReadonlyArray<number> | undefined {
     const n = this.u16()

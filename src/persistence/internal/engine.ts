@@ -26,7 +26,7 @@ import * as path from "node:path"
 import type { SubscriptionOptions } from "../../routing/Router.js"
 import { StoreError, type StoreWriter, type StoredDelivery, type StoredMessage, type StoredSessionMeta } from "../Persistence.js"
 import { Encoder, HEADER_SIZE, KIND_LOG, KIND_SNAPSHOT, Tag, encodeHeader } from "./codec.js"
-import { validMessageId, type StoreState } from "./state.js"
+import { validMessageId, type MessageEntry, type StoreState } from "./state.js"
 
 export interface EngineOptions {
   readonly directory: string
@@ -61,6 +61,9 @@ type Job =
   | { readonly kind: "rotate"; readonly generation: number; readonly done: Done }
   | { readonly kind: "sync"; readonly callbacks: Array<Done> }
 
+/** the store holds message payloads: readable by the broker's user only (as Mosquitto's) */
+const FILE_MODE = 0o600
+
 const ioError = (what: string, file: string, e: unknown): StoreError =>
   new StoreError({ reason: "io", message: `${what} ${file}: ${e instanceof Error ? e.message : String(e)}`, path: file })
 
@@ -70,16 +73,16 @@ export const logPath = (directory: string, file: string, generation: number): st
 
 /** The image as snapshot records. */
 export const encodeSnapshot = (state: StoreState, enc: Encoder): void => {
-  for (const [ref, entry] of state.messages) enc.message(ref, entry.message)
-  for (const ref of state.retained.values()) enc.retainedSet(ref)
+  for (const entry of state.messages.values()) enc.message(entry.ref, entry.message)
+  for (const entry of state.retained.values()) enc.retainedSet(entry.ref)
   for (const s of state.sessions.values()) {
     const id = s.meta.clientId
     enc.session(s.meta)
     for (const [filter, options] of s.subscriptions) enc.subscriptionSet(id, filter, options)
-    for (const e of s.inflight.values()) enc.outSend(id, e.messageId, e.ref, e.qos, e.retain, e.subscriptionIds, e.state)
+    for (const e of s.inflight.values()) enc.outSend(id, e.messageId, e.msg.ref, e.qos, e.retain, e.subscriptionIds, e.state, e.shared)
     for (let i = s.head; i < s.queue.length; i++) {
       const e = s.queue[i]!
-      enc.outQueue(id, e.ref, e.qos, e.retain, e.subscriptionIds)
+      enc.outQueue(id, e.msg.ref, e.qos, e.retain, e.subscriptionIds, e.shared)
     }
     for (const messageId of s.inbound) enc.clientId16(Tag.InboundAdd, id, messageId)
   }
@@ -123,6 +126,8 @@ export class FileEngine implements StoreWriter {
   private offset = 0
   /** generation of the log new records go to */
   private generation: number
+  /** generation of the open log (fd) */
+  private fileGeneration = 0
   /** log generations on disk (deleted once a newer snapshot is in place) */
   private readonly logs: Set<number>
   private recordsSinceSnapshot = 0
@@ -149,13 +154,14 @@ export class FileEngine implements StoreWriter {
   // ---------------------------------------------------------------- the writer
   readonly durable: boolean
 
-  private ref(message: StoredMessage): number {
-    let ref = this.state.lookup(message)
-    if (ref === undefined) {
-      ref = this.state.addMessage(message)
-      this.enc.message(ref, message)
+  /** the store's entry for a message, its record written first if new */
+  private entry(message: StoredMessage): MessageEntry {
+    let entry = this.state.lookup(message)
+    if (entry === undefined) {
+      entry = this.state.addMessage(message)
+      this.enc.message(entry.ref, message)
     }
-    return ref
+    return entry
   }
 
   private wrote(): void {
@@ -174,8 +180,8 @@ export class FileEngine implements StoreWriter {
       }
       return
     }
-    const ref = this.ref(message)
-    if (this.state.retainedSet(message.topic, ref)) this.enc.retainedSet(ref)
+    const entry = this.entry(message)
+    if (this.state.retainedSet(message.topic, entry)) this.enc.retainedSet(entry.ref)
     this.wrote()
   }
 
@@ -207,18 +213,18 @@ export class FileEngine implements StoreWriter {
 
   outboundQueue(clientId: string, d: StoredDelivery): void {
     if (this.closed) return
-    const ref = this.ref(d.message)
-    this.state.outboundQueue(clientId, ref, d.qos, d.retain, d.subscriptionIds)
-    this.enc.outQueue(clientId, ref, d.qos, d.retain, d.subscriptionIds)
+    const entry = this.entry(d.message)
+    this.state.outboundQueue(clientId, entry, d.qos, d.retain, d.subscriptionIds, d.shared)
+    this.enc.outQueue(clientId, entry.ref, d.qos, d.retain, d.subscriptionIds, d.shared)
     this.wrote()
   }
 
   outboundSend(clientId: string, messageId: number, d: StoredDelivery): void {
     if (this.closed || d.qos === 0 || !validMessageId(messageId)) return
-    const ref = this.ref(d.message)
+    const entry = this.entry(d.message)
     const st = d.qos === 1 ? "await-puback" : "await-pubrec"
-    this.state.outboundSend(clientId, messageId, ref, d.qos, d.retain, d.subscriptionIds, st)
-    this.enc.outSend(clientId, messageId, ref, d.qos, d.retain, d.subscriptionIds, st)
+    this.state.outboundSend(clientId, messageId, entry, d.qos, d.retain, d.subscriptionIds, st, d.shared)
+    this.enc.outSend(clientId, messageId, entry.ref, d.qos, d.retain, d.subscriptionIds, st, d.shared)
     this.wrote()
   }
 
@@ -276,9 +282,15 @@ export class FileEngine implements StoreWriter {
   }
 
   // ---------------------------------------------------------------- the pipeline
-  /** Seal the current batch into a write job. */
-  private flush(): void {
+  /**
+   * End of turn: seal the current batch into a write job, unless the pipeline
+   * is busy, in which case the batch keeps growing until the running job ends
+   * (group commit: one write and one fsync for everything that arrived
+   * meanwhile). `force` seals now (a compaction's rotation point).
+   */
+  private flush(force = false): void {
     this.flushScheduled = false
+    if (!force && (this.busy || this.jobs.length > 0)) return
     const enc = this.enc
     if (enc.len === 0) {
       if (this.waiting.length > 0) {
@@ -322,7 +334,8 @@ export class FileEngine implements StoreWriter {
   private next(): void {
     this.jobs.shift()
     this.busy = false
-    this.pump()
+    if (this.jobs.length === 0 && this.enc.len > 0) this.flush()
+    else this.pump()
   }
 
   private pump(): void {
@@ -340,7 +353,7 @@ export class FileEngine implements StoreWriter {
   }
 
   private runWrite(enc: Encoder, callbacks: Array<() => void>): void {
-    const file = logPath(this.options.directory, this.options.file, this.generation)
+    const file = logPath(this.options.directory, this.options.file, this.fileGeneration)
     if (this.fd < 0) return this.failed(new StoreError({ reason: "io", message: "no open log", path: file }))
     writeAll(this.fd, enc.buf, enc.len, this.offset, (e) => {
       if (e) return this.failed(ioError("cannot write", file, e))
@@ -392,7 +405,7 @@ export class FileEngine implements StoreWriter {
     this.stats.logSyncs++
     fs.fdatasync(this.fd, (e) => {
       if (e) this.stats.errors++
-      finish(e ? ioError("cannot fsync", logPath(this.options.directory, this.options.file, this.generation), e) : undefined)
+      finish(e ? ioError("cannot fsync", logPath(this.options.directory, this.options.file, this.fileGeneration), e) : undefined)
     })
   }
 
@@ -404,27 +417,27 @@ export class FileEngine implements StoreWriter {
       if (fd < 0) return cb()
       this.stats.fsyncs++
       fs.fdatasync(fd, (e) => {
-        if (e) return this.failed(ioError("cannot fsync", logPath(directory, file, generation - 1), e))
+        if (e) return this.failed(ioError("cannot fsync", logPath(directory, file, this.fileGeneration), e))
         this.fd = -1
         fs.close(fd, () => cb())
       })
     }
     closeOld(() => {
       const next = logPath(directory, file, generation)
-      fs.open(next, "w", (e, fd) => {
+      fs.open(next, "w", FILE_MODE, (e, fd) => {
         if (e) return this.failed(ioError("cannot create", next, e))
         const header = encodeHeader(KIND_LOG, generation)
-        const fail = (what: string) => (e2: unknown) => fs.close(fd, () => this.failed(ioError(what, next, e2)))
+        const fail = (what: string, e2: unknown): void => fs.close(fd, () => this.failed(ioError(what, next, e2)))
         writeAll(fd, header, header.length, 0, (e2) => {
-          if (e2) return fail("cannot write")(e2)
+          if (e2) return fail("cannot write", e2)
           this.stats.fsyncs++
           fs.fdatasync(fd, (e3) => {
-            if (e3) return fail("cannot fsync")(e3)
+            if (e3) return fail("cannot fsync", e3)
             fsyncDirectory(directory, this.stats, (e4) => {
-              if (e4) return fail("cannot fsync the directory of")(e4)
+              if (e4) return fail("cannot fsync the directory of", e4)
               this.fd = fd
               this.offset = HEADER_SIZE
-              this.generation = generation
+              this.fileGeneration = generation
               this.logs.add(generation)
               done(undefined)
               this.next()
@@ -441,13 +454,14 @@ export class FileEngine implements StoreWriter {
    * it; then delete the older logs. Concurrent calls share one compaction.
    */
   compact(cb: Done): void {
+    if (this.closed) return cb(new StoreError({ reason: "io", message: "the store is closed" }))
     if (this.compacting !== undefined) {
       this.compacting.push(cb)
       return
     }
     const waiters: Array<Done> = [cb]
     this.compacting = waiters
-    this.flush()
+    this.flush(true)
     const generation = this.generation + 1
     let rotated = false
     let snapshotted: StoreError | undefined | null = null
@@ -465,6 +479,15 @@ export class FileEngine implements StoreWriter {
         }
       }
       for (const w of waiters) w(error)
+      // changes logged while this one ran may already call for the next
+      const o = this.options
+      if (
+        error === undefined &&
+        ((o.compactAfterRecords > 0 && this.recordsSinceSnapshot >= o.compactAfterRecords) ||
+          this.bytesSinceSnapshot > Math.max(o.compactAfterBytes, 2 * this.snapshotBytes))
+      ) {
+        this.compactInBackground()
+      }
     }
     this.jobs.push({
       kind: "rotate",
@@ -475,7 +498,7 @@ export class FileEngine implements StoreWriter {
       }
     })
     // the image at the instant of the rotation: every record before it is in log < generation
-    const snap = new Encoder(1024 * 1024)
+    const snap = new Encoder(Math.max(1024 * 1024, Math.ceil(this.snapshotBytes * 1.25)))
     encodeSnapshot(this.state, snap)
     this.generation = generation
     this.recordsSinceSnapshot = 0
@@ -488,37 +511,39 @@ export class FileEngine implements StoreWriter {
     })
   }
 
+  /** tmp file, header + records, fdatasync, rename over the snapshot, fsync the directory */
   private writeSnapshot(snap: Encoder, generation: number, cb: Done): void {
     const { directory, file } = this.options
     const final = snapshotPath(directory, file)
     const tmp = `${final}.tmp`
-    fs.open(tmp, "w", (e, fd) => {
+    const header = encodeHeader(KIND_SNAPSHOT, generation)
+    const renamed = (e: NodeJS.ErrnoException | null): void => {
+      if (e) return cb(ioError("cannot rename", tmp, e))
+      fsyncDirectory(directory, this.stats, (e2) => cb(e2 ? ioError("cannot fsync the directory of", final, e2) : undefined))
+    }
+    const opened = (e: NodeJS.ErrnoException | null, fd: number): void => {
       if (e) return cb(ioError("cannot create", tmp, e))
-      const fail = (what: string) => (e2: unknown) => fs.close(fd, () => cb(ioError(what, tmp, e2)))
-      const header = encodeHeader(KIND_SNAPSHOT, generation)
+      const fail = (what: string, e2: unknown): void => fs.close(fd, () => cb(ioError(what, tmp, e2)))
       writeAll(fd, header, header.length, 0, (e1) => {
-        if (e1) return fail("cannot write")(e1)
+        if (e1) return fail("cannot write", e1)
         writeAll(fd, snap.buf, snap.len, HEADER_SIZE, (e2) => {
-          if (e2) return fail("cannot write")(e2)
+          if (e2) return fail("cannot write", e2)
           this.stats.fsyncs++
           fs.fdatasync(fd, (e3) => {
-            if (e3) return fail("cannot fsync")(e3)
-            fs.close(fd, (e4) => {
-              if (e4) return cb(ioError("cannot close", tmp, e4))
-              fs.rename(tmp, final, (e5) => {
-                if (e5) return cb(ioError("cannot rename", tmp, e5))
-                fsyncDirectory(directory, this.stats, (e6) => cb(e6 ? ioError("cannot fsync the directory of", final, e6) : undefined))
-              })
-            })
+            if (e3) return fail("cannot fsync", e3)
+            fs.close(fd, (e4) => (e4 ? cb(ioError("cannot close", tmp, e4)) : fs.rename(tmp, final, renamed)))
           })
         })
       })
-    })
+    }
+    // a power loss during an earlier rename can leave tmp hard-linked to the
+    // snapshot (as Mosquitto's util_mosq.c notes): unlink it, never truncate it
+    fs.unlink(tmp, () => fs.open(tmp, "wx", FILE_MODE, opened))
   }
 
   /** Write and fsync everything written so far. */
   sync(cb: Done): void {
-    this.flush()
+    this.flush(true)
     this.jobs.push({ kind: "sync", callbacks: [cb] })
     this.pump()
   }

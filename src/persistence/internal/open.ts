@@ -66,6 +66,7 @@ export const openStore = async (
   await fsp.rm(`${snapshotPath(directory, file)}.tmp`, { force: true }).catch(() => {})
 
   const state = new StoreState()
+  state.beginReplay()
   const files: Array<string> = []
   let records = 0
   let generation = logs.length > 0 ? logs[logs.length - 1] : 0
@@ -150,7 +151,7 @@ export const openStore = async (
       }
     }
   }
-  state.sweep()
+  state.endReplay()
 
   const preserved: Array<string> = []
   if (fault !== undefined && !tornTail) {

@@ -16,7 +16,7 @@ import {
   Tag,
   crc32
 } from "./codec.js"
-import type { StoreState } from "./state.js"
+import type { MessageEntry, StoreState } from "./state.js"
 
 export interface Header {
   readonly version: number
@@ -75,7 +75,8 @@ export interface ReplayResult {
   readonly fault: ReplayFault | undefined
 }
 
-// --- Schema checks of the value records (cold: sessions, subscriptions, message metadata)
+// --- Schema checks of the value records (messages, sessions, wills, subscriptions) at the file
+// boundary; the reader has already bounds-checked every field and its domain (QoS, flags, ids)
 const Uint32 = Schema.Number.pipe(Schema.int(), Schema.between(0, 0xffffffff))
 const Properties = Schema.Struct({
   payloadFormatIndicator: Schema.optional(Schema.Boolean),
@@ -130,9 +131,10 @@ const checkMessage = check(MessageRecord)
 const checkSession = check(SessionRecord)
 const checkSubscription = check(SubscriptionRecord)
 
-const knownRef = (state: StoreState, ref: number): number => {
-  if (!state.messages.has(ref)) throw new RecordFault(`reference to unknown message ${ref}`)
-  return ref
+const known = (state: StoreState, ref: number): MessageEntry => {
+  const entry = state.replayed(ref)
+  if (entry === undefined) throw new RecordFault(`reference to unknown message ${ref}`)
+  return entry
 }
 
 /** Apply one record (the reader is positioned after its tag). */
@@ -141,13 +143,13 @@ const apply = (tag: number, r: Reader, state: StoreState): void => {
     case Tag.Message: {
       const { ref, message } = r.message()
       checkMessage(message)
-      if (ref === 0 || state.messages.has(ref)) throw new RecordFault(`message ${ref} stored twice`)
+      if (ref === 0 || state.replayed(ref) !== undefined) throw new RecordFault(`message ${ref} stored twice`)
       state.addMessage(message, ref)
       return
     }
     case Tag.RetainedSet: {
-      const ref = knownRef(state, r.u48())
-      state.retainedSet(state.messages.get(ref)!.message.topic, ref)
+      const entry = known(state, r.u48())
+      state.retainedSet(entry.message.topic, entry)
       return
     }
     case Tag.RetainedDelete:
@@ -177,23 +179,25 @@ const apply = (tag: number, r: Reader, state: StoreState): void => {
     }
     case Tag.OutQueue: {
       const clientId = r.str()
-      const ref = knownRef(state, r.u48())
+      const entry = known(state, r.u48())
       const qos = r.qos()
       const retain = r.bool()
-      state.outboundQueue(clientId, ref, qos, retain, r.subIds())
+      const ids = r.subIds()
+      state.outboundQueue(clientId, entry, qos, retain, ids, r.shared())
       return
     }
     case Tag.OutSend: {
       const clientId = r.str()
       const messageId = r.messageId()
-      const ref = knownRef(state, r.u48())
+      const entry = known(state, r.u48())
       const qos = r.qos()
       const retain = r.bool()
       const st = r.state()
       if (qos === 0 || (qos === 1 && st !== "await-puback") || (qos === 2 && st === "await-puback")) {
         throw new RecordFault(`QoS ${qos} delivery in state ${st}`)
       }
-      state.outboundSend(clientId, messageId, ref, qos, retain, r.subIds(), st)
+      const ids = r.subIds()
+      state.outboundSend(clientId, messageId, entry, qos, retain, ids, st, r.shared())
       return
     }
     case Tag.OutDequeue: {

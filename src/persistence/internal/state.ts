@@ -18,22 +18,31 @@ import type {
   StoredMessage,
   StoredSession,
   StoredSessionMeta,
+  StoredSharedGroup,
   StoreSnapshot
 } from "../Persistence.js"
 
 export interface MessageEntry {
+  /** the message's number in the file store's records */
+  readonly ref: number
   message: StoredMessage
+  /** retained slots, queued and in-flight deliveries holding it */
   refs: number
 }
 
 export interface OutEntry {
-  readonly ref: number
+  readonly msg: MessageEntry
   readonly qos: QoS
   readonly retain: boolean
   readonly subscriptionIds: ReadonlyArray<number> | undefined
+  readonly shared: StoredSharedGroup | undefined
   messageId: number
   state: OutState
 }
+
+/** the group's names only: a live group object (its members) is not the store's to keep */
+const sharedCopy = (g: StoredSharedGroup | undefined): StoredSharedGroup | undefined =>
+  g === undefined ? undefined : { group: g.group, filter: g.filter }
 
 export class SessionState {
   readonly subscriptions = new Map<string, SubscriptionOptions>()
@@ -61,11 +70,15 @@ const defaultMeta = (clientId: string): StoredSessionMeta => ({
 export const validMessageId = (id: number): boolean => Number.isInteger(id) && id >= 1 && id <= 65535
 
 export class StoreState {
-  readonly messages = new Map<number, MessageEntry>()
-  /** live message object → its reference number */
-  private identity = new WeakMap<object, number>()
-  /** topic → message reference */
-  readonly retained = new Map<string, number>()
+  /**
+   * Held messages by object identity. A plain Map, not a WeakMap: an entry
+   * lives exactly as long as something refers to it, and is deleted then.
+   */
+  readonly messages = new Map<object, MessageEntry>()
+  /** by number, only while a file is replayed */
+  private byRef: Map<number, MessageEntry> | undefined = undefined
+  /** topic → message */
+  readonly retained = new Map<string, MessageEntry>()
   readonly sessions = new Map<string, SessionState>()
   nextRef = 1
 
@@ -73,53 +86,53 @@ export class StoreState {
     return { messages: this.messages.size, retained: this.retained.size, sessions: this.sessions.size }
   }
 
-  /** The reference of a message already held, or undefined. */
-  lookup(message: object): number | undefined {
-    return this.identity.get(message)
+  /** The entry of a message already held, or undefined. */
+  lookup(message: object): MessageEntry | undefined {
+    return this.messages.get(message)
   }
 
-  /** Hold a new message (0 references until something refers to it); returns its reference. */
-  addMessage(message: StoredMessage, ref = this.nextRef): number {
+  /** Hold a new message (0 references until something refers to it). */
+  addMessage(message: StoredMessage, ref = this.nextRef): MessageEntry {
     if (ref >= this.nextRef) this.nextRef = ref + 1
-    this.messages.set(ref, { message, refs: 0 })
-    this.identity.set(message, ref)
-    return ref
+    const entry: MessageEntry = { ref, message, refs: 0 }
+    this.messages.set(message, entry)
+    if (this.byRef !== undefined) this.byRef.set(ref, entry)
+    return entry
   }
 
-  /** The reference of `message`, holding it first if new. */
-  refOf(message: StoredMessage): number {
-    const ref = this.identity.get(message)
-    return ref !== undefined ? ref : this.addMessage(message)
+  /** The entry of `message`, holding it first if new. */
+  entryOf(message: StoredMessage): MessageEntry {
+    return this.messages.get(message) ?? this.addMessage(message)
   }
 
-  private retain(ref: number): void {
-    const entry = this.messages.get(ref)
-    if (entry !== undefined) entry.refs++
+  beginReplay(): void {
+    this.byRef = new Map()
+    for (const e of this.messages.values()) this.byRef.set(e.ref, e)
   }
 
-  private release(ref: number): void {
-    const entry = this.messages.get(ref)
-    if (entry !== undefined && --entry.refs <= 0) {
-      this.messages.delete(ref)
-      if (this.identity.get(entry.message) === ref) this.identity.delete(entry.message)
+  /** The message numbered `ref` in the records being replayed. */
+  replayed(ref: number): MessageEntry | undefined {
+    return this.byRef?.get(ref)
+  }
+
+  /** End of the replay: forget numbers, drop messages nothing refers to (a replay that stopped early). */
+  endReplay(): void {
+    this.byRef = undefined
+    for (const [key, entry] of this.messages) if (entry.refs <= 0) this.messages.delete(key)
+  }
+
+  private release(entry: MessageEntry): void {
+    if (--entry.refs <= 0) {
+      this.messages.delete(entry.message)
+      if (this.byRef !== undefined) this.byRef.delete(entry.ref)
     }
   }
 
-  /** Drop messages nothing refers to (after a replay that stopped early). */
-  sweep(): void {
-    for (const [ref, entry] of this.messages) {
-      if (entry.refs <= 0) {
-        this.messages.delete(ref)
-        if (this.identity.get(entry.message) === ref) this.identity.delete(entry.message)
-      }
-    }
-  }
-
-  retainedSet(topic: string, ref: number): boolean {
+  retainedSet(topic: string, entry: MessageEntry): boolean {
     const previous = this.retained.get(topic)
-    if (previous === ref) return false
-    this.retain(ref)
-    this.retained.set(topic, ref)
+    if (previous === entry) return false
+    entry.refs++
+    this.retained.set(topic, entry)
     if (previous !== undefined) this.release(previous)
     return true
   }
@@ -168,34 +181,44 @@ export class StoreState {
 
   outboundQueue(
     clientId: string,
-    ref: number,
+    msg: MessageEntry,
     qos: QoS,
     retain: boolean,
-    subscriptionIds: ReadonlyArray<number> | undefined
+    subscriptionIds: ReadonlyArray<number> | undefined,
+    shared: StoredSharedGroup | undefined
   ): boolean {
-    this.retain(ref)
-    this.session(clientId).queue.push({ ref, qos, retain, subscriptionIds, messageId: 0, state: "await-puback" })
+    msg.refs++
+    this.session(clientId).queue.push({
+      msg,
+      qos,
+      retain,
+      subscriptionIds,
+      shared: sharedCopy(shared),
+      messageId: 0,
+      state: "await-puback"
+    })
     return true
   }
 
   outboundSend(
     clientId: string,
     messageId: number,
-    ref: number,
+    msg: MessageEntry,
     qos: QoS,
     retain: boolean,
     subscriptionIds: ReadonlyArray<number> | undefined,
-    state: OutState
+    state: OutState,
+    shared: StoredSharedGroup | undefined
   ): boolean {
     if (qos === 0 || !validMessageId(messageId)) return false
     const s = this.session(clientId)
-    this.retain(ref)
+    msg.refs++
     const previous = s.inflight.get(messageId)
     if (previous !== undefined) {
       s.inflight.delete(messageId)
-      this.release(previous.ref)
+      this.release(previous.msg)
     }
-    s.inflight.set(messageId, { ref, qos, retain, subscriptionIds, messageId, state })
+    s.inflight.set(messageId, { msg, qos, retain, subscriptionIds, shared: sharedCopy(shared), messageId, state })
     return true
   }
 
@@ -212,13 +235,13 @@ export class StoreState {
       s.head = 0
     }
     if (messageId === 0 || entry.qos === 0) {
-      this.release(entry.ref)
+      this.release(entry.msg)
       return true
     }
     const previous = s.inflight.get(messageId)
     if (previous !== undefined) {
       s.inflight.delete(messageId)
-      this.release(previous.ref)
+      this.release(previous.msg)
     }
     entry.messageId = messageId
     entry.state = entry.qos === 1 ? "await-puback" : "await-pubrec"
@@ -238,7 +261,7 @@ export class StoreState {
     const entry = s?.inflight.get(messageId)
     if (entry === undefined) return false
     s!.inflight.delete(messageId)
-    this.release(entry.ref)
+    this.release(entry.msg)
     return true
   }
 
@@ -250,9 +273,9 @@ export class StoreState {
   }
 
   private clearOutbound(s: SessionState): void {
-    for (const entry of s.inflight.values()) this.release(entry.ref)
+    for (const entry of s.inflight.values()) this.release(entry.msg)
     s.inflight.clear()
-    for (let i = s.head; i < s.queue.length; i++) this.release(s.queue[i]!.ref)
+    for (let i = s.head; i < s.queue.length; i++) this.release(s.queue[i]!.msg)
     s.queue = []
     s.head = 0
   }
@@ -275,27 +298,27 @@ export class StoreState {
    * objects replace the stored ones (and are recognised from now on).
    */
   snapshot<M extends StoredMessage>(revive?: (message: StoredMessage) => M): StoreSnapshot<M> {
-    const objects = new Map<number, M>()
-    for (const [ref, entry] of this.messages) {
-      const live = (revive !== undefined ? revive(entry.message) : entry.message) as M
-      if (live !== entry.message) {
-        if (this.identity.get(entry.message) === ref) this.identity.delete(entry.message)
-        entry.message = live
-        this.identity.set(live, ref)
+    if (revive !== undefined) {
+      const entries = [...this.messages.values()]
+      this.messages.clear()
+      for (const entry of entries) {
+        entry.message = revive(entry.message)
+        this.messages.set(entry.message, entry)
       }
-      objects.set(ref, live)
     }
+    const live = (e: MessageEntry) => e.message as M
     const retained: Array<M> = []
-    for (const ref of this.retained.values()) retained.push(objects.get(ref)!)
+    for (const e of this.retained.values()) retained.push(live(e))
     const sessions: Array<StoredSession<M>> = []
     for (const s of this.sessions.values()) {
       const inflight: Array<StoredInflight<M>> = []
       for (const e of s.inflight.values()) {
         inflight.push({
-          message: objects.get(e.ref)!,
+          message: live(e.msg),
           qos: e.qos,
           retain: e.retain,
           subscriptionIds: e.subscriptionIds,
+          ...(e.shared !== undefined ? { shared: e.shared } : {}),
           messageId: e.messageId,
           state: e.state
         })
@@ -303,7 +326,13 @@ export class StoreState {
       const queue: Array<StoredDelivery<M>> = []
       for (let i = s.head; i < s.queue.length; i++) {
         const e = s.queue[i]!
-        queue.push({ message: objects.get(e.ref)!, qos: e.qos, retain: e.retain, subscriptionIds: e.subscriptionIds })
+        queue.push({
+          message: live(e.msg),
+          qos: e.qos,
+          retain: e.retain,
+          subscriptionIds: e.subscriptionIds,
+          ...(e.shared !== undefined ? { shared: e.shared } : {})
+        })
       }
       sessions.push({
         ...s.meta,
