@@ -15,13 +15,16 @@ import { Context, Effect, ExecutionStrategy, Exit, FiberMap, Layer, Option, Scop
 import type { BrokerConfig } from "./config/Config.js"
 import { Log, silentLog } from "./log/Log.js"
 import { validateTopicFilter, validateTopicName } from "./protocol/topic.js"
+import { Persistence, type PersistenceService, type StoreError } from "./persistence/Persistence.js"
 import { Authentication, Authorization } from "./security/Auth.js"
 import { makeAuthHook } from "./security/connectAuth.js"
 import { EnhancedAuthentication } from "./security/EnhancedAuth.js"
 import type { Subscriber, SubscriptionOptions } from "./routing/Router.js"
 import { Core, defaultSettings, type CoreSettings, type Stats } from "./session/Core.js"
-import type { Message, MessageProperties, QoS } from "./session/Message.js"
-import { ListenError, listenerKey, listenTcp, type BoundListener, type ListenerOptions } from "./transport/Listener.js"
+import { Message, type MessageProperties, type QoS } from "./session/Message.js"
+import { expiryFiber, ListenError, listenerKey, listenTcp, type BoundListener, type ListenerOptions } from "./transport/Listener.js"
+import { Session } from "./session/Session.js"
+import type { InflightEntry, Outgoing } from "./session/OutboundFlow.js"
 
 export interface BrokerOptions {
   /** TCP listeners; port 0 picks a free port (see `Broker.listeners`) */
@@ -133,6 +136,65 @@ export interface BrokerService {
 
 let inProcessIds = 0
 
+/**
+ * Rebuild the broker's state from the store: retained messages, persistent
+ * sessions with their subscriptions, in-flight and queued deliveries (one
+ * Message object per stored message) and inbound QoS 2 ids. A session that was
+ * connected when the broker stopped lost its connection then: its will is
+ * published (or waits for its delay). Returns the offline sessions, whose
+ * expiry timers the caller starts.
+ */
+const restore = (core: Core, persistence: PersistenceService): Effect.Effect<Array<Session>, StoreError> =>
+  Effect.gen(function* () {
+    const snapshot = yield* persistence.load((m) => {
+      const message = new Message(m.topic, m.payload, m.qos, m.retain, m.properties, m.origin, m.receivedAt)
+      return message
+    })
+    const now = core.now()
+    for (const m of snapshot.retained) core.router.retained.set(m)
+    // from here on every change is recorded
+    const writer = persistence.writer
+    core.store = writer
+    // $SYS values are the running broker's own: not stored
+    core.router.retained.onChange = (m) => {
+      if (!m.topic.startsWith("$SYS/")) writer.retainedSet(m)
+    }
+    const offline: Array<Session> = []
+    const shared = (s: { readonly group: string; readonly filter: string } | undefined) =>
+      s === undefined ? undefined : core.router.sharedGroup(s.group, s.filter)
+    for (const stored of snapshot.sessions) {
+      const session = new Session(stored.clientId, core.flowLimits())
+      session.expiryInterval = stored.expiryInterval
+      session.disconnectedAt = stored.disconnectedAt ?? now
+      core.sessions.set(stored.clientId, session)
+      for (const [filter, options] of stored.subscriptions) {
+        core.router.subscribe(session, filter, options)
+        session.subscriptions.set(filter, options)
+      }
+      session.flow.restore(
+        stored.inflight.map((e): InflightEntry => ({ ...e, shared: shared(e.shared) })),
+        stored.queue.map((q): Outgoing => ({ ...q, shared: shared(q.shared) }))
+      )
+      for (const id of stored.inboundQos2) session.qos2.awaitingRel.add(id)
+      const will = stored.will
+      if (will !== undefined) {
+        const message = new Message(will.topic, will.payload, will.qos, will.retain, will.properties, stored.clientId, now)
+        const at = stored.disconnectedAt === undefined ? now + will.delayInterval * 1000 : stored.disconnectedAt + will.delayInterval * 1000
+        if (will.delayInterval === 0 || at <= now) core.router.publish(message)
+        else session.pendingWill = { message, at }
+      }
+      const pending = session.pendingWill
+      core.persist(
+        session,
+        pending === undefined ? undefined : { ...will!, delayInterval: Math.max(0, Math.ceil((pending.at - now) / 1000)) },
+        true
+      )
+      offline.push(session)
+    }
+    core.log.notice(`Restored ${snapshot.retained.length} retained messages and ${snapshot.sessions.length} sessions from the store.`)
+    return offline
+  })
+
 export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>() {
   static readonly make = (options: BrokerOptions): Effect.Effect<BrokerService, ListenError, import("effect").Scope.Scope> =>
     Effect.gen(function* () {
@@ -148,6 +210,14 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       const listenerAllowAnonymous = new Map<number, boolean | undefined>()
       const authenticate = makeAuthHook(runtime, authentication, enhanced, (port) => listenerAllowAnonymous.get(port) ?? core.settings.allowAnonymous)
       const sessions = yield* FiberMap.make<string, void, never>()
+
+      // persistence: rebuild retained messages and persistent sessions, then record every change
+      const persistence = yield* Effect.serviceOption(Persistence)
+      if (Option.isSome(persistence)) {
+        const restored = yield* restore(core, persistence.value).pipe(Effect.orDie)
+        const forkSession = yield* FiberMap.runtime(sessions)<never>()
+        for (const session of restored) forkSession(session.clientId, expiryFiber(core, session))
+      }
       const brokerScope = yield* Effect.scope
       // each listener in a scope of its own, so a reload can close one and keep the others
       const open = new Map<string, { readonly scope: Scope.CloseableScope; readonly bound: BoundListener }>()

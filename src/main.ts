@@ -13,6 +13,8 @@ import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
 import { Log, logTopic, stderrSink, syslogSeverity, type LogSink } from "./log/Log.js"
 import { layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
+import { Bridge } from "./bridge/Bridge.js"
+import { layerFile } from "./persistence/FilePersistence.js"
 import { Metrics } from "./sys/Metrics.js"
 import * as SysTopics from "./sys/SysTopics.js"
 
@@ -108,6 +110,14 @@ const main = Effect.gen(function* () {
       })
     )
   )
+  const bridges = yield* Bridge.fromConfig(config).pipe(
+    Effect.catchAll((error) =>
+      Effect.sync(() => {
+        process.stderr.write(`Error: ${error.message}\n`)
+        return process.exit(1)
+      })
+    )
+  )
   if (cl.daemon) daemonize()
   let sinks = sinksFor(config)
   const log = new Log(config.logTypes, sinks, config.logTimestamp)
@@ -142,7 +152,21 @@ const main = Effect.gen(function* () {
         layerFromConfig({ ...optionsFromConfig(config), onWarning: (message) => log.warning(`Warning: ${message}`) })
       )
       const files = Context.get(security, SecurityFiles)
-      const broker = yield* Broker.make(brokerOptionsFromConfig(config, log)).pipe(Effect.provide(security))
+      // persistence: Midge's crash-safe store at persistence_location / persistence_file
+      const store = config.persistence
+        ? yield* Layer.build(
+            layerFile({
+              location: config.persistenceLocation ?? process.cwd(),
+              file: config.persistenceFile,
+              durable: config.persistenceDurable,
+              autosaveInterval: config.autosaveInterval,
+              autosaveOnChanges: config.autosaveOnChanges,
+              onCorrupt: config.persistenceOnCorrupt
+            })
+          )
+        : Context.empty()
+      const broker = yield* Broker.make(brokerOptionsFromConfig(config, log)).pipe(Effect.provide(Context.merge(security, store)))
+      if (bridges.length > 0) yield* Bridge.make(bridges).pipe(Effect.provideService(Broker, broker))
       // $SYS topics every sys_interval seconds, and the Midge-only Prometheus endpoint
       yield* SysTopics.make({ interval: config.sysInterval, version: VERSION }).pipe(Effect.provideService(Broker, broker))
       if (config.metricsListener !== undefined) {

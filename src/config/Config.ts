@@ -119,6 +119,12 @@ export interface BrokerConfig {
   readonly persistenceLocation: string | undefined
   readonly persistenceFile: string
   readonly autosaveInterval: number
+  /** `autosave_on_changes`: autosave_interval counts changes, not seconds */
+  readonly autosaveOnChanges: boolean
+  /** Midge-only `persistence_durable`: PUBACK / PUBREC only once the message is on disk */
+  readonly persistenceDurable: boolean
+  /** Midge-only `persistence_on_corrupt`: start with what could be read, or refuse to start */
+  readonly persistenceOnCorrupt: "recover" | "refuse"
   readonly pidFile: string | undefined
   readonly user: string
   /**
@@ -358,6 +364,9 @@ const build = (
     persistenceLocation: g.persistenceLocation,
     persistenceFile: g.persistenceFile,
     autosaveInterval: g.autosaveInterval,
+    autosaveOnChanges: g.autosaveOnChanges,
+    persistenceDurable: g.persistenceDurable,
+    persistenceOnCorrupt: g.persistenceOnCorrupt,
     pidFile: g.pidFile,
     user: g.user,
     metricsListener: g.metricsListener,

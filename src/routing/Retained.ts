@@ -14,9 +14,18 @@ export class RetainedStore {
   }
 
   /** Store, replace or (empty payload) clear the retained message of `message.topic`. */
+  /** persistence: told of every change (an empty payload clears) */
+  onChange: ((message: Message) => void) | undefined = undefined
+
   set(message: Message): void {
     if (message.payload.length === 0) this.byTopic.delete(message.topic)
     else this.byTopic.set(message.topic, message)
+    this.onChange?.(message)
+  }
+
+  private expire(m: Message): void {
+    this.byTopic.delete(m.topic)
+    this.onChange?.(m.cleared())
   }
 
   get(topic: string): Message | undefined {
@@ -32,13 +41,13 @@ export class RetainedStore {
     if (filter.indexOf("+") === -1 && filter.indexOf("#") === -1) {
       const m = this.byTopic.get(filter)
       if (m === undefined) return
-      if (now !== undefined && m.expired(now)) this.byTopic.delete(m.topic)
+      if (now !== undefined && m.expired(now)) this.expire(m)
       else visit(m)
       return
     }
     for (const m of this.byTopic.values()) {
       if (!matchTopic(filter, m.topic)) continue
-      if (now !== undefined && m.expired(now)) this.byTopic.delete(m.topic)
+      if (now !== undefined && m.expired(now)) this.expire(m)
       else visit(m)
     }
   }

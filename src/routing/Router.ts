@@ -185,6 +185,11 @@ export class Router {
     return this.trie.remove(filter, subscriber.clientId) !== undefined
   }
 
+  /** The live group of `$share/group/filter`, if anyone is subscribed (persistence restores deliveries to it). */
+  sharedGroup(group: string, filter: string): SharedGroup | undefined {
+    return (this.trie.get(filter, SHARE_PREFIX + group) as SharedEntry | undefined)?.shared
+  }
+
   /** Hand a message of a shared group to one member (`except` excluded). Returns false when none is left. */
   deliverShared(group: SharedGroup, message: Message, except?: Subscriber, source?: PublishSource): boolean {
     const m = group.pick(except)

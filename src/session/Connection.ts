@@ -156,6 +156,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private authContinue: ((data: Buffer | undefined) => void) | undefined = undefined
   /** the username authentication settled on (ACLs use it) */
   username: string | undefined = undefined
+  /** the client is a bridge (CONNECT with the bridge bit) */
+  private bridge = false
 
   constructor(
     readonly socket: MqttSocket,
@@ -279,6 +281,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       case "pubrel": {
         const known = this.session!.qos2.onPubrel(packet.messageId!)
+        if (known && this.session!.flow.observer !== undefined) this.core.store?.inboundQos2Release(this.clientId, packet.messageId!)
         this.write(
           encodeAck("pubcomp", packet.messageId!, this.protocolVersion, !known && this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0)
         )
@@ -332,6 +335,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.state = "connecting"
     let clientId = packet.clientId ?? ""
     const clean = packet.clean !== false
+    // a Mosquitto bridge (protocol level | 0x80, try_private): no echo of its own messages, retain flags kept
+    this.bridge = (packet as { bridgeMode?: boolean }).bridgeMode === true
     let assigned: string | undefined
     if (clientId.length === 0) {
       if (this.protocolVersion === 3) {
@@ -554,6 +559,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         `New client connected from ${this.socket.remoteAddress ?? "unknown"}:${this.socket.remotePort ?? 0} as ${clientId} (p${this.protocolVersion === 3 ? 1 : 2}, c${clean ? 1 : 0}, k${keepalive}${packet.username !== undefined ? `, u'${packet.username}'` : ""}).`
       )
     }
+    core.persist(session, this.storedWill(), false)
     this.hooks.sessionStarted(this)
     // [MQTT-4.4.0-1] resend what was in flight, then what queued while offline
     session.flow.resume(this)
@@ -571,6 +577,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       this.resumeReading()
     }
+  }
+
+  /** The will as the store keeps it while the client is connected (published at a restart after a crash). */
+  private storedWill() {
+    const w = this.will
+    return w === undefined ? undefined : { topic: w.topic, payload: w.payload, qos: w.qos, retain: w.retain, properties: w.properties, delayInterval: this.willDelay }
   }
 
   // ---------------------------------------------------------------- PUBLISH
@@ -634,18 +646,25 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       this.write(encodeAck("pubrec", id, this.protocolVersion, 0))
       return
     }
+    const store = core.store
+    if (qos === 2 && store !== undefined && this.session!.flow.observer !== undefined) store.inboundQos2Add(this.clientId, id)
     const properties = this.protocolVersion === 5 ? forwardedProperties(packet.properties) : undefined
     const message = new Message(this.mount + topic, payload, qos, packet.retain, properties, this.clientId, core.now())
     if (packet.retain) {
       message.originUsername = this.username
       message.originListenerPort = this.listener.port
     }
+    // a stored message must be its own copy before the store sees it
+    if (store !== undefined && (qos > 0 || packet.retain)) message.ownPayload()
     const receivers = core.router.publish(message, this)
     // what may outlive this turn must not pin the socket chunk the payload is a view on
     if (qos > 0 || packet.retain || core.settings.queueQos0Messages) message.ownPayload()
     if (qos > 0) {
       const reason = this.protocolVersion === 5 && receivers === 0 ? ReasonCode.NoMatchingSubscribers : 0
-      this.write(encodeAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion, reason))
+      const ack = encodeAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion, reason)
+      // durable persistence: acknowledged only once on disk (group commit)
+      if (store !== undefined && store.durable) store.whenDurable(() => this.write(ack))
+      else this.write(ack)
     }
   }
 
@@ -684,14 +703,15 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       const options: SubscriptionOptions = {
         qos,
-        noLocal: v5 && sub.nl === true,
-        retainAsPublished: v5 && sub.rap === true,
+        noLocal: (v5 && sub.nl === true) || (this.bridge && !shared),
+        retainAsPublished: (v5 && sub.rap === true) || this.bridge,
         retainHandling: (v5 ? (sub.rh ?? 0) : 0) as 0 | 1 | 2,
         subscriptionId
       }
       // [MQTT-3.8.4-3] a repeated subscription replaces the old one
       const isNew = core.router.subscribe(session, filter, options)
       session.subscriptions.set(filter, options)
+      if (session.flow.observer !== undefined) core.store?.subscriptionSet(this.clientId, filter, options)
       this.log("subscribe", `${this.clientId} ${qos} ${filter}`)
       granted.push(qos)
       // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never; never for shared subscriptions
@@ -720,7 +740,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     for (const unmounted of packet.unsubscriptions) {
       const filter = isSharedFilterSyntax(unmounted) ? mountShared(unmounted, this.mount) : this.mount + unmounted
       const existed = session.subscriptions.delete(filter)
-      if (existed) this.core.router.unsubscribe(session, filter)
+      if (existed) {
+        this.core.router.unsubscribe(session, filter)
+        if (session.flow.observer !== undefined) this.core.store?.subscriptionDelete(this.clientId, filter)
+      }
       this.log("unsubscribe", `${this.clientId} ${filter}`)
       codes.push(existed ? ReasonCode.Success : ReasonCode.NoSubscriptionExisted)
     }
@@ -1051,6 +1074,23 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         } else {
           core.router.publish(message)
         }
+      }
+      if (core.sessions.get(session.clientId) === session && session.wire === undefined) {
+        const pending = session.pendingWill
+        core.persist(
+          session,
+          pending === undefined
+            ? undefined
+            : {
+                topic: pending.message.topic,
+                payload: pending.message.payload,
+                qos: pending.message.qos,
+                retain: pending.message.retain,
+                properties: pending.message.properties,
+                delayInterval: Math.max(0, Math.ceil((pending.at - core.now()) / 1000))
+              },
+          true
+        )
       }
       if (core.settings.connectionMessages) this.logClose(reason)
     }

@@ -5,6 +5,7 @@
  */
 import { Router } from "../routing/Router.js"
 import type { Log } from "../log/Log.js"
+import type { StoredWill, StoreWriter } from "../persistence/Persistence.js"
 import type { ClientAcl } from "../security/Auth.js"
 import { Message, type QoS } from "./Message.js"
 import type { FlowLimits, Outgoing } from "./OutboundFlow.js"
@@ -142,6 +143,30 @@ export class Core {
   readonly router: Router
   readonly sessions = new Map<string, Session>()
   readonly attached = new Map<string, AttachedConnection>()
+  /** the persistence store's writer, when persistence is on */
+  store: StoreWriter | undefined = undefined
+
+  /** Persistent sessions are recorded in the store; their flow tells it every change. */
+  persist(session: Session, will: StoredWill | undefined, offline: boolean): void {
+    const store = this.store
+    if (store === undefined) return
+    if (session.expiryInterval === 0) {
+      session.flow.observer = undefined
+      store.sessionDelete(session.clientId)
+      return
+    }
+    const clientId = session.clientId
+    store.sessionUpsert({ clientId, expiryInterval: session.expiryInterval, disconnectedAt: offline ? session.disconnectedAt : undefined, will })
+    session.flow.observer ??= {
+      queued: (out) => store.outboundQueue(clientId, out),
+      sent: (id, out) => store.outboundSend(clientId, id, out),
+      dequeued: (id) => store.outboundDequeue(clientId, id),
+      pubrec: (id) => store.outboundPubrec(clientId, id),
+      done: (id) => store.outboundDone(clientId, id),
+      cleared: () => store.outboundClear(clientId)
+    }
+  }
+
   /** the Authorization service's per-client checks; undefined: everything allowed */
   authorize: ((client: { readonly clientId: string; readonly username: string | undefined; readonly listenerPort: number }) => ClientAcl) | undefined =
     undefined
@@ -254,6 +279,8 @@ export class Core {
   }
 
   discardSession(session: Session): void {
+    session.flow.observer = undefined
+    this.store?.sessionDelete(session.clientId)
     // a will still waiting for its delay goes out when its session ends [MQTT-3.1.3-9]
     const will = session.pendingWill
     session.pendingWill = undefined

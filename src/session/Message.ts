@@ -65,6 +65,11 @@ export class Message {
     if (p.byteOffset !== 0 || p.buffer.byteLength !== p.length) this.payload = Buffer.from(p)
   }
 
+  /** The same topic with an empty payload: what clears a retained message. */
+  cleared(): Message {
+    return new Message(this.topic, Buffer.alloc(0), this.qos, true, undefined, this.origin, this.receivedAt)
+  }
+
   /** The message as it is stored retained or forwarded with another retain flag. */
   withRetain(retain: boolean): Message {
     if (retain === this.retain) return this

@@ -50,6 +50,17 @@ export interface OutboundSink {
 
 export type OfferResult = "sent" | "queued" | "dropped"
 
+/** Told of every change of the flow's state (the persistence store listens here). */
+export interface FlowObserver {
+  queued(out: Outgoing): void
+  sent(messageId: number, out: Outgoing): void
+  /** the head of the queue left it: in flight as `messageId`, or gone (0) */
+  dequeued(messageId: number): void
+  pubrec(messageId: number): void
+  done(messageId: number): void
+  cleared(): void
+}
+
 export interface FlowLimits {
   /** `max_inflight_messages`; 0 = unlimited */
   readonly maxInflight: number
@@ -74,6 +85,21 @@ export class OutboundFlow {
   queuedBytes = 0
   /** messages dropped because the queue was full (for $SYS and logs) */
   dropped = 0
+  /** persistence: told of every change */
+  observer: FlowObserver | undefined = undefined
+
+  /** Rebuild from a store at start: in-flight entries in their order, the queue, and packet ids after the highest in use. */
+  restore(inflight: ReadonlyArray<InflightEntry>, queue: ReadonlyArray<Outgoing>): void {
+    for (const e of inflight) {
+      this.inflight.set(e.messageId, { ...e })
+      this.inflightBytes += e.message.payload.length
+      if (e.messageId > this.lastId) this.lastId = e.messageId
+    }
+    for (const q of queue) {
+      this.queue.push(q)
+      this.queuedBytes += q.message.payload.length
+    }
+  }
 
   constructor(public limits: FlowLimits) {}
 
@@ -100,6 +126,7 @@ export class OutboundFlow {
   private enqueue(out: Outgoing): void {
     this.queue.push(out)
     this.queuedBytes += out.message.payload.length
+    this.observer?.queued(out)
   }
 
   /**
@@ -125,7 +152,8 @@ export class OutboundFlow {
       return "queued"
     }
     if (online && this.queued === 0 && this.windowOpen()) {
-      this.send(out, sink)
+      const id = this.send(out, sink)
+      this.observer?.sent(id, out)
       return "sent"
     }
     if (this.queueFull()) {
@@ -146,7 +174,7 @@ export class OutboundFlow {
     return id
   }
 
-  private send(out: Outgoing, sink: OutboundSink): void {
+  private send(out: Outgoing, sink: OutboundSink): number {
     const messageId = this.nextId()
     this.inflightBytes += out.message.payload.length
     this.inflight.set(messageId, {
@@ -159,6 +187,7 @@ export class OutboundFlow {
       state: out.qos === 1 ? "await-puback" : "await-pubrec"
     })
     sink.publish(out, messageId, false)
+    return messageId
   }
 
   /** Move queued messages into the window (call when online). */
@@ -169,9 +198,15 @@ export class OutboundFlow {
       this.queue[this.queueHead] = undefined as unknown as Outgoing
       this.queueHead++
       this.queuedBytes -= next.message.payload.length
-      if (sink.accepts !== undefined && !sink.accepts(next)) this.dropped++
-      else if (next.qos === 0) sink.publish(next, 0, false)
-      else this.send(next, sink)
+      if (sink.accepts !== undefined && !sink.accepts(next)) {
+        this.dropped++
+        this.observer?.dequeued(0)
+      } else if (next.qos === 0) {
+        sink.publish(next, 0, false)
+        this.observer?.dequeued(0)
+      } else {
+        this.observer?.dequeued(this.send(next, sink))
+      }
     }
     if (this.queueHead === this.queue.length) {
       this.queue.length = 0
@@ -188,6 +223,7 @@ export class OutboundFlow {
     if (entry === undefined || entry.state !== "await-puback") return false
     this.inflight.delete(messageId)
     this.inflightBytes -= entry.message.payload.length
+    this.observer?.done(messageId)
     if (online) this.pump(sink)
     return true
   }
@@ -199,6 +235,7 @@ export class OutboundFlow {
   onPubrec(messageId: number, sink: OutboundSink): boolean {
     const entry = this.inflight.get(messageId)
     if (entry === undefined || entry.state === "await-puback") return false
+    if (entry.state !== "await-pubcomp") this.observer?.pubrec(messageId)
     entry.state = "await-pubcomp"
     sink.pubrel(messageId)
     return true
@@ -210,6 +247,7 @@ export class OutboundFlow {
     if (entry === undefined || entry.state !== "await-pubrec") return false
     this.inflight.delete(messageId)
     this.inflightBytes -= entry.message.payload.length
+    this.observer?.done(messageId)
     if (online) this.pump(sink)
     return true
   }
@@ -220,6 +258,7 @@ export class OutboundFlow {
     if (entry === undefined || entry.state !== "await-pubcomp") return false
     this.inflight.delete(messageId)
     this.inflightBytes -= entry.message.payload.length
+    this.observer?.done(messageId)
     if (online) this.pump(sink)
     return true
   }
@@ -239,6 +278,7 @@ export class OutboundFlow {
 
   /** The session goes offline: QoS 0 messages are not kept unless queued by option. */
   clear(): void {
+    if (this.inflight.size > 0 || this.queued > 0) this.observer?.cleared()
     this.inflight.clear()
     this.queue.length = 0
     this.queueHead = 0

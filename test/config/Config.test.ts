@@ -469,14 +469,14 @@ describe("file format", () => {
     expect(c.listeners[0].tls).toMatchObject({ certfile: "/etc/cert.pem", keyfile: "/etc/key.pem" })
   })
 
-  it("bridges: options need a connection first; then they are recognised but not yet supported", () => {
+  it("bridges: options need a connection first; supported ones are not warned about, unsupported ones are", () => {
     expect(fails("address 10.0.0.1:1883\nconnection\n")).toEqual([
       "t.conf:1 address: invalid bridge configuration: this option must follow a connection line",
       "t.conf:2 connection: missing bridge name"
     ])
-    const c = ok("connection upstream\naddress 10.0.0.1:1883\ntopic # both 0\n")
-    expect(c.warnings).toHaveLength(3)
-    expect(c.warnings[2]).toBe("t.conf:3 topic: not supported yet by Midge")
+    const c = ok("connection upstream\naddress 10.0.0.1:1883\ntopic # both 0\nbridge_tcp_keepalive 1 2 3\n")
+    expect(c.warnings).toEqual(["t.conf:4 bridge_tcp_keepalive: not supported yet by Midge"])
+    expect(c.directives.map((d) => d.option)).toEqual(["connection", "address", "topic", "bridge_tcp_keepalive"])
   })
 
   it("plugin options need a plugin first; auth_opt_/plugin_opt_ match by prefix", () => {

@@ -73,6 +73,6 @@ describe("metrics_listener (Midge-only)", () => {
   )
 
   it("is listed as a known option with status Midge-only", () => {
-    expect(knownOptions.filter((o) => o.status === "Midge-only")).toEqual([{ name: "metrics_listener", status: "Midge-only" }])
+    expect(knownOptions.filter((o) => o.status === "Midge-only")).toContainEqual({ name: "metrics_listener", status: "Midge-only" })
   })
 })

@@ -384,6 +384,10 @@ export const GlobalSection = Schema.Struct({
   persistenceLocation: opt("persistence_location", once(Str)),
   persistenceFile: def("persistence_file", once(Str), "mosquitto.db"),
   autosaveInterval: def("autosave_interval", last(Int({ adjust: (n) => (n < 0 ? 0 : n) })), 1800),
+  autosaveOnChanges: def("autosave_on_changes", last(Bool), false),
+  // Midge-only: acknowledge QoS 1 / 2 only once on disk; what to do with a damaged store
+  persistenceDurable: def("persistence_durable", last(Bool), false),
+  persistenceOnCorrupt: def("persistence_on_corrupt", last(Enum(["recover", "refuse"] as const)), "recover" as "recover" | "refuse"),
   pidFile: opt("pid_file", once(Str)),
   // conf.c frees the previous value: the last one wins
   user: def("user", last(Str), "mosquitto"),

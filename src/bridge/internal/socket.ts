@@ -1,0 +1,153 @@
+/**
+ * The bridge's socket to the remote broker: TCP, or TLS as Mosquitto's
+ * bridges do it (lib/net_mosq.c, client side): TLS when `bridge_cafile`,
+ * `bridge_capath` or `bridge_psk` is set; the remote certificate is verified
+ * against those CAs and, unless `bridge_insecure`, its host name;
+ * `bridge_certfile` / `bridge_keyfile` for a client certificate;
+ * `bridge_tls_version` is the minimum version; `bridge_alpn`; TLS-PSK with
+ * `bridge_identity` / `bridge_psk`. Files are read at each connection attempt,
+ * so renewed certificates are picked up, and a missing file is a failed
+ * attempt (retried as `restart_timeout` says), as in Mosquitto.
+ */
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as path from "node:path"
+import * as tls from "node:tls"
+import { Data, Duration, Effect, type Scope } from "effect"
+import type { BridgeAddress, BridgeTls } from "./config.js"
+
+export class SocketError extends Data.TaggedError("SocketError")<{
+  readonly reason: "Connect" | "Tls" | "Timeout"
+  readonly message: string
+}> {}
+
+const VERSIONS: Readonly<Record<string, tls.SecureVersion>> = { "tlsv1.3": "TLSv1.3", "tlsv1.2": "TLSv1.2", "tlsv1.1": "TLSv1.1" }
+
+const CERT_BEGIN = "-----BEGIN CERTIFICATE-----"
+
+const readFile = (option: string, file: string): string => {
+  try {
+    return fs.readFileSync(file, "utf8")
+  } catch (e) {
+    throw new SocketError({ reason: "Tls", message: `${option}: unable to read "${file}": ${(e as Error).message}` })
+  }
+}
+
+/** Every PEM certificate file of a `bridge_capath` directory (openssl rehash links included, once). */
+const readCapath = (dir: string): Array<string> => {
+  let names: Array<string>
+  try {
+    names = fs.readdirSync(dir).sort()
+  } catch (e) {
+    throw new SocketError({ reason: "Tls", message: `bridge_capath: unable to read "${dir}": ${(e as Error).message}` })
+  }
+  const out = new Set<string>()
+  for (const name of names) {
+    try {
+      const file = path.join(dir, name)
+      if (!fs.statSync(file).isFile()) continue
+      const text = fs.readFileSync(file, "utf8")
+      if (text.includes(CERT_BEGIN)) out.add(text)
+    } catch {
+      // unreadable entries are skipped, as OpenSSL's lookup does
+    }
+  }
+  return [...out]
+}
+
+/** The node:tls client options for a bridge's TLS settings (reads the files; throws SocketError). */
+export const tlsOptions = (t: BridgeTls, host: string): tls.ConnectionOptions => {
+  const options: tls.ConnectionOptions = {
+    rejectUnauthorized: true,
+    minVersion: VERSIONS[t.version ?? "tlsv1.2"],
+    maxVersion: "TLSv1.3"
+  }
+  if (net.isIP(host) === 0) options.servername = host
+  if (t.psk !== undefined && t.pskIdentity !== undefined) {
+    const key = Buffer.from(t.psk, "hex")
+    const identity = t.pskIdentity
+    options.pskCallback = () => ({ psk: key, identity })
+    // Node negotiates TLS-PSK with TLS 1.2 cipher suites only; its default list excludes them
+    options.maxVersion = "TLSv1.2"
+    options.ciphers = t.ciphers ?? "PSK"
+    options.checkServerIdentity = () => undefined
+  } else {
+    const ca: Array<string> = []
+    if (t.cafile !== undefined) ca.push(readFile("bridge_cafile", t.cafile))
+    if (t.capath !== undefined) ca.push(...readCapath(t.capath))
+    options.ca = ca
+    if (t.certfile !== undefined && t.keyfile !== undefined) {
+      options.cert = readFile("bridge_certfile", t.certfile)
+      options.key = readFile("bridge_keyfile", t.keyfile)
+    }
+    if (t.ciphers !== undefined || t.ciphersTls13 !== undefined) {
+      const defaults = tls.DEFAULT_CIPHERS.split(":")
+      const v13 = t.ciphersTls13 ?? defaults.filter((c) => c.startsWith("TLS_")).join(":")
+      const v12 = t.ciphers ?? defaults.filter((c) => !c.startsWith("TLS_")).join(":")
+      options.ciphers = `${v13}:${v12}`
+    }
+    // bridge_insecure: the chain is still verified, the host name is not
+    if (t.insecure) options.checkServerIdentity = () => undefined
+  }
+  if (t.alpn !== undefined) options.ALPNProtocols = [t.alpn]
+  return options
+}
+
+/**
+ * Open a connection to `address` (TLS when `t` is set), released with the
+ * scope (destroyed: no DISCONNECT, so the remote publishes the bridge's will).
+ * Fails with a SocketError after `timeoutMs`.
+ */
+export const openSocket = (
+  address: BridgeAddress,
+  t: BridgeTls | undefined,
+  bindAddress: string | undefined,
+  timeoutMs: number
+): Effect.Effect<net.Socket, SocketError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<net.Socket, SocketError>((resume) => {
+      let socket: net.Socket
+      try {
+        const base = { host: address.host, port: address.port, ...(bindAddress !== undefined ? { localAddress: bindAddress } : {}) }
+        socket = t === undefined ? net.connect(base) : tls.connect({ ...base, ...tlsOptions(t, address.host) })
+      } catch (e) {
+        resume(Effect.fail(e instanceof SocketError ? e : new SocketError({ reason: "Tls", message: (e as Error).message })))
+        return
+      }
+      socket.setNoDelay(true)
+      const onError = (e: Error) => {
+        socket.destroy()
+        resume(Effect.fail(new SocketError({ reason: t === undefined ? "Connect" : "Tls", message: e.message })))
+      }
+      socket.once("error", onError)
+      socket.once(t === undefined ? "connect" : "secureConnect", () => {
+        socket.off("error", onError)
+        resume(Effect.succeed(socket))
+      })
+      return Effect.sync(() => socket.destroy())
+    }).pipe(
+      Effect.timeoutFail({
+        duration: Duration.millis(timeoutMs),
+        onTimeout: () => new SocketError({ reason: "Timeout", message: `no connection to ${address.host}:${address.port} within ${timeoutMs} ms` })
+      })
+    ),
+    (socket) => Effect.sync(() => socket.destroy())
+  )
+
+/** Can a TCP connection to `address` be opened now? (The primary-address probe of round_robin false.) */
+export const probe = (address: BridgeAddress, bindAddress: string | undefined, timeoutMs: number): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    const socket = net.connect({ host: address.host, port: address.port, ...(bindAddress !== undefined ? { localAddress: bindAddress } : {}) })
+    const done = (ok: boolean) => {
+      clearTimeout(timer)
+      socket.destroy()
+      resume(Effect.succeed(ok))
+    }
+    const timer = setTimeout(() => done(false), timeoutMs)
+    socket.once("connect", () => done(true))
+    socket.once("error", () => done(false))
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      socket.destroy()
+    })
+  })

@@ -1,0 +1,129 @@
+/**
+ * Persistence through the daemon: retained messages, a persistent session's
+ * subscription and queued messages survive a restart (SIGTERM) and, in
+ * durable mode, a kill -9 loses no acknowledged QoS 1 message.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import mqtt from "mqtt"
+import { collect, connectClient, connectCollecting, publish, spawnScoped, subscribe, waitFor } from "./harness.js"
+
+const main = path.resolve(__dirname, "../../dist/main.js")
+
+const freePort = Effect.promise(
+  () =>
+    new Promise<number>((resolve) => {
+      const s = net.createServer()
+      s.listen(0, "127.0.0.1", () => {
+        const port = (s.address() as net.AddressInfo).port
+        s.close(() => resolve(port))
+      })
+    })
+)
+
+const canConnect = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const s = net.connect({ port, host: "127.0.0.1" })
+    s.once("connect", () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once("error", () => resolve(false))
+  })
+
+const listening = (port: number) =>
+  Effect.promise(async () => {
+    const start = Date.now()
+    while (!(await canConnect(port))) {
+      if (Date.now() - start > 15_000) throw new Error(`the daemon did not listen on ${port}`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  })
+
+const daemon = (conf: string) =>
+  Effect.gen(function* () {
+    const d = yield* spawnScoped("node", [main, "-c", conf])
+    return d
+  })
+
+describe("persistence through the daemon", () => {
+  it.scopedLive("retained messages and a persistent session's subscription and queue survive a restart", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-persist-"))
+      const conf = path.join(dir, "mosquitto.conf")
+      fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location ${dir}\n`)
+      const first = yield* daemon(conf)
+      yield* listening(port)
+      const url = `mqtt://127.0.0.1:${port}`
+      const keeper = yield* connectClient(url, { clientId: "keeper", clean: false })
+      yield* subscribe(keeper, "kept/#", { qos: 1 })
+      yield* Effect.promise(() => keeper.endAsync())
+      const pub = yield* connectClient(url)
+      yield* publish(pub, "kept/retained", "still here", { qos: 1, retain: true })
+      for (let i = 0; i < 5; i++) yield* publish(pub, "kept/queue", `q${i}`, { qos: 1 })
+      yield* Effect.promise(() => pub.endAsync())
+      first.child.kill("SIGTERM")
+      yield* waitFor(() => first.out.exited, "the first daemon to stop", 15_000)
+      expect(first.out.code).toBe(0)
+
+      const second = yield* daemon(conf)
+      yield* listening(port)
+      expect(second.out.stderr).toMatch(/Restored 1 retained messages and 1 sessions/)
+      const back = yield* connectCollecting(url, { clientId: "keeper", clean: false })
+      expect(back.sessionPresent).toBe(true)
+      yield* waitFor(() => back.got.length === 6, "the queued messages and the retained one")
+      expect(back.got.filter((m) => m.topic === "kept/queue").map((m) => m.payload)).toEqual(["q0", "q1", "q2", "q3", "q4"])
+      const late = yield* connectClient(url)
+      const lateGot = collect(late)
+      yield* subscribe(late, "kept/retained", { qos: 1 })
+      yield* waitFor(() => lateGot.length === 1, "the retained message after the restart")
+      expect(lateGot[0]).toMatchObject({ payload: "still here", retain: true })
+    })
+  )
+
+  it.scopedLive("persistence_durable: a kill -9 under QoS 1 load loses no acknowledged message", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-durable-"))
+      const conf = path.join(dir, "mosquitto.conf")
+      fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location ${dir}\npersistence_durable true\n`)
+      const first = yield* daemon(conf)
+      yield* listening(port)
+      const url = `mqtt://127.0.0.1:${port}`
+      const sink = yield* connectClient(url, { clientId: "sink", clean: false })
+      yield* subscribe(sink, "load", { qos: 1 })
+      yield* Effect.promise(() => sink.endAsync())
+      // publish as fast as acks come; count what was acknowledged, kill -9 in the middle
+      const acked = new Set<number>()
+      const pub = mqtt.connect(url, { reconnectPeriod: 0 })
+      yield* Effect.promise(() => new Promise((r) => pub.once("connect", r)))
+      let i = 0
+      const pump = () => {
+        if (i >= 3000) return
+        const n = i++
+        pub.publish("load", String(n), { qos: 1 }, (error) => {
+          if (error !== undefined && error !== null) return // the broker is gone
+          acked.add(n)
+          pump()
+        })
+      }
+      for (let k = 0; k < 20; k++) pump()
+      yield* waitFor(() => acked.size >= 500, "500 acknowledged messages", 20_000)
+      first.child.kill("SIGKILL")
+      yield* waitFor(() => first.out.exited, "the kill", 10_000)
+      pub.end(true)
+      const ackedNow = new Set(acked)
+
+      yield* daemon(conf)
+      yield* listening(port)
+      const back = yield* connectCollecting(url, { clientId: "sink", clean: false })
+      yield* waitFor(() => [...ackedNow].every((n) => back.got.some((m) => m.payload === String(n))), "every acknowledged message", 30_000)
+      expect(ackedNow.size).toBeGreaterThanOrEqual(500)
+    })
+  )
+})
