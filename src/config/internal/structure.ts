@@ -160,8 +160,7 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
         push(global, d)
         break
       default:
-        // bridge options are decoded by src/bridge from the directives; a "not yet" one was reported above
-        if (spec.status === "not yet") break
+        // bridge options are decoded by src/bridge from the directives ("not yet" ones were reported above)
         if (spec.scope !== "bridge" && spec.scope !== "bridge-start") warnings.push(problem(d, NOT_YET))
     }
   }
