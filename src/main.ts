@@ -6,13 +6,14 @@
  * clients get DISCONNECT 0x8B, the pid file is removed, the process exits 0.
  */
 import { runMain } from "@effect/platform-node/NodeRuntime"
-import { Context, Effect, Either, Layer, Stream } from "effect"
+import { Context, Effect, Either, Layer, Option, Stream } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
 import { Log, logTopic, stderrSink, syslogSeverity, type LogSink } from "./log/Log.js"
-import { layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
+import { Authentication, Authorization, layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
+import { DynamicSecurity, layerFromConfig as dynsecLayerFromConfig } from "./security/DynamicSecurity.js"
 import { Bridge } from "./bridge/Bridge.js"
 import { layerFile } from "./persistence/FilePersistence.js"
 import { Metrics } from "./sys/Metrics.js"
@@ -148,10 +149,12 @@ const main = Effect.gen(function* () {
         )
       }
       // Mosquitto's file-based security: allow_anonymous, password_file, acl_file, clientid_prefixes
-      const security = yield* Layer.build(
-        layerFromConfig({ ...optionsFromConfig(config), onWarning: (message) => log.warning(`Warning: ${message}`) })
-      )
-      const files = Context.get(security, SecurityFiles)
+      // or the dynamic security plugin's equivalent, when a `plugin` line names it
+      const dynsec = dynsecLayerFromConfig(config, (message) => log.warning(`Warning: ${message}`))
+      const security = Option.isSome(dynsec)
+        ? yield* Layer.build(dynsec.value)
+        : yield* Layer.build(layerFromConfig({ ...optionsFromConfig(config), onWarning: (message) => log.warning(`Warning: ${message}`) }))
+      const files = Option.isSome(dynsec) ? SecurityFiles.none : Context.get(security as Context.Context<SecurityFiles>, SecurityFiles)
       // persistence: Midge's crash-safe store at persistence_location / persistence_file
       const store = config.persistence
         ? yield* Layer.build(
@@ -165,8 +168,12 @@ const main = Effect.gen(function* () {
             })
           )
         : Context.empty()
-      const broker = yield* Broker.make(brokerOptionsFromConfig(config, log)).pipe(Effect.provide(Context.merge(security, store)))
+      const broker = yield* Broker.make(brokerOptionsFromConfig(config, log)).pipe(Effect.provide(Context.merge(security as Context.Context<Authentication | Authorization>, store)))
       if (bridges.length > 0) yield* Bridge.make(bridges).pipe(Effect.provideService(Broker, broker))
+      if (Option.isSome(dynsec)) {
+        // $CONTROL/dynamic-security/v1 requests, answered on .../response
+        yield* DynamicSecurity.start.pipe(Effect.provide(security as Context.Context<DynamicSecurity>), Effect.provideService(Broker, broker))
+      }
       // $SYS topics every sys_interval seconds, and the Midge-only Prometheus endpoint
       yield* SysTopics.make({ interval: config.sysInterval, version: VERSION }).pipe(Effect.provideService(Broker, broker))
       if (config.metricsListener !== undefined) {

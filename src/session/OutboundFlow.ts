@@ -205,7 +205,9 @@ export class OutboundFlow {
         sink.publish(next, 0, false)
         this.observer?.dequeued(0)
       } else {
-        this.observer?.dequeued(this.send(next, sink))
+        // (not `observer?.dequeued(this.send(...))`: optional chaining would skip the send itself)
+        const id = this.send(next, sink)
+        this.observer?.dequeued(id)
       }
     }
     if (this.queueHead === this.queue.length) {

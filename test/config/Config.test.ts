@@ -481,7 +481,8 @@ describe("file format", () => {
 
   it("plugin options need a plugin first; auth_opt_/plugin_opt_ match by prefix", () => {
     expect(fails("plugin_opt_x 1\n")).toEqual(["t.conf:1 plugin_opt_x: this option must follow a plugin line"])
-    expect(ok("plugin /usr/lib/p.so\nplugin_opt_key value\nauth_opt_other v\n").warnings).toHaveLength(3)
+    // plugin / plugin_opt_* are read (the dynamic security plugin is built in); auth_opt_* is not yet
+    expect(ok("plugin /usr/lib/p.so\nplugin_opt_key value\nauth_opt_other v\n").warnings).toEqual(["t.conf:3 auth_opt_other: not supported yet by Midge"])
     expect(fails("plugin /p.so\nplugin_opt_ x\n")).toEqual(["t.conf:2 plugin_opt_: unknown option"])
   })
 

@@ -161,7 +161,8 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
         break
       default:
         // bridge options are decoded by src/bridge from the directives ("not yet" ones were reported above)
-        if (spec.scope !== "bridge" && spec.scope !== "bridge-start") warnings.push(problem(d, NOT_YET))
+        // plugin options: the built-in dynamic security reads them (and warns about other plugins)
+        if (spec.scope !== "bridge" && spec.scope !== "bridge-start" && spec.scope !== "plugin-option") warnings.push(problem(d, NOT_YET))
     }
   }
 
