@@ -1,0 +1,128 @@
+// Starting and stopping the brokers under test: each a fresh process per scenario run, on
+// 127.0.0.1, with `ulimit -n` raised to the hard limit, its own PID (the shell execs it, so
+// /proc/<pid> is the broker's), stopped by PID: TERM, then KILL after 5 s.
+import { spawn, execFileSync } from 'node:child_process'
+import { existsSync, openSync, closeSync, writeFileSync, readFileSync } from 'node:fs'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { alive, listening } from './proc.mjs'
+
+const HERE = dirname(fileURLToPath(import.meta.url))
+export const ROOT = join(HERE, '..', '..')
+
+/**
+ * Mosquitto's settings, as mqload's compare.sh but for logging: Mosquitto keeps its default
+ * log types (error, warning, notice, information: three lines per client), as Midge does
+ * when started with `-p PORT` (see docs/benchmarks.md).
+ */
+export const mosquittoConf = (port, maxQueued) =>
+  [
+    `listener ${port} 127.0.0.1`,
+    'allow_anonymous true',
+    'persistence false',
+    'log_dest stderr',
+    // raised from the default 1000 for fan-in / fan-out backlogs, kept below 65,535: mosquitto
+    // 2.0.11 assigns the packet id when it queues, and reuses ids of unfinished QoS 2 flows beyond
+    `max_queued_messages ${maxQueued}`,
+    ''
+  ].join('\n')
+
+/** What can run here, and the versions for the report. */
+export const brokerInfo = (opts) => {
+  const info = {}
+  const midgeMain = opts.midge
+  info.midge = existsSync(midgeMain)
+    ? { ok: true, version: JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version, cmd: `node ${midgeMain === join(ROOT, 'dist', 'main.js') ? 'dist/main.js' : midgeMain} -p PORT` }
+    : { ok: false, note: `${midgeMain} missing: run \`npm run build\`` }
+  if (existsSync(opts.mosquitto)) {
+    let out = ''
+    try {
+      out = execFileSync(opts.mosquitto, ['-h'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    } catch (e) {
+      out = `${e.stdout}${e.stderr}` // `mosquitto -h` exits with status 3
+    }
+    const version = /mosquitto version (\S+)/.exec(out)?.[1] ?? 'unknown'
+    info.mosquitto = { ok: true, version, cmd: `${opts.mosquitto} -c <generated conf>` }
+  } else {
+    info.mosquitto = { ok: false, note: `${opts.mosquitto} not found: skipped (apt-get install mosquitto, or MOSQUITTO=path)` }
+  }
+  try {
+    const v = JSON.parse(readFileSync(join(ROOT, 'node_modules', 'aedes', 'package.json'), 'utf8')).version
+    info.aedes = { ok: true, version: v, cmd: 'node bench/aedes-server.mjs -p PORT' }
+  } catch {
+    info.aedes = { ok: false, note: 'node_modules/aedes missing: run `npm ci`' }
+  }
+  return info
+}
+
+let nextPort = 0
+/** The next port of the range that nothing listens on. */
+export const pickPort = (opts) => {
+  if (nextPort < opts.portFirst || nextPort > opts.portLast) nextPort = opts.portFirst
+  for (let tries = 0; tries <= opts.portLast - opts.portFirst; tries++) {
+    const p = nextPort
+    nextPort = nextPort >= opts.portLast ? opts.portFirst : nextPort + 1
+    if (!listening(p)) return p
+  }
+  throw new Error(`no free port in ${opts.portFirst}-${opts.portLast}`)
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+/** Start a broker; resolves once it listens (bounded: 15 s). */
+export const startBroker = async (name, port, opts, outDir, tag) => {
+  let cmd
+  let args
+  switch (name) {
+    case 'midge':
+      cmd = process.execPath
+      args = [opts.midge, '-p', String(port)]
+      break
+    case 'mosquitto': {
+      const conf = join(outDir, `mosquitto-${port}.conf`)
+      writeFileSync(conf, mosquittoConf(port, opts.mosqMaxQueued))
+      cmd = opts.mosquitto
+      args = ['-c', conf]
+      break
+    }
+    case 'aedes':
+      cmd = process.execPath
+      args = [join(ROOT, 'bench', 'aedes-server.mjs'), '-p', String(port)]
+      break
+    default:
+      throw new Error(`unknown broker ${name}`)
+  }
+  const log = join(outDir, `${tag}.broker.log`)
+  const fd = openSync(log, 'a')
+  const child = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', cmd, ...args], {
+    stdio: ['ignore', fd, fd],
+    cwd: ROOT
+  })
+  closeSync(fd)
+  const exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })))
+  const broker = { name, port, pid: child.pid, child, exited, log, dead: false }
+  child.once('exit', () => (broker.dead = true))
+  for (let i = 0; i < 300; i++) {
+    if (broker.dead || !alive(child.pid)) throw new Error(`${name} exited at start (see ${log})`)
+    if (listening(port)) return broker
+    await sleep(50)
+  }
+  await stopBroker(broker)
+  throw new Error(`${name} did not listen on ${port} within 15 s`)
+}
+
+/** TERM, then KILL after 5 s; by PID only. */
+export const stopBroker = async (broker) => {
+  if (broker.dead) return broker.exited
+  try {
+    process.kill(broker.pid, 'SIGTERM')
+  } catch {}
+  const t = setTimeout(() => {
+    try {
+      process.kill(broker.pid, 'SIGKILL')
+    } catch {}
+  }, 5000)
+  const r = await broker.exited
+  clearTimeout(t)
+  return r
+}
