@@ -7,13 +7,17 @@
 // shows medians over repetitions; lost / dup / out-of-order are the worst run.
 //
 // Environment (all optional):
-//   BENCH_QUICK=1            smoke run: 1 repetition, 2 s windows, 2,000 connections (~1.5 min)
+//   BENCH_QUICK=1            smoke run: 1 repetition, 1 s windows, 1,000 connections (~1.5 min)
 //   BENCH_SCENARIOS="fanin_q0 latency_q1"   (default: fanin_q0 fanin_q1 fanin_q2 fanout_q0
 //                            latency_q1 slow_sub conns_10k conns_10k_sub; also fanout_q1, slow_sub_q1)
 //   BENCH_BROKERS="midge mosquitto aedes"   BENCH_REPS=3   BENCH_DUR=4 (s)   BENCH_WARMUP=1 (s)
 //   BENCH_DRAIN=10 (s, max)  BENCH_HOLD=2 (s)  BENCH_CONNS=10000  BENCH_MOSQ_MAX_QUEUED=60000
 //   BENCH_PORT_FIRST=32000 BENCH_PORT_LAST=32999   MOSQUITTO=/usr/sbin/mosquitto
+//   BENCH_AHEAD=N            QoS 0 "as fast as allowed": messages a publisher may be ahead of its
+//                            subscribers (default 2,000 per publisher in fan-in, 1,000 in fan-out)
+//   MIDGE=dist/main.js       the Midge entry point to run (e.g. a build of another commit)
 //   BENCH_OUT=bench/results/<timestamp>   (raw.jsonl, table.md, broker and generator logs)
+// See docs/benchmarks.md for what each scenario measures and how.
 import { mkdirSync, writeFileSync, appendFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { brokerInfo, pickPort, ROOT, startBroker, stopBroker } from './lib/brokers.mjs'
