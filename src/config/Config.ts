@@ -13,6 +13,7 @@
  * not Mosquitto's is an error, as in Mosquitto. See docs/configuration.md.
  */
 import { Effect, Either, Schema } from "effect"
+import type { TlsListenerOptions } from "../transport/tls.js"
 import { type CommandLine, parseArgs, usage as usageText } from "./internal/cli.js"
 import { type Directive, lexMain, type Problem, readConfigFile, readProblem } from "./internal/lexer.js"
 import { optionSpecs, type Status } from "./internal/options.js"
@@ -61,21 +62,8 @@ export interface ListenerConfig {
   readonly httpDir: string | undefined
 }
 
-export interface ListenerTls {
-  readonly cafile?: string | undefined
-  readonly capath?: string | undefined
-  readonly certfile?: string | undefined
-  readonly keyfile?: string | undefined
-  readonly requireCertificate?: boolean | undefined
-  readonly crlfile?: string | undefined
-  readonly tlsVersion?: string | undefined
-  readonly ciphers?: string | undefined
-  readonly ciphersTls13?: string | undefined
-  readonly pskHint?: string | undefined
-  readonly pskFile?: string | undefined
-  readonly useIdentityAsUsername?: boolean | undefined
-  readonly useSubjectAsUsername?: boolean | undefined
-}
+/** The TLS / TLS-PSK options of a listener: the transport's own option type. */
+export type ListenerTls = TlsListenerOptions
 
 export interface BrokerConfig {
   readonly listeners: ReadonlyArray<ListenerConfig>
