@@ -161,9 +161,16 @@ describe("midge pub / sub against Debian's mosquitto", () => {
       yield* Effect.sleep("300 millis")
       expect((yield* midge("pub", ["-p", pskPort, "--psk", "deadbeef00112233", "--psk-identity", "ident", "-t", "psk", "-m", "pre-shared"]))).toMatchObject({ code: 0, stderr: "" })
       const bad = ["-p", pskPort, "--psk", "deadbeef00112234", "--psk-identity", "ident", "-t", "psk", "-m", "x"]
+      // mosquitto_pub itself fails one of two ways, depending on whether the handshake
+      // failure surfaces in connect (exit 1) or in the network loop (exit 8, MOSQ_ERR_TLS):
+      // seen 10 and 5 times in 15 runs here. Ours must be one of them, text and code together.
+      const outcomes = [
+        { code: 1, stderr: "Unable to connect (A TLS error occurred.).\n" },
+        { code: 8, stderr: "Error: A TLS error occurred.\n" }
+      ]
       const [theirs, ours] = yield* Effect.all([run("mosquitto_pub", bad), midge("pub", bad)], { concurrency: 2 })
-      expect(ours.code).toBe(theirs.code)
-      expect(ours.stderr).toBe(theirs.stderr)
+      expect(outcomes).toContainEqual({ code: theirs.code, stderr: theirs.stderr })
+      expect(outcomes).toContainEqual({ code: ours.code, stderr: ours.stderr })
       yield* waitFor(() => sub.out.exited, "the message", 10_000)
       expect(sub.out.stdout).toBe("psk pre-shared\n")
     })
