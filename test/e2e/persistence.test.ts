@@ -1,10 +1,13 @@
 /**
- * Persistence through the daemon: retained messages, a persistent session's
- * subscription and queued messages survive a restart (SIGTERM) and, in
- * durable mode, a kill -9 loses no acknowledged QoS 1 message.
+ * Persistence through the daemon (src/main.ts, bundled with esbuild so the
+ * test runs the sources, not whatever dist/ holds): retained messages, a
+ * persistent session's subscription and queued messages survive a restart
+ * (SIGTERM) and, in durable mode, a kill -9 loses no acknowledged QoS 1
+ * message.
  */
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { build } from "esbuild"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -12,7 +15,22 @@ import * as path from "node:path"
 import mqtt from "mqtt"
 import { collect, connectClient, connectCollecting, publish, spawnScoped, subscribe, waitFor } from "./harness.js"
 
-const main = path.resolve(__dirname, "../../dist/main.js")
+const root = fs.mkdtempSync(path.join(os.tmpdir(), "midge-persist-e2e-"))
+const main = path.join(root, "main.mjs")
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
+beforeAll(async () => {
+  await build({
+    entryPoints: [path.resolve(__dirname, "../../src/main.ts")],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile: main,
+    logLevel: "warning",
+    // CommonJS dependencies (mqtt-packet, ws) require Node's modules
+    banner: { js: "import { createRequire as __midgeRequire } from 'node:module'; const require = __midgeRequire(import.meta.url);" }
+  })
+})
 
 const freePort = Effect.promise(
   () =>
@@ -39,14 +57,15 @@ const listening = (port: number) =>
   Effect.promise(async () => {
     const start = Date.now()
     while (!(await canConnect(port))) {
-      if (Date.now() - start > 15_000) throw new Error(`the daemon did not listen on ${port}`)
+      // a loaded machine can take seconds to load the daemon's modules
+      if (Date.now() - start > 30_000) throw new Error(`the daemon did not listen on ${port}`)
       await new Promise((r) => setTimeout(r, 50))
     }
   })
 
 const daemon = (conf: string) =>
   Effect.gen(function* () {
-    const d = yield* spawnScoped("node", [main, "-c", conf])
+    const d = yield* spawnScoped(process.execPath, [main, "-c", conf])
     return d
   })
 
@@ -83,7 +102,8 @@ describe("persistence through the daemon", () => {
       yield* subscribe(late, "kept/retained", { qos: 1 })
       yield* waitFor(() => lateGot.length === 1, "the retained message after the restart")
       expect(lateGot[0]).toMatchObject({ payload: "still here", retain: true })
-    })
+    }),
+    60_000
   )
 
   it.scopedLive("persistence_durable: a kill -9 under QoS 1 load loses no acknowledged message", () =>
@@ -124,6 +144,7 @@ describe("persistence through the daemon", () => {
       const back = yield* connectCollecting(url, { clientId: "sink", clean: false })
       yield* waitFor(() => [...ackedNow].every((n) => back.got.some((m) => m.payload === String(n))), "every acknowledged message", 30_000)
       expect(ackedNow.size).toBeGreaterThanOrEqual(500)
-    })
+    }),
+    60_000
   )
 })

@@ -430,6 +430,42 @@ describe("file store: formats", () => {
     })
   )
 
+  it.live("a store of format version 1 with shared subscription groups (optional trailing fields) and a clear record loads", () =>
+    Effect.gen(function* () {
+      const location = copyDir(path.join(__dirname, "fixtures", "v1-shared"))
+      const { snapshot, recovery, counts } = yield* open({ location, onCorrupt: "refuse" })
+      expect(recovery.fault).toBeUndefined()
+      expect(recovery.files.map((f) => path.basename(f))).toEqual(["mosquitto.db", "mosquitto.db.3.log"])
+      const group = { group: "workers", filter: "jobs/#" }
+      const job1 = msg("jobs/1", "first job", { qos: 2, receivedAt: 1_700_000_300_000 })
+      const job2 = msg("jobs/2", "second job", { qos: 1, receivedAt: 1_700_000_300_001 })
+      const expected: StoreSnapshot = {
+        retained: [],
+        sessions: [
+          {
+            ...meta("dave", { expiryInterval: 600, disconnectedAt: 1_700_000_400_000 }),
+            subscriptions: new Map([["$share/workers/jobs/#", sub(2, { subscriptionId: 7 })]]),
+            inflight: [{ ...delivery(job1, 2, [7], false, group), messageId: 5, state: "await-pubcomp" }],
+            queue: [delivery(job2, 1, [7], false, group)],
+            inboundQos2: []
+          },
+          {
+            ...meta("erin", { expiryInterval: 600, disconnectedAt: 1_700_000_400_000 }),
+            subscriptions: new Map(),
+            inflight: [],
+            // the clear dropped job 2 and job 3; what was queued after it stays
+            queue: [delivery(job1, 2, undefined, true, group)],
+            inboundQos2: []
+          }
+        ]
+      }
+      expect(plain(snapshot)).toEqual(plain(expected))
+      expect(counts).toEqual({ messages: 2, retained: 0, sessions: 2 })
+      const again = yield* open({ location, onCorrupt: "refuse" })
+      expect(plain(again.snapshot)).toEqual(plain(expected))
+    })
+  )
+
   it.live("a newer format version is refused in both modes, and the files are left alone", () =>
     Effect.gen(function* () {
       const location = copyDir(fixture)
@@ -488,7 +524,7 @@ describe("file store: group commit and compaction", () => {
     )
   )
 
-  it.live("durable: writes over 200 turns while a write + fsync is in flight are grouped into few batches, one fsync each, none lost", () =>
+  it.live("durable: writes over 200 turns are handed to the OS once per turn, while an fsync is in flight the next ones share one fsync, none lost", () =>
     withFile({ location: freshDir(), durable: true }, (s) =>
       Effect.gen(function* () {
         yield* s.sync
@@ -503,15 +539,47 @@ describe("file store: group commit and compaction", () => {
         }
         yield* until("2000 callbacks", () => fired === 2000)
         const after = s.stats()
-        const batches = after.batches - before.batches
-        expect(batches).toBeGreaterThan(0)
-        // a turn takes microseconds, a write + fdatasync far longer: the turns pile up behind it
-        expect(batches).toBeLessThan(100)
-        expect(after.logSyncs - before.logSyncs).toBe(batches)
+        // one write per turn, at its end: nothing the broker sends after it can be ahead of the store
+        expect(after.batches - before.batches).toBe(200)
+        // a turn takes microseconds, an fdatasync far longer: the turns pile up behind it and share the next one
+        const syncs = after.logSyncs - before.logSyncs
+        expect(syncs).toBeGreaterThan(0)
+        expect(syncs).toBeLessThan(100)
         expect(after.records - before.records).toBe(4000)
       })
     )
   )
+
+  for (const durable of [true, false]) {
+    it.live(`${durable ? "durable" : "not durable"}: handOff puts every record written so far in the log at once, in the middle of a turn and during a compaction (what a kill -9 then leaves has them)`, () =>
+      Effect.gen(function* () {
+        const location = freshDir()
+        yield* withFile({ location, durable }, (s) =>
+          Effect.gen(function* () {
+            yield* s.sync
+            // synchronously: write, hand off, copy the files as a kill -9 would leave them
+            s.writer.outboundQueue("c", delivery(msg("h/1", "one")))
+            s.writer.inboundQos2Add("c", 9)
+            s.writer.handOff()
+            const image1 = copyDir(location)
+            // a compaction starts a new log at once: what follows is handed off to it before its fsyncs are done
+            const compacting = yield* Effect.fork(s.compact)
+            s.writer.outboundQueue("c", delivery(msg("h/2", "two")))
+            s.writer.handOff()
+            const image2 = copyDir(location)
+            yield* compacting
+            for (const [image, topics] of [[image1, ["h/1"]], [image2, ["h/1", "h/2"]]] as const) {
+              const { snapshot, recovery } = yield* open({ location: image, onCorrupt: "refuse" })
+              expect(recovery.fault).toBeUndefined()
+              const c = sessionOf(snapshot, "c")!
+              expect(c.queue.map((d) => d.message.topic)).toEqual(topics)
+              expect(c.inboundQos2).toEqual([9])
+            }
+          })
+        )
+      })
+    )
+  }
 
   it.live("not durable: whenDurable is immediate and batches are not fsynced one by one; a lazy fsync follows within a second or so", () =>
     withFile({ location: freshDir() }, (s) =>

@@ -8,17 +8,19 @@
  *   F.<n>.log    logs of generation n >= G, applied in order after the snapshot
  *
  * Writing. Each writer call updates the store image (StoreState) and appends
- * one record to the current batch. The batch is written at the end of the
- * event-loop turn (setImmediate) with one positional write; in durable mode
- * the write is followed by fdatasync and the `whenDurable` callbacks of that
- * batch run after it. While a write is in progress the next batch grows:
- * group commit, many records per fsync. Without durable mode the log is
- * fsynced within a second of the last write.
+ * one record to the current batch. `handOff` gives the batch to the OS with
+ * one synchronous positional write: the broker calls it before it writes to
+ * any socket, and the end of every event-loop turn (setImmediate) does, so a
+ * kill -9 never leaves a client knowing more than the store. In durable mode
+ * an fdatasync follows, asynchronously, and the `whenDurable` callbacks of the
+ * batch run after it; batches handed off while an fdatasync runs share the
+ * next one (group commit). Without durable mode the log is fsynced within a
+ * second of the last write.
  *
  * Compaction. The image is encoded as a snapshot of generation G+1 and, at
- * the same instant, the log is rotated: records written before go to log G,
- * records after go to log G+1. Once the snapshot is renamed into place the
- * logs before G+1 are deleted. A crash at any step leaves a readable store:
+ * the same instant, the log is rotated: log G is fsynced, log G+1 created,
+ * records after go to it. Once the snapshot is renamed into place the logs
+ * before G+1 are deleted. A crash at any step leaves a readable store:
  * before the rename, snapshot G + logs G, G+1; after it, snapshot G+1 + log G+1.
  */
 import * as fs from "node:fs"
@@ -56,10 +58,19 @@ export interface EngineStats {
 
 type Done = (error: StoreError | undefined) => void
 
+/**
+ * The asynchronous pipeline, one job at a time, in order. Each job carries the
+ * descriptor it works on (a rotation switches `fd` at once, while the jobs
+ * before it still finish on the old log).
+ */
 type Job =
-  | { readonly kind: "write"; readonly enc: Encoder; readonly callbacks: Array<() => void> }
-  | { readonly kind: "rotate"; readonly generation: number; readonly done: Done }
-  | { readonly kind: "sync"; readonly callbacks: Array<Done> }
+  /** a batch the synchronous hand-off could not write (a failing disk): written, and retried, here */
+  | { readonly kind: "write"; readonly fd: number; readonly position: number; readonly enc: Encoder; readonly callbacks: Array<() => void> }
+  /** durable mode: fdatasync, then the `whenDurable` callbacks of every batch written before it started */
+  | { readonly kind: "durable"; readonly fd: number; readonly callbacks: Array<() => void> }
+  /** the old log fsynced and closed, the new one (already written to) fsynced with the directory */
+  | { readonly kind: "rotate"; readonly oldFd: number; readonly fd: number; readonly generation: number; readonly done: Done; oldClosed: boolean }
+  | { readonly kind: "sync"; readonly fd: number; readonly callbacks: Array<Done> }
 
 /** the store holds message payloads: readable by the broker's user only (as Mosquitto's) */
 const FILE_MODE = 0o600
@@ -96,6 +107,12 @@ const fsyncDirectory = (directory: string, stats: EngineStats, cb: (e: NodeJS.Er
     stats.fsyncs++
     fs.fsync(fd, (e2) => fs.close(fd, () => cb(e2)))
   })
+}
+
+/** write all of buf[0, len) at `position` now, across short writes (throws on failure) */
+const writeAllSync = (fd: number, buf: Buffer, len: number, position: number): void => {
+  let done = 0
+  while (done < len) done += fs.writeSync(fd, buf, done, len - done, position + done)
 }
 
 /** write all of buf[0, len) at `position`, across short writes */
@@ -270,10 +287,10 @@ export class FileEngine implements StoreWriter {
       this.waiting.push(then)
       return
     }
-    // nothing new: wait for the last batch still on its way, if any
+    // nothing new: wait for the durability point of what was handed off last, if any
     for (let i = this.jobs.length - 1; i >= 0; i--) {
       const job = this.jobs[i]
-      if (job.kind === "write") {
+      if (job.kind === "write" || job.kind === "durable") {
         job.callbacks.push(then)
         return
       }
@@ -282,15 +299,24 @@ export class FileEngine implements StoreWriter {
   }
 
   // ---------------------------------------------------------------- the pipeline
-  /**
-   * End of turn: seal the current batch into a write job, unless the pipeline
-   * is busy, in which case the batch keeps growing until the running job ends
-   * (group commit: one write and one fsync for everything that arrived
-   * meanwhile). `force` seals now (a compaction's rotation point).
-   */
-  private flush(force = false): void {
+  /** End of turn (setImmediate): hand the batch off. */
+  private flush(): void {
     this.flushScheduled = false
-    if (!force && (this.busy || this.jobs.length > 0)) return
+    this.handOff()
+  }
+
+  /**
+   * Hand every record written so far to the operating system now, with one
+   * positional write, so that nothing the broker sends afterwards can be ahead
+   * of the store: after a kill -9 the store knows at least what any client was
+   * told. The broker calls it before each socket flush (and the end of every
+   * turn does). Durability against power loss follows: in durable mode an
+   * fdatasync job, shared by every batch handed off while the previous one
+   * runs (group commit), then the `whenDurable` callbacks; otherwise an fsync
+   * within a second. A failing disk (or an earlier batch still waiting for a
+   * retry) sends the batch through the asynchronous pipeline instead.
+   */
+  handOff(): void {
     const enc = this.enc
     if (enc.len === 0) {
       if (this.waiting.length > 0) {
@@ -303,12 +329,69 @@ export class FileEngine implements StoreWriter {
     enc.seal()
     this.stats.records += enc.records
     this.recordsSinceSnapshot += enc.records
-    this.jobs.push({ kind: "write", enc, callbacks: this.waiting })
     this.enc = this.pool.pop() ?? new Encoder()
+    const callbacks = this.waiting
     this.waiting = []
+    const fd = this.fd
+    const position = this.offset
+    this.offset += enc.len
+    let written = false
+    if (fd >= 0 && this.retryTimer === undefined && !this.jobs.some((j) => j.kind === "write")) {
+      try {
+        writeAllSync(fd, enc.buf, enc.len, position)
+        written = true
+      } catch (e) {
+        this.stats.errors++
+        this.options.report(ioError("cannot write", logPath(this.options.directory, this.options.file, this.fileGeneration), e))
+      }
+    }
+    if (!written) {
+      this.jobs.push({ kind: "write", fd, position, enc, callbacks })
+    } else {
+      this.wroteBatch(enc)
+      if (this.durable) this.durableAfter(fd, callbacks)
+      else {
+        this.runCallbacks(callbacks)
+        this.syncSoon()
+      }
+    }
     this.pump()
     const o = this.options
     if (o.compactAfterRecords > 0 && this.recordsSinceSnapshot >= o.compactAfterRecords) this.compactInBackground()
+    else if (this.bytesSinceSnapshot > Math.max(o.compactAfterBytes, 2 * this.snapshotBytes)) this.compactInBackground()
+  }
+
+  /** a batch is in the log: counters, and its buffer back to the pool */
+  private wroteBatch(enc: Encoder): void {
+    this.bytesSinceSnapshot += enc.len
+    this.stats.bytesWritten += enc.len
+    this.stats.batches++
+    if (this.pool.length < 2 && enc.buf.length <= 4 * 1024 * 1024) {
+      enc.reset()
+      this.pool.push(enc)
+    }
+  }
+
+  private runCallbacks(callbacks: ReadonlyArray<() => void>): void {
+    for (let i = 0; i < callbacks.length; i++) {
+      try {
+        callbacks[i]()
+      } catch (error) {
+        this.options.report(ioError("a whenDurable callback failed after writing", this.options.directory, error))
+      }
+    }
+  }
+
+  /** durable mode: `callbacks` run after an fdatasync of `fd` that starts after now (one shared by all that wait) */
+  private durableAfter(fd: number, callbacks: Array<() => void>): void {
+    const last = this.jobs[this.jobs.length - 1]
+    // a job not started yet covers this batch too; the one running may have started before it was written
+    const started = this.busy && this.jobs.length === 1
+    if (last !== undefined && last.kind === "durable" && last.fd === fd && !started) {
+      for (const cb of callbacks) last.callbacks.push(cb)
+      return
+    }
+    this.jobs.push({ kind: "durable", fd, callbacks })
   }
 
   private compactInBackground(): void {
@@ -334,8 +417,7 @@ export class FileEngine implements StoreWriter {
   private next(): void {
     this.jobs.shift()
     this.busy = false
-    if (this.jobs.length === 0 && this.enc.len > 0) this.flush()
-    else this.pump()
+    this.pump()
   }
 
   private pump(): void {
@@ -344,44 +426,43 @@ export class FileEngine implements StoreWriter {
     const job = this.jobs[0]
     switch (job.kind) {
       case "write":
-        return this.runWrite(job.enc, job.callbacks)
+        return this.runWrite(job)
+      case "durable":
+        return this.runDurable(job)
       case "rotate":
-        return this.runRotate(job.generation, job.done)
+        return this.runRotate(job)
       case "sync":
-        return this.runSync(job.callbacks)
+        return this.runSync(job.fd, job.callbacks)
     }
   }
 
-  private runWrite(enc: Encoder, callbacks: Array<() => void>): void {
+  private runWrite(job: Extract<Job, { kind: "write" }>): void {
     const file = logPath(this.options.directory, this.options.file, this.fileGeneration)
-    if (this.fd < 0) return this.failed(new StoreError({ reason: "io", message: "no open log", path: file }))
-    writeAll(this.fd, enc.buf, enc.len, this.offset, (e) => {
+    if (job.fd < 0) return this.failed(new StoreError({ reason: "io", message: "no open log", path: file }))
+    const { enc, callbacks } = job
+    writeAll(job.fd, enc.buf, enc.len, job.position, (e) => {
       if (e) return this.failed(ioError("cannot write", file, e))
       const written = (): void => {
-        this.offset += enc.len
-        this.bytesSinceSnapshot += enc.len
-        this.stats.bytesWritten += enc.len
-        this.stats.batches++
-        if (this.pool.length < 2 && enc.buf.length <= 4 * 1024 * 1024) {
-          enc.reset()
-          this.pool.push(enc)
-        }
-        for (let i = 0; i < callbacks.length; i++) {
-          try {
-            callbacks[i]()
-          } catch (error) {
-            this.options.report(ioError("a whenDurable callback failed after writing", file, error))
-          }
-        }
+        this.wroteBatch(enc)
+        this.runCallbacks(callbacks)
         if (!this.durable) this.syncSoon()
         this.next()
-        const o = this.options
-        if (this.bytesSinceSnapshot > Math.max(o.compactAfterBytes, 2 * this.snapshotBytes)) this.compactInBackground()
       }
       if (!this.durable) return written()
       this.stats.fsyncs++
       this.stats.logSyncs++
-      fs.fdatasync(this.fd, (e2) => (e2 ? this.failed(ioError("cannot fsync", file, e2)) : written()))
+      fs.fdatasync(job.fd, (e2) => (e2 ? this.failed(ioError("cannot fsync", file, e2)) : written()))
+    })
+  }
+
+  private runDurable(job: Extract<Job, { kind: "durable" }>): void {
+    const file = logPath(this.options.directory, this.options.file, this.fileGeneration)
+    this.stats.fsyncs++
+    this.stats.logSyncs++
+    fs.fdatasync(job.fd, (e) => {
+      if (e) return this.failed(ioError("cannot fsync", file, e))
+      this.runCallbacks(job.callbacks)
+      this.next()
     })
   }
 
@@ -395,54 +476,46 @@ export class FileEngine implements StoreWriter {
     this.syncTimer.unref()
   }
 
-  private runSync(callbacks: Array<Done>): void {
+  private runSync(fd: number, callbacks: Array<Done>): void {
     const finish = (error: StoreError | undefined): void => {
       for (const cb of callbacks) cb(error)
       this.next()
     }
-    if (this.fd < 0) return finish(undefined)
+    if (fd < 0) return finish(undefined)
     this.stats.fsyncs++
     this.stats.logSyncs++
-    fs.fdatasync(this.fd, (e) => {
+    fs.fdatasync(fd, (e) => {
       if (e) this.stats.errors++
       finish(e ? ioError("cannot fsync", logPath(this.options.directory, this.options.file, this.fileGeneration), e) : undefined)
     })
   }
 
-  /** Close the current log (fsynced) and start log `generation` with its header. */
-  private runRotate(generation: number, done: Done): void {
+  /**
+   * The second half of a rotation (the first, in `compact`, created log
+   * `generation` and switched to it): the old log is fsynced and closed, the
+   * new one fsynced with its directory. Durable callbacks of batches in the new
+   * log queue behind this job, so they wait for the directory entry too.
+   */
+  private runRotate(job: Extract<Job, { kind: "rotate" }>): void {
     const { directory, file } = this.options
+    const next = logPath(directory, file, job.generation)
     const closeOld = (cb: () => void): void => {
-      const fd = this.fd
-      if (fd < 0) return cb()
+      if (job.oldFd < 0 || job.oldClosed) return cb()
       this.stats.fsyncs++
-      fs.fdatasync(fd, (e) => {
-        if (e) return this.failed(ioError("cannot fsync", logPath(directory, file, this.fileGeneration), e))
-        this.fd = -1
-        fs.close(fd, () => cb())
+      fs.fdatasync(job.oldFd, (e) => {
+        if (e) return this.failed(ioError("cannot fsync", logPath(directory, file, job.generation - 1), e))
+        job.oldClosed = true
+        fs.close(job.oldFd, () => cb())
       })
     }
     closeOld(() => {
-      const next = logPath(directory, file, generation)
-      fs.open(next, "w", FILE_MODE, (e, fd) => {
-        if (e) return this.failed(ioError("cannot create", next, e))
-        const header = encodeHeader(KIND_LOG, generation)
-        const fail = (what: string, e2: unknown): void => fs.close(fd, () => this.failed(ioError(what, next, e2)))
-        writeAll(fd, header, header.length, 0, (e2) => {
-          if (e2) return fail("cannot write", e2)
-          this.stats.fsyncs++
-          fs.fdatasync(fd, (e3) => {
-            if (e3) return fail("cannot fsync", e3)
-            fsyncDirectory(directory, this.stats, (e4) => {
-              if (e4) return fail("cannot fsync the directory of", e4)
-              this.fd = fd
-              this.offset = HEADER_SIZE
-              this.fileGeneration = generation
-              this.logs.add(generation)
-              done(undefined)
-              this.next()
-            })
-          })
+      this.stats.fsyncs++
+      fs.fdatasync(job.fd, (e) => {
+        if (e) return this.failed(ioError("cannot fsync", next, e))
+        fsyncDirectory(directory, this.stats, (e2) => {
+          if (e2) return this.failed(ioError("cannot fsync the directory of", next, e2))
+          job.done(undefined)
+          this.next()
         })
       })
     })
@@ -461,8 +534,34 @@ export class FileEngine implements StoreWriter {
     }
     const waiters: Array<Done> = [cb]
     this.compacting = waiters
-    this.flush(true)
+    // what was written before the rotation goes to the current log
+    this.handOff()
+    // The next log is created now, so that what follows can be handed off at once (its own fsyncs come in the
+    // rotate job). The current log is fsynced first, here, on the event loop (one fdatasync per compaction): a
+    // power loss then never finds a torn log with a later log after it, which would be corruption, not a torn tail.
     const generation = this.generation + 1
+    const next = logPath(this.options.directory, this.options.file, generation)
+    let fd = -1
+    try {
+      if (this.fd >= 0) {
+        this.stats.fsyncs++
+        fs.fdatasyncSync(this.fd)
+      }
+      fd = fs.openSync(next, "w", FILE_MODE)
+      const header = encodeHeader(KIND_LOG, generation)
+      writeAllSync(fd, header, header.length, 0)
+    } catch (e) {
+      if (fd >= 0) fs.closeSync(fd)
+      this.compacting = undefined
+      this.stats.errors++
+      for (const w of waiters) w(ioError(fd >= 0 || this.fd < 0 ? "cannot create" : "cannot fsync the log before", next, e))
+      return
+    }
+    const oldFd = this.fd
+    this.fd = fd
+    this.offset = HEADER_SIZE
+    this.fileGeneration = generation
+    this.logs.add(generation)
     let rotated = false
     let snapshotted: StoreError | undefined | null = null
     const finish = (): void => {
@@ -491,7 +590,10 @@ export class FileEngine implements StoreWriter {
     }
     this.jobs.push({
       kind: "rotate",
+      oldFd,
+      fd,
       generation,
+      oldClosed: false,
       done: () => {
         rotated = true
         finish()
@@ -543,8 +645,8 @@ export class FileEngine implements StoreWriter {
 
   /** Write and fsync everything written so far. */
   sync(cb: Done): void {
-    this.flush(true)
-    this.jobs.push({ kind: "sync", callbacks: [cb] })
+    this.handOff()
+    this.jobs.push({ kind: "sync", fd: this.fd, callbacks: [cb] })
     this.pump()
   }
 
