@@ -27,9 +27,15 @@
  *   client gets in when `allow_anonymous` is true; everything else is
  *   "not-authorised" (0x05 / v5 0x87) — Mosquitto answers a wrong password
  *   with "not authorised", not "bad username or password".
+ *
+ * SUBSCRIBE with an acl_file (Midge's default, `acl_subscribe_check
+ * read-access`): a filter no read rule can match is refused, SUBACK 0x80 /
+ * v5 0x87; Mosquitto grants every SUBSCRIBE and only filters deliveries
+ * (`acl_subscribe_check mosquitto`). Deliveries are read-checked either way.
  */
 import { Context, Effect, Layer, Schema } from "effect"
 import type { BrokerConfig } from "../config/Config.js"
+import { parseSharedFilter } from "../protocol/topic.js"
 import {
   type AclFile,
   type AclFileError,
@@ -72,9 +78,21 @@ export interface AuthRequest {
 }
 
 export type AuthResult =
-  | { readonly ok: true; readonly username: string | undefined }
+  | {
+      readonly ok: true
+      readonly username: string | undefined
+      /** MQTT 5 clients: User Properties on the CONNACK (ignored for 3.1 / 3.1.1) */
+      readonly userProperties?: Readonly<Record<string, string | ReadonlyArray<string>>> | undefined
+    }
   /** bad-credentials: CONNACK 0x04 (v5 0x86); not-authorised: 0x05 (v5 0x87) */
-  | { readonly ok: false; readonly reason: "bad-credentials" | "not-authorised" }
+  | {
+      readonly ok: false
+      readonly reason: "bad-credentials" | "not-authorised"
+      /** MQTT 5 clients: a Reason String on the CONNACK, e.g. why or what to do (3.1 / 3.1.1 have no place for it) */
+      readonly reasonString?: string | undefined
+      /** MQTT 5 clients: User Properties on the CONNACK */
+      readonly userProperties?: Readonly<Record<string, string | ReadonlyArray<string>>> | undefined
+    }
 
 export interface AuthenticationService {
   /** Decides a CONNECT; the username in the result is the one ACLs use. */
@@ -94,8 +112,14 @@ export class Authentication extends Context.Tag("midge/Authentication")<Authenti
 export interface ClientAcl {
   /** PUBLISH (wills too); a denied PUBLISH is dropped, v5 acks say 0x87 */
   canPublish(topic: string): boolean
-  /** SUBSCRIBE; denied: SUBACK 0x80 (v5 0x87) */
+  /** SUBSCRIBE (a shared filter as sent, `$share/<group>/` included); denied: SUBACK 0x80 (v5 0x87) */
   canSubscribe(filter: string): boolean
+  /**
+   * UNSUBSCRIBE (dynamic security's `unsubscribeLiteral` / `unsubscribePattern`);
+   * denied: the subscription stays, v5 UNSUBACK says 0x87 (3.1.1 has no code
+   * to say it). Absent: every UNSUBSCRIBE is allowed.
+   */
+  canUnsubscribe?(filter: string): boolean
   /** delivery of a message on `topic`, retained ones included */
   canReceive(topic: string): boolean
 }
@@ -129,7 +153,8 @@ export const allowAllAcl: ClientAcl = {
 // reloading
 
 export class AuthConfigError extends Schema.TaggedError<AuthConfigError>()("AuthConfigError", {
-  reason: Schema.Literal("PasswordFile", "AclFile"),
+  /** Option: a security option of mosquitto.conf with a bad value */
+  reason: Schema.Literal("PasswordFile", "AclFile", "Option"),
   file: Schema.String,
   /** 0: the file as a whole (unreadable) */
   line: Schema.Number,
@@ -178,24 +203,50 @@ export interface AuthOptions extends SecurityScopeOptions {
    */
   readonly perListener?: ReadonlyArray<SecurityScopeOptions & { readonly port: number }> | undefined
   /**
-   * "mosquitto" (default): SUBSCRIBE is not checked against the acl_file,
-   * deliveries are (Mosquitto 2). "read-access" (Midge-only): a filter no
-   * read rule can match is refused (0x80 / 0x87).
+   * How the acl_file judges SUBSCRIBE (mosquitto.conf `acl_subscribe_check`,
+   * Midge-only). "read-access" (default): a filter no read rule can match
+   * is refused (0x80 / 0x87); a filter some rule can match is granted and
+   * each delivery is read-checked. "mosquitto": every SUBSCRIBE is granted
+   * and only deliveries are checked, as Mosquitto 1.5 – 2.1 do.
    */
-  readonly subscribeCheck?: "mosquitto" | "read-access" | undefined
+  readonly subscribeCheck?: SubscribeCheck | undefined
+  /** a problem {@link optionsFromConfig} found in the options; {@link make} fails with it */
+  readonly configError?: AuthConfigError | undefined
   /** lines of the files that were skipped or look wrong */
   readonly onWarning?: ((message: string) => void) | undefined
 }
 
-/** The options a mosquitto.conf asks for (clientid_prefixes read from its directives). */
+export type SubscribeCheck = "read-access" | "mosquitto"
+
+const SUBSCRIBE_CHECKS: ReadonlyArray<string> = ["read-access", "mosquitto"]
+
+/** The options a mosquitto.conf asks for (clientid_prefixes and acl_subscribe_check read from its directives). */
 export const optionsFromConfig = (config: BrokerConfig): AuthOptions => {
   let clientidPrefixes: string | undefined
-  for (const d of config.directives) if (d.option === "clientid_prefixes") clientidPrefixes = d.value
+  let subscribeCheck: SubscribeCheck | undefined
+  let configError: AuthConfigError | undefined
+  for (const d of config.directives) {
+    if (d.option === "clientid_prefixes") clientidPrefixes = d.value
+    else if (d.option === "acl_subscribe_check") {
+      // global; a later line replaces an earlier one
+      if (SUBSCRIBE_CHECKS.includes(d.value)) subscribeCheck = d.value as SubscribeCheck
+      else {
+        configError ??= new AuthConfigError({
+          reason: "Option",
+          file: d.file,
+          line: d.line,
+          message: `${d.file}:${d.line} acl_subscribe_check: invalid value "${d.value}": expected read-access or mosquitto`
+        })
+      }
+    }
+  }
   return {
     allowAnonymous: config.allowAnonymous,
     passwordFile: config.passwordFile,
     aclFile: config.aclFile,
     clientidPrefixes,
+    subscribeCheck,
+    configError,
     perListener: config.perListenerSettings
       ? config.listeners.map((l) => ({
           port: l.port,
@@ -391,7 +442,10 @@ class FileClientAcl implements ClientAcl {
   canSubscribe(filter: string): boolean {
     if (!this.strictSubscribe) return true
     if (this.version !== this.store.state.version) this.refresh()
-    return this.rules === undefined || maySubscribe(this.rules, filter)
+    if (this.rules === undefined) return true
+    // a shared subscription reads the topics of its inner filter
+    const shared = parseSharedFilter(filter)
+    return maySubscribe(this.rules, shared === undefined ? filter : shared.filter)
   }
 }
 
@@ -408,9 +462,9 @@ export const make = (
   { authentication: AuthenticationService; authorization: AuthorizationService; files: SecurityFilesService },
   AuthConfigError
 > =>
-  Effect.map(load(options, 0), (initial) => {
+  Effect.map(options.configError === undefined ? load(options, 0) : Effect.fail(options.configError), (initial) => {
     const store: Store = { state: initial }
-    const strict = options.subscribeCheck === "read-access"
+    const strict = options.subscribeCheck !== "mosquitto"
     const files: SecurityFilesService = {
       reload: Effect.suspend(() => load(options, store.state.version + 1)).pipe(
         Effect.tap((state) =>

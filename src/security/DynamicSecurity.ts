@@ -12,9 +12,10 @@
  * - {@link DynamicSecurity.layer} reads the file and provides
  *   `Authentication` and `Authorization` (the Tags of Auth.ts, which
  *   `Broker.make` picks up) and the {@link DynamicSecurity} service;
- * - {@link DynamicSecurity.serve} (needs `Broker`) subscribes in-process to
- *   the request topic and answers; {@link DynamicSecurity.start} forks it in
- *   the current scope once the subscription is in place.
+ * - {@link DynamicSecurity.serve} (needs `Broker`) takes the requests the
+ *   broker hands to the request topic's control handler (control.ts: never
+ *   routed, never retained) and answers; {@link DynamicSecurity.start} forks
+ *   it in the current scope once the handler is registered.
  *
  * ```ts
  * const security = DynamicSecurity.layer({ configFile: "/etc/midge/dynsec.json" })
@@ -42,10 +43,11 @@
  * credentials stopped being valid are disconnected (v5 reason 0x98); other
  * changes reach connected clients through their live ACL checks.
  */
-import { Cause, Context, Effect, Layer, Option, type Scope, Stream } from "effect"
+import { Cause, Context, Effect, Layer, Option, Queue, type Scope } from "effect"
 import { Broker, type BrokerService } from "../Broker.js"
 import type { BrokerConfig } from "../config/Config.js"
 import { type AuthRequest, type AuthResult, Authentication, type AuthenticationService, Authorization, type AuthorizationService } from "./Auth.js"
+import { registerControlHandler } from "./control.js"
 import { DynsecClientAcl, DynsecState } from "./dynsec/access.js"
 import { handleRequest, REQUEST_TOPIC, RESPONSE_TOPIC, type RequestOutcome } from "./dynsec/commands.js"
 import { DynamicSecurityError, readModelFile, writeModelFile } from "./dynsec/file.js"
@@ -194,36 +196,51 @@ export class DynamicSecurity extends Context.Tag("midge/DynamicSecurity")<Dynami
     )
 
   /**
-   * Answers `$CONTROL/dynamic-security/v1` until interrupted. A retained
-   * request (Mosquitto never stores them) is not replayed when serving starts.
+   * Answers `$CONTROL/dynamic-security/v1` until interrupted. Requests reach
+   * it through the broker's control hook (control.ts), as Mosquitto hands
+   * `$CONTROL/` messages to its plugin: they are never routed to subscribers
+   * nor retained.
    */
-  static readonly serve: Effect.Effect<never, never, DynamicSecurity | Broker> = Effect.gen(function* () {
+  static readonly serve: Effect.Effect<never, never, DynamicSecurity | Broker> = Effect.scoped(
+    Effect.gen(function* () {
+      const requests = yield* register
+      return yield* answer(requests)
+    })
+  )
+
+  /** {@link serve} forked in the current scope; requests are taken from the moment it returns. */
+  static readonly start: Effect.Effect<void, never, DynamicSecurity | Broker | Scope.Scope> = Effect.gen(function* () {
+    const requests = yield* register
+    yield* Effect.forkScoped(answer(requests))
+  })
+}
+
+/** Registers the request topic's control handler for the scope; requests queue up until answered. */
+const register: Effect.Effect<Queue.Queue<Uint8Array>, never, Broker | Scope.Scope> = Effect.gen(function* () {
+  const broker = yield* Broker
+  const requests = yield* Effect.acquireRelease(Queue.unbounded<Uint8Array>(), Queue.shutdown)
+  yield* Effect.acquireRelease(
+    Effect.sync(() => registerControlHandler(broker.core, REQUEST_TOPIC, (m) => Queue.unsafeOffer(requests, m.payload))),
+    (unregister) => Effect.sync(unregister)
+  )
+  return requests
+})
+
+/** Answers the queued requests one by one, forever. */
+const answer = (requests: Queue.Queue<Uint8Array>): Effect.Effect<never, never, DynamicSecurity | Broker> =>
+  Effect.gen(function* () {
     const service = yield* DynamicSecurity
     const broker = yield* Broker
-    yield* broker.subscribe(REQUEST_TOPIC, { qos: 1 }).pipe(
-      Stream.filter((m) => !m.retain),
-      // a request that breaks the handler is logged; the next one is still answered
-      Stream.runForEach((m) =>
-        serveOne(service, broker, m.payload).pipe(
+    return yield* Queue.take(requests).pipe(
+      Effect.flatMap((payload) =>
+        // a request that breaks the handler is logged; the next one is still answered
+        serveOne(service, broker, payload).pipe(
           Effect.catchAllCause((cause) => Effect.sync(() => broker.core.log.error(`dynsec: error handling a request: ${Cause.pretty(cause)}`)))
         )
       ),
-      Effect.orDie
+      Effect.forever
     )
-    return yield* Effect.never
   })
-
-  /**
-   * Forks {@link serve} in the current scope; returns once the request topic
-   * is subscribed (the broker's subscription count goes up; bounded wait).
-   */
-  static readonly start: Effect.Effect<void, never, DynamicSecurity | Broker | Scope.Scope> = Effect.gen(function* () {
-    const broker = yield* Broker
-    const before = broker.stats().subscriptions
-    yield* Effect.forkScoped(DynamicSecurity.serve)
-    for (let i = 0; i < 1000 && broker.stats().subscriptions <= before; i++) yield* Effect.yieldNow()
-  })
-}
 
 // ---------------------------------------------------------------------------
 // mosquitto.conf

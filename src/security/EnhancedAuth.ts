@@ -29,12 +29,25 @@ export interface AuthStepRequest {
 }
 
 export type AuthStepResult =
-  /** authenticated: CONNACK 0x00 (re-authentication: AUTH 0x00), with optional data for the client */
-  | { readonly _tag: "Success"; readonly username?: string | undefined; readonly data?: Buffer | undefined }
+  /** authenticated: CONNACK 0x00 (re-authentication: AUTH 0x00), with optional data and User Properties for the client */
+  | {
+      readonly _tag: "Success"
+      readonly username?: string | undefined
+      readonly data?: Buffer | undefined
+      readonly userProperties?: Readonly<Record<string, string | ReadonlyArray<string>>> | undefined
+    }
   /** AUTH 0x18 with this data; the client's answer comes back as the next step */
   | { readonly _tag: "Continue"; readonly data?: Buffer | undefined; readonly state?: unknown }
-  /** refused: CONNACK (or DISCONNECT) with this reason code, 0x87 Not authorized by default */
-  | { readonly _tag: "Failure"; readonly reasonCode?: number | undefined; readonly reason?: string | undefined }
+  /**
+   * refused: CONNACK (or DISCONNECT) with this reason code, 0x87 Not authorized by default;
+   * `reason` goes to the client as the Reason String (and to the log), `userProperties` as User Properties
+   */
+  | {
+      readonly _tag: "Failure"
+      readonly reasonCode?: number | undefined
+      readonly reason?: string | undefined
+      readonly userProperties?: Readonly<Record<string, string | ReadonlyArray<string>>> | undefined
+    }
   /** server redirection: 0x9C Use another server, or 0x9D Server moved when permanent, with a Server Reference */
   | { readonly _tag: "Redirect"; readonly serverReference: string; readonly permanent: boolean }
 

@@ -26,10 +26,12 @@
  *   topic that does [MQTT-4.7.2-1]; whatever the file says, nobody may
  *   publish to `$SYS/...` (but `$SYS/broker/connection/+/state`, bridges'
  *   status) and nobody may publish to or receive on `$share...`.
- * - SUBSCRIBE is not checked against the file: Mosquitto 1.5 – 2.1 grant
- *   every subscription ("FIXME - implement ACL subscription strings") and
- *   filter each delivery, retained ones included, with the read check. A
- *   Midge-only stricter check is {@link maySubscribe}.
+ * - SUBSCRIBE: Mosquitto 1.5 – 2.1 do not check it against the file
+ *   (`FIXME - implement ACL subscription strings`): every subscription is
+ *   granted and each delivery, retained ones included, is read-checked.
+ *   Midge refuses by default a filter no read rule can match
+ *   ({@link maySubscribe}, Auth.ts `subscribeCheck`), and read-checks each
+ *   delivery as Mosquitto does.
  *
  * The matcher is the hot path (one read check per message per subscriber):
  * rules are compiled once per client with `%c` / `%u` substituted and split

@@ -10,10 +10,12 @@ import type { ConnectAuthOutcome, ConnectAuthRequest, ConnectionHooks } from "..
 import type { AuthenticationService, AuthResult } from "./Auth.js"
 import type { AuthStepResult, EnhancedAuthenticationService } from "./EnhancedAuth.js"
 
-const refuseOf = (result: Extract<AuthResult, { ok: false }>): ConnectAuthOutcome =>
-  result.reason === "bad-credentials"
-    ? { _tag: "Refuse", v4Code: ConnackV4.BadUserNameOrPassword, v5Code: ReasonCode.BadUserNameOrPassword, why: "bad user name or password" }
-    : { _tag: "Refuse", v4Code: ConnackV4.NotAuthorized, v5Code: ReasonCode.NotAuthorized, why: "not authorised" }
+const refuseOf = (result: Extract<AuthResult, { ok: false }>): ConnectAuthOutcome => {
+  const told = { reasonString: result.reasonString, userProperties: result.userProperties }
+  return result.reason === "bad-credentials"
+    ? { _tag: "Refuse", v4Code: ConnackV4.BadUserNameOrPassword, v5Code: ReasonCode.BadUserNameOrPassword, why: "bad user name or password", ...told }
+    : { _tag: "Refuse", v4Code: ConnackV4.NotAuthorized, v5Code: ReasonCode.NotAuthorized, why: "not authorised", ...told }
+}
 
 const stepOutcome = (
   result: AuthStepResult,
@@ -22,7 +24,7 @@ const stepOutcome = (
 ): ConnectAuthOutcome => {
   switch (result._tag) {
     case "Success":
-      return { _tag: "Accept", username: result.username ?? request.username, data: result.data }
+      return { _tag: "Accept", username: result.username ?? request.username, data: result.data, userProperties: result.userProperties }
     case "Continue":
       return { _tag: "Continue", data: result.data, next: (data) => next(data, result.state) }
     case "Failure":
@@ -30,7 +32,9 @@ const stepOutcome = (
         _tag: "Refuse",
         v4Code: ConnackV4.NotAuthorized,
         v5Code: result.reasonCode ?? ReasonCode.NotAuthorized,
-        why: result.reason ?? "enhanced authentication failed"
+        why: result.reason ?? "enhanced authentication failed",
+        reasonString: result.reason,
+        userProperties: result.userProperties
       }
     case "Redirect":
       return {
@@ -97,7 +101,8 @@ export const makeAuthHook = (
         remoteAddress: request.remoteAddress,
         ...request.tls
       }),
-      (result) => done(result === undefined ? failed : result.ok ? { _tag: "Accept", username: result.username } : refuseOf(result))
+      (result) =>
+        done(result === undefined ? failed : result.ok ? { _tag: "Accept", username: result.username, userProperties: result.userProperties } : refuseOf(result))
     )
   }
 }

@@ -14,6 +14,7 @@ import { Broker, brokerOptionsFromConfig } from "../../src/Broker.js"
 import { parseConfigText } from "../../src/config/Config.js"
 import { Log } from "../../src/log/Log.js"
 import { layerFromConfig, optionsFromConfig, SecurityFiles } from "../../src/security/Auth.js"
+import type { MqttClient } from "mqtt"
 import { makePki } from "../transport/fixtures.js"
 import { collect, connectClient, publish, run, subscribe, waitFor } from "./harness.js"
 
@@ -40,6 +41,17 @@ const brokerFrom = (text: string) =>
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "midge-sec-"))
 
+/** SUBSCRIBE and the SUBACK's codes, refusals included (MQTT.js rejects the whole SUBSCRIBE on one). */
+const subscribeCodes = (client: MqttClient, filters: Array<string>) =>
+  Effect.async<Array<number>, Error>((resume) => {
+    client.subscribe(filters, { qos: 1 }, (error, granted) => {
+      const packet = (error as { packet?: { granted?: Array<number> } } | null | undefined)?.packet
+      if (packet?.granted !== undefined) return resume(Effect.succeed(packet.granted))
+      if (granted !== undefined && !error) return resume(Effect.succeed(granted.map((g) => g.qos)))
+      resume(Effect.fail(error ?? new Error("no SUBACK")))
+    })
+  })
+
 describe("security end to end", () => {
   it.scopedLive("password_file from mosquitto_passwd and acl_file: who may connect, publish and read", () =>
     Effect.gen(function* () {
@@ -61,7 +73,8 @@ describe("security end to end", () => {
       // right passwords: in
       const alice = yield* connectClient(url, { username: "alice", password: "secret" })
       const aliceGot = collect(alice)
-      yield* subscribe(alice, ["shared/#", "bob/#"], { qos: 1 })
+      // bob/# has nothing alice may read: refused (0x80)
+      expect(yield* subscribeCodes(alice, ["shared/#", "bob/#"])).toEqual([1, 0x80])
       const bob = yield* connectClient(url, { username: "bob", password: "hunter2", protocolVersion: 5 })
       const acks: Array<number | undefined> = []
       bob.on("packetreceive", (p) => {
@@ -73,7 +86,7 @@ describe("security end to end", () => {
       expect(acks[1]).toBe(0x87)
       yield* waitFor(() => aliceGot.length === 1, "alice reads shared/news")
       expect(aliceGot[0].topic).toBe("shared/news")
-      // bob/# is not readable by alice even though she subscribed: a denied read never delivers
+      // bob/# is not readable by alice (nor subscribed): a denied read never delivers
       const root = yield* connectClient(url, { username: "bob", password: "hunter2", clientId: "bob2" })
       yield* publish(root, "bob/inbox", "for bob only", { qos: 1 }).pipe(Effect.ignore)
       yield* publish(alice, "alice/self", "mine", { qos: 1 })
@@ -171,6 +184,72 @@ describe("security end to end", () => {
       yield* subscribe(second, "status/#", { qos: 1 })
       yield* Effect.promise(() => new Promise((r) => setTimeout(r, 150)))
       expect(secondGot).toEqual([])
+    })
+  )
+
+  it.scopedLive("denied SUBSCRIBE: a filter with no possible read access gets 0x80 (v5 0x87) and a log line; partial access is granted and filtered, retained included", () =>
+    Effect.gen(function* () {
+      const dir = tmp()
+      const pw = path.join(dir, "passwd")
+      const acl = path.join(dir, "acl")
+      yield* run("mosquitto_passwd", ["-c", "-b", pw, "alice", "a"])
+      yield* run("mosquitto_passwd", ["-b", pw, "writer", "w"])
+      fs.writeFileSync(acl, "user alice\ntopic read a/#\ntopic deny a/secret/#\ntopic readwrite alice/#\n\nuser writer\ntopic write #\n")
+      const port = yield* freePort
+      const { log } = yield* brokerFrom(`listener ${port} 127.0.0.1\npassword_file ${pw}\nacl_file ${acl}\n`)
+      const url = `mqtt://127.0.0.1:${port}`
+      const writer = yield* connectClient(url, { username: "writer", password: "w", clientId: "writer" })
+      for (const t of ["a/1", "b/1", "a/secret/x", "alice/z"]) yield* publish(writer, t, `kept ${t}`, { qos: 1, retain: true })
+      const filters = ["b/#", "a/+", "#", "a/secret/#", "$SYS/#", "$share/g/b/x", "$share/g/a/x"]
+      for (const [protocolVersion, no] of [[4, 0x80], [5, 0x87]] as const) {
+        const mark = log.recent.length
+        const alice = yield* connectClient(url, { username: "alice", password: "a", clientId: `alice-v${protocolVersion}`, protocolVersion })
+        const got = collect(alice)
+        expect([protocolVersion, yield* subscribeCodes(alice, filters)]).toEqual([protocolVersion, [no, 1, 1, no, no, no, 1]])
+        // each refusal logged with the client and the filter
+        for (const f of ["b/#", "a/secret/#", "$SYS/#", "$share/g/b/x"]) {
+          expect(log.recent.slice(mark)).toContain(`Denied SUBSCRIBE from alice-v${protocolVersion} to '${f}'.`)
+        }
+        // `#` was granted, but only the readable retained messages came (a/secret/x is denied, b/1 not granted)
+        yield* waitFor(() => got.length >= 2, "the readable retained messages")
+        for (const t of ["a/2", "b/2", "a/secret/y", "alice/w", "c/1"]) yield* publish(writer, t, `live ${t}`, { qos: 1 })
+        yield* publish(writer, "a/marker", "m", { qos: 1 })
+        yield* waitFor(() => got.some((m) => m.topic === "a/marker"), "the marker")
+        const topics = got.filter((m) => m.topic !== "a/marker").map((m) => `${m.retain ? "r" : "l"} ${m.topic}`)
+        // a/2 twice live (a/+ and #, 3.1.1 has no way to merge them; v5 neither), alice/w via #
+        expect([protocolVersion, [...new Set(topics)].sort()]).toEqual([protocolVersion, ["l a/2", "l alice/w", "r a/1", "r alice/z"]])
+        yield* Effect.promise(() => alice.endAsync())
+      }
+      // mosquitto_sub prints the refusal
+      const sub = yield* run("mosquitto_sub", ["-p", String(port), "-u", "alice", "-P", "a", "-t", "b/#", "-W", "2"])
+      expect(sub.stderr).toMatch(/denied/i)
+      const sub5 = yield* run("mosquitto_sub", ["-V", "mqttv5", "-p", String(port), "-u", "alice", "-P", "a", "-t", "b/#", "-W", "2"])
+      expect(sub5.stderr).toMatch(/denied/i)
+    })
+  )
+
+  it.scopedLive("acl_subscribe_check mosquitto: every SUBSCRIBE granted as in Mosquitto 2, deliveries still read-checked", () =>
+    Effect.gen(function* () {
+      const dir = tmp()
+      const pw = path.join(dir, "passwd")
+      const acl = path.join(dir, "acl")
+      yield* run("mosquitto_passwd", ["-c", "-b", pw, "alice", "a"])
+      yield* run("mosquitto_passwd", ["-b", pw, "writer", "w"])
+      fs.writeFileSync(acl, "user alice\ntopic read a/#\n\nuser writer\ntopic write #\n")
+      const port = yield* freePort
+      yield* brokerFrom(`listener ${port} 127.0.0.1\npassword_file ${pw}\nacl_file ${acl}\nacl_subscribe_check mosquitto\n`)
+      const url = `mqtt://127.0.0.1:${port}`
+      const writer = yield* connectClient(url, { username: "writer", password: "w", clientId: "writer" })
+      yield* publish(writer, "b/1", "kept", { qos: 1, retain: true })
+      const alice = yield* connectClient(url, { username: "alice", password: "a", clientId: "alice", protocolVersion: 5 })
+      const got = collect(alice)
+      expect(yield* subscribeCodes(alice, ["b/#", "a/#"])).toEqual([1, 1])
+      yield* publish(writer, "b/2", "live", { qos: 1 })
+      yield* publish(writer, "a/marker", "m", { qos: 1 })
+      yield* waitFor(() => got.length >= 1, "the marker")
+      expect(got.map((m) => m.topic)).toEqual(["a/marker"])
+      const sub = yield* run("mosquitto_sub", ["-p", String(port), "-u", "alice", "-P", "a", "-t", "b/#", "-W", "1"])
+      expect(sub.stderr).not.toMatch(/denied/i)
     })
   )
 })

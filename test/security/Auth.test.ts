@@ -196,10 +196,10 @@ describe("Authorization from an acl_file", () => {
     return { dir, acl }
   }
 
-  it.effect("forClient gives synchronous checks; SUBSCRIBE is granted as in Mosquitto, deliveries filtered", () =>
+  it.effect("forClient gives synchronous checks; with acl_subscribe_check mosquitto SUBSCRIBE is granted as in Mosquitto, deliveries filtered", () =>
     Effect.gen(function* () {
       const { acl } = setup()
-      const s = yield* make({ allowAnonymous: true, aclFile: acl })
+      const s = yield* make({ allowAnonymous: true, aclFile: acl, subscribeCheck: "mosquitto" })
       const anon = s.authorization.forClient({ clientId: "c1", username: undefined })
       expect(anon.canReceive("public/x")).toBe(true)
       expect(anon.canPublish("public/x")).toBe(false)
@@ -213,15 +213,37 @@ describe("Authorization from an acl_file", () => {
     })
   )
 
-  it.effect("subscribeCheck read-access refuses filters no read rule can match", () =>
+  it.effect("by default (read-access) SUBSCRIBE to a filter no read rule can match is refused; shared filters by their inner filter", () =>
     Effect.gen(function* () {
       const { acl } = setup()
-      const s = yield* make({ allowAnonymous: true, aclFile: acl, subscribeCheck: "read-access" })
-      const anon = s.authorization.forClient({ clientId: "c1", username: undefined })
-      expect(anon.canSubscribe("public/+")).toBe(true)
-      expect(anon.canSubscribe("#")).toBe(true)
-      expect(anon.canSubscribe("alice/#")).toBe(false)
-      expect(anon.canSubscribe("inbox/c2")).toBe(false)
+      for (const subscribeCheck of [undefined, "read-access"] as const) {
+        const s = yield* make({ allowAnonymous: true, aclFile: acl, subscribeCheck })
+        const anon = s.authorization.forClient({ clientId: "c1", username: undefined })
+        expect(anon.canSubscribe("public/+")).toBe(true)
+        expect(anon.canSubscribe("#")).toBe(true)
+        expect(anon.canSubscribe("alice/#")).toBe(false)
+        expect(anon.canSubscribe("inbox/c2")).toBe(false)
+        expect(anon.canSubscribe("inbox/c1")).toBe(true)
+        expect(anon.canSubscribe("$share/g/public/x")).toBe(true)
+        expect(anon.canSubscribe("$share/g/alice/x")).toBe(false)
+        // `#` does not reach $SYS: nothing readable there
+        expect(anon.canSubscribe("$SYS/#")).toBe(false)
+      }
+    })
+  )
+
+  it.effect("acl_subscribe_check from mosquitto.conf: read-access, mosquitto, or an error naming file and line", () =>
+    Effect.gen(function* () {
+      const { acl } = setup()
+      const conf = (extra: string) => parseConfigText(`acl_file ${acl}\nallow_anonymous true\n${extra}`, "m.conf").pipe(Effect.orDie)
+      expect(optionsFromConfig(yield* conf("")).subscribeCheck).toBeUndefined()
+      const lax = yield* make(optionsFromConfig(yield* conf("acl_subscribe_check mosquitto\n")))
+      expect(lax.authorization.forClient({ clientId: "c1", username: undefined }).canSubscribe("alice/#")).toBe(true)
+      const strict = yield* make(optionsFromConfig(yield* conf("acl_subscribe_check mosquitto\nacl_subscribe_check read-access\n")))
+      expect(strict.authorization.forClient({ clientId: "c1", username: undefined }).canSubscribe("alice/#")).toBe(false)
+      const bad = yield* Effect.flip(make(optionsFromConfig(yield* conf("acl_subscribe_check yes\n"))))
+      expect(bad.reason).toBe("Option")
+      expect(bad.message).toBe('m.conf:3 acl_subscribe_check: invalid value "yes": expected read-access or mosquitto')
     })
   )
 

@@ -3,7 +3,8 @@
  * /usr/sbin/mosquitto): one acl_file and one password_file made by the real
  * mosquitto_passwd; what each client may publish, receive live and receive
  * retained on Mosquitto is what Midge's acl_file matcher says, and Mosquitto
- * grants every SUBSCRIBE, as Midge's default subscribeCheck does.
+ * grants every SUBSCRIBE, as Midge does with `acl_subscribe_check mosquitto`
+ * (Midge's default refuses filters no read rule can match).
  */
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
@@ -110,6 +111,7 @@ describe("acl_file and password_file: Midge's decisions are the real Mosquitto's
         // Midge's view of the same files, through the Authentication service too
         const midge = Either.getOrThrow(parseAclFile(ACL))
         const services = yield* make({ allowAnonymous: true, passwordFile: passwd, aclFile: acl })
+        const lax = yield* make({ allowAnonymous: true, passwordFile: passwd, aclFile: acl, subscribeCheck: "mosquitto" })
         const expected = (c: (typeof CLIENTS)[number], access: 1 | 2) => {
           const rules = compileClientRules(midge, c.clientId, c.username)
           return TOPICS.filter((t) => allows(rules, t, access))
@@ -145,6 +147,8 @@ describe("acl_file and password_file: Midge's decisions are the real Mosquitto's
           const got = collect(client)
           const granted = yield* subscribe(client, ["#", "$x/#"], { qos: 1 })
           expect(granted.map((g) => g.qos)).toEqual([1, 1])
+          const laxAcl = lax.authorization.forClient({ clientId: c.clientId, username: c.username, listenerPort: port })
+          expect(["#", "$x/#"].map((f) => laxAcl.canSubscribe(f))).toEqual([true, true])
           for (const t of TOPICS) if (!t.startsWith("$SYS")) yield* publish(root, t, "r", { qos: 1 })
           yield* publish(root, c.marker, "m", { qos: 1 })
           yield* waitFor(() => got.some((m) => m.topic === c.marker), `${c.clientId} to see its marker`)

@@ -12,7 +12,7 @@ import { Context, Effect, Layer } from "effect"
 import { Broker } from "../../../src/Broker.js"
 import { parseConfigText } from "../../../src/config/Config.js"
 import { DynamicSecurity, isDynsecPlugin, optionsFromConfig, RESPONSE_TOPIC } from "../../../src/security/DynamicSecurity.js"
-import { collect, connectClient, connectCollecting, publish, settle } from "../../e2e/harness.js"
+import { collect, connectClient, connectCollecting, publish, settle, subscribe } from "../../e2e/harness.js"
 import { admin, initFile, publishCode, type Response, startDynsec, subscribeCodes, tmpDir, waitFor } from "./harness.js"
 
 const acl = (acltype: string, topic: string, allow = true, priority?: number) => ({ acltype, topic, allow, ...(priority !== undefined ? { priority } : {}) })
@@ -169,7 +169,7 @@ describe("who may send commands", () => {
     })
   )
 
-  it.scopedLive("a retained request is not run again when a handler starts (Mosquitto never stores requests)", () =>
+  it.scopedLive("a retained request runs once and is not stored: a handler started later is not handed it (Mosquitto never stores requests)", () =>
     Effect.gen(function* () {
       const file = initFile(tmpDir())
       yield* Effect.scoped(
@@ -487,6 +487,94 @@ describe("mosquitto.conf", () => {
       // another plugin's config_file is not ours
       expect(optionsFromConfig(yield* conf("plugin /usr/lib/other.so\nplugin_opt_config_file /x.json\nlistener 1883\n"))).toBeUndefined()
       expect(optionsFromConfig(yield* conf("listener 1883\n"))).toBeUndefined()
+    })
+  )
+})
+
+/** UNSUBSCRIBE and the UNSUBACK: its v5 reason codes ([] for 3.1.1, whose UNSUBACK has none). */
+const unsubscribeCodes = (client: import("mqtt").MqttClient, filters: ReadonlyArray<string>) =>
+  Effect.async<Array<number>, Error>((resume) => {
+    client.unsubscribe([...filters], (error, packet) => {
+      if (error) return resume(Effect.fail(error))
+      resume(Effect.succeed((packet as { granted?: Array<number> } | undefined)?.granted ?? []))
+    })
+  })
+
+describe("unsubscribeLiteral / unsubscribePattern are enforced (Mosquitto's handle_unsubscribe.c)", () => {
+  it.scopedLive("a denied UNSUBSCRIBE keeps the subscription: v5 UNSUBACK 0x87, 3.1.1 an UNSUBACK all the same; deliveries go on", () =>
+    Effect.gen(function* () {
+      const b = yield* startDynsec({ configFile: initFile(tmpDir()) })
+      const a = yield* admin(b.url)
+      yield* a.send([
+        {
+          command: "createRole",
+          rolename: "pinned",
+          acls: [
+            acl("subscribePattern", "pin/#"),
+            acl("publishClientSend", "pin/#"),
+            acl("publishClientReceive", "pin/#"),
+            acl("unsubscribeLiteral", "pin/locked", false),
+            acl("unsubscribePattern", "pin/fixed/#", false)
+          ]
+        },
+        { command: "createClient", username: "device", password: "pw", roles: [{ rolename: "pinned" }] }
+      ])
+      for (const protocolVersion of [5, 4] as const) {
+        const c = yield* connectClient(b.url, { username: "device", password: "pw", protocolVersion, clientId: `device-v${protocolVersion}` })
+        const got = collect(c)
+        expect(yield* subscribeCodes(c, ["pin/locked", "pin/fixed/+", "pin/free"])).toEqual([1, 1, 1])
+        // dynsec init's default access allows unsubscribe: only the deny ACLs refuse
+        const codes = yield* unsubscribeCodes(c, ["pin/locked", "pin/fixed/+", "pin/free", "pin/never"])
+        expect(codes).toEqual(protocolVersion === 5 ? [0x87, 0x87, 0x00, 0x11] : [])
+        for (const t of ["pin/locked", "pin/fixed/x", "pin/free"]) yield* publish(c, t, `v${protocolVersion}`, { qos: 1 })
+        yield* waitFor(() => got.length >= 2, "deliveries on the subscriptions that stayed")
+        yield* settle(100)
+        expect(got.map((m) => m.topic).sort()).toEqual(["pin/fixed/x", "pin/locked"])
+      }
+      // the deny ACL removed: the same UNSUBSCRIBE now succeeds
+      yield* a.run({ command: "removeRoleACL", rolename: "pinned", acltype: "unsubscribeLiteral", topic: "pin/locked" })
+      const c = yield* connectClient(b.url, { username: "device", password: "pw", protocolVersion: 5, clientId: "device-v5" })
+      expect(yield* subscribeCodes(c, ["pin/locked"])).toEqual([1])
+      expect(yield* unsubscribeCodes(c, ["pin/locked"])).toEqual([0x00])
+    })
+  )
+})
+
+describe("$CONTROL/ messages go to the handler only (Mosquitto's control.c)", () => {
+  it.scopedLive("requests are neither delivered to subscribers nor retained; responses are; other $CONTROL/ topics are acked and dropped", () =>
+    Effect.gen(function* () {
+      const b = yield* startDynsec({ configFile: initFile(tmpDir()) })
+      const a = yield* admin(b.url)
+      yield* a.send([
+        { command: "createRole", rolename: "watcher", acls: [acl("subscribePattern", "$CONTROL/#"), acl("publishClientReceive", "$CONTROL/#"), acl("publishClientSend", "$CONTROL/#")] },
+        { command: "createClient", username: "watcher", password: "pw", roles: [{ rolename: "watcher" }] }
+      ])
+      const watcher = yield* connectClient(b.url, { username: "watcher", password: "pw", protocolVersion: 5 })
+      const seen = collect(watcher)
+      expect(yield* subscribeCodes(watcher, ["$CONTROL/#"])).toEqual([1])
+      // a request with a password in it: the watcher sees the response, never the request
+      yield* a.run({ command: "createClient", username: "secretive", password: "do-not-leak" })
+      yield* waitFor(() => seen.length >= 1, "the response to reach the watcher")
+      // a retained request: run, acknowledged with success, not stored
+      yield* Effect.tryPromise(() => a.client.publishAsync("$CONTROL/dynamic-security/v1", JSON.stringify({ commands: [{ command: "createRole", rolename: "kept" }] }), { qos: 1, retain: true }))
+      yield* waitFor(() => b.service.model().roles.has("kept"), "the retained request to run")
+      // nobody's handler: acknowledged with success (not 0x10 no matching subscribers), dropped
+      expect(yield* publishCode(watcher, "$CONTROL/nobody/v1", "x")).toBe(0)
+      expect(yield* publishCode(watcher, "$CONTROL/nobody/v1", "x", 2)).toBe(0)
+      // a client cannot forge responses: its publish on the response topic is consumed like any $CONTROL/ message
+      expect(yield* publishCode(watcher, RESPONSE_TOPIC, '{"responses":[{"command":"forged"}]}')).toBe(0)
+      yield* a.run({ command: "getDefaultACLAccess" })
+      yield* waitFor(() => seen.length >= 3, "three responses")
+      yield* settle(100)
+      expect(seen.map((m) => m.topic)).toEqual([RESPONSE_TOPIC, RESPONSE_TOPIC, RESPONSE_TOPIC])
+      expect(seen.some((m) => m.payload.includes("do-not-leak") || m.payload.includes("forged"))).toBe(false)
+      // a new subscriber is handed no retained request
+      const late = yield* connectClient(b.url, { username: "watcher", password: "pw", protocolVersion: 5, clientId: "late" })
+      const lateGot = collect(late)
+      yield* subscribe(late, "$CONTROL/#", { qos: 1 })
+      yield* settle(100)
+      expect(lateGot).toEqual([])
+      expect(b.broker.stats().retained).toBe(0)
     })
   )
 })
