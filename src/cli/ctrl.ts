@@ -27,7 +27,8 @@ import { buildCommand, initModel, printResponse, setPasswordInTree } from "../se
 import { createExclusive, modelText, writeFileAtomic } from "../security/dynsec/file.js"
 import { printFormatted, type Json } from "../security/dynsec/json.js"
 import { hashNewPassword } from "../security/dynsec/password.js"
-import { connackString, connectFailureText, debugLine, reasonString } from "./internal/client.js"
+import { connackString, connectFailureText, debugLine, reasonString, SetupError, tlsConnectionOptions, type TlsSettings } from "./internal/client.js"
+import { urlAuthority } from "./internal/options.js"
 import { VERSION } from "./internal/version.js"
 
 export interface CtrlEnv {
@@ -294,23 +295,11 @@ const applyUrl = (cfg: Config, url: string): string | undefined => {
   } else return "unsupported URL scheme."
   const slash = rest.indexOf("/")
   if (slash < 0) return "Invalid URL for -L argument specified - topic missing."
-  rest = rest.slice(0, slash)
-  const at = rest.indexOf("@")
-  if (at >= 0) {
-    const auth = rest.slice(0, at)
-    const colon = auth.indexOf(":")
-    if (colon >= 0) {
-      cfg.password = auth.slice(colon + 1)
-      cfg.username = auth.slice(0, colon)
-    } else cfg.username = auth
-    rest = rest.slice(at + 1)
-  }
-  const colon = rest.indexOf(":")
-  if (colon >= 0) {
-    cfg.port = atoiStrict(rest.slice(colon + 1))
-    rest = rest.slice(0, colon)
-  }
-  cfg.host = rest
+  const a = urlAuthority(rest.slice(0, slash))
+  if (a.username !== undefined) cfg.username = a.username
+  if (a.password !== undefined) cfg.password = a.password
+  if (a.port !== undefined) cfg.port = atoiStrict(a.port)
+  cfg.host = a.host
   return undefined
 }
 
@@ -339,43 +328,26 @@ const optionsFileArgs = (cfg: Config, env: CtrlEnv["env"]): Array<string> | { er
 
 const usesTls = (cfg: Config): boolean => cfg.cafile !== undefined || cfg.capath !== undefined || cfg.psk !== undefined || cfg.useOsCerts
 
-const TLS_VERSIONS: Record<string, tls.SecureVersion> = { "tlsv1.3": "TLSv1.3", "tlsv1.2": "TLSv1.2", "tlsv1.1": "TLSv1.1" }
-
 const tlsOptions = (cfg: Config, host: string): tls.ConnectionOptions | string => {
-  const o: tls.ConnectionOptions = {}
+  const settings: TlsSettings = {
+    cafile: cfg.cafile,
+    capath: cfg.capath,
+    certfile: cfg.cert,
+    keyfile: cfg.key,
+    insecure: cfg.insecure,
+    version: cfg.tlsVersion,
+    ciphers: cfg.ciphers,
+    alpn: cfg.alpn,
+    useOsCerts: cfg.useOsCerts,
+    psk: cfg.psk,
+    pskIdentity: cfg.pskIdentity
+  }
   try {
-    const ca: Array<string | Buffer> = []
-    if (cfg.cafile !== undefined) ca.push(fs.readFileSync(cfg.cafile))
-    if (cfg.capath !== undefined) {
-      for (const f of fs.readdirSync(cfg.capath)) if (/\.(pem|crt|cer)$|^[0-9a-f]{8}\.[0-9]+$/i.test(f)) ca.push(fs.readFileSync(path.join(cfg.capath, f)))
-    }
-    if (ca.length > 0) o.ca = cfg.useOsCerts ? [...tls.rootCertificates, ...ca] : ca
-    if (cfg.cert !== undefined) o.cert = fs.readFileSync(cfg.cert)
-    if (cfg.key !== undefined) o.key = fs.readFileSync(cfg.key)
-  } catch {
-    return "Error: Problem setting TLS options: File not found.\n"
+    return tlsConnectionOptions(settings, host)
+  } catch (e) {
+    if (e instanceof SetupError) return e.text
+    throw e
   }
-  if ((cfg.cert === undefined) !== (cfg.key === undefined)) return "Error: Both certfile and keyfile must be provided if one of them is set.\n"
-  if (cfg.insecure) o.checkServerIdentity = () => undefined
-  if (cfg.tlsVersion !== undefined) {
-    const v = TLS_VERSIONS[cfg.tlsVersion]
-    if (v === undefined) return "Error: Problem setting TLS options, check the options are valid.\n"
-    o.minVersion = v
-    o.maxVersion = v
-  } else o.minVersion = "TLSv1.2"
-  if (cfg.ciphers !== undefined) o.ciphers = cfg.ciphers
-  if (cfg.alpn !== undefined) o.ALPNProtocols = [cfg.alpn]
-  if (cfg.psk !== undefined) {
-    if (cfg.pskIdentity === undefined) return "Error: --psk-identity required if --psk used.\n"
-    if (!/^(?:[0-9a-fA-F]{2})+$/.test(cfg.psk)) return "Error: Problem setting TLS-PSK options.\n"
-    const psk = Buffer.from(cfg.psk, "hex")
-    const identity = cfg.pskIdentity
-    o.pskCallback = () => ({ psk, identity })
-    o.ciphers = cfg.ciphers ?? "PSK"
-    o.checkServerIdentity = () => undefined
-  }
-  if (net.isIP(host) === 0) o.servername = host
-  return o
 }
 
 // ---------------------------------------------------------------------------

@@ -164,7 +164,7 @@ describe("bridge configuration", () => {
     expect(one("restart_timeout 10 99999 120").restartTimeout).toEqual({ _tag: "Backoff", base: 10, cap: 7200, stable: 120 })
   })
 
-  it("TLS is on with bridge_cafile, bridge_capath or bridge_psk", () => {
+  it("TLS is on with bridge_cafile, bridge_capath, bridge_psk or bridge_tls_use_os_certs", () => {
     expect(one("bridge_certfile c\nbridge_keyfile k").tls).toBeUndefined()
     expect(one("bridge_cafile /ca.pem\nbridge_certfile c\nbridge_keyfile k\nbridge_insecure true\nbridge_tls_version tlsv1.3\nbridge_alpn mqtt").tls).toEqual({
       cafile: "/ca.pem",
@@ -177,9 +177,24 @@ describe("bridge configuration", () => {
       ciphers: undefined,
       ciphersTls13: undefined,
       pskIdentity: undefined,
-      psk: undefined
+      psk: undefined,
+      useOsCerts: false
     })
     expect(one("bridge_identity id\nbridge_psk 00ff").tls).toMatchObject({ pskIdentity: "id", psk: "00ff" })
+    expect(one("bridge_tls_use_os_certs true").tls).toMatchObject({ useOsCerts: true, cafile: undefined })
+    expect(one("bridge_tls_use_os_certs false").tls).toBeUndefined()
+  })
+
+  it("bridge_tcp_keepalive IDLE INTERVAL COUNT: three integers above 0 (conf.c), off by default, the last line wins", () => {
+    expect(one("").tcpKeepalive).toBeUndefined()
+    expect(one("bridge_tcp_keepalive 30 5 5").tcpKeepalive).toEqual({ idle: 30, interval: 5, count: 5 })
+    expect(one("bridge_tcp_keepalive 30 5 5\nbridge_tcp_keepalive 60 10 3 # comment").tcpKeepalive).toEqual({ idle: 60, interval: 10, count: 3 })
+    expect(fails("connection b\naddress h\ntopic # out\nbridge_tcp_keepalive 0 5 5\nbridge_tcp_keepalive 30 5\nbridge_tcp_keepalive 30 x 5\nbridge_tcp_keepalive 1 1 -1\n")).toEqual([
+      "b.conf:4 bridge_tcp_keepalive: invalid TCP keepalive idle value 0: must be greater than 0",
+      'b.conf:5 bridge_tcp_keepalive: expected 3 values (idle interval count), got 2: "30 5"',
+      'b.conf:6 bridge_tcp_keepalive: invalid value "x": expected an integer',
+      "b.conf:7 bridge_tcp_keepalive: invalid TCP keepalive count value -1: must be greater than 0"
+    ])
   })
 
   it("several bridges; local client ids must be unique; names too", () => {

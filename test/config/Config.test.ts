@@ -474,9 +474,9 @@ describe("file format", () => {
       "t.conf:1 address: invalid bridge configuration: this option must follow a connection line",
       "t.conf:2 connection: missing bridge name"
     ])
-    const c = ok("connection upstream\naddress 10.0.0.1:1883\ntopic # both 0\nbridge_tcp_keepalive 1 2 3\n")
-    expect(c.warnings).toEqual(["t.conf:4 bridge_tcp_keepalive: not supported yet by Midge"])
-    expect(c.directives.map((d) => d.option)).toEqual(["connection", "address", "topic", "bridge_tcp_keepalive"])
+    const c = ok("connection upstream\naddress 10.0.0.1:1883\ntopic # both 0\nbridge_tcp_keepalive 7\nbridge_tcp_user_timeout 1000\n")
+    expect(c.warnings).toEqual(["t.conf:5 bridge_tcp_user_timeout: not supported yet by Midge"])
+    expect(c.directives.map((d) => d.option)).toEqual(["connection", "address", "topic", "bridge_tcp_keepalive", "bridge_tcp_user_timeout"])
   })
 
   it("plugin options need a plugin first; auth_opt_/plugin_opt_ match by prefix", () => {

@@ -4,53 +4,26 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
-import * as os from "node:os"
 import * as path from "node:path"
 import * as mqttPacket from "mqtt-packet"
-import { collect, connectClient, publish, rawClient, run, spawnScoped, subscribe, waitFor } from "./harness.js"
+import { canConnect, DAEMON as main, freePort, listening, notListening, run, spawnLive, startDaemon, tempDir } from "../support/processes.js"
+import { collect, connectClient, publish, rawClient, subscribe, waitFor } from "./harness.js"
 
-const main = path.resolve(__dirname, "../../dist/main.js")
-
-const freePort = Effect.async<number>((resume) => {
-  const s = net.createServer()
-  s.listen(0, "127.0.0.1", () => {
-    const port = (s.address() as net.AddressInfo).port
-    s.close(() => resume(Effect.succeed(port)))
-  })
-})
-
-const canConnect = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const s = net.connect({ port, host: "127.0.0.1" })
-    s.once("connect", () => {
-      s.destroy()
-      resolve(true)
-    })
-    s.once("error", () => resolve(false))
-  })
-
-const listening = (port: number) =>
+/** A temporary directory (removed with the scope) holding `mosquitto.conf` with these lines. */
+const confFile = (lines: ReadonlyArray<string>) =>
   Effect.gen(function* () {
-    let ok = false
-    yield* waitFor(() => ok, `the daemon to listen on ${port}`, 10_000).pipe(
-      Effect.race(
-        Effect.promise(async () => {
-          while (!(await canConnect(port))) await new Promise((r) => setTimeout(r, 50))
-          ok = true
-        })
-      )
-    )
+    const dir = yield* tempDir
+    const conf = path.join(dir, "mosquitto.conf")
+    fs.writeFileSync(conf, lines.join("\n") + "\n")
+    return { dir, conf }
   })
 
 describe("node dist/main.js", () => {
   it.scopedLive("-p PORT -v: serves mosquitto clients, logs Mosquitto's lines, exits 0 on SIGTERM with DISCONNECT 0x8B to v5 clients", () =>
     Effect.gen(function* () {
       const port = yield* freePort
-      const daemon = yield* spawnScoped("node", [main, "-p", String(port), "-v"])
-      yield* listening(port)
+      const daemon = yield* startDaemon(["-p", String(port), "-v"], { port })
       const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", "daemon-test", "-t", "t", "-m", "m", "-q", "1"])
       expect(r.code).toBe(0)
       yield* waitFor(() => daemon.out.stderr.includes("as daemon-test (p2, c1, k60)"), "the connect log line")
@@ -70,8 +43,7 @@ describe("node dist/main.js", () => {
 
   it.scopedLive("with no arguments it listens on 1883, loopback only, anonymous allowed (Mosquitto 2's local-only mode)", () =>
     Effect.gen(function* () {
-      const daemon = yield* spawnScoped("node", [main])
-      yield* listening(1883)
+      const daemon = yield* startDaemon([], { port: 1883 })
       const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", "1883", "-t", "t", "-m", "m"])
       expect(r.code).toBe(0)
       daemon.child.kill("SIGINT")
@@ -83,11 +55,8 @@ describe("node dist/main.js", () => {
   it.scopedLive("-c FILE: listener, allow_anonymous and limits from mosquitto.conf", () =>
     Effect.gen(function* () {
       const port = yield* freePort
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-conf-"))
-      const conf = path.join(dir, "mosquitto.conf")
-      fs.writeFileSync(conf, `# test\nlistener ${port} 127.0.0.1\nallow_anonymous false\nmax_inflight_messages 5\n`)
-      const daemon = yield* spawnScoped("node", [main, "-c", conf])
-      yield* listening(port)
+      const { conf } = yield* confFile(["# test", `listener ${port} 127.0.0.1`, "allow_anonymous false", "max_inflight_messages 5"])
+      const daemon = yield* startDaemon(["-c", conf], { port })
       // allow_anonymous false: refused with "not authorised" (mosquitto_pub exits non-zero)
       const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-t", "t", "-m", "m"])
       expect(r.code).not.toBe(0)
@@ -99,7 +68,7 @@ describe("node dist/main.js", () => {
 
   it.scopedLive("a bad config file exits non-zero naming file, line and option", () =>
     Effect.gen(function* () {
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-conf-"))
+      const dir = yield* tempDir
       const conf = path.join(dir, "bad.conf")
       fs.writeFileSync(conf, `listener 18830\nmax_inflight_messages lots\nno_such_option 1\n`)
       const r = yield* run("node", [main, "-c", conf])
@@ -112,20 +81,16 @@ describe("node dist/main.js", () => {
   it.scopedLive("pid_file, log_dest file and topic, user: written, published, dropped to the configured user", () =>
     Effect.gen(function* () {
       const port = yield* freePort
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-daemon-"))
+      const dir = yield* tempDir
       fs.chmodSync(dir, 0o777)
-      const conf = path.join(dir, "mosquitto.conf")
       const pidFile = path.join(dir, "midge.pid")
       const logFile = path.join(dir, "midge.log")
-      fs.writeFileSync(
-        conf,
-        [`listener ${port} 127.0.0.1`, "allow_anonymous true", `pid_file ${pidFile}`, `log_dest file ${logFile}`, "log_dest topic", "log_type all", "user nobody", ""].join("\n")
-      )
-      const daemon = yield* spawnScoped("node", [main, "-c", conf])
-      yield* listening(port)
+      const conf = path.join(dir, "mosquitto.conf")
+      fs.writeFileSync(conf, [`listener ${port} 127.0.0.1`, "allow_anonymous true", `pid_file ${pidFile}`, `log_dest file ${logFile}`, "log_dest topic", "log_type all", "user nobody", ""].join("\n"))
+      const daemon = yield* startDaemon(["-c", conf], { port })
       expect(fs.readFileSync(pidFile, "utf8").trim()).toBe(String(daemon.child.pid))
       // log_dest topic: log lines arrive on $SYS/broker/log/<type>
-      const sub = yield* spawnScoped("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-t", "$SYS/broker/log/N", "-v", "-C", "2", "-W", "10"])
+      const sub = yield* spawnLive("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-t", "$SYS/broker/log/N", "-v", "-C", "2", "-W", "10"])
       yield* waitFor(() => fs.readFileSync(logFile, "utf8").includes("$SYS/broker/log/N"), "the subscribe log line", 10_000)
       yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", "logged", "-t", "t", "-m", "m"])
       yield* waitFor(() => sub.out.exited, "a log line on a $SYS/broker/log topic", 10_000)
@@ -147,11 +112,9 @@ describe("node dist/main.js", () => {
   it.scopedLive("-d: runs in the background, the command returns at once", () =>
     Effect.gen(function* () {
       const port = yield* freePort
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-daemon-"))
-      fs.chmodSync(dir, 0o777)
-      const conf = path.join(dir, "mosquitto.conf")
+      const dir = yield* tempDir
       const pidFile = path.join(dir, "midge.pid")
-      fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npid_file ${pidFile}\nuser root\n`)
+      const { conf } = yield* confFile([`listener ${port} 127.0.0.1`, "allow_anonymous true", `pid_file ${pidFile}`, "user root"])
       const r = yield* run("node", [main, "-c", conf, "-d"])
       expect(r.code).toBe(0)
       yield* listening(port)
@@ -168,11 +131,8 @@ describe("node dist/main.js", () => {
   it.scopedLive("SIGHUP reloads the configuration: unchanged listeners keep their clients, new ones open, removed ones close", () =>
     Effect.gen(function* () {
       const [a, b] = [yield* freePort, yield* freePort]
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-reload-"))
-      const conf = path.join(dir, "mosquitto.conf")
-      fs.writeFileSync(conf, `listener ${a} 127.0.0.1\nallow_anonymous true\nuser root\n`)
-      const daemon = yield* spawnScoped("node", [main, "-c", conf])
-      yield* listening(a)
+      const { conf } = yield* confFile([`listener ${a} 127.0.0.1`, "allow_anonymous true", "user root"])
+      const daemon = yield* startDaemon(["-c", conf], { port: a })
       const client = yield* connectClient(`mqtt://127.0.0.1:${a}`)
       let closed = false
       client.on("close", () => (closed = true))
@@ -191,10 +151,7 @@ describe("node dist/main.js", () => {
       fs.writeFileSync(conf, `listener ${a} 127.0.0.1\nallow_anonymous true\nuser root\n`)
       daemon.child.kill("SIGHUP")
       yield* waitFor(() => daemon.out.stderr.split("Reloading config.").length === 3, "the second reload", 10_000)
-      let bOpen = true
-      yield* waitFor(() => !bOpen, "the removed listener to close", 10_000).pipe(
-        Effect.race(Effect.promise(async () => { while (await canConnect(b)) await new Promise((r) => setTimeout(r, 50)); bOpen = false }))
-      )
+      yield* notListening(b)
       yield* publish(client, "r", "still connected", { qos: 1 })
       yield* waitFor(() => got.length === 2, "the original client to keep working")
       expect(closed).toBe(false)
@@ -211,11 +168,8 @@ describe("node dist/main.js", () => {
   it.scopedLive("$SYS topics and the metrics_listener endpoint of the daemon", () =>
     Effect.gen(function* () {
       const [port, metricsPort] = [yield* freePort, yield* freePort]
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-sys-"))
-      const conf = path.join(dir, "mosquitto.conf")
-      fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nuser root\nsys_interval 1\nmetrics_listener ${metricsPort} 127.0.0.1\n`)
-      yield* spawnScoped("node", [main, "-c", conf])
-      yield* listening(port)
+      const { conf } = yield* confFile([`listener ${port} 127.0.0.1`, "allow_anonymous true", "user root", "sys_interval 1", `metrics_listener ${metricsPort} 127.0.0.1`])
+      yield* startDaemon(["-c", conf], { port })
       const version = yield* run("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-t", "$SYS/broker/version", "-C", "1", "-W", "5"])
       expect(version.stdout).toBe("midge version 0.1.0\n")
       const uptime = yield* run("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-t", "$SYS/broker/uptime", "-C", "1", "-W", "5"])
@@ -229,27 +183,18 @@ describe("node dist/main.js", () => {
   it.scopedLive("log_dest syslog with log_facility, and log_timestamp_format", () =>
     Effect.gen(function* () {
       const port = yield* freePort
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-syslog-"))
+      const dir = yield* tempDir
       const sock = path.join(dir, "log.sock")
       const received = path.join(dir, "received")
       // a stand-in syslog daemon: a Unix datagram socket that appends what it gets
-      const syslogd = yield* spawnScoped("python3", [
+      const syslogd = yield* spawnLive("python3", [
         "-c",
         `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(sock)})\nprint("ready",flush=True)\nwhile True:\n  d=s.recv(65536)\n  open(${JSON.stringify(received)},"ab").write(d+b"\\n")`
       ])
       yield* waitFor(() => syslogd.out.stdout.includes("ready"), "the syslog stand-in")
       const conf = path.join(dir, "mosquitto.conf")
       fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest syslog\nlog_dest stderr\nlog_facility 5\nlog_timestamp_format %Y-%m-%dT%H:%M:%S\n`)
-      const daemon = yield* Effect.acquireRelease(
-        Effect.sync(() => {
-          const child = spawn("node", [main, "-c", conf], { env: { ...process.env, MIDGE_SYSLOG_SOCKET: sock }, stdio: ["ignore", "pipe", "pipe"] })
-          const out = { stderr: "" }
-          child.stderr.on("data", (d) => (out.stderr += d))
-          return { child, out }
-        }),
-        ({ child }) => Effect.sync(() => child.kill("SIGKILL"))
-      )
-      yield* listening(port)
+      const daemon = yield* startDaemon(["-c", conf], { port, env: { MIDGE_SYSLOG_SOCKET: sock } })
       yield* run("mosquitto_pub", ["-p", String(port), "-i", "syslogged", "-t", "t", "-m", "m"])
       yield* waitFor(() => fs.existsSync(received) && fs.readFileSync(received, "utf8").includes("as syslogged"), "the connect line in syslog", 10_000)
       // <PRI> = local5 (21) * 8 + notice (5) = 173

@@ -22,9 +22,10 @@
  * failure is reported as `file:line option: message`.
  */
 import * as os from "node:os"
-import { Either, ParseResult, Schema, type SchemaAST as AST } from "effect"
+import { Either, Schema } from "effect"
 import { ConfigError, type ConfigProblem, type Directive } from "../../config/Config.js"
 import { lookupOption } from "../../config/internal/options.js"
+import { Bool, type Check, def, directiveProblems, fromDirective, isComment, last, once, opt, Str, stringCheck, toInt } from "../../config/internal/schema.js"
 import { validateTopicFilter, validateTopicName } from "../../protocol/topic.js"
 import type { QoS } from "../../session/Message.js"
 import { type BridgeDirection, type BridgeTopic, makeTopic } from "./topics.js"
@@ -50,7 +51,7 @@ export type StartType = "automatic" | "lazy" | "once"
 
 export type TlsVersion = "tlsv1.3" | "tlsv1.2" | "tlsv1.1"
 
-/** Present when the bridge uses TLS: `bridge_cafile`, `bridge_capath` or `bridge_psk` is set (as in Mosquitto). */
+/** Present when the bridge uses TLS: `bridge_cafile`, `bridge_capath`, `bridge_psk` or `bridge_tls_use_os_certs` is set (as in Mosquitto). */
 export interface BridgeTls {
   readonly cafile: string | undefined
   readonly capath: string | undefined
@@ -66,6 +67,15 @@ export interface BridgeTls {
   readonly pskIdentity: string | undefined
   /** hex */
   readonly psk: string | undefined
+  /** `bridge_tls_use_os_certs`: trust the system's CA certificates too */
+  readonly useOsCerts: boolean
+}
+
+/** `bridge_tcp_keepalive IDLE INTERVAL COUNT`: TCP keepalive probes after IDLE seconds of silence. */
+export interface TcpKeepalive {
+  readonly idle: number
+  readonly interval: number
+  readonly count: number
 }
 
 export interface BridgeConfig {
@@ -107,33 +117,16 @@ export interface BridgeConfig {
   readonly sessionExpiryInterval: number
   readonly receiveMaximum: number
   readonly maxTopicAlias: number
+  /** `bridge_tcp_keepalive`; undefined: off */
+  readonly tcpKeepalive: TcpKeepalive | undefined
   readonly tls: BridgeTls | undefined
 }
 
 // ---------------------------------------------------------------------------
 // directive -> value checks
 
-type Check<A> = (d: Directive) => Either.Either<A, string>
-
-const isDirective = (u: unknown): u is Directive =>
-  typeof u === "object" && u !== null && "option" in u && "args" in u && "line" in u
-
-const DirectiveSchema = Schema.declare(isDirective, { identifier: "Directive" })
-
-const forbidden = (ast: AST.AST, a: unknown) => ParseResult.fail(new ParseResult.Forbidden(ast, a, "configuration is not encoded back to text"))
-
-const fromDirective = <A>(check: Check<A>): Schema.Schema<A, Directive> =>
-  Schema.transformOrFail(DirectiveSchema, Schema.Any as Schema.Schema<A>, {
-    strict: true,
-    decode: (d, _, ast) =>
-      Either.match(check(d), {
-        onLeft: (message) => ParseResult.fail(new ParseResult.Type(ast, d, message)),
-        onRight: ParseResult.succeed
-      }),
-    encode: (a, _, ast) => forbidden(ast, a)
-  })
-
-const isComment = (s: string | undefined): boolean => s !== undefined && s.charCodeAt(0) === 35
+/** A check with its result's type left to the caller (bridge values are not re-encoded). */
+const check = <A>(c: Check<A>): Schema.Schema<A, Directive> => fromDirective(Schema.Any as Schema.Schema<A>, c)
 
 /** the values before a trailing `# comment` */
 const values = (d: Directive): ReadonlyArray<string> => {
@@ -148,30 +141,10 @@ const oneValue = (d: Directive): Either.Either<string, string> => {
   return Either.right(v[0])
 }
 
-const INTEGER = /^[+-]?\d+$/
-
-const toInt = (s: string): Either.Either<number, string> => {
-  if (!INTEGER.test(s)) return Either.left(`invalid value "${s}": expected an integer`)
-  const n = Number(s)
-  return n < -2147483648 || n > 2147483647 ? Either.left(`invalid value ${s}: out of range`) : Either.right(n)
-}
-
 const intCheck =
   (adjust: (n: number) => Either.Either<number, string>): Check<number> =>
   (d) =>
     Either.flatMap(Either.flatMap(oneValue(d), toInt), adjust)
-
-const boolCheck: Check<boolean> = (d) =>
-  Either.flatMap(oneValue(d), (s) =>
-    s === "true" || s === "1"
-      ? Either.right(true)
-      : s === "false" || s === "0"
-        ? Either.right(false)
-        : Either.left(`invalid value "${s}": expected true or false`)
-  )
-
-/** conf.c's `conf__parse_string`: the rest of the line. */
-const stringCheck: Check<string> = (d) => (d.value.length === 0 ? Either.left("missing value") : Either.right(d.value))
 
 const enumCheck =
   <L extends string>(choices: ReadonlyArray<L>, what = "value"): Check<L> =>
@@ -282,6 +255,20 @@ const restartCheck: Check<RestartTimeout> = (d) => {
   return Either.right({ _tag: "Backoff", base: first, cap: Math.min(7200, cap), stable })
 }
 
+/** conf.c: `bridge_tcp_keepalive IDLE INTERVAL COUNT`, three integers above 0. */
+const tcpKeepaliveCheck: Check<TcpKeepalive> = (d) => {
+  const v = values(d)
+  if (v.length !== 3) return Either.left(`expected 3 values (idle interval count), got ${v.length}: "${d.value}"`)
+  const ints: Array<number> = []
+  for (const [i, s] of v.entries()) {
+    const n = toInt(s)
+    if (Either.isLeft(n)) return Either.left(n.left)
+    if (n.right <= 0) return Either.left(`invalid TCP keepalive ${["idle", "interval", "count"][i]} value ${n.right}: must be greater than 0`)
+    ints.push(n.right)
+  }
+  return Either.right({ idle: ints[0], interval: ints[1], count: ints[2] })
+}
+
 const protocolCheck: Check<3 | 4 | 5> = (d) =>
   Either.map(enumCheck(["mqttv31", "mqttv311", "mqttv50"] as const, "bridge_protocol_version")(d), (v) =>
     v === "mqttv31" ? 3 : v === "mqttv311" ? 4 : 5
@@ -305,54 +292,13 @@ const atLeast = (min: number) => (n: number) => Either.right(n < min ? min : n)
 // ---------------------------------------------------------------------------
 // per-option schemas
 
-const Directives = Schema.Array(DirectiveSchema)
-
-/** a later occurrence overwrites an earlier one; every occurrence is checked */
-const last = <A>(item: Schema.Schema<A, Directive>): Schema.Schema<A, ReadonlyArray<Directive>> =>
-  Schema.transform(Schema.Array(item), Schema.typeSchema(item), { strict: true, decode: (xs) => xs[xs.length - 1], encode: (x) => [x] })
-
-const DUPLICATE = "\u0000duplicate:"
-
-/** conf.c's `conf__parse_string` (and `address`): a second occurrence is an error pointing at the first. */
-const once = <A>(item: Schema.Schema<A, Directive>): Schema.Schema<A, ReadonlyArray<Directive>> => {
-  const decodeItem = ParseResult.decodeUnknownEither(item)
-  return Schema.transformOrFail(Directives, Schema.typeSchema(item), {
-    strict: true,
-    decode: (ds, options, ast) => {
-      const issues: Array<ParseResult.Pointer> = []
-      let value: A | undefined
-      for (let i = 0; i < ds.length; i++) {
-        if (i > 0) {
-          issues.push(new ParseResult.Pointer(i, ds, new ParseResult.Type(ast, ds[i], DUPLICATE + 0)))
-          continue
-        }
-        const r = decodeItem(ds[i], options)
-        if (Either.isLeft(r)) issues.push(new ParseResult.Pointer(i, ds, r.left))
-        else value = r.right
-      }
-      return issues.length === 0
-        ? ParseResult.succeed(value as A)
-        : ParseResult.fail(new ParseResult.Composite(ast, ds, issues as [ParseResult.Pointer, ...Array<ParseResult.Pointer>]))
-    },
-    encode: (a, _, ast) => forbidden(ast, a)
-  })
-}
-
-const opt = <A>(key: string, s: Schema.Schema<A, ReadonlyArray<Directive>>) =>
-  Schema.optionalWith(s, { exact: true }).pipe(Schema.fromKey(key))
-
-const def = <A>(key: string, s: Schema.Schema<A, ReadonlyArray<Directive>>, value: A) =>
-  Schema.optionalWith(s, { exact: true, default: () => value }).pipe(Schema.fromKey(key))
-
-const Int = (adjust: (n: number) => Either.Either<number, string>) => fromDirective(intCheck(adjust))
-const Bool = fromDirective(boolCheck)
-const Str = fromDirective(stringCheck)
+const Int = (adjust: (n: number) => Either.Either<number, string>) => check(intCheck(adjust))
 
 /** One bridge block, directives grouped by option (aliases merged under the canonical name). */
 export const BridgeSection = Schema.Struct({
-  name: last(fromDirective(nameCheck)).pipe(Schema.propertySignature, Schema.fromKey("connection")),
-  addresses: opt("address", once(fromDirective(addressesCheck))),
-  topics: def("topic", Schema.Array(fromDirective(topicCheck)), []),
+  name: last(check(nameCheck)).pipe(Schema.propertySignature, Schema.fromKey("connection")),
+  addresses: opt("address", once(check(addressesCheck))),
+  topics: def("topic", Schema.Array(check(topicCheck)), []),
   roundRobin: def("round_robin", last(Bool), false),
   bindAddress: opt("bridge_bind_address", once(Str)),
   remoteClientId: opt("remote_clientid", once(Str)),
@@ -369,15 +315,15 @@ export const BridgeSection = Schema.Struct({
     60
   ),
   notifications: def("notifications", last(Bool), true),
-  notificationTopic: opt("notification_topic", once(fromDirective(notificationTopicCheck))),
+  notificationTopic: opt("notification_topic", once(check(notificationTopicCheck))),
   notificationsLocalOnly: def("notifications_local_only", last(Bool), false),
   tryPrivate: def("try_private", last(Bool), true),
-  protocolVersion: def("bridge_protocol_version", last(fromDirective(protocolCheck)), 4 as 3 | 4 | 5),
+  protocolVersion: def("bridge_protocol_version", last(check(protocolCheck)), 4 as 3 | 4 | 5),
   attemptUnsubscribe: def("bridge_attempt_unsubscribe", last(Bool), true),
   outgoingRetain: def("bridge_outgoing_retain", last(Bool), true),
   maxPacketSize: def("bridge_max_packet_size", last(Int(atLeast(0))), 0),
-  startType: def("start_type", last(fromDirective(startTypeCheck)), "automatic" as StartType),
-  restartTimeout: def("restart_timeout", last(fromDirective(restartCheck)), { _tag: "Backoff", base: 5, cap: 30, stable: 0 } as RestartTimeout),
+  startType: def("start_type", last(check(startTypeCheck)), "automatic" as StartType),
+  restartTimeout: def("restart_timeout", last(check(restartCheck)), { _tag: "Backoff", base: 5, cap: 30, stable: 0 } as RestartTimeout),
   idleTimeout: def("idle_timeout", last(Int(atLeast(1))), 60),
   threshold: def("threshold", last(Int(atLeast(1))), 10),
   sessionExpiryInterval: def(
@@ -395,17 +341,19 @@ export const BridgeSection = Schema.Struct({
     last(Int((n) => (n < 0 || n > 65535 ? Either.left(`invalid value ${n}: must be between 0 and 65535`) : Either.right(n)))),
     10
   ),
+  tcpKeepalive: opt("bridge_tcp_keepalive", last(check(tcpKeepaliveCheck))),
   cafile: opt("bridge_cafile", once(Str)),
   capath: opt("bridge_capath", once(Str)),
   certfile: opt("bridge_certfile", once(Str)),
   keyfile: opt("bridge_keyfile", once(Str)),
   insecure: def("bridge_insecure", last(Bool), false),
   alpn: opt("bridge_alpn", once(Str)),
-  tlsVersion: opt("bridge_tls_version", once(fromDirective(enumCheck(["tlsv1.3", "tlsv1.2", "tlsv1.1"] as const, "bridge_tls_version")))),
+  tlsVersion: opt("bridge_tls_version", once(check(enumCheck(["tlsv1.3", "tlsv1.2", "tlsv1.1"] as const, "bridge_tls_version")))),
   ciphers: opt("bridge_ciphers", once(Str)),
   ciphersTls13: opt("bridge_ciphers_tls1.3", once(Str)),
   pskIdentity: opt("bridge_identity", once(Str)),
-  psk: opt("bridge_psk", once(fromDirective(pskCheck)))
+  psk: opt("bridge_psk", once(check(pskCheck))),
+  useOsCerts: def("bridge_tls_use_os_certs", last(Bool), false)
 })
 
 type Decoded = Schema.Schema.Type<typeof BridgeSection>
@@ -450,32 +398,6 @@ const blocks = (directives: ReadonlyArray<Directive>): Array<{ readonly start: D
 
 const decodeSection = Schema.decodeUnknownEither(BridgeSection, { errors: "all" })
 
-/** Every failing directive of a section as `file:line option: message`. */
-const sectionProblems = (section: Section, error: ParseResult.ParseError): Array<ConfigProblem> => {
-  const problems: Array<ConfigProblem> = []
-  for (const issue of ParseResult.ArrayFormatter.formatErrorSync(error)) {
-    let cur: unknown = section
-    let parent: unknown = undefined
-    let found: Directive | undefined
-    for (const key of issue.path) {
-      parent = cur
-      cur = cur !== null && typeof cur === "object" ? (cur as Record<PropertyKey, unknown>)[key] : undefined
-      if (isDirective(cur)) {
-        found = cur
-        break
-      }
-    }
-    if (found === undefined) continue
-    let message = issue.message
-    if (message.startsWith(DUPLICATE)) {
-      const first = Array.isArray(parent) ? (parent[Number(message.slice(DUPLICATE.length))] as Directive | undefined) : undefined
-      message = first === undefined ? "duplicate value" : `duplicate value: already set at ${first.file}:${first.line}`
-    }
-    problems.push(problemAt(found, found.option, message))
-  }
-  return problems
-}
-
 const sameTopic = (a: BridgeTopic, b: BridgeTopic): boolean =>
   a.direction === b.direction && a.qos === b.qos && a.pattern === b.pattern && a.localPrefix === b.localPrefix && a.remotePrefix === b.remotePrefix
 
@@ -507,7 +429,7 @@ const build = (start: Directive, section: Section, d: Decoded, hostname: string,
   const topics: Array<BridgeTopic> = []
   for (const t of d.topics) if (!topics.some((x) => sameTopic(x, t))) topics.push(t)
   const remoteClientId = d.remoteClientId ?? `${hostname}.${d.name}`
-  const tlsOn = d.cafile !== undefined || d.capath !== undefined || d.psk !== undefined
+  const tlsOn = d.cafile !== undefined || d.capath !== undefined || d.psk !== undefined || d.useOsCerts
   return {
     name: d.name,
     file: start.file,
@@ -540,6 +462,7 @@ const build = (start: Directive, section: Section, d: Decoded, hostname: string,
     sessionExpiryInterval: d.sessionExpiryInterval,
     receiveMaximum: d.receiveMaximum,
     maxTopicAlias: d.maxTopicAlias,
+    tcpKeepalive: d.tcpKeepalive,
     tls: tlsOn
       ? {
           cafile: d.cafile,
@@ -552,7 +475,8 @@ const build = (start: Directive, section: Section, d: Decoded, hostname: string,
           ciphers: d.ciphers,
           ciphersTls13: d.ciphersTls13,
           pskIdentity: d.pskIdentity,
-          psk: d.psk
+          psk: d.psk,
+          useOsCerts: d.useOsCerts
         }
       : undefined
   }
@@ -574,7 +498,7 @@ export const decodeBridges = (
   for (const { start, section } of blocks(directives)) {
     const decoded = decodeSection(section)
     if (Either.isLeft(decoded)) {
-      problems.push(...sectionProblems(section, decoded.left))
+      problems.push(...directiveProblems(section, decoded.left))
       continue
     }
     const name = decoded.right.name

@@ -21,11 +21,12 @@
 import type * as net from "node:net"
 import { Clock, Data, Deferred, Duration, Effect, Exit, type Scope } from "effect"
 import type { Log } from "../../log/Log.js"
-import { encode, encodeAck, encodePublish, type Packet, PacketParser, PINGREQ, type PublishProperties } from "../../protocol/codec.js"
+import { encode, encodeAck, encodePublish, type Packet, PacketParser, PINGREQ } from "../../protocol/codec.js"
 import { validateTopicName } from "../../protocol/topic.js"
 import type { PublishSource, SharedGroup, Subscriber, SubscriptionOptions } from "../../routing/Router.js"
 import type { Core } from "../../session/Core.js"
-import { Message, type MessageProperties, type QoS } from "../../session/Message.js"
+import { forwardedProperties } from "../../session/forwardedProperties.js"
+import { Message, type QoS } from "../../session/Message.js"
 import type { BridgeConfig } from "./config.js"
 import { type AttemptOutcome, Demand, idle } from "./schedule.js"
 import { openSocket, probe } from "./socket.js"
@@ -73,18 +74,6 @@ const PRIMARY_RETRY_MS = 5000
 
 const ONE = Buffer.from("1")
 const ZERO = Buffer.from("0")
-
-const forwarded = (p: PublishProperties | undefined): MessageProperties | undefined => {
-  if (p === undefined) return undefined
-  let out: MessageProperties | undefined
-  if (p.payloadFormatIndicator !== undefined) (out ??= {}).payloadFormatIndicator = p.payloadFormatIndicator
-  if (p.messageExpiryInterval !== undefined) (out ??= {}).messageExpiryInterval = p.messageExpiryInterval
-  if (p.contentType !== undefined) (out ??= {}).contentType = p.contentType
-  if (p.responseTopic !== undefined) (out ??= {}).responseTopic = p.responseTopic
-  if (p.correlationData !== undefined) (out ??= {}).correlationData = p.correlationData
-  if (p.userProperties !== undefined) (out ??= {}).userProperties = p.userProperties
-  return out
-}
 
 export class BridgeRuntime implements Subscriber {
   readonly clientId: string
@@ -420,7 +409,7 @@ export class BridgeRuntime implements Subscriber {
     if (deliverable) {
       const core = this.core
       const payload = typeof p.payload === "string" ? Buffer.from(p.payload) : p.payload
-      const properties = wire.version === 5 ? forwarded(p.properties) : undefined
+      const properties = wire.version === 5 ? forwardedProperties(p.properties) : undefined
       const message = new Message(topic, payload, qos, p.retain, properties, this.clientId, core.now())
       core.router.publish(message)
       if (qos > 0 || p.retain || core.settings.queueQos0Messages) message.ownPayload()
@@ -572,7 +561,7 @@ export class BridgeRuntime implements Subscriber {
         })
       )
       const timeoutMs = Math.max(5, c.keepalive) * 1000
-      const socket = yield* openSocket(address, c.tls, c.bindAddress, timeoutMs).pipe(
+      const socket = yield* openSocket(address, c.tls, c.bindAddress, timeoutMs, c.tcpKeepalive).pipe(
         Effect.mapError((e) => new BridgeError({ reason: e.reason, message: `unable to connect to ${address.host}:${address.port}: ${e.message}`, connectedFor: undefined }))
       )
       const parser = new PacketParser()

@@ -5,7 +5,9 @@
  * against those CAs and, unless `bridge_insecure`, its host name;
  * `bridge_certfile` / `bridge_keyfile` for a client certificate;
  * `bridge_tls_version` is the minimum version; `bridge_alpn`; TLS-PSK with
- * `bridge_identity` / `bridge_psk`. Files are read at each connection attempt,
+ * `bridge_identity` / `bridge_psk`; `bridge_tls_use_os_certs` adds the system's
+ * CAs; `bridge_tcp_keepalive` turns TCP keepalive on (Node sets the idle time
+ * only). Files are read at each connection attempt,
  * so renewed certificates are picked up, and a missing file is a failed
  * attempt (retried as `restart_timeout` says), as in Mosquitto.
  */
@@ -14,7 +16,7 @@ import * as net from "node:net"
 import * as path from "node:path"
 import * as tls from "node:tls"
 import { Data, Duration, Effect, type Scope } from "effect"
-import type { BridgeAddress, BridgeTls } from "./config.js"
+import type { BridgeAddress, BridgeTls, TcpKeepalive } from "./config.js"
 
 export class SocketError extends Data.TaggedError("SocketError")<{
   readonly reason: "Connect" | "Tls" | "Timeout"
@@ -55,6 +57,24 @@ const readCapath = (dir: string): Array<string> => {
   return [...out]
 }
 
+/** The CA bundles of the common distributions, in the order OpenSSL builds look for them. */
+const SYSTEM_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"]
+
+/**
+ * The system's trusted CA certificates (`bridge_tls_use_os_certs`), where
+ * OpenSSL's default verify paths find them, as Mosquitto's
+ * `SSL_CTX_set_default_verify_paths`: the file `SSL_CERT_FILE` (else the
+ * distribution's bundle) and the certificates of the directory `SSL_CERT_DIR`.
+ * Without any of them, Node's own copy of the Mozilla list.
+ */
+export const osCertificates = (env: NodeJS.ProcessEnv = process.env): Array<string> => {
+  const out: Array<string> = []
+  const file = env.SSL_CERT_FILE ?? SYSTEM_BUNDLES.find((f) => fs.existsSync(f))
+  if (file !== undefined) out.push(readFile("bridge_tls_use_os_certs", file))
+  if (env.SSL_CERT_DIR !== undefined) for (const dir of env.SSL_CERT_DIR.split(":")) out.push(...readCapath(dir))
+  return out.length > 0 ? out : [...tls.rootCertificates]
+}
+
 /** The node:tls client options for a bridge's TLS settings (reads the files; throws SocketError). */
 export const tlsOptions = (t: BridgeTls, host: string): tls.ConnectionOptions => {
   const options: tls.ConnectionOptions = {
@@ -72,7 +92,7 @@ export const tlsOptions = (t: BridgeTls, host: string): tls.ConnectionOptions =>
     options.ciphers = t.ciphers ?? "PSK"
     options.checkServerIdentity = () => undefined
   } else {
-    const ca: Array<string> = []
+    const ca: Array<string> = t.useOsCerts ? osCertificates() : []
     if (t.cafile !== undefined) ca.push(readFile("bridge_cafile", t.cafile))
     if (t.capath !== undefined) ca.push(...readCapath(t.capath))
     options.ca = ca
@@ -96,13 +116,16 @@ export const tlsOptions = (t: BridgeTls, host: string): tls.ConnectionOptions =>
 /**
  * Open a connection to `address` (TLS when `t` is set), released with the
  * scope (destroyed: no DISCONNECT, so the remote publishes the bridge's will).
- * Fails with a SocketError after `timeoutMs`.
+ * Fails with a SocketError after `timeoutMs`. With `keepalive`, TCP keepalive
+ * probes start after its idle time (Node cannot set the probe interval and
+ * count: the system's apply).
  */
 export const openSocket = (
   address: BridgeAddress,
   t: BridgeTls | undefined,
   bindAddress: string | undefined,
-  timeoutMs: number
+  timeoutMs: number,
+  keepalive?: TcpKeepalive
 ): Effect.Effect<net.Socket, SocketError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.async<net.Socket, SocketError>((resume) => {
@@ -115,6 +138,7 @@ export const openSocket = (
         return
       }
       socket.setNoDelay(true)
+      if (keepalive !== undefined) socket.setKeepAlive(true, keepalive.idle * 1000)
       const onError = (e: Error) => {
         socket.destroy()
         resume(Effect.fail(new SocketError({ reason: t === undefined ? "Connect" : "Tls", message: e.message })))

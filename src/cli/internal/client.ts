@@ -98,9 +98,29 @@ const readCaPath = (dir: string): Array<Buffer> =>
     .filter((f) => /\.(pem|crt|cer)$/i.test(f) || /^[0-9a-f]{8}\.[0-9]+$/i.test(f))
     .map((f) => fs.readFileSync(path.join(dir, f)))
 
-/** node:tls options for the config, read as libmosquitto's client_tls_opts_set does. */
-export const tlsOptions = (config: ClientConfig): tls.ConnectionOptions => {
-  const t = config.tls
+/** The TLS settings of a tool's command line (`--cafile`, `--cert`, `--psk`, ...). */
+export interface TlsSettings {
+  readonly cafile: string | undefined
+  readonly capath: string | undefined
+  readonly certfile: string | undefined
+  readonly keyfile: string | undefined
+  readonly keyform?: string | undefined
+  readonly engine?: string | undefined
+  readonly insecure: boolean
+  readonly version: string | undefined
+  readonly ciphers: string | undefined
+  readonly alpn: string | undefined
+  readonly useOsCerts: boolean
+  readonly psk: string | undefined
+  readonly pskIdentity: string | undefined
+}
+
+/**
+ * node:tls options for TLS settings, read as libmosquitto's
+ * client_tls_opts_set does (shared by pub, sub and ctrl); a problem is a
+ * {@link SetupError} with Mosquitto's text. `servername` is sent as SNI.
+ */
+export const tlsConnectionOptions = (t: TlsSettings, servername: string | undefined): tls.ConnectionOptions => {
   const o: tls.ConnectionOptions = {}
   try {
     const ca: Array<string | Buffer> = []
@@ -112,6 +132,7 @@ export const tlsOptions = (config: ClientConfig): tls.ConnectionOptions => {
   } catch {
     throw new SetupError("Error: Problem setting TLS options: File not found.\n")
   }
+  if ((t.certfile === undefined) !== (t.keyfile === undefined)) throw new SetupError("Error: Both certfile and keyfile must be provided if one of them is set.\n")
   if (t.keyform !== undefined && t.keyform !== "pem") throw new SetupError("Error: Problem setting key form, it must be one of 'pem' or 'engine'.\n")
   if (t.engine !== undefined) throw new SetupError(`Error: Problem setting TLS engine, is ${t.engine} a valid engine?\n`)
   // --insecure: the chain is still verified, the host name is not
@@ -125,17 +146,22 @@ export const tlsOptions = (config: ClientConfig): tls.ConnectionOptions => {
   if (t.ciphers !== undefined) o.ciphers = t.ciphers
   if (t.alpn !== undefined) o.ALPNProtocols = [t.alpn]
   if (t.psk !== undefined) {
+    if (t.pskIdentity === undefined) throw new SetupError("Error: --psk-identity required if --psk used.\n")
     if (!/^[0-9a-fA-F]+$/.test(t.psk) || t.psk.length % 2 !== 0) throw new SetupError("Error: Problem setting TLS-PSK options.\n")
     const psk = Buffer.from(t.psk, "hex")
-    const identity = t.pskIdentity ?? ""
+    const identity = t.pskIdentity
     o.pskCallback = () => ({ psk, identity })
     o.ciphers = t.ciphers ?? "PSK"
     // no certificate to check: the key is the authentication
     o.checkServerIdentity = () => undefined
   }
-  if (net.isIP(config.host) === 0 && config.unixSocket === undefined) o.servername = config.host
+  if (servername !== undefined && net.isIP(servername) === 0) o.servername = servername
   return o
 }
+
+/** node:tls options for a pub / sub command line. */
+export const tlsOptions = (config: ClientConfig): tls.ConnectionOptions =>
+  tlsConnectionOptions(config.tls, config.unixSocket === undefined ? config.host : undefined)
 
 /** The debug line for a packet, as libmosquitto logs it (`-d`). */
 export const debugLine = (id: string, direction: "sending" | "received", packet: Packet): Array<string> => {
@@ -294,6 +320,32 @@ export const makeClient = (config: ClientConfig, io: Io, options: { readonly rec
   }
   return { mqtt: client, id: () => id }
 }
+
+/** Error output that `--quiet` silences. */
+export const errorWriter = (config: ClientConfig, io: Io) => (text: string): void => {
+  if (!config.quiet) io.stderr(text)
+}
+
+/** {@link makeClient}, or `undefined` after printing the setup problem (the tool then exits 1). */
+export const openClient = (config: ClientConfig, io: Io, options: { readonly reconnect: boolean }, err: (text: string) => void): Client | undefined => {
+  try {
+    return makeClient(config, io, options)
+  } catch (e) {
+    if (e instanceof SetupError) {
+      err(e.text)
+      return undefined
+    }
+    throw e
+  }
+}
+
+/** The code of a CONNACK: the MQTT 5 reason code, or the 3.1 / 3.1.1 return code. */
+export const connackCode = (config: ClientConfig, packet: mqtt.IConnackPacket): number =>
+  config.protocolVersion === 5 ? (packet.reasonCode ?? 0) : (packet.returnCode ?? 0)
+
+/** The DISCONNECT properties of `-D disconnect ...` (MQTT 5), as MQTT.js's `end` takes them. */
+export const disconnectProperties = (config: ClientConfig): { properties?: ClientConfig["properties"]["disconnect"] } =>
+  config.protocolVersion === 5 && Object.keys(config.properties.disconnect).length > 0 ? { properties: config.properties.disconnect } : {}
 
 /** The text and exit code for a refused CONNACK, as the tools print them. */
 export const refusedText = (config: ClientConfig, code: number): string =>

@@ -239,15 +239,21 @@ export const subTopicOk = (filter: string): boolean => {
   return Buffer.byteLength(filter) <= 65535
 }
 
+/** A topic filter argument (`-t` of sub, `-T`, `-U`): valid UTF-8 and wildcards, or Mosquitto's error naming `what`. */
+const checkedFilter = (filter: string, arg: string, what: string): string => {
+  if (!validUtf8(filter)) fail(`Error: Malformed UTF-8 in ${arg} argument.\n\n`)
+  if (!subTopicOk(filter)) fail(`Error: Invalid ${what} '${filter}', are all '+' and '#' wildcards correct?\n`)
+  return filter
+}
+
 const addTopic = (cfg: Draft, tool: Tool, topic: string, arg: string) => {
-  if (!validUtf8(topic)) fail(`Error: Malformed UTF-8 in ${arg} argument.\n\n`)
-  if (tool === "pub") {
-    if (!pubTopicOk(topic)) fail(`Error: Invalid publish topic '${topic}', does it contain '+' or '#'?\n`)
-    cfg.topic = topic
-  } else {
-    if (!subTopicOk(topic)) fail(`Error: Invalid subscription topic '${topic}', are all '+' and '#' wildcards correct?\n`)
-    cfg.topics.push(topic)
+  if (tool === "sub") {
+    cfg.topics.push(checkedFilter(topic, arg, "subscription topic"))
+    return
   }
+  if (!validUtf8(topic)) fail(`Error: Malformed UTF-8 in ${arg} argument.\n\n`)
+  if (!pubTopicOk(topic)) fail(`Error: Invalid publish topic '${topic}', does it contain '+' or '#'?\n`)
+  cfg.topic = topic
 }
 
 const parseUrl = (cfg: Draft, tool: Tool, value: string) => {
@@ -273,23 +279,26 @@ const parseUrl = (cfg: Draft, tool: Tool, value: string) => {
   const slash = url.indexOf("/")
   if (slash < 0) fail("Error: Invalid URL for -L argument specified - topic missing.\n")
   addTopic(cfg, tool, url.slice(slash + 1), "-L topic")
-  let authority = url.slice(0, slash)
-  const at = authority.indexOf("@")
+  const a = urlAuthority(url.slice(0, slash))
+  if (a.username !== undefined) cfg.username = a.username
+  if (a.password !== undefined) cfg.password = a.password
+  if (a.port !== undefined) cfg.port = atoi(a.port)
+  cfg.host = a.host
+}
+
+/** The `[user[:password]@]host[:port]` of a `-L` URL, as the tools split it (the port as written). */
+export const urlAuthority = (authority: string): { readonly username?: string; readonly password?: string; readonly host: string; readonly port?: string } => {
+  let rest = authority
+  let credentials: { username?: string; password?: string } = {}
+  const at = rest.indexOf("@")
   if (at >= 0) {
-    const userinfo = authority.slice(0, at)
+    const userinfo = rest.slice(0, at)
     const colon = userinfo.indexOf(":")
-    if (colon >= 0) {
-      cfg.password = userinfo.slice(colon + 1)
-      cfg.username = userinfo.slice(0, colon)
-    } else cfg.username = userinfo
-    authority = authority.slice(at + 1)
+    credentials = colon >= 0 ? { username: userinfo.slice(0, colon), password: userinfo.slice(colon + 1) } : { username: userinfo }
+    rest = rest.slice(at + 1)
   }
-  const colon = authority.indexOf(":")
-  if (colon >= 0) {
-    cfg.port = atoi(authority.slice(colon + 1))
-    authority = authority.slice(0, colon)
-  }
-  cfg.host = authority
+  const colon = rest.indexOf(":")
+  return colon >= 0 ? { ...credentials, host: rest.slice(0, colon), port: rest.slice(colon + 1) } : { ...credentials, host: rest }
 }
 
 const setPubMode = (cfg: Draft, mode: PubMode) => {
@@ -304,6 +313,33 @@ const subOnly = new Set([
   "--retained-only", "-T", "--filter-out", "-U", "--unsubscribe", "-v", "--verbose", "-W", "--no-local", "--nl", "--retain-handling"
 ])
 
+/**
+ * The flags that store their value as given: where, and the words of
+ * Mosquitto's "argument given but ..." error (with the flag it names, when
+ * not the one used).
+ */
+const VALUE_FLAGS: Readonly<Record<string, readonly [what: string, name: string | undefined, set: (cfg: Draft, value: string) => void]>> = {
+  "-A": ["no address specified", undefined, (c, v) => (c.bindAddress = v)],
+  "--cafile": ["no file specified", undefined, (c, v) => (c.tls.cafile = v)],
+  "--capath": ["no directory specified", undefined, (c, v) => (c.tls.capath = v)],
+  "--cert": ["no file specified", undefined, (c, v) => (c.tls.certfile = v)],
+  "--ciphers": ["no ciphers specified", undefined, (c, v) => (c.tls.ciphers = v)],
+  "-h": ["no host specified", "-h", (c, v) => (c.host = v)],
+  "--host": ["no host specified", "-h", (c, v) => (c.host = v)],
+  "--key": ["no file specified", undefined, (c, v) => (c.tls.keyfile = v)],
+  "--keyform": ["no keyform specified", undefined, (c, v) => (c.tls.keyform = v)],
+  "-P": ["no password specified", "-P", (c, v) => (c.password = v)],
+  "--pw": ["no password specified", "-P", (c, v) => (c.password = v)],
+  "--proxy": ["no proxy url specified", undefined, (c, v) => (c.proxy = v)],
+  "--psk": ["no key specified", undefined, (c, v) => (c.tls.psk = v)],
+  "--psk-identity": ["no identity specified", undefined, (c, v) => (c.tls.pskIdentity = v)],
+  "--tls-alpn": ["no protocol specified", undefined, (c, v) => (c.tls.alpn = v)],
+  "--tls-engine": ["no engine_id specified", undefined, (c, v) => (c.tls.engine = v)],
+  "--tls-version": ["no version specified", undefined, (c, v) => (c.tls.version = v)],
+  "-u": ["no username specified", "-u", (c, v) => (c.username = v)],
+  "--username": ["no username specified", "-u", (c, v) => (c.username = v)]
+}
+
 /** One pass over a list of words (argv, or a line of the options file). */
 const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" | "version" | undefined => {
   const argc = argv.length
@@ -314,22 +350,12 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
       if (i === argc - 1) fail(`Error: ${name} argument given but ${what}.\n\n`)
       return argv[++i]
     }
+    const plain = VALUE_FLAGS[a]
+    if (plain !== undefined) {
+      plain[2](cfg, value(plain[0], plain[1]))
+      continue
+    }
     switch (a) {
-      case "-A":
-        cfg.bindAddress = value("no address specified")
-        break
-      case "--cafile":
-        cfg.tls.cafile = value("no file specified")
-        break
-      case "--capath":
-        cfg.tls.capath = value("no directory specified")
-        break
-      case "--cert":
-        cfg.tls.certfile = value("no file specified")
-        break
-      case "--ciphers":
-        cfg.tls.ciphers = value("no ciphers specified")
-        break
       case "-C": {
         cfg.msgCount = atoi(value("no count specified"))
         if (cfg.msgCount < 1) fail(`Error: Invalid message count "${cfg.msgCount}".\n\n`)
@@ -355,12 +381,10 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
         cfg.exitAfterSub = true
         break
       case "-f":
-      case "--file": {
-        if (cfg.pubMode !== "none") fail("Error: Only one type of message can be sent at once.\n\n")
+      case "--file":
+        setPubMode(cfg, "file")
         cfg.file = value("no file specified", "-f")
-        cfg.pubMode = "file"
         break
-      }
       case "-F": {
         cfg.format = value("no format specified")
         const error = checkFormat(cfg.format)
@@ -369,10 +393,6 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
       }
       case "--help":
         return "help"
-      case "-h":
-      case "--host":
-        cfg.host = value("no host specified", "-h")
-        break
       case "--insecure":
         cfg.tls.insecure = true
         break
@@ -392,12 +412,6 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
         if (cfg.keepalive < 5 || cfg.keepalive > 65535) fail("Error: Invalid keepalive given, it must be between 5 and 65535 inclusive.\n\n")
         break
       }
-      case "--key":
-        cfg.tls.keyfile = value("no file specified")
-        break
-      case "--keyform":
-        cfg.tls.keyform = value("no keyform specified")
-        break
       case "-L":
       case "--url":
         parseUrl(cfg, tool, value("no URL specified", "-L"))
@@ -408,11 +422,10 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
         break
       case "-m":
       case "--message": {
-        if (cfg.pubMode !== "none") fail("Error: Only one type of message can be sent at once.\n\n")
+        setPubMode(cfg, "message")
         const message = Buffer.from(value("no message specified", "-m"), "utf8")
         if (message.length > MAX_PAYLOAD) fail(`Error: Message length must be less than ${MAX_PAYLOAD} bytes.\n\n`)
         cfg.message = message
-        cfg.pubMode = "message"
         break
       }
       case "-M": {
@@ -440,19 +453,6 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
       }
       case "--pretty":
         cfg.pretty = true
-        break
-      case "-P":
-      case "--pw":
-        cfg.password = value("no password specified", "-P")
-        break
-      case "--proxy":
-        cfg.proxy = value("no proxy url specified")
-        break
-      case "--psk":
-        cfg.tls.psk = value("no key specified")
-        break
-      case "--psk-identity":
-        cfg.tls.pskIdentity = value("no identity specified")
         break
       case "-q":
       case "--qos": {
@@ -521,18 +521,8 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
         addTopic(cfg, tool, value("no topic specified", "-t"), "-t")
         break
       case "-T":
-      case "--filter-out": {
-        const filter = value("no topic filter specified", "-T")
-        if (!validUtf8(filter)) fail("Error: Malformed UTF-8 in -T argument.\n\n")
-        if (!subTopicOk(filter)) fail(`Error: Invalid filter topic '${filter}', are all '+' and '#' wildcards correct?\n`)
-        cfg.filterOuts.push(filter)
-        break
-      }
-      case "--tls-alpn":
-        cfg.tls.alpn = value("no protocol specified")
-        break
-      case "--tls-engine":
-        cfg.tls.engine = value("no engine_id specified")
+      case "--filter-out":
+        cfg.filterOuts.push(checkedFilter(value("no topic filter specified", "-T"), "-T", "filter topic"))
         break
       case "--tls-engine-kpass-sha1":
         value("no kpass sha1 specified")
@@ -540,20 +530,9 @@ const lineProc = (cfg: Draft, tool: Tool, argv: ReadonlyArray<string>): "help" |
       case "--tls-use-os-certs":
         cfg.tls.useOsCerts = true
         break
-      case "--tls-version":
-        cfg.tls.version = value("no version specified")
-        break
       case "-U":
-      case "--unsubscribe": {
-        const topic = value("no unsubscribe topic specified", "-U")
-        if (!validUtf8(topic)) fail("Error: Malformed UTF-8 in -U argument.\n\n")
-        if (!subTopicOk(topic)) fail(`Error: Invalid unsubscribe topic '${topic}', are all '+' and '#' wildcards correct?\n`)
-        cfg.unsubTopics.push(topic)
-        break
-      }
-      case "-u":
-      case "--username":
-        cfg.username = value("no username specified", "-u")
+      case "--unsubscribe":
+        cfg.unsubTopics.push(checkedFilter(value("no unsubscribe topic specified", "-U"), "-U", "unsubscribe topic"))
         break
       case "--unix":
         cfg.unixSocket = value("no socket path specified")

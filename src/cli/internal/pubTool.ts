@@ -9,7 +9,7 @@
 import * as fs from "node:fs"
 import { Effect } from "effect"
 import type { IPublishPacket, Packet } from "mqtt"
-import { connectFailureText, makeClient, MosqErr, reasonString, refusedText, SetupError, strerror } from "./client.js"
+import { connackCode as codeOf, connectFailureText, disconnectProperties, errorWriter, MosqErr, openClient, reasonString, refusedText, strerror } from "./client.js"
 import { helpText } from "./help.js"
 import { MAX_PAYLOAD, type ClientConfig } from "./options.js"
 import type { ToolEnv } from "./tool.js"
@@ -39,9 +39,7 @@ const loadFile = (file: string): Effect.Effect<Buffer, string> =>
 /** Runs `midge pub` for a command line read by `parseClientArgs("pub", ...)`. */
 export const runPub = (config: ClientConfig, env: ToolEnv): Effect.Effect<number> =>
   Effect.gen(function* () {
-    const err = (text: string) => {
-      if (!config.quiet) env.io.stderr(text)
-    }
+    const err = errorWriter(config, env.io)
     let payload: Buffer | undefined = config.message
     if (config.pubMode === "stdin-file") {
       const read = yield* Effect.either(readAll(env.stdin))
@@ -68,19 +66,11 @@ export const runPub = (config: ClientConfig, env: ToolEnv): Effect.Effect<number
 
 const publish = (config: ClientConfig, payload: Buffer | undefined, env: ToolEnv): Effect.Effect<number> =>
   Effect.async<number>((resume) => {
-    const err = (text: string) => {
-      if (!config.quiet) env.io.stderr(text)
-    }
-    let client: ReturnType<typeof makeClient>
-    try {
-      client = makeClient(config, env.io, { reconnect: false })
-    } catch (e) {
-      if (e instanceof SetupError) {
-        err(e.text)
-        resume(Effect.succeed(1))
-        return
-      }
-      throw e
+    const err = errorWriter(config, env.io)
+    const client = openClient(config, env.io, { reconnect: false }, err)
+    if (client === undefined) {
+      resume(Effect.succeed(1))
+      return
     }
     const c = client.mqtt
     let finished = false
@@ -96,8 +86,7 @@ const publish = (config: ClientConfig, payload: Buffer | undefined, env: ToolEnv
     const disconnect = () => {
       if (finished || disconnecting) return
       disconnecting = true
-      const props = config.protocolVersion === 5 && Object.keys(config.properties.disconnect).length > 0 ? { properties: config.properties.disconnect } : {}
-      c.end(false, { reasonCode: 0, ...props }, () => {
+      c.end(false, { reasonCode: 0, ...disconnectProperties(config) }, () => {
         if (!finished) {
           finished = true
           resume(Effect.succeed(0))
@@ -106,7 +95,7 @@ const publish = (config: ClientConfig, payload: Buffer | undefined, env: ToolEnv
     }
     c.on("packetreceive", (packet: Packet) => {
       if (packet.cmd === "connack") {
-        connackCode = config.protocolVersion === 5 ? (packet.reasonCode ?? 0) : (packet.returnCode ?? 0)
+        connackCode = codeOf(config, packet)
       } else if ((packet.cmd === "puback" || packet.cmd === "pubrec" || packet.cmd === "pubcomp") && (packet.reasonCode ?? 0) > 127) {
         err(`Warning: Publish ${packet.messageId} failed: ${reasonString(packet.reasonCode!)}.\n`)
         const reason = packet.properties?.reasonString

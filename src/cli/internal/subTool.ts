@@ -9,7 +9,7 @@ import { Effect } from "effect"
 import type { IClientSubscribeOptions, Packet } from "mqtt"
 import type { ISubackPacket } from "mqtt-packet"
 import { matchTopic } from "../../protocol/topic.js"
-import { connectFailureText, makeClient, MosqErr, refusedText, SetupError, strerror } from "./client.js"
+import { connackCode as codeOf, connectFailureText, disconnectProperties, errorWriter, MosqErr, openClient, refusedText, strerror } from "./client.js"
 import { makePrinter, type OutputMessage } from "./format.js"
 import type { ClientConfig } from "./options.js"
 import type { ToolEnv } from "./tool.js"
@@ -23,19 +23,11 @@ export interface SubOptions {
 /** Runs `midge sub` for a command line read by `parseClientArgs("sub", ...)`. */
 export const runSub = (config: ClientConfig, env: ToolEnv, options: SubOptions): Effect.Effect<number> =>
   Effect.async<number>((resume) => {
-    const err = (text: string) => {
-      if (!config.quiet) env.io.stderr(text)
-    }
-    let client: ReturnType<typeof makeClient>
-    try {
-      client = makeClient(config, env.io, { reconnect: true })
-    } catch (e) {
-      if (e instanceof SetupError) {
-        err(e.text)
-        resume(Effect.succeed(1))
-        return
-      }
-      throw e
+    const err = errorWriter(config, env.io)
+    const client = openClient(config, env.io, { reconnect: true }, err)
+    if (client === undefined) {
+      resume(Effect.succeed(1))
+      return
     }
     const c = client.mqtt
     const printer = makePrinter({ format: config.format, verbose: config.verbose, eol: config.eol, pretty: config.pretty })
@@ -59,14 +51,13 @@ export const runSub = (config: ClientConfig, env: ToolEnv, options: SubOptions):
     const disconnect = (code: number, reasonCode = 0) => {
       processing = false
       if (finished) return
-      const props = config.protocolVersion === 5 && Object.keys(config.properties.disconnect).length > 0 ? { properties: config.properties.disconnect } : {}
       c.options.reconnectPeriod = 0
       if (!c.connected) {
         c.end(true)
         finish(code)
         return
       }
-      c.end(false, { reasonCode, ...props }, () => finish(code))
+      c.end(false, { reasonCode, ...disconnectProperties(config) }, () => finish(code))
     }
     const onSignal = () => disconnect(0, config.protocolVersion === 5 ? 4 : 0)
     for (const s of options.signals ?? []) process.on(s, onSignal)
@@ -84,7 +75,7 @@ export const runSub = (config: ClientConfig, env: ToolEnv, options: SubOptions):
     }
 
     c.on("packetreceive", (packet: Packet) => {
-      if (packet.cmd === "connack") connackCode = config.protocolVersion === 5 ? (packet.reasonCode ?? 0) : (packet.returnCode ?? 0)
+      if (packet.cmd === "connack") connackCode = codeOf(config, packet)
       else if (packet.cmd === "suback") onSuback(packet)
     })
     const onSuback = (packet: ISubackPacket) => {

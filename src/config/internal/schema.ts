@@ -13,14 +13,15 @@
 import { Either, ParseResult, Schema, type SchemaAST as AST } from "effect"
 import type { Directive, Problem } from "./lexer.js"
 
-const isDirective = (u: unknown): u is Directive =>
+/** Exported for the other readers of directive sections (bridges). */
+export const isDirective = (u: unknown): u is Directive =>
   typeof u === "object" && u !== null && "option" in u && "args" in u && "line" in u
 
 const DirectiveSchema = Schema.declare(isDirective, { identifier: "Directive" })
 
-type Check<A> = (d: Directive) => Either.Either<A, string>
+export type Check<A> = (d: Directive) => Either.Either<A, string>
 
-const fromDirective = <A>(to: Schema.Schema<A>, check: Check<A>): Schema.Schema<A, Directive> =>
+export const fromDirective = <A>(to: Schema.Schema<A>, check: Check<A>): Schema.Schema<A, Directive> =>
   Schema.transformOrFail(DirectiveSchema, to, {
     strict: true,
     decode: (d, _, ast) =>
@@ -34,7 +35,7 @@ const fromDirective = <A>(to: Schema.Schema<A>, check: Check<A>): Schema.Schema<
 // ---------------------------------------------------------------------------
 // value checks
 
-const isComment = (s: string | undefined): boolean => s !== undefined && s.charCodeAt(0) === 35
+export const isComment = (s: string | undefined): boolean => s !== undefined && s.charCodeAt(0) === 35
 
 /** Exactly one value; a trailing `# comment` is tolerated (conf.c never reads past the value). */
 const oneValue = (d: Directive): Either.Either<string, string> => {
@@ -49,7 +50,7 @@ const INTEGER = /^[+-]?\d+$/
 const INT_MIN = -2147483648
 const INT_MAX = 2147483647
 
-const toInt = (s: string): Either.Either<number, string> => {
+export const toInt = (s: string): Either.Either<number, string> => {
   if (!INTEGER.test(s)) return Either.left(`invalid value "${s}": expected an integer`)
   const n = Number(s)
   return n < INT_MIN || n > INT_MAX ? Either.left(`invalid value ${s}: out of range`) : Either.right(n)
@@ -94,7 +95,7 @@ const enumCheck =
     )
 
 /** Path and string options take the rest of the line, as conf.c's `conf__parse_string`. */
-const stringCheck: Check<string> = (d) => (d.value.length === 0 ? Either.left("missing value") : Either.right(d.value))
+export const stringCheck: Check<string> = (d) => (d.value.length === 0 ? Either.left("missing value") : Either.right(d.value))
 
 const utf8Length = (s: string): number => Buffer.byteLength(s, "utf8")
 
@@ -169,6 +170,23 @@ const metricsListenerCheck: Check<MetricsListenerLine> = (d) => {
   )
 }
 
+/** Midge-only `cluster_redis_url redis://HOST:PORT[/DB]` (or rediss://): the Redis a cluster of Midge nodes shares (docs/cluster.md). */
+const redisUrlCheck: Check<string> = (d) =>
+  Either.flatMap(oneValue(d), (text) => {
+    try {
+      const url = new URL(text)
+      return url.protocol === "redis:" || url.protocol === "rediss:"
+        ? Either.right(text)
+        : Either.left(`invalid cluster_redis_url "${text}": expected redis://host:port or rediss://host:port`)
+    } catch {
+      return Either.left(`invalid cluster_redis_url "${text}": expected redis://host:port or rediss://host:port`)
+    }
+  })
+
+/** Midge-only `cluster_node_id` / `cluster_key_prefix`: one word (they name Redis keys). */
+const clusterNameCheck: Check<string> = (d) =>
+  Either.flatMap(oneValue(d), (text) => (/^[A-Za-z0-9._:-]+$/.test(text) ? Either.right(text) : Either.left(`invalid value "${text}": letters, digits and . _ : - only`)))
+
 export type LogDestKind = "stdout" | "stderr" | "file" | "syslog" | "topic" | "none"
 
 export interface LogDest {
@@ -220,13 +238,13 @@ const logTypeCheck = enumCheck<LogType | "none" | "all">([...allLogTypes, "none"
 // schemas over the directives read for one option
 
 const Int = (rule: IntRule) => fromDirective(Schema.Number, intCheck(rule))
-const Bool = fromDirective(Schema.Boolean, boolCheck)
-const Str = fromDirective(Schema.String, stringCheck)
+export const Bool = fromDirective(Schema.Boolean, boolCheck)
+export const Str = fromDirective(Schema.String, stringCheck)
 const Enum = <L extends string>(values: ReadonlyArray<L>) =>
   fromDirective(Schema.Literal(...values) as unknown as Schema.Schema<L>, enumCheck(values))
 
 /** conf.c: a later occurrence overwrites an earlier one. Every occurrence is still checked. */
-const last = <A>(item: Schema.Schema<A, Directive>): Schema.Schema<A, ReadonlyArray<Directive>> =>
+export const last = <A>(item: Schema.Schema<A, Directive>): Schema.Schema<A, ReadonlyArray<Directive>> =>
   Schema.transform(Schema.Array(item), Schema.typeSchema(item), {
     strict: true,
     decode: (xs) => xs[xs.length - 1],
@@ -272,7 +290,7 @@ const eachOnce = <A>(
 const Directives = Schema.Array(DirectiveSchema)
 
 /** conf.c's `conf__parse_string`: a second value for the same option is "Duplicate ... value". */
-const once = <A>(item: Schema.Schema<A, Directive>): Schema.Schema<A, ReadonlyArray<Directive>> => {
+export const once = <A>(item: Schema.Schema<A, Directive>): Schema.Schema<A, ReadonlyArray<Directive>> => {
   const decode = eachOnce(item, (_, i) => (i > 0 ? 0 : undefined))
   return Schema.transformOrFail(Directives, Schema.typeSchema(item), {
     strict: true,
@@ -329,10 +347,10 @@ const LogTypes: Schema.Schema<ReadonlyArray<LogType>, ReadonlyArray<Directive>> 
   }
 )
 
-const opt = <A>(key: string, s: Schema.Schema<A, ReadonlyArray<Directive>>) =>
+export const opt = <A>(key: string, s: Schema.Schema<A, ReadonlyArray<Directive>>) =>
   Schema.optionalWith(s, { exact: true }).pipe(Schema.fromKey(key))
 
-const def = <A>(key: string, s: Schema.Schema<A, ReadonlyArray<Directive>>, value: A) =>
+export const def = <A>(key: string, s: Schema.Schema<A, ReadonlyArray<Directive>>, value: A) =>
   Schema.optionalWith(s, { exact: true, default: () => value }).pipe(Schema.fromKey(key))
 
 // ---------------------------------------------------------------------------
@@ -392,7 +410,11 @@ export const GlobalSection = Schema.Struct({
   // conf.c frees the previous value: the last one wins
   user: def("user", last(Str), "mosquitto"),
   // Midge-only; a later line replaces an earlier one
-  metricsListener: opt("metrics_listener", last(fromDirective(Schema.Any as Schema.Schema<MetricsListenerLine>, metricsListenerCheck)))
+  metricsListener: opt("metrics_listener", last(fromDirective(Schema.Any as Schema.Schema<MetricsListenerLine>, metricsListenerCheck))),
+  // Midge-only clustering through Redis (docs/cluster.md); a later line replaces an earlier one
+  clusterRedisUrl: opt("cluster_redis_url", last(fromDirective(Schema.String, redisUrlCheck))),
+  clusterNodeId: opt("cluster_node_id", last(fromDirective(Schema.String, clusterNameCheck))),
+  clusterKeyPrefix: opt("cluster_key_prefix", last(fromDirective(Schema.String, clusterNameCheck)))
 })
 
 const listenerFields = {
@@ -452,30 +474,36 @@ const decodeAll = Schema.decodeUnknownEither(RawConfig, { errors: "all" })
 
 /** Decode; every failing directive becomes one `file:line option: message` problem. */
 export const decodeConfig = (raw: RawInput): Either.Either<DecodedConfig, ReadonlyArray<Problem>> =>
-  Either.mapLeft(decodeAll(raw), (error) => {
-    const problems: Array<Problem> = []
-    for (const issue of ParseResult.ArrayFormatter.formatErrorSync(error)) {
-      let cur: unknown = raw
-      let parent: unknown = undefined
-      let found: Directive | undefined
-      for (const key of issue.path) {
-        parent = cur
-        cur = cur !== null && typeof cur === "object" ? (cur as Record<PropertyKey, unknown>)[key] : undefined
-        if (isDirective(cur)) {
-          found = cur
-          break
-        }
+  Either.mapLeft(decodeAll(raw), (error) => directiveProblems(raw, error))
+
+/**
+ * Every failing directive of a decode of `input` (sections of directives) as
+ * `file:line option: message`, duplicates pointing at the first occurrence.
+ */
+export const directiveProblems = (input: unknown, error: ParseResult.ParseError): Array<Problem> => {
+  const problems: Array<Problem> = []
+  for (const issue of ParseResult.ArrayFormatter.formatErrorSync(error)) {
+    let cur: unknown = input
+    let parent: unknown = undefined
+    let found: Directive | undefined
+    for (const key of issue.path) {
+      parent = cur
+      cur = cur !== null && typeof cur === "object" ? (cur as Record<PropertyKey, unknown>)[key] : undefined
+      if (isDirective(cur)) {
+        found = cur
+        break
       }
-      if (found === undefined) {
-        problems.push({ file: "", line: 0, option: issue.path.join("."), message: issue.message })
-        continue
-      }
-      let message = issue.message
-      if (message.startsWith(DUPLICATE)) {
-        const first = Array.isArray(parent) ? (parent[Number(message.slice(DUPLICATE.length))] as Directive) : undefined
-        message = first === undefined ? "duplicate value" : `duplicate value: already set at ${first.file}:${first.line}`
-      }
-      problems.push({ file: found.file, line: found.line, option: found.option, message })
     }
-    return problems
-  })
+    if (found === undefined) {
+      problems.push({ file: "", line: 0, option: issue.path.join("."), message: issue.message })
+      continue
+    }
+    let message = issue.message
+    if (message.startsWith(DUPLICATE)) {
+      const first = Array.isArray(parent) ? (parent[Number(message.slice(DUPLICATE.length))] as Directive) : undefined
+      message = first === undefined ? "duplicate value" : `duplicate value: already set at ${first.file}:${first.line}`
+    }
+    problems.push({ file: found.file, line: found.line, option: found.option, message })
+  }
+  return problems
+}
