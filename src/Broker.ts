@@ -25,6 +25,7 @@ import { Message, type MessageProperties, type QoS } from "./session/Message.js"
 import { expiryFiber, ListenError, listenerKey, listenTcp, type BoundListener, type ListenerOptions } from "./transport/Listener.js"
 import { Session } from "./session/Session.js"
 import type { InflightEntry, Outgoing } from "./session/OutboundFlow.js"
+import * as Cluster from "./cluster/Cluster.js"
 
 export interface BrokerOptions {
   /** TCP listeners; port 0 picks a free port (see `Broker.listeners`) */
@@ -37,6 +38,8 @@ export interface BrokerOptions {
   readonly settings?: Partial<CoreSettings>
   /** where log lines go; default: none */
   readonly log?: Log
+  /** Midge-only: join a cluster of Midge nodes through Redis (docs/cluster.md); default: a single node */
+  readonly cluster?: Cluster.ClusterOptions
 }
 
 /** The broker options a `mosquitto.conf` (see config/Config.ts) asks for. */
@@ -132,6 +135,8 @@ export interface BrokerService {
   readonly stats: () => Readonly<Stats> & { readonly subscriptions: number; readonly retained: number; readonly sessions: number }
   /** @internal the synchronous core (tests, $SYS) */
   readonly core: Core
+  /** this node in its cluster, when `cluster` was configured */
+  readonly cluster?: Cluster.ClusterNode
 }
 
 let inProcessIds = 0
@@ -186,7 +191,8 @@ const restore = (core: Core, persistence: PersistenceService): Effect.Effect<Arr
       const pending = session.pendingWill
       core.persist(
         session,
-        pending === undefined ? undefined : { ...will!, delayInterval: Math.max(0, Math.ceil((pending.at - now) / 1000)) },
+        // the delay counts from the stored offline time, as at the first disconnect (not from now: a second restart would shorten it)
+        pending === undefined ? undefined : { ...will!, delayInterval: Math.max(0, Math.ceil((pending.at - session.disconnectedAt) / 1000)) },
         true
       )
       offline.push(session)
@@ -196,7 +202,7 @@ const restore = (core: Core, persistence: PersistenceService): Effect.Effect<Arr
   })
 
 export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>() {
-  static readonly make = (options: BrokerOptions): Effect.Effect<BrokerService, ListenError, import("effect").Scope.Scope> =>
+  static readonly make = (options: BrokerOptions): Effect.Effect<BrokerService, ListenError | Cluster.ClusterError, import("effect").Scope.Scope> =>
     Effect.gen(function* () {
       const clock = yield* Effect.clock
       const settings: CoreSettings = { ...defaultSettings, ...options.settings }
@@ -218,6 +224,8 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
         const forkSession = yield* FiberMap.runtime(sessions)<never>()
         for (const session of restored) forkSession(session.clientId, expiryFiber(core, session))
       }
+      // cluster: join before the listeners open, so that the first CONNECT already asks Redis who owns its session
+      const cluster = options.cluster !== undefined ? yield* Cluster.make(core, options.cluster) : undefined
       const brokerScope = yield* Effect.scope
       // each listener in a scope of its own, so a reload can close one and keep the others
       const open = new Map<string, { readonly scope: Scope.CloseableScope; readonly bound: BoundListener }>()
@@ -337,11 +345,12 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
           retained: core.router.retained.size,
           sessions: core.sessions.size
         }),
-        core
+        core,
+        ...(cluster !== undefined ? { cluster } : {})
       } satisfies BrokerService
     })
 
   /** The broker as a Layer: listeners open when the layer is built, close with its scope. */
-  static readonly layer = (options: BrokerOptions): Layer.Layer<Broker, ListenError> =>
+  static readonly layer = (options: BrokerOptions): Layer.Layer<Broker, ListenError | Cluster.ClusterError> =>
     Layer.scoped(Broker, Broker.make(options))
 }

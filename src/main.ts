@@ -15,6 +15,7 @@ import { Log, logTopic, stderrSink, syslogSeverity, type LogSink } from "./log/L
 import { Authentication, Authorization, layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
 import { DynamicSecurity, layerFromConfig as dynsecLayerFromConfig } from "./security/DynamicSecurity.js"
 import { Bridge } from "./bridge/Bridge.js"
+import { clusterOptionsFromConfig } from "./cluster/config.js"
 import { layerFile } from "./persistence/FilePersistence.js"
 import { Metrics } from "./sys/Metrics.js"
 import * as SysTopics from "./sys/SysTopics.js"
@@ -168,7 +169,9 @@ const main = Effect.gen(function* () {
             })
           )
         : Context.empty()
-      const broker = yield* Broker.make(brokerOptionsFromConfig(config, log)).pipe(Effect.provide(Context.merge(security as Context.Context<Authentication | Authorization>, store)))
+      // Midge-only: join a cluster through Redis when cluster_redis_url is set (docs/cluster.md)
+      const cluster = clusterOptionsFromConfig(config)
+      const broker = yield* Broker.make({ ...brokerOptionsFromConfig(config, log), ...(cluster !== undefined ? { cluster } : {}) }).pipe(Effect.provide(Context.merge(security as Context.Context<Authentication | Authorization>, store)))
       if (bridges.length > 0) yield* Bridge.make(bridges).pipe(Effect.provideService(Broker, broker))
       if (Option.isSome(dynsec)) {
         // $CONTROL/dynamic-security/v1 requests, answered on .../response

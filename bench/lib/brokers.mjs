@@ -2,7 +2,7 @@
 // 127.0.0.1, with `ulimit -n` raised to the hard limit, its own PID (the shell execs it, so
 // /proc/<pid> is the broker's), stopped by PID: TERM, then KILL after 5 s.
 import { spawn, execFileSync } from 'node:child_process'
-import { existsSync, openSync, closeSync, writeFileSync, readFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, openSync, closeSync, writeFileSync, readFileSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { alive, listening } from './proc.mjs'
@@ -69,18 +69,46 @@ export const pickPort = (opts) => {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
-/** Start a broker; resolves once it listens (bounded: 15 s). */
-export const startBroker = async (name, port, opts, outDir, tag) => {
+/**
+ * A scenario's own configuration lines for `name` (`sc.conf[name]`), with a fresh
+ * `persistence_location` under the run's directory when they turn persistence on
+ * (world-writable: Midge and Mosquitto drop root privileges to the mosquitto user).
+ */
+const extraConf = (sc, name, outDir, tag) => {
+  const lines = [...(sc?.conf?.[name] ?? [])]
+  if (lines.some((l) => /^persistence\s+true/.test(l))) {
+    const dir = join(outDir, `${tag}.store`)
+    mkdirSync(dir, { recursive: true })
+    chmodSync(dir, 0o777)
+    lines.push(`persistence_location ${dir}/`)
+  }
+  return lines
+}
+
+/** Start a broker; resolves once it listens (bounded: 15 s). `sc`: the scenario (its `conf` lines). */
+export const startBroker = async (name, port, opts, outDir, tag, sc) => {
   let cmd
   let args
+  const extra = extraConf(sc, name, outDir, tag)
   switch (name) {
-    case 'midge':
+    case 'midge': {
       cmd = process.execPath
-      args = [opts.midge, '-p', String(port)]
+      // MIDGE_NODE_FLAGS: node options for the broker only (e.g. --cpu-prof --cpu-prof-dir=DIR)
+      const flags = (process.env.MIDGE_NODE_FLAGS ?? '').split(' ').filter(Boolean)
+      if (extra.length === 0) {
+        args = [...flags, opts.midge, '-p', String(port)]
+      } else {
+        // the same listener and settings as `-p PORT`, plus the scenario's lines
+        const conf = join(outDir, `midge-${port}.conf`)
+        writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'log_dest stderr', ...extra, ''].join('\n'))
+        args = [...flags, opts.midge, '-c', conf]
+      }
       break
+    }
     case 'mosquitto': {
       const conf = join(outDir, `mosquitto-${port}.conf`)
-      writeFileSync(conf, mosquittoConf(port, opts.mosqMaxQueued))
+      const base = mosquittoConf(port, opts.mosqMaxQueued)
+      writeFileSync(conf, extra.length === 0 ? base : base.replace('persistence false\n', '') + extra.map((l) => `${l}\n`).join(''))
       cmd = opts.mosquitto
       args = ['-c', conf]
       break

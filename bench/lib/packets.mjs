@@ -20,9 +20,9 @@ const str = (s) => {
   return [b.length >> 8, b.length & 0xff, ...b]
 }
 
-/** CONNECT, protocol level 4, clean session, no will, no credentials [MQTT-3.1]. */
-export const connect = (clientId, keepalive) =>
-  frame(0x10, [...str('MQTT'), 4, 0x02, keepalive >> 8, keepalive & 0xff, ...str(clientId)])
+/** CONNECT, protocol level 4, clean session (unless `clean` is false), no will, no credentials [MQTT-3.1]. */
+export const connect = (clientId, keepalive, clean = true) =>
+  frame(0x10, [...str('MQTT'), 4, clean ? 0x02 : 0x00, keepalive >> 8, keepalive & 0xff, ...str(clientId)])
 
 /** SUBSCRIBE with one filter [MQTT-3.8]; the fixed header flags are 0b0010 [MQTT-3.8.1-1]. */
 export const subscribe = (packetId, filter, qos) => frame(0x82, [packetId >> 8, packetId & 0xff, ...str(filter), qos])

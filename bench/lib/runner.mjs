@@ -161,7 +161,7 @@ export const runPubSub = async (sc, broker, o, logFile) => {
     const subReady = await Promise.all(
       subGens.map((g, w) =>
         g.request(
-          { t: 'init', cfg: { ...common, role: 'sub', subWorker: w, ids: subParts[w], filter: `${prefix}t/${sc.topics === 'single' ? '0' : '+'}`, slow, slowBps: sc.slowBps ?? 0 } },
+          { t: 'init', cfg: { ...common, role: 'sub', subWorker: w, ids: subParts[w], filter: `${prefix}t/${sc.topics === 'single' ? '0' : '+'}`, slow, slowBps: sc.slowBps ?? 0, clean: !sc.persistentSub } },
           'ready',
           30000
         )

@@ -22,6 +22,13 @@ export const scenarios = (o) => ({
     what: '10 publishers -> 1 subscriber, QoS 2, window 10 unfinished per publisher, 64 B',
     qos: 2, pubs: 10, subs: 1, size: 64, topics: 'distinct', window: 10
   },
+  fanin_q1_durable: {
+    kind: 'pubsub',
+    what: 'fanin_q1 with persistence: a persistent subscriber session (clean session 0); Midge with `persistence true` + `persistence_durable true` (a PUBACK waits for fdatasync), Mosquitto with `persistence true` (no per-message sync: it saves at autosave_interval and at exit)',
+    qos: 1, pubs: 10, subs: 1, size: 64, topics: 'distinct', window: 10, persistentSub: true,
+    brokers: ['midge', 'mosquitto'],
+    conf: { midge: ['persistence true', 'persistence_durable true'], mosquitto: ['persistence true'] }
+  },
   fanout_q0: {
     kind: 'pubsub',
     what: '1 publisher -> 100 subscribers on one topic, QoS 0, 64 B, as fast as allowed',

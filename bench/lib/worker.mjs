@@ -124,7 +124,7 @@ class Client {
     s.on('connect', () => {
       if (this.state !== CONNECTING) return
       this.state = WAIT_CONNACK
-      s.write(P.connect(`${cfg.cidPrefix}${this.id}`, this.ka))
+      s.write(P.connect(`${cfg.cidPrefix}${this.id}`, this.ka, cfg.clean !== false))
     })
     s.on('error', (e) => {
       this.errCode = e.code

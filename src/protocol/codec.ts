@@ -544,7 +544,7 @@ export const PINGRESP: Buffer = Buffer.from([0xd0, 0x00])
 /** PINGREQ (bridges), shared: never write into it. */
 export const PINGREQ: Buffer = Buffer.from([0xc0, 0x00])
 
-const ACK_HEADER: Record<AckCmd, number> = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 }
+export const ACK_HEADER: Readonly<Record<AckCmd, number>> = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 }
 
 /**
  * PUBACK / PUBREC / PUBREL / PUBCOMP, byte-identical to mqtt-packet's generate of
@@ -564,6 +564,19 @@ export const encodeAck = (cmd: AckCmd, messageId: number, protocolVersion: Proto
     buf[5] = 0
   }
   return buf
+}
+
+/**
+ * The 4-byte acknowledgement without a reason code (v3 / v4, v5 Success),
+ * written into `target` at `at`: the bytes of `encodeAck(cmd, messageId, v)`
+ * with no Buffer of its own (the connection's outbox). Returns the end offset.
+ */
+export const writeAckAt = (target: Buffer, at: number, cmd: AckCmd, messageId: number): number => {
+  target[at] = ACK_HEADER[cmd]
+  target[at + 1] = 2
+  target[at + 2] = messageId >>> 8
+  target[at + 3] = messageId & 0xff
+  return at + 4
 }
 
 /** An encoded PUBLISH, shared by every delivery of one message at one QoS. */
@@ -664,4 +677,19 @@ export const withPacketId = (frame: PublishFrame, messageId: number, dup: boolea
   buffer[idOffset] = messageId >>> 8
   buffer[idOffset + 1] = messageId & 0xff
   return buffer
+}
+
+/**
+ * `withPacketId` into `target` at `at` instead of a Buffer of its own (the
+ * connection's outbox). Returns the end offset.
+ */
+export const writeWithPacketIdAt = (target: Buffer, at: number, frame: PublishFrame, messageId: number, dup: boolean): number => {
+  const idOffset = frame.idOffset
+  if (idOffset < 0) throw new Error("writeWithPacketIdAt: a QoS 0 PUBLISH has no packet identifier")
+  const source = frame.buffer
+  target.set(source, at)
+  target[at] = dup ? source[0] | 0x08 : source[0] & 0xf7
+  target[at + idOffset] = messageId >>> 8
+  target[at + idOffset + 1] = messageId & 0xff
+  return at + source.length
 }

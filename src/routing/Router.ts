@@ -74,6 +74,20 @@ export class SharedGroup {
     if (fallback !== undefined) this.next = (this.members.indexOf(fallback) + 1) % n
     return fallback
   }
+
+  /**
+   * Take a member out. The turn stays with the member it was with: without
+   * this adjustment, a member leaving ahead of the turn made the group skip
+   * the next member once.
+   */
+  remove(subscriber: Subscriber): boolean {
+    const i = this.members.findIndex((m) => m.subscriber === subscriber)
+    if (i < 0) return false
+    this.members.splice(i, 1)
+    if (i < this.next) this.next--
+    if (this.next >= this.members.length) this.next = 0
+    return true
+  }
 }
 
 /** The publishing side of backpressure. */
@@ -146,8 +160,19 @@ export class Router {
     return this.trie.size
   }
 
+  /** told of every subscription added or removed (the cluster announces filters to other nodes) */
+  observer:
+    | { added(subscriber: Subscriber, filter: string, options: SubscriptionOptions): void; removed(subscriber: Subscriber, filter: string): void }
+    | undefined = undefined
+
   /** Add or replace the subscription of `subscriber` to `filter`. Returns true when it is new. */
   subscribe(subscriber: Subscriber, filter: string, options: SubscriptionOptions): boolean {
+    const added = this.subscribeEntry(subscriber, filter, options)
+    if (added) this.observer?.added(subscriber, filter, options)
+    return added
+  }
+
+  private subscribeEntry(subscriber: Subscriber, filter: string, options: SubscriptionOptions): boolean {
     const shared = parseSharedFilter(filter)
     if (shared !== undefined) {
       const key = SHARE_PREFIX + shared.group
@@ -170,16 +195,19 @@ export class Router {
 
   /** Returns true when a subscription existed. */
   unsubscribe(subscriber: Subscriber, filter: string): boolean {
+    const removed = this.unsubscribeEntry(subscriber, filter)
+    if (removed) this.observer?.removed(subscriber, filter)
+    return removed
+  }
+
+  private unsubscribeEntry(subscriber: Subscriber, filter: string): boolean {
     const shared = parseSharedFilter(filter)
     if (shared !== undefined) {
       const key = SHARE_PREFIX + shared.group
       const entry = this.trie.get(shared.filter, key) as SharedEntry | undefined
       if (entry === undefined) return false
-      const members = entry.shared.members
-      const i = members.findIndex((m) => m.subscriber === subscriber)
-      if (i < 0) return false
-      members.splice(i, 1)
-      if (members.length === 0) this.trie.remove(shared.filter, key)
+      if (!entry.shared.remove(subscriber)) return false
+      if (entry.shared.members.length === 0) this.trie.remove(shared.filter, key)
       return true
     }
     return this.trie.remove(filter, subscriber.clientId) !== undefined
@@ -204,17 +232,19 @@ export class Router {
   /**
    * Route one message to every matching subscriber; store it when retained.
    * Returns the number of subscribers it was handed to (v5: 0x10 when none).
+   * `fromPeer`: a message another cluster node forwarded; that node has
+   * already served the shared groups and stored it if retained.
    */
-  publish(message: Message, source?: PublishSource): number {
+  publish(message: Message, source?: PublishSource, fromPeer = false): number {
     this.published++
-    if (message.retain) this.retained.set(message)
+    if (message.retain && !fromPeer) this.retained.set(message)
     this.current = message
     const scratch = this.scratch
     try {
       this.trie.match(message.topic, this.visit)
       let shared = 0
       const hits = this.sharedHits
-      if (hits.length > 0) {
+      if (hits.length > 0 && !fromPeer) {
         for (let i = 0; i < hits.length; i++) if (this.deliverShared(hits[i], message, undefined, source)) shared++
         hits.length = 0
       }

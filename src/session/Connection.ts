@@ -9,32 +9,61 @@
  * [MQTT-3.8.*] in handleSubscribe, PUBLISH [MQTT-3.3.*] in handlePublish, the
  * QoS handshakes in OutboundFlow / InboundQos2, wills [MQTT-3.1.2-8] in close.
  */
+import { isUtf8 } from "node:buffer"
 import { randomUUID } from "node:crypto"
 import type * as mqtt from "mqtt-packet"
 import {
+  type AckCmd,
   encode,
   encodeAck,
   encodePublish,
   PacketParser,
   PINGRESP,
   type Packet,
+  type PublishFrame,
+  withPacketId,
+  writeAckAt,
+  writeWithPacketIdAt,
   type ParseError,
   type PublishProperties
 } from "../protocol/codec.js"
 import { ConnackV4, ReasonCode } from "../protocol/reasonCodes.js"
+import { dispatchControl, isControlTopic } from "../security/control.js"
 import { isSharedFilterSyntax, parseSharedFilter, validateTopicFilter, validateTopicName } from "../protocol/topic.js"
 import type { Congestible, PublishSource, SubscriptionOptions } from "../routing/Router.js"
 import type { TlsIdentity } from "../transport/tls.js"
 import type { MqttSocket } from "../transport/websocket.js"
 import type { AttachedConnection, Core, Flushable } from "./Core.js"
 import { Message, type MessageProperties, type QoS } from "./Message.js"
+import { forwardedProperties } from "./forwardedProperties.js"
 import type { Outgoing } from "./OutboundFlow.js"
 import type { Session, SessionWire } from "./Session.js"
+import { InboundAliases, OutboundAliases } from "./TopicAliases.js"
 
 /** Bytes waiting for a subscriber above which its publishers are held up. */
 const HIGH_WATER_BYTES = 1024 * 1024
+/** A slow subscriber is one again once this little waits for it (hysteresis). */
+const LOW_WATER_BYTES = 128 * 1024
+/**
+ * How long a congested subscriber may hold its publishers up. Past it, the
+ * subscriber is slow: its publishers go on (its other subscribers keep their
+ * rate) and its own backlog is bounded by dropping, by `max_queued_messages` /
+ * `max_queued_bytes` as Mosquitto does.
+ */
+const HOLD_MS = 500
+/** QoS 1 / 2 PUBLISH frames up to this size are copied into the outbox's staging buffer; larger ones get a copy of their own. */
+const STAGE_FRAME_MAX = 2048
+/** Staging buffer sizes (one per connection per turn, sized by the last turn). */
+const STAGE_MIN = 256
+const STAGE_MAX = 64 * 1024
 /** Parked packets of a held-up publisher above which its socket stops being read. */
 const PARK_LIMIT = 256
+/** The socket's own connection, for the listeners every socket shares (`this` is the socket). */
+const CONNECTION: unique symbol = Symbol("midge/Connection")
+type OwnedSocket = MqttSocket & { [CONNECTION]: Connection }
+/** CONNACK 0x00 Connection Accepted (v3 / v4), session present 0 or 1 [MQTT-3.2.2-1..3] */
+const CONNACK_ACCEPTED = Buffer.from([0x20, 0x02, 0x00, 0x00])
+const CONNACK_ACCEPTED_PRESENT = Buffer.from([0x20, 0x02, 0x01, 0x00])
 
 export type CloseReason =
   | "disconnect" // DISCONNECT received
@@ -78,7 +107,8 @@ export interface ConnectAuthRequest {
 
 /** The authentication decision, as the connection acts on it. */
 export type ConnectAuthOutcome =
-  | { readonly _tag: "Accept"; readonly username: string | undefined; readonly data?: Buffer | undefined }
+  /** v5: `userProperties` go on the CONNACK (or the AUTH 0x00 of a re-authentication) */
+  | { readonly _tag: "Accept"; readonly username: string | undefined; readonly data?: Buffer | undefined; readonly userProperties?: UserProperties | undefined }
   /** v5 enhanced authentication: send AUTH 0x18 with this data and wait for the client's AUTH */
   | { readonly _tag: "Continue"; readonly data?: Buffer | undefined; readonly next: (data: Buffer | undefined) => void }
   /** refused: CONNACK / DISCONNECT with this code; v5 0x9C / 0x9D carry a Server Reference */
@@ -88,7 +118,25 @@ export type ConnectAuthOutcome =
       readonly v5Code: number
       readonly why: string
       readonly serverReference?: string | undefined
+      /** v5: a Reason String and User Properties for the client, on CONNACK / DISCONNECT (`why` is only logged) */
+      readonly reasonString?: string | undefined
+      readonly userProperties?: UserProperties | undefined
     }
+
+/** v5 User Properties as mqtt-packet carries them: a name, one value or several */
+export type UserProperties = Readonly<Record<string, string | ReadonlyArray<string>>>
+
+/** the CONNACK / DISCONNECT properties a refusal carries, if any */
+const refusalProperties = (
+  outcome: { readonly reasonString?: string | undefined; readonly userProperties?: UserProperties | undefined },
+  serverReference?: string
+): Record<string, unknown> | undefined => {
+  let p: Record<string, unknown> | undefined
+  if (serverReference !== undefined) (p ??= {}).serverReference = serverReference
+  if (outcome.reasonString !== undefined && outcome.reasonString.length > 0) (p ??= {}).reasonString = outcome.reasonString
+  if (outcome.userProperties !== undefined && Object.keys(outcome.userProperties).length > 0) (p ??= {}).userProperties = outcome.userProperties
+  return p
+}
 
 export interface ConnectionHooks {
   /**
@@ -121,17 +169,48 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   closeReason: CloseReason | undefined = undefined
   /** Clock time (ms) of the last bytes received: the keepalive watchdog reads it */
   lastActivity: number
-  readonly remote: string
+  /** the listener's Watchdog: this connection's heap slot (-1: none) and due time */
+  watchIndex = -1
+  watchAt = 0
+  /** the peer's address:port, for log lines */
+  get remote(): string {
+    return `${this.socket.remoteAddress ?? "unknown"}:${this.socket.remotePort ?? 0}`
+  }
   private will: Will | undefined = undefined
   private readonly packets: Array<Packet> = []
-  // outbox: frames of this event-loop turn, written as one chunk
-  private out: Array<Buffer> = []
+  // outbox: what is not handed to the socket yet, in order. Acknowledgements and
+  // QoS 1 / 2 PUBLISH (a patched copy each) are written into a staging buffer of
+  // the turn (one allocation per turn, not one per frame, and no concatenation
+  // when the turn has nothing else); other frames (a shared QoS 0 frame, CONNACK,
+  // ...) are kept by reference. `segs` are the pieces in order.
+  private segs: Array<Buffer> = []
+  /** frames in each staged segment (a segment not in it is one frame) */
+  private segFrames: Map<Buffer, number> | undefined = undefined
+  private stage: Buffer | undefined = undefined
+  private stageStart = 0
+  private stageLen = 0
+  private stageFrames = 0
+  /** bytes staged in the last turn: the next turn's staging size */
+  private stageHint = 0
+  /** bytes and frames in `segs` and the stage */
   private outBytes = 0
+  private outFrames = 0
   private flushScheduled = false
+  /** the socket's buffer is over its high-water mark: frames wait in the outbox for 'drain' */
+  private blocked = false
+  /** backpressure: when (performance.now) this subscriber began holding publishers up; -1: it does not */
+  private holdingSince = -1
+  private holdTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** held publishers up for HOLD_MS without relief: publishers go on, QoS 0 over the queue limits is dropped */
+  private slow = false
+  /** "Outgoing messages are being dropped" was logged for this slow episode */
+  private dropping = false
   // backpressure: publishers held up by this connection, and how many hold this one up
   private waiters: Set<PublishSource> | undefined = undefined
   private heldBy = 0
   private parked: Array<Packet> | undefined = undefined
+  /** cluster: the client id's ownership was settled for this CONNECT */
+  private claimed = false
   private paused = false
   private readonly queueHigh: number
   /** `mount_point` of the listener, "" for none */
@@ -141,10 +220,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private clientMaxPacketSize = 0
   /** the client's Topic Alias Maximum: aliases the broker may use towards it */
   private clientTopicAliasMax = 0
-  private outAliases: Map<string, number> | undefined = undefined
+  private outAliases: OutboundAliases | undefined = undefined
   /** the broker's Topic Alias Maximum (inbound aliases) */
   private topicAliasMax = 0
-  private inAliases: Map<number, string> | undefined = undefined
+  private inAliases: InboundAliases | undefined = undefined
   /** the broker's Receive Maximum: QoS 2 PUBLISH awaiting PUBREL at once */
   private receiveMaximum = 65535
   /** v5 Will Delay Interval in seconds */
@@ -154,6 +233,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   /** v5 enhanced authentication: the method of the CONNECT, and the step awaited */
   private authMethod: string | undefined = undefined
   private authContinue: ((data: Buffer | undefined) => void) | undefined = undefined
+  /** v5: User Properties the authentication service put on its acceptance (for the CONNACK) */
+  private acceptProperties: UserProperties | undefined = undefined
   /** the username authentication settled on (ACLs use it) */
   username: string | undefined = undefined
   /** the client is a bridge (CONNECT with the bridge bit) */
@@ -170,16 +251,33 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.mount = listener.mountPoint ?? ""
     this.parser = new PacketParser(core.settings.maxPacketSize)
     this.lastActivity = core.now()
-    this.remote = `${socket.remoteAddress ?? "unknown"}:${socket.remotePort ?? 0}`
     core.stats.socketsOpened++
     const maxQueued = core.settings.maxQueuedMessages
     this.queueHigh = maxQueued > 0 ? Math.max(1, maxQueued >> 1) : 1000
     if (core.settings.setTcpNodelay) socket.setNoDelay(true)
-    socket.on("data", (chunk: Buffer) => this.onData(chunk))
-    socket.on("error", () => this.close("error"))
-    socket.on("end", () => this.close("closed"))
-    socket.on("close", () => this.close("closed"))
-    socket.on("drain", () => this.releaseWaiters())
+    // the same four listener functions for every socket: no closures per connection
+    ;(socket as OwnedSocket)[CONNECTION] = this
+    socket.on("data", Connection.onSocketData)
+    socket.on("error", Connection.onSocketError)
+    socket.on("end", Connection.onSocketClosed)
+    socket.on("close", Connection.onSocketClosed)
+    socket.on("drain", Connection.onSocketDrain)
+  }
+
+  private static onSocketData(this: OwnedSocket, chunk: Buffer): void {
+    this[CONNECTION].onData(chunk)
+  }
+
+  private static onSocketError(this: OwnedSocket): void {
+    this[CONNECTION].close("error")
+  }
+
+  private static onSocketClosed(this: OwnedSocket): void {
+    this[CONNECTION].close("closed")
+  }
+
+  private static onSocketDrain(this: OwnedSocket): void {
+    this[CONNECTION].onDrain()
   }
 
   // ---------------------------------------------------------------- input
@@ -275,16 +373,14 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
           this.afterAck(session)
         } else if (!session.flow.onPubrec(id, this)) {
           // unknown id: v5 answers PUBREL 0x92; v3/v4 release it anyway
-          this.write(encodeAck("pubrel", id, this.protocolVersion, this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0))
+          this.ack("pubrel", id, this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0)
         }
         return
       }
       case "pubrel": {
         const known = this.session!.qos2.onPubrel(packet.messageId!)
         if (known && this.session!.flow.observer !== undefined) this.core.store?.inboundQos2Release(this.clientId, packet.messageId!)
-        this.write(
-          encodeAck("pubcomp", packet.messageId!, this.protocolVersion, !known && this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0)
-        )
+        this.ack("pubcomp", packet.messageId!, !known && this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0)
         return
       }
       case "pubcomp": {
@@ -314,11 +410,19 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   // ---------------------------------------------------------------- CONNECT
 
-  private refuse(v4Code: number, v5Code: number, why: string, serverReference?: string): void {
+  private refuse(
+    v4Code: number,
+    v5Code: number,
+    why: string,
+    serverReference?: string,
+    /** v5: what the authentication service wants the client told */
+    told?: { readonly reasonString?: string | undefined; readonly userProperties?: UserProperties | undefined }
+  ): void {
     this.log("information", `Client ${this.clientId || "<unknown>"} from ${this.remote} refused: ${why}.`)
     if (this.protocolVersion === 5) {
-      // 0x9C Use another server / 0x9D Server moved carry a Server Reference
-      const properties = serverReference !== undefined ? { serverReference } : undefined
+      // 0x9C Use another server / 0x9D Server moved carry a Server Reference; a Reason String and
+      // User Properties may go on any CONNACK [MQTT-3.2.2-19] [MQTT-3.2.2-20]
+      const properties = refusalProperties(told ?? {}, serverReference)
       this.writeNow(encode({ cmd: "connack", reasonCode: v5Code, sessionPresent: false, ...(properties ? { properties } : {}) }, 5))
     } else {
       this.writeNow(encode({ cmd: "connack", returnCode: v4Code, sessionPresent: false }, this.protocolVersion))
@@ -410,7 +514,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       if (this.state !== "connecting") return // the client went away meanwhile
       switch (outcome._tag) {
         case "Refuse":
-          return this.refuse(outcome.v4Code, outcome.v5Code, outcome.why, outcome.serverReference)
+          return this.refuse(outcome.v4Code, outcome.v5Code, outcome.why, outcome.serverReference, outcome)
         case "Continue":
           // [MQTT-4.12.0-?] AUTH 0x18 Continue authentication, then wait for the client's AUTH
           this.authContinue = outcome.next
@@ -418,6 +522,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
           return
         case "Accept":
           this.authContinue = undefined
+          this.acceptProperties = outcome.userProperties
           return this.completeConnect(packet, clean, assigned, serverKeepAlive, outcome.username, outcome.data)
       }
     }
@@ -463,7 +568,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         case "Refuse":
           // a failed re-authentication ends the connection [MQTT-4.12.1-2]
           this.log("notice", `Client ${this.clientId} failed re-authentication: ${outcome.why}.`)
-          this.sendDisconnect(outcome.v5Code, outcome.why)
+          this.writeNow(
+            encode({ cmd: "disconnect", reasonCode: outcome.v5Code, properties: refusalProperties({ reasonString: outcome.reasonString ?? outcome.why, userProperties: outcome.userProperties }) } as Packet, 5)
+          )
           return this.close("refused")
         case "Continue":
           this.authContinue = outcome.next
@@ -471,7 +578,21 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
           return
         case "Accept":
           this.authContinue = undefined
-          this.write(encode({ cmd: "auth", reasonCode: 0x00, properties: { authenticationMethod: method, ...(outcome.data ? { authenticationData: outcome.data } : {}) } } as Packet, 5))
+          this.write(
+            encode(
+              {
+                cmd: "auth",
+                reasonCode: 0x00,
+                properties: {
+                  authenticationMethod: method,
+                  ...(outcome.data ? { authenticationData: outcome.data } : {}),
+                  // not on AUTH when the client asked for no problem information [MQTT-3.1.2-29]
+                  ...(outcome.userProperties !== undefined && this.problemInformation ? { userProperties: outcome.userProperties } : {})
+                }
+              } as Packet,
+              5
+            )
+          )
           return
       }
     }
@@ -488,6 +609,14 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     authData: Buffer | undefined
   ): void {
     const core = this.core
+    // cluster: this node becomes the client id's owner first (another node lets the session go)
+    const cluster = core.cluster
+    if (cluster !== undefined && !this.claimed) {
+      this.claimed = true
+      return cluster.claim(this.clientId, clean, () => {
+        if (this.state === "connecting") this.completeConnect(packet, clean, assigned, serverKeepAlive, username, authData)
+      })
+    }
     const settings = core.settings
     const v5 = this.protocolVersion === 5
     const clientId = this.clientId
@@ -525,6 +654,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.session = session
     session.acl = core.authorize?.({ clientId, username, listenerPort: this.listener.port })
     session.wire = this
+    session.stats = core.stats
     core.attached.set(clientId, this)
     this.state = "connected"
     core.stats.clientsConnected++
@@ -548,10 +678,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         properties.authenticationMethod = this.authMethod
         if (authData !== undefined) properties.authenticationData = authData
       }
+      // what the authentication service attached to its acceptance
+      if (this.acceptProperties !== undefined) properties.userProperties = this.acceptProperties as NonNullable<typeof properties.userProperties>
       this.write(encode({ cmd: "connack", reasonCode: 0, sessionPresent: present, properties }, 5))
     } else {
       // [MQTT-3.2.2-1..3] session present is 0 for a clean session
-      this.write(encode({ cmd: "connack", returnCode: 0, sessionPresent: present }, this.protocolVersion))
+      // the bytes mqtt-packet's generate gives (v3 and v4 alike), without its cost on every connect
+      this.write(present ? CONNACK_ACCEPTED_PRESENT : CONNACK_ACCEPTED)
     }
     if (core.settings.connectionMessages) {
       this.log(
@@ -590,19 +723,24 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private handlePublish(packet: mqtt.IPublishPacket): void {
     const core = this.core
     let topic = packet.topic
-    const alias = this.protocolVersion === 5 ? packet.properties?.topicAlias : undefined
+    const v5Properties = this.protocolVersion === 5 ? packet.properties : undefined
+    if (v5Properties !== undefined) {
+      const wrong = publishPropertyError(v5Properties)
+      if (wrong !== undefined) return this.protocolError(ReasonCode.ProtocolError, wrong)
+    }
+    if (this.protocolVersion === 5 && packet.qos > 0 && (packet.messageId ?? 0) === 0) {
+      // [MQTT-2.2.1-3] QoS 1 and 2 need a non-zero Packet Identifier
+      return this.protocolError(ReasonCode.ProtocolError, "packet identifier 0 in a QoS > 0 PUBLISH")
+    }
+    const alias = v5Properties?.topicAlias
     if (alias !== undefined) {
-      // [MQTT-3.3.2-8] 0 or above our Topic Alias Maximum: Topic Alias invalid
-      if (alias === 0 || alias > this.topicAliasMax) {
-        return this.protocolError(ReasonCode.TopicAliasInvalid, `topic alias ${alias} out of range`)
-      }
-      if (topic.length === 0) {
-        const known = this.inAliases?.get(alias)
-        if (known === undefined) return this.protocolError(ReasonCode.ProtocolError, `unknown topic alias ${alias}`)
-        topic = known
-      } else if (validateTopicName(topic)) {
-        ;(this.inAliases ??= new Map()).set(alias, topic)
-      }
+      // [MQTT-3.3.2-8] 0 or above our maximum: 0x94; an alias never set: 0x82 (TopicAliases.ts)
+      const resolved = (this.inAliases ??= new InboundAliases(this.topicAliasMax)).resolve(topic, alias)
+      if (typeof resolved !== "string") return this.protocolError(resolved.reasonCode, resolved.why)
+      topic = resolved
+    } else if (topic.length === 0 && this.protocolVersion === 5) {
+      // §3.3.4: a zero length topic without a Topic Alias is a Protocol Error (not 0x90)
+      return this.protocolError(ReasonCode.ProtocolError, "empty topic without a topic alias")
     }
     // [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not empty
     if (!validateTopicName(topic)) {
@@ -630,6 +768,14 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (packet.retain && !core.settings.retainAvailable) {
       return this.protocolError(ReasonCode.RetainNotSupported, "retain not available")
     }
+    // v5 Payload Format Indicator 1: a receiver may check the payload is UTF-8 (§3.3.2.3.2); Midge does, as
+    // Mosquitto: not forwarded, QoS 1 / 2 acks say 0x99 (QoS 0 has no ack: dropped)
+    if (v5Properties?.payloadFormatIndicator === true && !isUtf8(payload)) {
+      core.stats.publishDropped++
+      this.log("debug", `Dropped PUBLISH from ${this.clientId} on '${topic}': payload format indicator 1 with a payload that is not UTF-8.`)
+      if (qos > 0) this.writeFailureAck(qos === 1 ? "puback" : "pubrec", id, ReasonCode.PayloadFormatInvalid, "payload is not UTF-8")
+      return
+    }
     // a denied PUBLISH is dropped; v5 acks say 0x87 (a v5 PUBREC failure ends the QoS 2 flow)
     const acl = this.session!.acl
     if (acl !== undefined && !acl.canPublish(this.mount + topic)) {
@@ -648,6 +794,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
     const store = core.store
     if (qos === 2 && store !== undefined && this.session!.flow.observer !== undefined) store.inboundQos2Add(this.clientId, id)
+    // $CONTROL/...: handed to the control handlers (dynamic security), never routed nor retained; acked with success (Mosquitto's handle_publish.c)
+    if (isControlTopic(this.mount + topic)) {
+      const control = { topic: this.mount + topic, payload, qos, retain: packet.retain, clientId: this.clientId, username: this.username }
+      dispatchControl(core, control, (error) => core.log.error(`Error handling ${control.topic} from ${this.clientId}: ${String(error)}`))
+      if (qos > 0) this.write(encodeAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion, 0))
+      return
+    }
     const properties = this.protocolVersion === 5 ? forwardedProperties(packet.properties) : undefined
     const message = new Message(this.mount + topic, payload, qos, packet.retain, properties, this.clientId, core.now())
     if (packet.retain) {
@@ -661,10 +814,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (qos > 0 || packet.retain || core.settings.queueQos0Messages) message.ownPayload()
     if (qos > 0) {
       const reason = this.protocolVersion === 5 && receivers === 0 ? ReasonCode.NoMatchingSubscribers : 0
-      const ack = encodeAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion, reason)
+      const cmd = qos === 1 ? "puback" : "pubrec"
       // durable persistence: acknowledged only once on disk (group commit)
-      if (store !== undefined && store.durable) store.whenDurable(() => this.write(ack))
-      else this.write(ack)
+      const durable = store !== undefined && store.durable
+      // cluster: and only once what went to other nodes is stored in Redis
+      if (core.cluster !== undefined) core.cluster.whenForwarded(durable ? () => store.whenDurable(() => this.ack(cmd, id, reason)) : () => this.ack(cmd, id, reason))
+      else if (durable) store.whenDurable(() => this.ack(cmd, id, reason))
+      else this.ack(cmd, id, reason)
     }
   }
 
@@ -675,6 +831,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const session = this.session!
     const v5 = this.protocolVersion === 5
     const subscriptionId = v5 ? packet.properties?.subscriptionIdentifier : undefined
+    if (v5) {
+      // [MQTT-3.8.3-2] at least one topic filter; §3.8.2.1.2 a Subscription Identifier of 0 is a Protocol Error
+      if (packet.subscriptions.length === 0) return this.protocolError(ReasonCode.ProtocolError, "SUBSCRIBE without a topic filter")
+      if (subscriptionId === 0) return this.protocolError(ReasonCode.ProtocolError, "subscription identifier 0")
+    }
     const granted: Array<number> = []
     const retainedToSend: Array<{ filter: string; options: SubscriptionOptions }> = []
     for (const sub of packet.subscriptions) {
@@ -739,6 +900,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const codes: Array<number> = []
     for (const unmounted of packet.unsubscriptions) {
       const filter = isSharedFilterSyntax(unmounted) ? mountShared(unmounted, this.mount) : this.mount + unmounted
+      // denied UNSUBSCRIBE (dynsec unsubscribe ACLs): the subscription stays; v5 0x87, 3.1.1 an UNSUBACK all the same (Mosquitto)
+      if (session.acl?.canUnsubscribe !== undefined && !session.acl.canUnsubscribe(filter)) {
+        this.log("information", `Denied UNSUBSCRIBE from ${this.clientId} to '${unmounted}'.`)
+        codes.push(ReasonCode.NotAuthorized)
+        continue
+      }
       const existed = session.subscriptions.delete(filter)
       if (existed) {
         this.core.router.unsubscribe(session, filter)
@@ -772,42 +939,169 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   // ---------------------------------------------------------------- output
 
-  /** Queue a frame for this event-loop turn's write. */
+  /**
+   * Queue a frame for this event-loop turn's write. While the socket's own
+   * buffer is full (`blocked`), frames wait here for its 'drain': what a
+   * subscriber has not taken yet is counted in one place (the outbox), where
+   * the queue limits can see it.
+   */
   write(frame: Buffer): void {
     if (this.state === "closed") return
     this.core.stats.packetsSent++
-    this.out.push(frame)
-    this.outBytes += frame.length
-    if (!this.flushScheduled) {
+    // by reference: a QoS 0 fan-out shares one frame among all its subscribers (copying each
+    // into a stage measured 50 % slower per delivery than one concatenation at the flush)
+    this.closeStage()
+    this.segs.push(frame)
+    this.queued(frame.length)
+  }
+
+  /** An acknowledgement; v3 / v4 carry no reason code (encodeAck's rule). */
+  private ack(cmd: AckCmd, messageId: number, reasonCode: number): void {
+    if (reasonCode === 0 || this.protocolVersion !== 5) this.writeAck(cmd, messageId)
+    else this.write(encodeAck(cmd, messageId, 5, reasonCode))
+  }
+
+  /** PUBACK / PUBREC / PUBREL / PUBCOMP without a reason code (v3 / v4, v5 success): 4 bytes, no Buffer of its own. */
+  private writeAck(cmd: AckCmd, messageId: number): void {
+    if (this.state === "closed") return
+    this.core.stats.packetsSent++
+    this.stageLen = writeAckAt(this.reserve(4), this.stageLen, cmd, messageId)
+    this.stageFrames++
+    this.queued(4)
+  }
+
+  /** A QoS 1 / 2 PUBLISH: the shared frame copied once, with its packet id and DUP patched in place. */
+  private writePatched(frame: PublishFrame, messageId: number, dup: boolean): void {
+    const source = frame.buffer
+    const n = source.length
+    if (n > STAGE_FRAME_MAX) return this.write(withPacketId(frame, messageId, dup))
+    if (this.state === "closed") return
+    this.core.stats.packetsSent++
+    this.stageLen = writeWithPacketIdAt(this.reserve(n), this.stageLen, frame, messageId, dup)
+    this.stageFrames++
+    this.queued(n)
+  }
+
+  private queued(n: number): void {
+    this.outBytes += n
+    this.outFrames++
+    if (!this.flushScheduled && !this.blocked) {
       this.flushScheduled = true
       this.core.flusher.schedule(this)
     }
   }
 
-  /** Write a frame and everything queued before it now (used just before closing). */
-  private writeNow(frame: Buffer): void {
-    this.core.stats.packetsSent++
-    this.out.push(frame)
-    this.outBytes += frame.length
-    this.flush()
+  /** The staging buffer, with room for `n` more bytes at `stageLen`. */
+  private reserve(n: number): Buffer {
+    const stage = this.stage
+    if (stage !== undefined && stage.length - this.stageLen >= n) return stage
+    this.closeStage()
+    // sized by the last turn: small ones come from Node's buffer pool, busy connections get one buffer per turn
+    const size = Math.max(n, Math.min(STAGE_MAX, Math.max(STAGE_MIN, this.stageHint + (this.stageHint >> 2))))
+    const fresh = Buffer.allocUnsafe(size)
+    this.stage = fresh
+    this.stageStart = 0
+    this.stageLen = 0
+    return fresh
   }
 
+  /** The staged frames become a segment (the stage's bytes before `stageLen` are never written again). */
+  private closeStage(): void {
+    if (this.stageLen > this.stageStart) {
+      const seg = this.stage!.subarray(this.stageStart, this.stageLen)
+      this.segs.push(seg)
+      if (this.stageFrames > 1) (this.segFrames ??= new Map()).set(seg, this.stageFrames)
+      this.stageStart = this.stageLen
+      this.stageFrames = 0
+    }
+  }
+
+  /** Write a frame and everything queued before it now, drained or not (used just before closing). */
+  private writeNow(frame: Buffer): void {
+    this.write(frame)
+    this.blocked = false
+    this.flushScheduled = false
+    this.writeOut(false)
+  }
+
+  /** The FlushScheduler's call at the end of the turn: this turn's frames as one write. */
   flush(): void {
     this.flushScheduled = false
-    const n = this.out.length
-    if (n === 0) return
-    const chunk = n === 1 ? this.out[0] : Buffer.concat(this.out, this.outBytes)
-    this.core.stats.bytesSent += this.outBytes
-    this.out = []
-    this.outBytes = 0
-    if (!this.socket.destroyed && this.socket.writable) this.socket.write(chunk)
+    if (this.blocked) return // 'drain' writes them
+    this.writeOut(this.slow)
     // the kernel may take it all at once: then no 'drain' comes, so release held-up publishers here
-    if (this.waiters !== undefined) this.releaseWaiters()
+    if (this.waiters !== undefined || this.holdingSince >= 0 || this.slow) this.relieve()
+  }
+
+  /**
+   * Hand the outbox to the socket: as one chunk, or (a slow subscriber)
+   * segment by segment until the socket's buffer is full, so that the rest
+   * stays counted here.
+   */
+  private writeOut(sliced: boolean): void {
+    if (this.stage !== undefined) {
+      this.stageHint = this.stageLen - this.stageStart
+      this.closeStage()
+      // the stage goes with the write: an idle connection keeps no buffer
+      this.stage = undefined
+    }
+    const segs = this.segs
+    const n = segs.length
+    if (n === 0) return
+    // persistence: the store's records go to the OS before any frame that depends on them (docs/persistence.md)
+    this.core.store?.handOff()
+    const socket = this.socket
+    const open = !socket.destroyed && socket.writable
+    if (!sliced) {
+      const chunk = n === 1 ? segs[0] : Buffer.concat(segs, this.outBytes)
+      this.core.stats.bytesSent += this.outBytes
+      segs.length = 0
+      this.segFrames?.clear()
+      this.outBytes = 0
+      this.outFrames = 0
+      if (open && !socket.write(chunk)) this.blocked = true
+      return
+    }
+    let i = 0
+    while (i < n && !this.blocked) {
+      const seg = segs[i]
+      this.core.stats.bytesSent += seg.length
+      this.outBytes -= seg.length
+      const frames = this.segFrames?.get(seg)
+      if (frames !== undefined) this.segFrames!.delete(seg)
+      this.outFrames -= frames ?? 1
+      i++
+      if (open && !socket.write(seg)) this.blocked = true
+    }
+    segs.splice(0, i)
+  }
+
+  private onDrain(): void {
+    this.blocked = false
+    if (this.outFrames > 0 && !this.flushScheduled) this.writeOut(this.slow)
+    this.relieve()
   }
 
   publishQos0(message: Message, retain: boolean, subscriptionIds: ReadonlyArray<number> | undefined): void {
+    // a slow subscriber over its queue limits: QoS 0 is dropped and counted (as Mosquitto)
+    if (this.slow && this.overQueueLimits()) return this.dropQos0()
     if (this.protocolVersion === 5 && !this.acceptsMessage(message, 0, retain, subscriptionIds)) return
     this.sendPublish(message, 0, retain, 0, false, subscriptionIds)
+  }
+
+  /** `max_queued_messages` / `max_queued_bytes` against what waits in the outbox. */
+  private overQueueLimits(): boolean {
+    const limits = this.session!.flow.limits
+    const maxBytes = limits.maxQueuedBytes ?? 0
+    return (limits.maxQueued > 0 && this.outFrames >= limits.maxQueued) || (maxBytes > 0 && this.outBytes >= maxBytes)
+  }
+
+  private dropQos0(): void {
+    this.core.stats.publishDropped++
+    if (!this.dropping) {
+      this.dropping = true
+      this.log("notice", `Outgoing messages are being dropped for client ${this.clientId}.`)
+    }
   }
 
   /** OutboundSink: a QoS 1 / 2 PUBLISH (or QoS 0 from the queue). */
@@ -852,11 +1146,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const stats = this.core.stats
     stats.messagesSent++
     stats.publishBytesSent += message.payload.length
-    this.write(
-      this.slowPath(message, ids)
-        ? this.encodeSlow(message, qos, retain, messageId, dup, ids, true)
-        : message.frame(this.protocolVersion, qos, retain, messageId, dup)
-    )
+    if (this.slowPath(message, ids)) this.write(this.encodeSlow(message, qos, retain, messageId, dup, ids, true))
+    else if (qos === 0) this.write(message.publishFrame(this.protocolVersion, 0, retain).buffer)
+    else this.writePatched(message.publishFrame(this.protocolVersion, qos, retain), messageId, dup)
   }
 
   /**
@@ -883,16 +1175,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       const remaining = message.remainingExpiry(this.core.now())
       if (remaining !== undefined) p.messageExpiryInterval = remaining
       if (this.clientTopicAliasMax > 0) {
-        const aliases = (this.outAliases ??= new Map())
-        const known = aliases.get(topic)
-        if (known !== undefined) {
-          p.topicAlias = known
-          topic = ""
-        } else if (aliases.size < this.clientTopicAliasMax) {
-          // bounded: once the client's maximum is used, other topics go out in full
-          const alias = aliases.size + 1
-          if (commit) aliases.set(topic, alias)
+        // bounded by the client's maximum; once used up, other topics go out in full (TopicAliases.ts)
+        const alias = (this.outAliases ??= new OutboundAliases(this.clientTopicAliasMax)).lookup(topic, commit)
+        if (alias > 0) {
           p.topicAlias = alias
+          topic = ""
+        } else if (alias < 0) {
+          p.topicAlias = -alias
         }
       }
       properties = p
@@ -904,7 +1193,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   }
 
   pubrel(messageId: number): void {
-    this.write(encodeAck("pubrel", messageId, this.protocolVersion, 0))
+    this.writeAck("pubrel", messageId)
   }
 
   /** v5: a Reason String on server-sent DISCONNECT says why (not for normal ends). */
@@ -934,8 +1223,77 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     )
   }
 
-  checkCongestion(source: PublishSource): void {
-    if (source !== this && this.congested()) source.throttle(this)
+  /** A slow subscriber is back to normal once its backlog is this small. */
+  private drained(): boolean {
+    return (
+      this.socket.writableLength + this.outBytes <= LOW_WATER_BYTES &&
+      (this.session === undefined || this.session.flow.queued <= this.queueHigh >> 1)
+    )
+  }
+
+  /**
+   * After a delivery to this subscriber: while it is congested, its publisher
+   * is held up (reading paused) — for at most HOLD_MS per episode. A
+   * subscriber congested for longer is slow (see `onHoldTimer`); it holds
+   * nobody up until it has drained.
+   */
+  checkCongestion(source: PublishSource | undefined): void {
+    if (source === this || this.slow || !this.congested()) return
+    if (this.holdingSince < 0) this.startHolding()
+    if (source !== undefined) source.throttle(this)
+  }
+
+  private startHolding(): void {
+    this.holdingSince = performance.now()
+    // without queue limits nothing may be dropped: publishers are held up for as long as it takes
+    const limits = this.session?.flow.limits
+    if (limits === undefined || (limits.maxQueued === 0 && (limits.maxQueuedBytes ?? 0) === 0)) return
+    if (this.holdTimer === undefined) this.armHold(HOLD_MS)
+  }
+
+  private armHold(ms: number): void {
+    this.holdTimer = setTimeout(Connection.holdTimerFired, ms, this)
+    this.holdTimer.unref()
+  }
+
+  /** One timer per connection at most, re-armed while holding episodes come and go. */
+  /** a method, not an arrow property: no closure on every connection */
+  private static holdTimerFired(conn: Connection): void {
+    conn.onHoldTimer()
+  }
+
+  private onHoldTimer(): void {
+    this.holdTimer = undefined
+    if (this.holdingSince < 0 || this.state === "closed") return
+    const left = this.holdingSince + HOLD_MS - performance.now()
+    if (left > 1) return this.armHold(left)
+    if (!this.congested()) return this.relieve()
+    // congested for HOLD_MS: slow. Its publishers go on; its backlog is bounded by the queue limits
+    this.slow = true
+    this.holdingSince = -1
+    this.log("notice", `Client ${this.clientId} is not keeping up: its publishers are no longer held up for it.`)
+    const waiters = this.waiters
+    this.waiters = undefined
+    if (waiters !== undefined) for (const w of waiters) (w as Connection).release()
+    if (!this.blocked && this.outFrames > 0 && !this.flushScheduled) this.writeOut(true)
+  }
+
+  /** Output moved on ('drain', a write the kernel took whole, an ack): end holding / slowness when it is over. */
+  private relieve(): void {
+    if (this.slow) {
+      if (this.state !== "closed" && !this.drained()) return
+      this.slow = false
+      this.dropping = false
+    } else if (this.waiters === undefined && this.holdingSince < 0) {
+      return
+    } else if (this.state !== "closed" && this.congested()) {
+      return
+    }
+    this.holdingSince = -1
+    const waiters = this.waiters
+    if (waiters === undefined) return
+    this.waiters = undefined
+    for (const w of waiters) (w as Connection).release()
   }
 
   addWaiter(source: PublishSource): void {
@@ -971,16 +1329,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.resumeReading()
   }
 
-  private releaseWaiters(): void {
-    const waiters = this.waiters
-    if (waiters === undefined || waiters.size === 0) return
-    if (this.state !== "closed" && this.congested()) return
-    this.waiters = undefined
-    for (const w of waiters) (w as Connection).release()
-  }
-
   private afterAck(_session: Session): void {
-    if (this.waiters !== undefined) this.releaseWaiters()
+    if (this.waiters !== undefined || this.holdingSince >= 0 || this.slow) this.relieve()
   }
 
   /** the socket is not being read (backpressure), for monitoring and tests */
@@ -1020,6 +1370,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.close("kicked")
   }
 
+  /** No CONNECT, or no authentication decision, within the connect timeout. */
+  connectTimedOut(): void {
+    if (this.state === "new" || this.state === "connecting") this.close("connect-timeout")
+  }
+
   /** The keepalive watchdog found 1.5 × keepalive of silence [MQTT-3.1.2-24]. */
   keepaliveExpired(): void {
     if (this.state === "closed") return
@@ -1049,7 +1404,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       for (const p of parked) if (p.cmd === "publish") this.handlePublish(p)
       this.state = "closed"
     }
-    this.flush()
+    // everything queued goes out before the end, drained or not
+    this.flushScheduled = false
+    this.writeOut(false)
     if (!this.socket.destroyed) {
       this.socket.end()
       this.socket.destroySoon()
@@ -1095,7 +1452,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       if (core.settings.connectionMessages) this.logClose(reason)
     }
     // publishers held up by this connection go on; this one stops waiting
-    this.releaseWaiters()
+    if (this.holdTimer !== undefined) clearTimeout(this.holdTimer)
+    this.holdTimer = undefined
+    this.relieve()
     this.heldBy = 0
     this.hooks.closed(this)
   }
@@ -1126,6 +1485,22 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   }
 }
 
+/** PUBLISH properties a client may send at most once (mqtt-packet makes an array of a repeated one) */
+const SINGLE_PUBLISH_PROPERTIES = ["payloadFormatIndicator", "messageExpiryInterval", "topicAlias", "responseTopic", "correlationData", "contentType"] as const
+
+/**
+ * What is wrong with a client's v5 PUBLISH properties, if anything: a property
+ * repeated (§3.3.2.3), or a Subscription Identifier [MQTT-3.3.4-6]. Both are
+ * Protocol Errors. (mqtt-packet keeps only the last of a repeated property
+ * whose earlier values are 0 / false: those repeats go unseen.)
+ */
+const publishPropertyError = (p: NonNullable<mqtt.IPublishPacket["properties"]>): string | undefined => {
+  const record = p as Record<string, unknown>
+  for (const name of SINGLE_PUBLISH_PROPERTIES) if (Array.isArray(record[name])) return `${name} more than once in PUBLISH`
+  if (p.subscriptionIdentifier !== undefined) return "subscription identifier in a client's PUBLISH"
+  return undefined
+}
+
 /** `$share/GROUP/FILTER` with the listener's mount point put on FILTER. */
 const mountShared = (filter: string, mount: string): string => {
   if (mount === "") return filter
@@ -1133,17 +1508,3 @@ const mountShared = (filter: string, mount: string): string => {
   return p === undefined ? filter : `$share/${p.group}/${mount}${p.filter}`
 }
 
-/** The v5 properties a broker forwards with a message (not the per-hop ones). */
-export const forwardedProperties = (
-  p: mqtt.IPublishPacket["properties"] | NonNullable<mqtt.IConnectPacket["will"]>["properties"] | undefined
-): MessageProperties | undefined => {
-  if (p === undefined) return undefined
-  let out: MessageProperties | undefined
-  if (p.payloadFormatIndicator !== undefined) (out ??= {}).payloadFormatIndicator = p.payloadFormatIndicator
-  if (p.messageExpiryInterval !== undefined) (out ??= {}).messageExpiryInterval = p.messageExpiryInterval
-  if (p.contentType !== undefined) (out ??= {}).contentType = p.contentType
-  if (p.responseTopic !== undefined) (out ??= {}).responseTopic = p.responseTopic
-  if (p.correlationData !== undefined) (out ??= {}).correlationData = p.correlationData
-  if (p.userProperties !== undefined) (out ??= {}).userProperties = p.userProperties
-  return out
-}

@@ -139,8 +139,21 @@ export interface AttachedConnection {
   kick(reasonCode: number, reasonString?: string): void
 }
 
+/**
+ * Midge clustering (src/cluster/): the two points where a connection waits
+ * for Redis. Undefined on a single node, so the hot path is untouched.
+ */
+export interface ClusterHooks {
+  /** CONNECT, before the session is opened: make this node the client id's owner, taking its session over from another node; `done` when settled */
+  claim(clientId: string, clean: boolean, done: () => void): void
+  /** PUBACK / PUBREC: `then` once every message this turn forwarded to other nodes is stored in Redis (at once when none is pending) */
+  whenForwarded(then: () => void): void
+}
+
 export class Core {
   readonly router: Router
+  /** the cluster's hooks when this node is part of a Midge cluster */
+  cluster: ClusterHooks | undefined = undefined
   readonly sessions = new Map<string, Session>()
   readonly attached = new Map<string, AttachedConnection>()
   /** the persistence store's writer, when persistence is on */
@@ -202,15 +215,22 @@ export class Core {
     this.router.upgradeOutgoingQos = settings.upgradeOutgoingQos
   }
 
+  /** The flow limits of the current settings: one object shared by the sessions (not one per connect). */
   flowLimits(): FlowLimits {
-    return {
-      maxInflight: this.settings.maxInflightMessages,
-      maxQueued: this.settings.maxQueuedMessages,
-      queueQos0: this.settings.queueQos0Messages,
-      maxInflightBytes: this.settings.maxInflightBytes,
-      maxQueuedBytes: this.settings.maxQueuedBytes
+    if (this.limitsOf !== this.settings) {
+      this.limitsOf = this.settings
+      this.limits = {
+        maxInflight: this.settings.maxInflightMessages,
+        maxQueued: this.settings.maxQueuedMessages,
+        queueQos0: this.settings.queueQos0Messages,
+        maxInflightBytes: this.settings.maxInflightBytes,
+        maxQueuedBytes: this.settings.maxQueuedBytes
+      }
     }
+    return this.limits!
   }
+  private limitsOf: CoreSettings | undefined = undefined
+  private limits: FlowLimits | undefined = undefined
 
   /** New settings (SIGHUP): existing sessions take the new limits. */
   applySettings(settings: CoreSettings): void {
@@ -285,8 +305,10 @@ export class Core {
     const will = session.pendingWill
     session.pendingWill = undefined
     if (will !== undefined) this.router.publish(will.message)
-    for (const filter of session.subscriptions.keys()) this.router.unsubscribe(session, filter)
-    session.subscriptions.clear()
+    if (session.hasSubscriptions) {
+      for (const filter of session.subscriptions.keys()) this.router.unsubscribe(session, filter)
+      session.subscriptions.clear()
+    }
     // messages of shared subscriptions this session did not finish go to another member of the group
     // (Mosquitto loses them); a message already released with PUBREL was received and stays done
     const unfinished: Array<Outgoing> = []

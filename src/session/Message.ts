@@ -26,8 +26,15 @@ export class Message {
   /** for `check_retain_source`: who published it (username, listener) */
   originUsername: string | undefined = undefined
   originListenerPort = 0
-  /** frame cache: index = family * 6 + qos * 2 + (retain ? 1 : 0); family 0 = v3/v4, 1 = v5 */
-  private frames: Array<PublishFrame | undefined> | undefined
+  /**
+   * frame cache, key = family * 6 + qos * 2 + (retain ? 1 : 0); family 0 = v3/v4, 1 = v5.
+   * Most messages go out in one form only: that one is kept in `frame0` (no array per message).
+   */
+  /** the payload is its own (not a view on a socket chunk) */
+  private owned = false
+  private key0 = -1
+  private frame0: PublishFrame | undefined = undefined
+  private frames: Array<PublishFrame | undefined> | undefined = undefined
 
   constructor(
     readonly topic: string,
@@ -61,8 +68,14 @@ export class Message {
    * the whole chunk in memory.
    */
   ownPayload(): void {
+    if (this.owned) return
+    this.owned = true
     const p = this.payload
-    if (p.byteOffset !== 0 || p.buffer.byteLength !== p.length) this.payload = Buffer.from(p)
+    if (p.byteOffset === 0 && p.buffer.byteLength === p.length) return
+    // already encoded for a delivery: the payload is the frame's tail (a PUBLISH ends with it), no second copy
+    // (not for a retained message, which may outlive its frames: it keeps only its payload)
+    const frame = this.frame0
+    this.payload = frame !== undefined && !this.retain ? frame.buffer.subarray(frame.buffer.length - p.length) : Buffer.from(p)
   }
 
   /** The same topic with an empty payload: what clears a retained message. */
@@ -78,10 +91,15 @@ export class Message {
 
   /** The encoded PUBLISH for this delivery: shared for QoS 0, a patched copy for QoS 1 / 2. */
   frame(protocolVersion: 3 | 4 | 5, qos: QoS, retain: boolean, messageId: number, dup: boolean): Buffer {
+    const frame = this.publishFrame(protocolVersion, qos, retain)
+    return qos === 0 ? frame.buffer : withPacketId(frame, messageId, dup)
+  }
+
+  /** The shared encoding at (family, QoS, retain), encoded on first use; QoS 1 / 2 carry packet id 1 at `idOffset`. */
+  publishFrame(protocolVersion: 3 | 4 | 5, qos: QoS, retain: boolean): PublishFrame {
     const family = protocolVersion === 5 ? 1 : 0
     const index = family * 6 + qos * 2 + (retain ? 1 : 0)
-    const frames = this.frames ?? (this.frames = new Array<PublishFrame | undefined>(12))
-    let frame = frames[index]
+    let frame = index === this.key0 ? this.frame0 : this.frames?.[index]
     if (frame === undefined) {
       frame = encodePublish(
         {
@@ -95,8 +113,13 @@ export class Message {
         },
         protocolVersion
       )
-      frames[index] = frame
+      if (this.key0 < 0) {
+        this.key0 = index
+        this.frame0 = frame
+      } else {
+        ;(this.frames ??= new Array<PublishFrame | undefined>(12))[index] = frame
+      }
     }
-    return qos === 0 ? frame.buffer : withPacketId(frame, messageId, dup)
+    return frame
   }
 }

@@ -33,9 +33,22 @@ export interface Outgoing {
 }
 
 export interface InflightEntry extends Outgoing {
-  readonly messageId: number
+  messageId: number
   state: OutState
 }
+
+/**
+ * A delivery shaped as an in-flight entry from the start (id 0 until sent):
+ * `send` turns it into the entry itself, so that a QoS 1 / 2 delivery costs
+ * one object, not two.
+ */
+export const delivery = (
+  message: Message,
+  qos: QoS,
+  retain: boolean,
+  subscriptionIds: ReadonlyArray<number> | undefined,
+  shared: SharedGroup | undefined
+): InflightEntry => ({ message, qos, retain, subscriptionIds, shared, messageId: 0, state: "await-puback" })
 
 export interface OutboundSink {
   publish(out: Outgoing, messageId: number, dup: boolean): void
@@ -83,8 +96,10 @@ export class OutboundFlow {
   /** payload bytes in flight / queued, for max_inflight_bytes / max_queued_bytes */
   inflightBytes = 0
   queuedBytes = 0
-  /** messages dropped because the queue was full (for $SYS and logs) */
+  /** messages dropped: the queue was full, or the sink did not accept them */
   dropped = 0
+  /** of those, dropped because the queue was full (`max_queued_messages` / `max_queued_bytes`) */
+  overflowed = 0
   /** persistence: told of every change */
   observer: FlowObserver | undefined = undefined
 
@@ -144,8 +159,13 @@ export class OutboundFlow {
         sink.publish(out, 0, false)
         return "sent"
       }
-      if (!this.limits.queueQos0 || this.queueFull()) {
+      if (!this.limits.queueQos0) {
         this.dropped++
+        return "dropped"
+      }
+      if (this.queueFull()) {
+        this.dropped++
+        this.overflowed++
         return "dropped"
       }
       this.enqueue(out)
@@ -158,6 +178,7 @@ export class OutboundFlow {
     }
     if (this.queueFull()) {
       this.dropped++
+      this.overflowed++
       return "dropped"
     }
     this.enqueue(out)
@@ -177,16 +198,13 @@ export class OutboundFlow {
   private send(out: Outgoing, sink: OutboundSink): number {
     const messageId = this.nextId()
     this.inflightBytes += out.message.payload.length
-    this.inflight.set(messageId, {
-      message: out.message,
-      qos: out.qos,
-      retain: out.retain,
-      subscriptionIds: out.subscriptionIds,
-      shared: out.shared,
-      messageId,
-      state: out.qos === 1 ? "await-puback" : "await-pubrec"
-    })
-    sink.publish(out, messageId, false)
+    // the delivery becomes its in-flight entry (see `delivery`); one already sent before (a caller
+    // offering the same object twice) is copied, so that no entry changes under its packet id
+    const entry: InflightEntry = (out as Partial<InflightEntry>).messageId ? { ...(out as InflightEntry) } : (out as InflightEntry)
+    entry.messageId = messageId
+    entry.state = out.qos === 1 ? "await-puback" : "await-pubrec"
+    this.inflight.set(messageId, entry)
+    sink.publish(entry, messageId, false)
     return messageId
   }
 

@@ -7,15 +7,15 @@
 import type { PublishSource, SharedGroup, Subscriber, SubscriptionOptions } from "../routing/Router.js"
 import type { ClientAcl } from "../security/Auth.js"
 import type { Message, QoS } from "./Message.js"
-import { InboundQos2, OutboundFlow, type FlowLimits, type OutboundSink } from "./OutboundFlow.js"
+import { delivery, InboundQos2, OutboundFlow, type FlowLimits, type OutboundSink } from "./OutboundFlow.js"
 
 /** What a session needs of the connection it is attached to. */
 export interface SessionWire extends OutboundSink {
   readonly protocolVersion: 3 | 4 | 5
   /** send a QoS 0 PUBLISH straight away (the fan-out fast path) */
   publishQos0(message: Message, retain: boolean, subscriptionIds: ReadonlyArray<number> | undefined): void
-  /** after a delivery: hold `source` up if this connection is congested */
-  checkCongestion(source: PublishSource): void
+  /** after a delivery: hold `source` (if any) up while this connection is congested */
+  checkCongestion(source: PublishSource | undefined): void
 }
 
 const offlineSink: OutboundSink = {
@@ -26,8 +26,10 @@ const offlineSink: OutboundSink = {
 export class Session implements Subscriber {
   wire: SessionWire | undefined = undefined
   readonly flow: OutboundFlow
-  readonly qos2 = new InboundQos2()
-  readonly subscriptions = new Map<string, SubscriptionOptions>()
+  // allocated on first use: an idle client that never subscribes nor publishes at QoS 2 has
+  // neither (an empty Map or Set is ~150-175 bytes, on every connection)
+  private inboundQos2: InboundQos2 | undefined = undefined
+  private subscriptionMap: Map<string, SubscriptionOptions> | undefined = undefined
   /** seconds the session outlives its connection: 0 = ends with it; 0xFFFFFFFF = never expires */
   expiryInterval = 0
   /** Clock time (ms) the session went offline, for expiry */
@@ -40,12 +42,28 @@ export class Session implements Subscriber {
   pendingWill: { readonly message: Message; readonly at: number } | undefined = undefined
   /** the client's access rules (acl_file, Authorization service); undefined: all allowed */
   acl: ClientAcl | undefined = undefined
+  /** where messages dropped by the queue limits are counted ($SYS/broker/publish/messages/dropped) */
+  stats: { publishDropped: number } | undefined = undefined
 
   constructor(
     readonly clientId: string,
     limits: FlowLimits
   ) {
     this.flow = new OutboundFlow(limits)
+  }
+
+  /** inbound QoS 2 packet ids awaiting PUBREL */
+  get qos2(): InboundQos2 {
+    return (this.inboundQos2 ??= new InboundQos2())
+  }
+
+  /** filter → options; reading it allocates the Map: see `hasSubscriptions` */
+  get subscriptions(): Map<string, SubscriptionOptions> {
+    return (this.subscriptionMap ??= new Map())
+  }
+
+  get hasSubscriptions(): boolean {
+    return this.subscriptionMap !== undefined && this.subscriptionMap.size > 0
   }
 
   online(): boolean {
@@ -66,9 +84,12 @@ export class Session implements Subscriber {
     if (wire !== undefined && qos === 0) {
       wire.publishQos0(message, retain, subscriptionIds)
     } else {
-      this.flow.offer({ message, qos, retain, subscriptionIds, shared }, wire !== undefined, wire ?? offlineSink)
+      const flow = this.flow
+      const overflowed = flow.overflowed
+      flow.offer(delivery(message, qos, retain, subscriptionIds, shared), wire !== undefined, wire ?? offlineSink)
+      if (flow.overflowed !== overflowed && this.stats !== undefined) this.stats.publishDropped++
     }
-    if (wire !== undefined && source !== undefined) wire.checkCongestion(source)
+    if (wire !== undefined) wire.checkCongestion(source)
   }
 
   /** A session ends with its connection when its expiry interval is 0. */

@@ -1,25 +1,27 @@
 /**
  * TCP listeners. A listener is a scoped `net.Server`: each accepted socket
- * becomes a `Connection` (plain code); its lifecycle is owned by fibers:
+ * becomes a `Connection` (plain code). A connection has no fiber of its own
+ * (a fiber per idle connection cost ~7 KB and two forks per connect):
  *
- * - before CONNECT, a fiber in the listener's `FiberSet` closes the socket if
- *   CONNECT does not arrive in time;
- * - after CONNECT, the session fiber runs in the broker-wide `FiberMap` keyed
- *   by client id — setting a key interrupts the previous fiber of that client
- *   id (takeover [MQTT-3.1.4-3]); it is the keepalive watchdog, and its
- *   finalizer closes the connection on shutdown.
+ * - one `Watchdog` fiber per listener closes connections that do not finish
+ *   CONNECT in time and those silent for 1.5 × keepalive [MQTT-3.1.2-24];
+ * - takeover [MQTT-3.1.4-3] is synchronous, in `Connection.handleConnect`;
+ * - the listener's finalizer closes every live connection (shutdown, reload);
+ * - an offline persistent session's expiry timer runs in the broker-wide
+ *   `FiberMap` keyed by client id; a reconnect interrupts it.
  *
- * A connection's failure is logged inside its own fiber and never reaches the
- * listener (style.md, example 3).
+ * A connection's failure is handled inside the connection (and a failure while
+ * the watchdog closes one is logged) and never reaches the listener (style.md,
+ * example 3).
  */
 import * as net from "node:net"
 import * as tls from "node:tls"
-import { Clock, Data, Duration, Effect, FiberId, FiberMap, FiberSet, Scope } from "effect"
-import type { RuntimeFiber } from "effect/Fiber"
+import { Clock, Data, Duration, Effect, FiberId, FiberMap, Scope } from "effect"
 import { Connection, type ConnectionHooks, type ListenerSettings } from "../session/Connection.js"
 import type { Core } from "../session/Core.js"
 import type { Session } from "../session/Session.js"
 import { isTlsListener, makeTls, type TlsIdentity, type TlsListenerOptions } from "./tls.js"
+import { Watchdog } from "./Watchdog.js"
 import { listenWebSocket, type MqttSocket } from "./websocket.js"
 
 export class ListenError extends Data.TaggedError("ListenError")<{
@@ -69,37 +71,12 @@ export const listenerKey = (o: ListenerOptions): string =>
     ? `unix:${o.socketPath}`
     : `${o.protocol ?? "mqtt"}|${o.tls !== undefined ? "tls" : "plain"}|${o.socketDomain ?? ""}|${o.host ?? "*"}|${o.port}`
 
-/** The session fibers of all listeners, keyed by client id. */
+/** The offline sessions' expiry fibers, keyed by client id. */
 export type SessionFibers = FiberMap.FiberMap<string, void, never>
 
 /**
- * The keepalive watchdog of one connection: it compares the last-activity
- * time with the Clock, sleeping until the next possible deadline, so TestClock
- * drives it (style.md, example 6). Keepalive 0 disables it [MQTT-3.1.2-23].
- */
-export const sessionFiber = (conn: Connection): Effect.Effect<void> => {
-  const watchdog =
-    conn.keepalive === 0
-      ? Effect.never
-      : Effect.gen(function* () {
-          const limit = conn.keepalive * 1500 // [MQTT-3.1.2-24] one and a half times
-          while (true) {
-            const now = yield* Clock.currentTimeMillis
-            const deadline = conn.lastActivity + limit
-            if (now >= deadline) {
-              conn.keepaliveExpired()
-              return
-            }
-            yield* Effect.sleep(Duration.millis(deadline - now))
-          }
-        })
-  return watchdog.pipe(Effect.onInterrupt(() => Effect.sync(() => conn.shutdown())))
-}
-
-/**
  * An offline session's expiry timer. It runs under the session's client id in
- * the same `FiberMap` as the session fiber, so a reconnect (which sets that key)
- * cancels it.
+ * a `FiberMap`, so a later disconnect replaces it and a reconnect interrupts it.
  */
 export const expiryFiber = (core: Core, session: Session): Effect.Effect<void> =>
   Effect.gen(function* () {
@@ -115,20 +92,6 @@ export const expiryFiber = (core: Core, session: Session): Effect.Effect<void> =
     }
   })
 
-const connectTimeout = (conn: Connection, ms: number): Effect.Effect<void> =>
-  Effect.sleep(Duration.millis(ms)).pipe(
-    Effect.zipRight(
-      Effect.sync(() => {
-        if (conn.state === "new" || conn.state === "connecting") conn.close("connect-timeout")
-      })
-    ),
-    Effect.onInterrupt(() =>
-      Effect.sync(() => {
-        if (conn.state === "new") conn.shutdown()
-      })
-    )
-  )
-
 /** Open one TCP listener in the current scope. */
 export const listenTcp = (
   core: Core,
@@ -136,27 +99,24 @@ export const listenTcp = (
   sessions: SessionFibers
 ): Effect.Effect<BoundListener, ListenError, Scope.Scope> =>
   Effect.gen(function* () {
-    const pending = yield* FiberSet.make<void, never>()
-    const forkPending = yield* FiberSet.runtime(pending)<never>()
     const forkSession = yield* FiberMap.runtime(sessions)<never>()
-    const connectionFibers = new WeakMap<Connection, RuntimeFiber<void, never>>()
+    // the pre-CONNECT timeout and the keepalive watchdog of every connection: one fiber
+    const watchdog = new Watchdog<Connection>(core.now, (error) => core.log.error(`Error closing a connection: ${String(error)}`))
+    yield* Effect.forkScoped(watchdog.run)
     const live = new Set<Connection>()
     let maxConnections = options.maxConnections ?? -1
 
     const hooks: ConnectionHooks = {
       ...(options.authenticate !== undefined ? { authenticate: options.authenticate } : {}),
       sessionStarted: (conn) => {
-        connectionFibers.get(conn)?.unsafeInterruptAsFork(FiberId.none)
-        const fiber = forkSession(conn.clientId, sessionFiber(conn))
-        connectionFibers.set(conn, fiber)
+        watchdog.connected(conn)
+        // back in time: the offline session's expiry timer stops
+        const expiry = FiberMap.unsafeGet(sessions, conn.clientId)
+        if (expiry._tag === "Some") expiry.value.unsafeInterruptAsFork(FiberId.none)
       },
       closed: (conn) => {
         live.delete(conn)
-        const fiber = connectionFibers.get(conn)
-        if (fiber !== undefined) {
-          connectionFibers.delete(conn)
-          fiber.unsafeInterruptAsFork(FiberId.none)
-        }
+        watchdog.remove(conn)
         // a persistent session left offline: its expiry timer takes the client id's place
         const session = conn.session
         if (session !== undefined && core.expiryDeadline(session) !== undefined) {
@@ -185,7 +145,7 @@ export const listenTcp = (
         if (core.settings.connectionMessages) {
           core.log.notice(`New connection from ${socket.remoteAddress ?? "unix socket"}:${socket.remotePort ?? 0} on port ${options.port}.`)
         }
-        connectionFibers.set(conn, forkPending(connectTimeout(conn, core.settings.connectTimeoutMs)))
+        watchdog.accepted(conn, core.settings.connectTimeoutMs)
       } catch (error) {
         core.log.error(`Error accepting connection: ${String(error)}`)
         socket.destroy()
@@ -232,9 +192,11 @@ export const listenTcp = (
         : net.createServer({ noDelay: core.settings.setTcpNodelay })
     if (tlsSetup !== undefined) {
       server.on("secureConnection", (socket: tls.TLSSocket) => accept(socket, tlsSetup.identity(socket)))
-      // a failed handshake (a plain client on a TLS port, a bad certificate) closes that socket only
+      // a failed handshake (a plain client on a TLS port, a bad certificate) closes that socket only, with a log line
+      const peers = new WeakMap<net.Socket, string>()
+      server.on("connection", (tcp: net.Socket) => peers.set(tcp, `${tcp.remoteAddress ?? "unknown"}:${tcp.remotePort ?? 0}`))
       server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
-        core.log.notice(`OpenSSL Error on connection from ${socket.remoteAddress ?? "unknown"}: ${error.message}`)
+        core.log.notice(`OpenSSL Error on connection from ${handshakePeer(socket, peers)}: ${handshakeFailure(error, socket)}`)
         socket.destroy()
       })
     } else {
@@ -292,3 +254,28 @@ export const listenTcp = (
       ? { port: 0, host: undefined, socketPath: address, update, reloadTls }
       : { port: address.port, host: options.host, socketPath: undefined, update, reloadTls }
   })
+
+/**
+ * Who a failed TLS handshake came from. A socket Node destroyed (a refused
+ * client certificate) no longer knows its peer, nor does the TCP socket
+ * under it: `peers` has what the TCP socket said when it was accepted.
+ */
+const handshakePeer = (socket: tls.TLSSocket, peers: WeakMap<net.Socket, string>): string => {
+  if (socket.remoteAddress !== undefined) return `${socket.remoteAddress}:${socket.remotePort ?? 0}`
+  const tcp = (socket as tls.TLSSocket & { readonly _parent?: net.Socket | null })._parent
+  return (tcp !== undefined && tcp !== null ? peers.get(tcp) : undefined) ?? "unknown"
+}
+
+/**
+ * Why a TLS handshake failed, in a line: a client certificate Node refused
+ * after the handshake (`require_certificate`: expired, revoked by the
+ * crlfile, unknown CA; Node then just closes, so the error itself only says
+ * "socket hang up") by its verification code, an OpenSSL error by its reason
+ * ("wrong version number" for plain MQTT on a TLS port).
+ */
+const handshakeFailure = (error: Error, socket: tls.TLSSocket): string => {
+  const refused = (socket as tls.TLSSocket & { readonly authorizationError?: Error | string | null }).authorizationError
+  if (refused !== undefined && refused !== null) return `client certificate refused: ${String(refused)}`
+  const reason = (error as Error & { readonly reason?: unknown }).reason
+  return typeof reason === "string" && reason.length > 0 ? reason : error.message
+}

@@ -7,7 +7,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Stream, TestClock } from "effect"
 import * as mqttPacket from "mqtt-packet"
-import { rawClient, startBroker, waitFor } from "./harness.js"
+import { rawClient, startBroker, waitFor, type RawClient } from "./harness.js"
 
 const connect = (keepalive: number, protocolVersion: 4 | 5, extra: Partial<mqttPacket.IConnectPacket> = {}) =>
   mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion, clientId: `ka-${keepalive}-${protocolVersion}`, clean: true, keepalive, ...extra } as mqttPacket.IConnectPacket, { protocolVersion })
@@ -62,6 +62,51 @@ describe("keepalive", () => {
       yield* c.write([0xc0, 0x00])
       yield* waitFor(() => c.data().length >= 6, "PINGRESP")
       expect(c.closed()).toBe(false)
+    })
+  )
+
+  it.scoped("one watchdog for many connections: each is closed at its own 1.5 x keepalive, the others stay", () =>
+    Effect.gen(function* () {
+      const { port, broker } = yield* startBroker()
+      const connected = () => broker.stats().clientsConnected
+      // keepalive 2, 4, ..., 16 s: deadlines at 3, 6, ..., 24 s; the even ones send a PINGREQ at 2 s
+      const clients: Array<{ readonly keepalive: number; readonly pings: boolean; readonly c: RawClient }> = []
+      for (let i = 1; i <= 8; i++) {
+        const c = yield* rawClient(port)
+        yield* c.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId: `many-${i}`, clean: true, keepalive: 2 * i }))
+        clients.push({ keepalive: 2 * i, pings: i % 2 === 0, c })
+      }
+      yield* waitFor(() => clients.every(({ c }) => c.data().length >= 4), "8 CONNACKs")
+      yield* TestClock.adjust("2000 millis")
+      for (const { c, pings } of clients) if (pings) yield* c.write([0xc0, 0x00])
+      yield* waitFor(() => clients.every(({ c, pings }) => !pings || c.data().length >= 6), "the PINGRESPs")
+      for (let t = 2000; t < 30_000; t += 500) {
+        yield* TestClock.adjust("500 millis")
+        const now = t + 500
+        const due = clients.filter(({ keepalive, pings }) => now >= (pings ? 2000 : 0) + keepalive * 1500)
+        yield* waitFor(() => connected() === clients.length - due.length, `${due.length} closed at ${now} ms`)
+        yield* Effect.forEach(due, ({ c }) => c.waitClosed(), { discard: true })
+        for (const { c } of clients.filter((x) => !due.includes(x))) expect(c.closed()).toBe(false)
+      }
+      expect(connected()).toBe(0)
+    })
+  )
+
+  it.scoped("a socket without CONNECT is closed at the connect timeout while the connected clients have long keepalives", () =>
+    Effect.gen(function* () {
+      const { port, broker } = yield* startBroker({ settings: { connectTimeoutMs: 10_000 } })
+      const idle = yield* rawClient(port)
+      yield* idle.write(connect(600, 4))
+      yield* waitFor(() => idle.data().length >= 4, "CONNACK")
+      // the watchdog now sleeps until 900 s; the new socket's 10 s must wake it
+      const silent = yield* rawClient(port)
+      yield* waitFor(() => broker.stats().socketsOpened === 2, "the second socket accepted")
+      yield* TestClock.adjust("9999 millis")
+      expect(silent.closed()).toBe(false)
+      yield* TestClock.adjust("2 millis")
+      yield* silent.waitClosed()
+      expect(idle.closed()).toBe(false)
+      expect(broker.stats().clientsConnected).toBe(1)
     })
   )
 

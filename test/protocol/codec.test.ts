@@ -13,7 +13,9 @@ import {
   PINGRESP,
   type ProtocolVersion,
   type PublishProperties,
-  withPacketId
+  withPacketId,
+  writeAckAt,
+  writeWithPacketIdAt
 } from "../../src/protocol/codec.js"
 import { ConnackV4, ReasonCode } from "../../src/protocol/reasonCodes.js"
 
@@ -789,7 +791,13 @@ describe("encoders ≡ mqtt-packet generate", () => {
         expect(frame.buffer.readUInt16BE(frame.idOffset)).toBe(p.messageId)
         const before = Buffer.from(frame.buffer)
         const delivered = withPacketId(frame, id, dup)
-        expect(delivered).toStrictEqual(Mqtt.generate({ ...p, messageId: id, dup }, { protocolVersion: v }))
+        const expected = Mqtt.generate({ ...p, messageId: id, dup }, { protocolVersion: v })
+        expect(delivered).toStrictEqual(expected)
+        // the same bytes written in place into an outbox, between other bytes that stay untouched
+        const outbox = Buffer.alloc(expected.length + 7, 0xee)
+        expect(writeWithPacketIdAt(outbox, 3, frame, id, dup)).toBe(3 + expected.length)
+        expect(outbox.subarray(3, 3 + expected.length)).toStrictEqual(expected)
+        expect([...outbox.subarray(0, 3), ...outbox.subarray(3 + expected.length)]).toStrictEqual(Array(7).fill(0xee))
         expect(frame.buffer).toStrictEqual(before) // the shared frame is untouched
       },
       runs(300)
@@ -824,6 +832,13 @@ describe("encoders ≡ mqtt-packet generate", () => {
         const reasonCode = pick < codes.length ? codes[pick] : undefined
         const bytes = encodeAck(cmd, id, v, reasonCode)
         expect(bytes).toStrictEqual(Mqtt.generate({ cmd, messageId: id, reasonCode: reasonCode ?? 0 }, { protocolVersion: v }))
+        if (v !== 5 || (reasonCode ?? 0) === 0) {
+          // the in-place form the outbox uses: the same 4 bytes, nothing around them touched
+          const outbox = Buffer.alloc(9, 0xee)
+          expect(writeAckAt(outbox, 2, cmd, id)).toBe(6)
+          expect(outbox.subarray(2, 6)).toStrictEqual(bytes)
+          expect([...outbox.subarray(0, 2), ...outbox.subarray(6)]).toStrictEqual(Array(5).fill(0xee))
+        }
         const back = parseChunks([bytes], v)
         expect(back.error).toBeUndefined()
         expect(back.packets).toMatchObject([{ cmd, messageId: id, ...(v === 5 ? { reasonCode: reasonCode ?? 0 } : {}) }])

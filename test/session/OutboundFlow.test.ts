@@ -187,6 +187,11 @@ describe("OutboundFlow", () => {
     }
     flow.offer(m, true, sink)
     expect(ids[ids.length - 1]).toBe(2) // 1 is still in flight, so the wrap skips it
+    // the same delivery object offered again: every in-flight entry still carries its own id
+    expect([...flow.inflight].map(([id, e]) => [id, e.messageId])).toStrictEqual([
+      [1, 1],
+      [2, 2]
+    ])
   })
 })
 

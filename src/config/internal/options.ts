@@ -150,7 +150,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("bridge_receive_maximum", "bridge", S),
   spec("bridge_reload_type", "bridge", N),
   spec("bridge_session_expiry_interval", "bridge", S),
-  spec("bridge_tcp_keepalive", "bridge", N),
+  spec("bridge_tcp_keepalive", "bridge", S),
   spec("bridge_tcp_user_timeout", "bridge", N),
   spec("cleansession", "bridge", S),
   spec("clientid", "bridge", S),
@@ -186,9 +186,13 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("bridge_keyfile", "bridge", S),
   spec("bridge_psk", "bridge", S),
   spec("bridge_require_ocsp", "bridge", N),
-  spec("bridge_tls_use_os_certs", "bridge", N),
+  spec("bridge_tls_use_os_certs", "bridge", S),
   spec("bridge_tls_version", "bridge", S),
   // Midge-only
+  spec("acl_subscribe_check", "global", M),
+  spec("cluster_key_prefix", "global", M),
+  spec("cluster_node_id", "global", M),
+  spec("cluster_redis_url", "global", M),
   spec("metrics_listener", "global", M),
   spec("persistence_durable", "global", M),
   spec("persistence_on_corrupt", "global", M)
