@@ -514,6 +514,10 @@ export class PacketParser {
         }
       }
       if (type === 15 && this.version !== 5) return new ParseError("protocol", "AUTH before MQTT 5")
+      // v5 §3.8.3.1: "It is a Protocol Error to send a Retain Handling value of 3"
+      if (type === 8 && message === "Invalid retain handling, must be <= 2") {
+        return new ParseError("protocol", "Retain Handling 3 in SUBSCRIBE (§3.8.3.1)")
+      }
       return malformed(message)
     }
     const packet = result.packet

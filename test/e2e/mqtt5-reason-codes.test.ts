@@ -152,6 +152,8 @@ describe("0x82 Protocol Error", () => {
 
   it.scopedLive("a SUBSCRIBE without any topic filter [MQTT-3.8.3-2]", () => expectDisconnect(rawSubscribe([], []), 0x82))
 
+  it.scopedLive("Retain Handling 3 in the subscription options (§3.8.3.1)", () => expectDisconnect(rawSubscribe([], [["a", 0x30]]), 0x82))
+
   it.scopedLive("No Local on a shared subscription [MQTT-3.8.3-4]", () => expectDisconnect(rawSubscribe([], [["$share/g/a", 0x04]]), 0x82))
 
   it.scopedLive("an empty topic name without a Topic Alias (§3.3.4)", () => expectDisconnect(rawPublish({ topic: "" }), 0x82))
