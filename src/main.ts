@@ -172,7 +172,8 @@ const main = Effect.gen(function* () {
       // Midge-only: join a cluster through Redis when cluster_redis_url is set (docs/cluster.md)
       const cluster = clusterOptionsFromConfig(config)
       const broker = yield* Broker.make({ ...brokerOptionsFromConfig(config, log), ...(cluster !== undefined ? { cluster } : {}) }).pipe(Effect.provide(Context.merge(security as Context.Context<Authentication | Authorization>, store)))
-      if (bridges.length > 0) yield* Bridge.make(bridges).pipe(Effect.provideService(Broker, broker))
+      // always made, so that a SIGHUP can add the first bridge
+      const bridging = yield* Bridge.make(bridges).pipe(Effect.provideService(Broker, broker))
       if (Option.isSome(dynsec)) {
         // $CONTROL/dynamic-security/v1 requests, answered on .../response
         yield* DynamicSecurity.start.pipe(Effect.provide(security as Context.Context<DynamicSecurity>), Effect.provideService(Broker, broker))
@@ -191,6 +192,8 @@ const main = Effect.gen(function* () {
       const reload = Effect.gen(function* () {
         log.notice("Reloading config.")
         const next = yield* resolveConfig(cl)
+        // a bad bridge block refuses the whole reload, as a bad option does
+        const nextBridges = yield* Bridge.fromConfig(next)
         const nextSinks = sinksFor(next)
         closeSinks()
         sinks = nextSinks
@@ -200,6 +203,11 @@ const main = Effect.gen(function* () {
         yield* broker.reload(brokerOptionsFromConfig(next, log))
         // password and ACL files are read again; connected clients stay connected
         yield* files.reload
+        // bridges: only the added, removed or changed blocks are touched (beyond Mosquitto)
+        const b = yield* bridging.reload(nextBridges)
+        for (const name of b.added) log.notice(`Bridge ${name} added.`)
+        for (const name of b.removed) log.notice(`Bridge ${name} removed.`)
+        for (const name of b.restarted) log.notice(`Bridge ${name} changed: restarting it.`)
       }).pipe(Effect.catchAll((error) => Effect.sync(() => log.error(`Error reloading config: ${error.message}`))))
       yield* Stream.async<void>((emit) => {
         const onHup = () => void emit.single(undefined)

@@ -7,13 +7,15 @@
  * yield* Bridge.make(bridges).pipe(Effect.provideService(Broker, broker))   // in the daemon's scope
  * ```
  *
- * Each bridge is one supervised fiber (one FiberMap keyed by name) running its
- * `start_type` strategy over one connect-and-pump effect; `restart_timeout`
- * is the Schedule of `Effect.retry`. Everything stops with the scope: the
+ * Each bridge is one supervised fiber, in a scope of its own (a child of the
+ * caller's), running its `start_type` strategy over one connect-and-pump
+ * effect; `restart_timeout` is the Schedule of `Effect.retry`. `reload`
+ * (SIGHUP) stops, starts or restarts only the bridges whose blocks were
+ * removed, added or changed. Everything stops with the scope: the
  * sockets are closed (the remote brokers publish the bridges' wills) and the
  * local subscriptions removed. See docs/bridges.md.
  */
-import { Context, Duration, Effect, Either, FiberMap, Layer, Schedule, type Scope } from "effect"
+import { Context, Duration, Effect, Either, ExecutionStrategy, Exit, Layer, Schedule, Scope } from "effect"
 import { Broker } from "../Broker.js"
 import type { ConfigError, Directive } from "../config/Config.js"
 import { type BridgeConfig, decodeBridges } from "./internal/config.js"
@@ -47,9 +49,34 @@ export interface BridgeStatus {
   readonly dropped: number
 }
 
+/** What a reload did, by bridge name. */
+export interface BridgeReload {
+  readonly added: ReadonlyArray<string>
+  readonly removed: ReadonlyArray<string>
+  /** stopped and started again with their new configuration */
+  readonly restarted: ReadonlyArray<string>
+}
+
 export interface BridgeService {
   readonly status: () => ReadonlyArray<BridgeStatus>
+  /**
+   * SIGHUP (beyond Mosquitto, which needs a restart for any bridge change):
+   * start the bridges that are new, stop the ones that are gone, restart the
+   * ones whose configuration changed; the others keep their link untouched.
+   */
+  readonly reload: (bridges: ReadonlyArray<BridgeConfig>) => Effect.Effect<BridgeReload>
 }
+
+/** One running bridge: its runtime, and the scope that holds its subscriptions and its fiber. */
+interface Running {
+  readonly config: BridgeConfig
+  readonly key: string
+  readonly rt: BridgeRuntime
+  readonly scope: Scope.CloseableScope
+}
+
+/** Two configurations are the same bridge when they decode to the same values. */
+const keyOf = (config: BridgeConfig): string => JSON.stringify(config, (_k, v) => (typeof v === "bigint" ? v.toString() : v))
 
 const run = (rt: BridgeRuntime): Effect.Effect<void> => {
   const c = rt.config
@@ -81,22 +108,28 @@ export class Bridge extends Context.Tag("midge/Bridge")<Bridge, BridgeService>()
     Effect.gen(function* () {
       const broker = yield* Broker
       const core = broker.core
-      const runtimes: Array<BridgeRuntime> = []
-      for (const config of bridges) {
-        const rt = new BridgeRuntime(config, core, core.log)
-        // the local subscriptions live as long as the bridge: a down or lazy bridge queues
-        yield* Effect.acquireRelease(
-          Effect.sync(() => rt.attach()),
-          () => Effect.sync(() => rt.detach())
-        )
-        runtimes.push(rt)
-      }
-      // created after the subscriptions, so closed before them: fibers (and sockets) first
-      const fibers = yield* FiberMap.make<string>()
-      for (const rt of runtimes) yield* FiberMap.run(fibers, rt.config.name, run(rt))
+      const parent = yield* Effect.scope
+      const running = new Map<string, Running>()
+      const start = (config: BridgeConfig) =>
+        Effect.gen(function* () {
+          const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
+          const rt = new BridgeRuntime(config, core, core.log)
+          // the local subscriptions live as long as the bridge: a down or lazy bridge queues;
+          // the fiber (and its socket) is added after them, so it is closed before them
+          yield* Scope.addFinalizer(scope, Effect.sync(() => rt.detach()))
+          rt.attach()
+          yield* Effect.forkIn(run(rt), scope)
+          running.set(config.name, { config, key: keyOf(config), rt, scope })
+        })
+      const stop = (r: Running) =>
+        Effect.suspend(() => {
+          running.delete(r.config.name)
+          return Scope.close(r.scope, Exit.void)
+        })
+      for (const config of bridges) yield* start(config)
       return {
         status: () =>
-          runtimes.map((rt) => {
+          [...running.values()].map(({ rt }) => {
             const a = rt.config.addresses[rt.addressIndex]
             return {
               name: rt.config.name,
@@ -106,6 +139,29 @@ export class Bridge extends Context.Tag("midge/Bridge")<Bridge, BridgeService>()
               inFlight: rt.inFlight,
               dropped: rt.dropped
             }
+          }),
+        reload: (next) =>
+          Effect.gen(function* () {
+            const wanted = new Map(next.map((c) => [c.name, c]))
+            const added: Array<string> = []
+            const removed: Array<string> = []
+            const restarted: Array<string> = []
+            for (const r of [...running.values()]) {
+              const c = wanted.get(r.config.name)
+              if (c === undefined) {
+                removed.push(r.config.name)
+                yield* stop(r)
+              } else if (keyOf(c) !== r.key) {
+                restarted.push(r.config.name)
+                yield* stop(r)
+              }
+            }
+            for (const c of next) {
+              if (running.has(c.name)) continue
+              if (!restarted.includes(c.name)) added.push(c.name)
+              yield* start(c)
+            }
+            return { added, removed, restarted }
           })
       } satisfies BridgeService
     })

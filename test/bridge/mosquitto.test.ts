@@ -274,4 +274,42 @@ describe("Midge bridging to Debian mosquitto", () => {
       yield* waitFor(() => primary.log().includes("as midge-up"), "the primary to see the bridge")
     })
   )
+
+  it.scopedLive("reload (SIGHUP, beyond Mosquitto): an added block starts, a removed one stops, a changed one restarts, an unchanged one keeps its link", () =>
+    Effect.gen(function* () {
+      const remote = yield* startMosquitto([])
+      const blockOf = (name: string, ...lines: Array<string>) =>
+        [`connection ${name}`, `address 127.0.0.1:${remote.port}`, `remote_clientid midge-${name}`, "restart_timeout 1", ...lines].join("\n")
+      /** how many times mosquitto saw the bridge `midge-<name>` connect */
+      const connects = (name: string) => remote.log().split("\n").filter((l) => l.includes(`connected from`) && l.includes(` as midge-${name} (`)).length
+      const { local, bridge } = yield* startBridge([blockOf("a", "topic a/# out 1"), blockOf("b", "topic b/# out 1")].join("\n"))
+      const connected = (n: number) => waitFor(() => bridge.status().length === n && bridge.status().every((s) => s.state === "connected"), `${n} bridges connected`)
+      yield* connected(2)
+      yield* waitFor(() => connects("a") === 1 && connects("b") === 1, "a and b on mosquitto")
+
+      // b changed (its QoS), c added, a untouched
+      const first = yield* bridge.reload(bridgesOf([blockOf("a", "topic a/# out 1"), blockOf("b", "topic b/# out 2"), blockOf("c", "topic c/# out 1")].join("\n")))
+      expect(first).toEqual({ added: ["c"], removed: [], restarted: ["b"] })
+      yield* connected(3)
+      yield* waitFor(() => connects("b") === 2 && connects("c") === 1, "b reconnected and c connected")
+      expect(connects("a")).toBe(1)
+      const remoteClient = yield* connectClient(`mqtt://127.0.0.1:${remote.port}`)
+      const remoteGot = collect(remoteClient)
+      yield* subscribe(remoteClient, ["a/#", "b/#", "c/#"], { qos: 2 })
+      const localClient = yield* connectClient(local.url)
+      for (const t of ["a/1", "b/1", "c/1"]) yield* publish(localClient, t, "x", { qos: 2 })
+      yield* waitFor(() => remoteGot.length === 3, "a/1, b/1 and c/1 on mosquitto")
+      expect(remoteGot.map((m) => [m.topic, m.qos]).sort()).toEqual([["a/1", 1], ["b/1", 2], ["c/1", 1]])
+
+      // b and c removed: their subscriptions go with them; a still untouched
+      const second = yield* bridge.reload(bridgesOf(blockOf("a", "topic a/# out 1")))
+      expect(second).toEqual({ added: [], removed: ["b", "c"], restarted: [] })
+      expect(bridge.status().map((s) => s.name)).toEqual(["a"])
+      for (const t of ["b/2", "c/2", "a/2"]) yield* publish(localClient, t, "y", { qos: 1 })
+      yield* waitFor(() => remoteGot.some((m) => m.topic === "a/2"), "a/2 on mosquitto")
+      yield* settle(200)
+      expect(remoteGot.map((m) => m.topic).sort()).toEqual(["a/1", "a/2", "b/1", "c/1"])
+      expect(connects("a")).toBe(1)
+    })
+  )
 })

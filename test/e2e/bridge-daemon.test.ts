@@ -2,7 +2,7 @@
  * Bridges through the daemon as users run it: `node dist/main.js -c FILE`
  * with a Mosquitto `connection` block towards a real Debian mosquitto started
  * by the test. Messages both ways with prefixes, the state notifications on
- * both brokers, SIGHUP (the bridge keeps its link), SIGTERM (exit 0, and the
+ * both brokers, SIGHUP (the bridge keeps its link, an added block starts), SIGTERM (exit 0, and the
  * remote broker turns the state to 0 with the bridge's will).
  */
 import { describe, expect, it } from "@effect/vitest"
@@ -59,14 +59,21 @@ describe("bridges of the daemon", () => {
       yield* waitFor(() => localGot.some((m) => m.topic === "local/cmd/reboot"), "the message on Midge", 10_000)
       expect(localGot.find((m) => m.topic === "local/cmd/reboot")).toMatchObject({ payload: "now", qos: 1 })
 
-      // SIGHUP: the configuration is read again; the bridge keeps its link (no state 0 anywhere) and keeps forwarding
+      // SIGHUP with a second connection block added: the configuration is read again, the new
+      // bridge starts, the first keeps its link (no state 0 anywhere) and keeps forwarding
+      fs.writeFileSync(conf, text + ["connection edge", `address 127.0.0.1:${remote.port}`, "remote_clientid midge-daemon-2", "notifications false", "topic extra/# out 1", ""].join("\n"))
       daemon.child.kill("SIGHUP")
       yield* waitFor(() => daemon.out.stderr.includes("Reloading config."), "the reload", 10_000)
+      yield* waitFor(() => daemon.out.stderr.includes("Bridge edge added."), "the added bridge", 10_000)
+      yield* waitFor(() => /New bridge connected from 127\.0\.0\.1:\d+ as midge-daemon-2/.test(remote.log()), "the added bridge on mosquitto", 10_000)
+      yield* subscribe(remoteClient, "extra/#", { qos: 1 })
+      yield* publish(localClient, "extra/1", "through the new bridge", { qos: 1 })
+      yield* waitFor(() => remoteGot.some((m) => m.topic === "extra/1"), "a message through the added bridge", 10_000)
       yield* publish(localClient, "site/sensors/t2", "after reload", { qos: 1 })
       yield* waitFor(() => remoteGot.some((m) => m.topic === "remote/site/sensors/t2"), "a message after the reload", 10_000)
       expect(remoteGot.filter((m) => m.topic === STATE).map((m) => m.payload)).toEqual(["1"])
       expect(localGot.filter((m) => m.topic === STATE).map((m) => m.payload)).toEqual(["1"])
-      expect(remote.log().match(/New bridge connected/g)).toHaveLength(1)
+      expect(remote.log().match(/New bridge connected from \S+ as midge-daemon /g)).toHaveLength(1)
 
       // SIGTERM: the daemon exits 0; the link dies without DISCONNECT, so mosquitto publishes the will: state 0
       daemon.child.kill("SIGTERM")
