@@ -8,6 +8,9 @@
  * - The `$` rule lives in the walk: at the root, the `+` and `#` slots are
  *   skipped for a topic starting with `$` [MQTT-4.7.2-1]; a filter whose
  *   first level starts with `$` (`$SYS/#`) is a literal child like any other.
+ * - A node's only entry sits in two fields of the node; a `Map` takes over
+ *   from the second (most filters have one subscriber: a client's own topic,
+ *   and an empty `Map` costs ~175 bytes).
  * - Nodes left with no entries and no children are pruned on `remove`.
  * - No recursion: a 40k-level filter cannot overflow the stack.
  *
@@ -42,6 +45,10 @@ class Node<V> {
   children: Map<string, Node<V>> | undefined = undefined
   plus: Node<V> | undefined = undefined
   hash: Node<V> | undefined = undefined
+  /** the node's only entry (`entries` undefined), or undefined */
+  key: string | undefined = undefined
+  value: V | undefined = undefined
+  /** the entries from the second on (then `key` is undefined); undefined: none or one */
   entries: Map<string, V> | undefined = undefined
   constructor(
     readonly parent: Node<V> | undefined,
@@ -112,31 +119,65 @@ export class TopicTrie<V> {
       if (end === len) break
       start = end + 1
     }
-    const entries = (node.entries ??= new Map())
-    const previous = entries.get(key)
-    const before = entries.size
-    entries.set(key, value)
-    this.count += entries.size - before
-    return previous
+    const entries = node.entries
+    if (entries !== undefined) {
+      const previous = entries.get(key)
+      const before = entries.size
+      entries.set(key, value)
+      this.count += entries.size - before
+      return previous
+    }
+    const only = node.key
+    if (only === undefined) {
+      node.key = key
+      node.value = value
+      this.count++
+      return undefined
+    }
+    const previous = node.value
+    if (only === key) {
+      node.value = value
+      return previous
+    }
+    node.entries = new Map([
+      [only, previous as V],
+      [key, value]
+    ])
+    node.key = undefined
+    node.value = undefined
+    this.count++
+    return undefined
   }
 
   /** Removes (filter, key) and prunes nodes left empty. Returns the removed value. */
   remove(filter: string, key: string): V | undefined {
     const node = this.find(filter)
-    const entries = node?.entries
-    if (entries === undefined) return undefined
+    if (node === undefined) return undefined
+    const entries = node.entries
+    if (entries === undefined) {
+      if (node.key !== key) return undefined
+      const previous = node.value
+      node.key = undefined
+      node.value = undefined
+      this.count--
+      this.prune(node)
+      return previous
+    }
     const previous = entries.get(key)
     if (!entries.delete(key)) return undefined
     this.count--
     if (entries.size === 0) {
-      node!.entries = undefined
-      this.prune(node!)
+      node.entries = undefined
+      this.prune(node)
     }
     return previous
   }
 
   get(filter: string, key: string): V | undefined {
-    return this.find(filter)?.entries?.get(key)
+    const node = this.find(filter)
+    if (node === undefined) return undefined
+    if (node.entries !== undefined) return node.entries.get(key)
+    return node.key === key ? node.value : undefined
   }
 
   /**
@@ -161,7 +202,11 @@ export class TopicTrie<V> {
     for (let i = 0; i < nodes.length; i++) {
       const node = nodes[i]
       const entries = node.entries
-      if (entries === undefined) continue
+      if (entries === undefined) {
+        const key = node.key
+        if (key !== undefined) visit(key, node.value as V, node.filter)
+        continue
+      }
       const filter = node.filter
       for (const [key, value] of entries) visit(key, value, filter)
     }
@@ -172,7 +217,7 @@ export class TopicTrie<V> {
     const stack: Array<Node<V>> = [this.root]
     while (stack.length > 0) {
       const node = stack.pop()!
-      if (node.entries !== undefined) yield node.filter
+      if (node.entries !== undefined || node.key !== undefined) yield node.filter
       pushChildren(node, stack)
     }
   }
@@ -207,6 +252,7 @@ export class TopicTrie<V> {
     while (
       (parent = node.parent) !== undefined &&
       node.entries === undefined &&
+      node.key === undefined &&
       node.children === undefined &&
       node.plus === undefined &&
       node.hash === undefined

@@ -37,6 +37,11 @@
 import { Buffer, isUtf8 } from "node:buffer"
 import * as Mqtt from "mqtt-packet"
 
+// mqtt-packet's default builds a cache of 65,536 two-byte Buffers (6.3 MB of heap) on the first
+// `generate`; without it each two-byte number is one small Buffer, on the cold path only (the hot
+// packets are encoded here). The bytes are the same (test/protocol/codec.test.ts).
+Mqtt.writeToStream.cacheNumbers = false
+
 // ---------------------------------------------------------------------------
 // Types
 

@@ -449,6 +449,16 @@ class FileClientAcl implements ClientAcl {
   }
 }
 
+/**
+ * What a FileClientAcl does when no scope has an acl_file (the default configuration, and it stays
+ * so across reloads: the options do not change): only the `$` rules. One object for every client.
+ */
+const dollarRulesAcl: ClientAcl = {
+  canPublish: (topic) => dollarAllows(topic, WRITE),
+  canSubscribe: () => true,
+  canReceive: (topic) => dollarAllows(topic, READ)
+}
+
 const snapshotOf = (state: State): SecuritySnapshot => {
   const passwordFiles = new Map<string, ReadonlyArray<string>>()
   for (const [path, users] of state.passwordFiles) passwordFiles.set(path, [...users.keys()])
@@ -465,6 +475,7 @@ export const make = (
   Effect.map(options.configError === undefined ? load(options, 0) : Effect.fail(options.configError), (initial) => {
     const store: Store = { state: initial }
     const strict = options.subscribeCheck !== "mosquitto"
+    const anyAclFile = options.aclFile !== undefined || (options.perListener ?? []).some((l) => l.aclFile !== undefined)
     const files: SecurityFilesService = {
       reload: Effect.suspend(() => load(options, store.state.version + 1)).pipe(
         Effect.tap((state) =>
@@ -478,7 +489,7 @@ export const make = (
     }
     return {
       authentication: Authentication.make(authenticateWith(store, options.clientidPrefixes)),
-      authorization: Authorization.make((client) => new FileClientAcl(store, client, strict)),
+      authorization: Authorization.make(anyAclFile ? (client) => new FileClientAcl(store, client, strict) : () => dollarRulesAcl),
       files
     }
   })

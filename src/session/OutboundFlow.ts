@@ -86,9 +86,12 @@ export interface FlowLimits {
   readonly maxQueuedBytes?: number
 }
 
+/** what `inflight` reads as before the first send: one shared empty Map */
+const noInflight: ReadonlyMap<number, InflightEntry> = new Map()
+
 export class OutboundFlow {
-  /** in flight, in the order they were sent (Map keeps insertion order) */
-  readonly inflight = new Map<number, InflightEntry>()
+  // allocated on the first send (an empty Map is ~175 bytes, on every connection); dropped by `clear`
+  private inflightMap: Map<number, InflightEntry> | undefined = undefined
   /** waiting for a free slot (or for the client to come back) */
   readonly queue: Array<Outgoing> = []
   private queueHead = 0
@@ -103,10 +106,19 @@ export class OutboundFlow {
   /** persistence: told of every change */
   observer: FlowObserver | undefined = undefined
 
+  /** in flight, in the order they were sent (Map keeps insertion order) */
+  get inflight(): ReadonlyMap<number, InflightEntry> {
+    return this.inflightMap ?? noInflight
+  }
+
+  private slots(): Map<number, InflightEntry> {
+    return (this.inflightMap ??= new Map())
+  }
+
   /** Rebuild from a store at start: in-flight entries in their order, the queue, and packet ids after the highest in use. */
   restore(inflight: ReadonlyArray<InflightEntry>, queue: ReadonlyArray<Outgoing>): void {
     for (const e of inflight) {
-      this.inflight.set(e.messageId, { ...e })
+      this.slots().set(e.messageId, { ...e })
       this.inflightBytes += e.message.payload.length
       if (e.messageId > this.lastId) this.lastId = e.messageId
     }
@@ -203,7 +215,7 @@ export class OutboundFlow {
     const entry: InflightEntry = (out as Partial<InflightEntry>).messageId ? { ...(out as InflightEntry) } : (out as InflightEntry)
     entry.messageId = messageId
     entry.state = out.qos === 1 ? "await-puback" : "await-pubrec"
-    this.inflight.set(messageId, entry)
+    this.slots().set(messageId, entry)
     sink.publish(entry, messageId, false)
     return messageId
   }
@@ -241,7 +253,7 @@ export class OutboundFlow {
   onPuback(messageId: number, sink: OutboundSink, online: boolean): boolean {
     const entry = this.inflight.get(messageId)
     if (entry === undefined || entry.state !== "await-puback") return false
-    this.inflight.delete(messageId)
+    this.inflightMap!.delete(messageId)
     this.inflightBytes -= entry.message.payload.length
     this.observer?.done(messageId)
     if (online) this.pump(sink)
@@ -265,7 +277,7 @@ export class OutboundFlow {
   onPubrecFailure(messageId: number, sink: OutboundSink, online: boolean): boolean {
     const entry = this.inflight.get(messageId)
     if (entry === undefined || entry.state !== "await-pubrec") return false
-    this.inflight.delete(messageId)
+    this.inflightMap!.delete(messageId)
     this.inflightBytes -= entry.message.payload.length
     this.observer?.done(messageId)
     if (online) this.pump(sink)
@@ -276,7 +288,7 @@ export class OutboundFlow {
   onPubcomp(messageId: number, sink: OutboundSink, online: boolean): boolean {
     const entry = this.inflight.get(messageId)
     if (entry === undefined || entry.state !== "await-pubcomp") return false
-    this.inflight.delete(messageId)
+    this.inflightMap!.delete(messageId)
     this.inflightBytes -= entry.message.payload.length
     this.observer?.done(messageId)
     if (online) this.pump(sink)
@@ -299,7 +311,7 @@ export class OutboundFlow {
   /** The session goes offline: QoS 0 messages are not kept unless queued by option. */
   clear(): void {
     if (this.inflight.size > 0 || this.queued > 0) this.observer?.cleared()
-    this.inflight.clear()
+    this.inflightMap = undefined
     this.queue.length = 0
     this.queueHead = 0
     this.inflightBytes = 0
