@@ -12,7 +12,10 @@
  *   `P:inbox:<node>` (XADD, pipelined once per event-loop turn). A QoS 1 / 2
  *   PUBLISH is acknowledged only after Redis confirmed the XADDs of its turn.
  *   The node reads its inbox with a consumer group, routes locally (never on to
- *   another node), then XACKs and XDELs.
+ *   another node), and XACKs + XDELs an entry once no persistent session here
+ *   holds its messages any more (PUBACK / PUBCOMP seen): a node that adopts the
+ *   sessions of a dead node replays what is left. Inbound QoS 2 ids of
+ *   persistent sessions are kept in `P:qos2:<client id>` (before PUBREC).
  * - Liveness: `P:alive:<node>` with a TTL, refreshed every heartbeat; a node
  *   whose key expired is dead and its routes are dropped.
  * - Sessions: `P:owner:<client id>` names the owning node. A CONNECT to another
@@ -106,11 +109,13 @@ class RemoteNode implements Subscriber {
 /** One pipelined round trip of XADDs (one entry per node, carrying many messages), and the acknowledgements that wait for it. */
 interface Batch {
   readonly byNode: Map<string, Array<MessageFields>>
+  /** inbound QoS 2 ids of persistent sessions: [client id, packet id, received (SADD) or released (SREM)] */
+  readonly qos2: Array<[string, number, boolean]>
   size: number
   readonly waiters: Array<() => void>
 }
 
-const newBatch = (): Batch => ({ byNode: new Map(), size: 0, waiters: [] })
+const newBatch = (): Batch => ({ byNode: new Map(), qos2: [], size: 0, waiters: [] })
 
 /** messages per stream entry at most */
 const ENTRY_MESSAGES = 500
@@ -118,6 +123,14 @@ const ENTRY_MESSAGES = 500
 const FORWARD_HIGH = 5000
 
 type Client = ReturnType<typeof createClient>
+
+/** A persistent session as Redis keeps it for a node that adopts it. */
+interface StoredSession {
+  readonly clientId: string
+  readonly expiryInterval: number
+  readonly subs: ReadonlyArray<readonly [string, SubscriptionOptions]>
+  readonly qos2: ReadonlyArray<string>
+}
 
 /** Stream ids "ms-seq" compared as numbers. */
 const idAfter = (a: string, b: string): boolean => {
@@ -141,6 +154,10 @@ class ClusterImpl implements ClusterHooks, Congestible {
   /** applying a retained change made by another node: not written back */
   private applyingRetained = false
   private lastRouted = "0-0"
+  /** inbox entries routed here and not yet acknowledged to Redis, in stream order */
+  private unacked: Array<string> = []
+  /** the inbox entry each message read from it came from (while a session holds the message) */
+  private readonly entryOf = new WeakMap<Message, string>()
   private readonly releases = new Map<string, () => void>()
   private readonly sharedNext = new Map<SharedGroup, number>()
   needsResync = true
@@ -159,6 +176,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
     owner(c: string): string
     session(c: string): string
     subs(c: string): string
+    qos2(c: string): string
     clients(n: string): string
     adopt(n: string): string
   }
@@ -182,6 +200,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
       owner: (c) => `${prefix}:owner:${c}`,
       session: (c) => `${prefix}:session:${c}`,
       subs: (c) => `${prefix}:subs:${c}`,
+      qos2: (c) => `${prefix}:qos2:${c}`,
       clients: (n) => `${prefix}:clients:${n}`,
       adopt: (n) => `${prefix}:adopt:${n}`
     }
@@ -220,6 +239,20 @@ class ClusterImpl implements ClusterHooks, Congestible {
     for (const w of waiters) (w as unknown as { release(): void }).release()
   }
 
+  /**
+   * A persistent session's inbound QoS 2 id: received (its PUBREC waits, through
+   * `whenForwarded`, until Redis has it) or released (PUBREL). A node that
+   * adopts the session after this one died knows which resent PUBLISHes not to
+   * deliver again [MQTT-4.3.3-9].
+   */
+  inboundQos2(clientId: string, id: number, received: boolean): void {
+    const session = this.core.sessions.get(clientId)
+    if (session === undefined || session.expiryInterval === 0) return
+    this.pending.qos2.push([clientId, id, received])
+    this.pending.size++
+    this.schedule()
+  }
+
   whenForwarded(then: () => void): void {
     if (this.inflight === undefined && this.pending.size === 0) return then()
     this.pending.waiters.push(then)
@@ -252,6 +285,10 @@ class ClusterImpl implements ClusterHooks, Congestible {
     }
     if (batch.size === 0) return done()
     const multi = this.main.multi()
+    for (const [clientId, id, received] of batch.qos2) {
+      if (received) multi.sAdd(this.keys.qos2(clientId), String(id))
+      else multi.sRem(this.keys.qos2(clientId), String(id))
+    }
     for (const [node, list] of batch.byNode) {
       for (let i = 0; i < list.length; i += ENTRY_MESSAGES) {
         multi.xAdd(this.keys.inbox(node), "*", { b: JSON.stringify(i === 0 && list.length <= ENTRY_MESSAGES ? list : list.slice(i, i + ENTRY_MESSAGES)) })
@@ -307,13 +344,13 @@ class ClusterImpl implements ClusterHooks, Congestible {
     chosen.subscriber.deliver(message, qos, o.retainAsPublished ? message.retain : false, o.subscriptionId !== undefined ? [o.subscriptionId] : undefined, undefined, group)
   }
 
-  /** Route a batch read from the inbox; returns the ids to acknowledge. Entries already routed (a re-read) are skipped. */
-  routeEntries(entries: ReadonlyArray<{ readonly id: string; readonly message: Record<string, string> | null }>): Array<string> {
-    const ids: Array<string> = []
+  /** Route a batch read from the inbox; its entries wait in `unacked` (see `ackable`). Entries already routed (a re-read) are skipped. */
+  routeEntries(entries: ReadonlyArray<{ readonly id: string; readonly message: Record<string, string> | null }>): void {
     for (const e of entries) {
-      ids.push(e.id)
-      if (e.message === null || !idAfter(e.id, this.lastRouted)) continue
+      if (!idAfter(e.id, this.lastRouted)) continue
       this.lastRouted = e.id
+      this.unacked.push(e.id)
+      if (e.message === null) continue
       let list: Array<MessageFields>
       try {
         list = JSON.parse(e.message.b ?? "[]")
@@ -324,6 +361,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
       for (const fields of list) {
         const message = messageOfFields(fields)
         if (message === undefined) continue
+        this.entryOf.set(message, e.id)
         try {
           this.routeFromPeer(message, sharedOfFields(fields))
         } catch (error) {
@@ -331,7 +369,48 @@ class ClusterImpl implements ClusterHooks, Congestible {
         }
       }
     }
-    return ids
+  }
+
+  /**
+   * The routed inbox entries that can be acknowledged (XACK + XDEL) now: those
+   * no persistent session here still holds a message of, queued or in flight
+   * (a QoS 1 / 2 delivery leaves the in-flight window only with its PUBACK /
+   * PUBCOMP). An entry left pending when this node dies is replayed by the node
+   * that adopts its sessions (`adoptDead`): nothing a session here had not
+   * acknowledged is lost. A session that ends with its connection dies with
+   * this node anyway and holds nothing back.
+   */
+  ackable(): Array<string> {
+    if (this.unacked.length === 0) return []
+    const held = new Set<string>()
+    const entryOf = this.entryOf
+    for (const session of this.core.sessions.values()) {
+      if (session.expiryInterval === 0) continue
+      const flow = session.flow
+      if (flow.inflight.size > 0) {
+        for (const e of flow.inflight.values()) {
+          const id = entryOf.get(e.message)
+          if (id !== undefined) held.add(id)
+        }
+      }
+      const queue = flow.queue
+      for (let i = 0; i < queue.length; i++) {
+        const q = queue[i]
+        if (q === undefined) continue
+        const id = entryOf.get(q.message)
+        if (id !== undefined) held.add(id)
+      }
+    }
+    if (held.size === 0) {
+      const all = this.unacked
+      this.unacked = []
+      return all
+    }
+    const ready: Array<string> = []
+    const kept: Array<string> = []
+    for (const id of this.unacked) (held.has(id) ? kept : ready).push(id)
+    this.unacked = kept
+    return ready
   }
 
   // ------------------------------------------------------------ routes
@@ -475,39 +554,24 @@ class ClusterImpl implements ClusterHooks, Congestible {
 
   /**
    * `dead`'s heartbeat expired: its persistent sessions (subscriptions as
-   * stored in Redis) become offline sessions here, in the same turn as its
-   * routes are dropped, so that what follows queues here; then what it had not
-   * read from its inbox is routed to them. What it had read into its memory
-   * is lost with it (docs/cluster.md).
+   * stored in Redis, inbound QoS 2 ids) become offline sessions here, in the
+   * same turn as its routes are dropped, so that what follows queues here; then
+   * what is left in its inbox (unread, or read and not acknowledged by the clients)
+   * is routed to them.
    */
   private async adoptDead(dead: string): Promise<void> {
     const k = this.keys
     const core = this.core
     const clients = await this.main.sMembers(k.clients(dead))
-    const adopted: Array<{ clientId: string; expiryInterval: number; subs: Array<[string, SubscriptionOptions]> }> = []
+    const adopted: Array<StoredSession> = []
     for (const clientId of clients) {
       if ((await this.main.get(k.owner(clientId))) !== dead || core.sessions.has(clientId)) continue
-      const stored = await this.main.hGetAll(k.subs(clientId))
-      const meta = stored[""] === undefined ? undefined : (JSON.parse(stored[""]) as { expiryInterval: number })
-      if (meta === undefined) continue
-      const subs: Array<[string, SubscriptionOptions]> = []
-      for (const [filter, text] of Object.entries(stored)) if (filter !== "") subs.push([filter, JSON.parse(text) as SubscriptionOptions])
-      adopted.push({ clientId, expiryInterval: meta.expiryInterval, subs })
+      const a = await this.storedSession(clientId)
+      if (a !== undefined) adopted.push(a)
     }
     // one synchronous step: the sessions start queuing as the dead node stops receiving
     const sessions: Array<Session> = []
-    for (const a of adopted) {
-      const session = new Session(a.clientId, core.flowLimits())
-      session.expiryInterval = a.expiryInterval
-      session.disconnectedAt = core.now()
-      core.sessions.set(a.clientId, session)
-      for (const [filter, options] of a.subs) {
-        core.router.subscribe(session, filter, options)
-        session.subscriptions.set(filter, options)
-      }
-      core.persist(session, undefined, true)
-      sessions.push(session)
-    }
+    for (const a of adopted) if (!core.sessions.has(a.clientId)) sessions.push(this.newAdopted(a))
     this.dropRemote(dead)
     const multi = this.main.multi()
     for (const s of sessions) multi.set(k.owner(s.clientId), this.nodeId).sAdd(k.clients(this.nodeId), s.clientId)
@@ -619,37 +683,100 @@ class ClusterImpl implements ClusterHooks, Congestible {
 
   private async claimAsync(clientId: string, clean: boolean): Promise<void> {
     const k = this.keys
+    // a clean start forgets the inbound QoS 2 ids of the session before
+    if (clean) await this.main.del(k.qos2(clientId))
     const previous = await this.main.set(k.owner(clientId), this.nodeId, { GET: true })
     if (previous === this.nodeId) return
     const index = this.main.multi().sAdd(k.clients(this.nodeId), clientId)
     if (previous !== null) index.sRem(k.clients(previous), clientId)
     await index.exec()
-    if (previous !== null && (await this.main.exists(k.alive(previous))) === 1) {
-      this.core.log.info(`Cluster: client ${clientId} moves from node ${previous}.`)
-      await this.requestRelease(previous, clientId)
+    // the previous owner is dead (its heartbeat expired, or it does not answer: killed, not yet seen dead)
+    let fromDead: string | undefined = undefined
+    if (previous !== null) {
+      if ((await this.main.exists(k.alive(previous))) === 1) {
+        this.core.log.info(`Cluster: client ${clientId} moves from node ${previous}.`)
+        if (!(await this.requestRelease(previous, clientId))) fromDead = previous
+      } else fromDead = previous
     }
     if (clean) {
       await this.main.del(k.session(clientId))
       return
     }
     const text = await this.main.get(k.session(clientId))
-    if (text === null) return
-    this.adopt(fromJson(text) as WireSession)
-    await this.main.del(k.session(clientId))
+    if (text !== null) {
+      this.adopt(fromJson(text) as WireSession)
+      await this.main.del(k.session(clientId))
+    } else if (fromDead !== undefined && !this.core.sessions.has(clientId)) await this.takeFromDead(fromDead, clientId)
   }
 
-  private requestRelease(node: string, clientId: string): Promise<void> {
+  /**
+   * The client comes back here while its node `dead` is dead (before or after
+   * the death was seen, before another node adopted the session): what Redis
+   * keeps of its session (subscriptions, inbound QoS 2 ids) becomes a session
+   * here, and what the dead node's inbox still holds for it (unread, or read and
+   * not acknowledged by the client) is delivered to it, now and again once the
+   * other nodes must have seen the death.
+   */
+  private async takeFromDead(dead: string, clientId: string): Promise<void> {
+    const a = await this.storedSession(clientId)
+    if (a === undefined || this.core.sessions.has(clientId)) return
+    const session = this.newAdopted(a)
+    this.core.log.notice(`Cluster: took the session of ${clientId} over from dead node ${dead}.`)
+    const only = new Map([[clientId, session]])
+    const replay = async (): Promise<void> => {
+      let from = "-"
+      for (;;) {
+        const entries = (await this.main.xRange(this.keys.inbox(dead), from, "+", { COUNT: 200 })) as Array<{ id: string; message: Record<string, string> }>
+        if (entries.length === 0) return
+        for (const e of entries) this.routeToAdopted(e.message, only)
+        from = `(${entries[entries.length - 1].id}`
+      }
+    }
+    await replay()
+    setTimeout(() => void replay().catch((error) => this.warn(`replaying the inbox of dead node ${dead}`, error)), this.heartbeatMs * 4)
+  }
+
+  /** What Redis keeps of a persistent session for a node that adopts it: subscriptions (`P:subs`) and inbound QoS 2 ids (`P:qos2`). */
+  private async storedSession(clientId: string): Promise<StoredSession | undefined> {
+    const k = this.keys
+    const [stored, qos2] = await Promise.all([this.main.hGetAll(k.subs(clientId)), this.main.sMembers(k.qos2(clientId))])
+    const meta = stored[""] === undefined ? undefined : (JSON.parse(stored[""]) as { expiryInterval: number })
+    if (meta === undefined && qos2.length === 0) return undefined
+    const subs: Array<[string, SubscriptionOptions]> = []
+    for (const [filter, text] of Object.entries(stored)) if (filter !== "") subs.push([filter, JSON.parse(text) as SubscriptionOptions])
+    // a session known only by its QoS 2 ids (it never subscribed): its CONNECT sets the expiry again
+    return { clientId, expiryInterval: meta?.expiryInterval ?? 0xffffffff, subs, qos2 }
+  }
+
+  /** An offline session here from what Redis keeps of it. */
+  private newAdopted(a: StoredSession): Session {
+    const core = this.core
+    const session = new Session(a.clientId, core.flowLimits())
+    session.expiryInterval = a.expiryInterval
+    session.disconnectedAt = core.now()
+    core.sessions.set(a.clientId, session)
+    for (const [filter, options] of a.subs) {
+      core.router.subscribe(session, filter, options)
+      session.subscriptions.set(filter, options)
+    }
+    for (const id of a.qos2) session.qos2.awaitingRel.add(Number(id))
+    core.persist(session, undefined, true)
+    return session
+  }
+
+  /** Ask `node` to let `clientId` go; false when it did not answer in time. */
+  private requestRelease(node: string, clientId: string): Promise<boolean> {
     const id = randomUUID()
-    return new Promise<void>((resolve) => {
+    return new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
         this.releases.delete(id)
         this.core.log.warning(`Warning: cluster: node ${node} did not let ${clientId} go within ${this.releaseTimeoutMs} ms.`)
-        resolve()
+        resolve(false)
       }, this.releaseTimeoutMs)
       this.releases.set(id, () => {
         clearTimeout(timer)
         this.releases.delete(id)
-        resolve()
+        resolve(true)
       })
       this.main.publish(this.keys.ctl(node), JSON.stringify({ op: "release", c: clientId, from: this.nodeId, id })).catch((error) => this.warn("asking for a session", error))
     })
@@ -839,14 +966,17 @@ export const make = (core: Core, options: ClusterOptions): Effect.Effect<Cluster
         readonly messages: ReadonlyArray<{ readonly id: string; readonly message: Record<string, string> | null }>
       }> | null
       const messages = reply?.[0]?.messages ?? []
-      if (messages.length === 0) {
-        cursor = ">"
-        return
+      if (messages.length === 0) cursor = ">"
+      else {
+        // re-reading what is pending (cursor an id): go on after it, entries still held stay pending
+        if (cursor !== ">") cursor = messages[messages.length - 1].id
+        node.routeEntries(messages)
+        // what was routed is written to the sockets (this turn's flush) before it is looked at
+        await new Promise<void>((r) => setImmediate(r))
       }
-      const ids = node.routeEntries(messages)
-      // what was routed is written to the sockets (this turn's flush) before it is acknowledged
-      await new Promise<void>((r) => setImmediate(r))
-      await main.multi().xAck(inbox, "midge", ids).xDel(inbox, ids).exec()
+      // entries are acknowledged once no persistent session here holds their messages (PUBACK / PUBCOMP seen)
+      const ids = node.ackable()
+      if (ids.length > 0) await main.multi().xAck(inbox, "midge", ids).xDel(inbox, ids).exec()
     }).pipe(
       Effect.catchAll((error) =>
         Effect.suspend(() => {

@@ -380,6 +380,14 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       case "pubrel": {
         const known = this.session!.qos2.onPubrel(packet.messageId!)
         if (known && this.session!.flow.observer !== undefined) this.core.store?.inboundQos2Release(this.clientId, packet.messageId!)
+        const cluster = this.core.cluster
+        // cluster: PUBCOMP once Redis forgot the id too (the client may reuse it then)
+        if (known && cluster !== undefined) {
+          const id = packet.messageId!
+          cluster.inboundQos2(this.clientId, id, false)
+          cluster.whenForwarded(() => this.ack("pubcomp", id, 0))
+          return
+        }
         this.ack("pubcomp", packet.messageId!, !known && this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0)
         return
       }
@@ -794,6 +802,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
     const store = core.store
     if (qos === 2 && store !== undefined && this.session!.flow.observer !== undefined) store.inboundQos2Add(this.clientId, id)
+    if (qos === 2 && core.cluster !== undefined) core.cluster.inboundQos2(this.clientId, id, true)
     // $CONTROL/...: handed to the control handlers (dynamic security), never routed nor retained; acked with success (Mosquitto's handle_publish.c)
     if (isControlTopic(this.mount + topic)) {
       const control = { topic: this.mount + topic, payload, qos, retain: packet.retain, clientId: this.clientId, username: this.username }
@@ -1039,24 +1048,34 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
    * stays counted here.
    */
   private writeOut(sliced: boolean): void {
+    const segs = this.segs
+    // the usual turn holds staged frames only (acknowledgements, QoS 1 / 2 PUBLISH): the stage is the
+    // write, with no segment bookkeeping (docs/performance.md, "QoS 1 / 2 fan-in")
+    let staged: Buffer | undefined = undefined
     if (this.stage !== undefined) {
       this.stageHint = this.stageLen - this.stageStart
-      this.closeStage()
+      if (!sliced && segs.length === 0 && this.stageLen > this.stageStart) {
+        staged = this.stage.subarray(this.stageStart, this.stageLen)
+        this.stageStart = this.stageLen
+        this.stageFrames = 0
+      } else {
+        this.closeStage()
+      }
       // the stage goes with the write: an idle connection keeps no buffer
       this.stage = undefined
     }
-    const segs = this.segs
     const n = segs.length
-    if (n === 0) return
+    if (n === 0 && staged === undefined) return
     // persistence: the store's records go to the OS before any frame that depends on them (docs/persistence.md)
     this.core.store?.handOff()
     const socket = this.socket
     const open = !socket.destroyed && socket.writable
     if (!sliced) {
-      const chunk = n === 1 ? segs[0] : Buffer.concat(segs, this.outBytes)
+      const chunk = staged ?? (n === 1 ? segs[0] : Buffer.concat(segs, this.outBytes))
       this.core.stats.bytesSent += this.outBytes
-      segs.length = 0
-      this.segFrames?.clear()
+      if (n !== 0) segs.length = 0
+      // Map.prototype.clear allocates a new table even when empty: drop the map only when it was used
+      if (this.segFrames !== undefined && this.segFrames.size !== 0) this.segFrames = undefined
       this.outBytes = 0
       this.outFrames = 0
       if (open && !socket.write(chunk)) this.blocked = true

@@ -148,6 +148,8 @@ export interface ClusterHooks {
   claim(clientId: string, clean: boolean, done: () => void): void
   /** PUBACK / PUBREC: `then` once every message this turn forwarded to other nodes is stored in Redis (at once when none is pending) */
   whenForwarded(then: () => void): void
+  /** QoS 2 PUBLISH received (before its PUBREC, which waits through `whenForwarded`) or released (PUBREL): kept in Redis for a node that adopts the session */
+  inboundQos2(clientId: string, id: number, received: boolean): void
 }
 
 export class Core {
