@@ -293,14 +293,17 @@ describe("kill -9 of the broker under QoS 2 load", () => {
         // the online subscriber holds a few acks across the crash
         const online = new Subscriber(new Set([300, 301]), new Set([310, 311]))
         const sub = yield* subscribe(port, "online-sub", online)
-        const publisher = new Publisher(1000, 40, new Set([320, 321]))
+        // a budget well past the kill point: the kill must find PUBLISH flows still open
+        const publisher = new Publisher(3000, 40, new Set([320, 321]))
         const pub = yield* Effect.promise(() => connectRetrying(port, "publisher", publisher.onPacket))
         expect(pub.sessionPresent).toBe(false)
         publisher.attach(pub.send)
 
         // load until the held flows are in place and well past them, then kill -9 right after a PUBLISH
         const killed: { at?: { acknowledged: Set<number>; states: { publish: number; pubrel: number }; sent: number } } = {}
-        publisher.afterSend = () => {
+        // checked after each PUBLISH, and also while waiting: under load the publisher may have sent all
+        // it has (its window then holds only the two held PUBRELs) before the subscriber holds its acks
+        const tryKill = () => {
           if (
             killed.at === undefined &&
             publisher.acknowledged.size >= 400 &&
@@ -313,7 +316,17 @@ describe("kill -9 of the broker under QoS 2 load", () => {
             killed.at = { acknowledged: new Set(publisher.acknowledged), states: publisher.states(), sent: publisher.next }
           }
         }
-        yield* Effect.promise(() => until(() => killed.at !== undefined, "400 acknowledged messages and the held flows", 20_000))
+        publisher.afterSend = tryKill
+        yield* Effect.promise(() =>
+          until(
+            () => {
+              tryKill()
+              return killed.at !== undefined
+            },
+            "400 acknowledged messages and the held flows",
+            20_000
+          )
+        )
         yield* Effect.promise(() => until(() => daemons[0].exited(), "the kill"))
         publisher.send = undefined
         publisher.afterSend = undefined
