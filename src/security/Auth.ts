@@ -354,8 +354,8 @@ const authenticateWith = (store: Store, prefixes: string | undefined) => (reques
     return Effect.map(verifyPassword(entry.hash, request.password), (ok): AuthResult => (ok ? { ok: true, username } : REFUSED))
   })
 
-/** undefined: not a TLS-identity listener; null: one, but the connection has no identity. */
-const tlsUsernameOf = (request: AuthRequest): string | null | undefined => {
+/** undefined: not a TLS-identity listener; null: one, but the connection has no identity. Shared with DynamicSecurity. */
+export const tlsUsernameOf = (request: AuthRequest): string | null | undefined => {
   switch (request.tlsUsername) {
     case undefined:
       return undefined

@@ -46,7 +46,7 @@
 import { Cause, Context, Effect, Layer, Option, Queue, type Scope } from "effect"
 import { Broker, type BrokerService } from "../Broker.js"
 import type { BrokerConfig } from "../config/Config.js"
-import { type AuthRequest, type AuthResult, Authentication, type AuthenticationService, Authorization, type AuthorizationService } from "./Auth.js"
+import { type AuthRequest, type AuthResult, Authentication, type AuthenticationService, Authorization, type AuthorizationService, tlsUsernameOf } from "./Auth.js"
 import { registerControlHandler } from "./control.js"
 import { DynsecClientAcl, DynsecState } from "./dynsec/access.js"
 import { handleRequest, REQUEST_TOPIC, RESPONSE_TOPIC, type RequestOutcome } from "./dynsec/commands.js"
@@ -92,18 +92,6 @@ export interface DynamicSecurityService {
 }
 
 const REFUSED: AuthResult = { ok: false, reason: "not-authorised" }
-
-/** undefined: not a TLS-identity listener; null: one, but the connection has no identity (as Auth.ts). */
-const tlsUsernameOf = (request: AuthRequest): string | null | undefined => {
-  switch (request.tlsUsername) {
-    case undefined:
-      return undefined
-    case "identity":
-      return request.pskIdentity ?? request.certificateCommonName ?? null
-    case "subject":
-      return request.pskIdentity !== undefined ? null : (request.certificateSubject ?? null)
-  }
-}
 
 const authenticateWith = (state: DynsecState, allowAnonymous: boolean) => (request: AuthRequest): Effect.Effect<AuthResult> =>
   Effect.suspend(() => {
