@@ -9,10 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { build } from "esbuild"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import mqtt from "mqtt"
+import { freePort, listening } from "../support/processes.js"
 import { collect, connectClient, connectCollecting, publish, spawnScoped, subscribe, waitFor } from "./harness.js"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "midge-persist-e2e-"))
@@ -32,37 +32,6 @@ beforeAll(async () => {
   })
 })
 
-const freePort = Effect.promise(
-  () =>
-    new Promise<number>((resolve) => {
-      const s = net.createServer()
-      s.listen(0, "127.0.0.1", () => {
-        const port = (s.address() as net.AddressInfo).port
-        s.close(() => resolve(port))
-      })
-    })
-)
-
-const canConnect = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const s = net.connect({ port, host: "127.0.0.1" })
-    s.once("connect", () => {
-      s.destroy()
-      resolve(true)
-    })
-    s.once("error", () => resolve(false))
-  })
-
-const listening = (port: number) =>
-  Effect.promise(async () => {
-    const start = Date.now()
-    while (!(await canConnect(port))) {
-      // a loaded machine can take seconds to load the daemon's modules
-      if (Date.now() - start > 30_000) throw new Error(`the daemon did not listen on ${port}`)
-      await new Promise((r) => setTimeout(r, 50))
-    }
-  })
-
 const daemon = (conf: string) =>
   Effect.gen(function* () {
     const d = yield* spawnScoped(process.execPath, [main, "-c", conf])
@@ -77,7 +46,7 @@ describe("persistence through the daemon", () => {
       const conf = path.join(dir, "mosquitto.conf")
       fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location ${dir}\n`)
       const first = yield* daemon(conf)
-      yield* listening(port)
+      yield* listening(port, 30_000)
       const url = `mqtt://127.0.0.1:${port}`
       const keeper = yield* connectClient(url, { clientId: "keeper", clean: false })
       yield* subscribe(keeper, "kept/#", { qos: 1 })
@@ -91,7 +60,7 @@ describe("persistence through the daemon", () => {
       expect(first.out.code).toBe(0)
 
       const second = yield* daemon(conf)
-      yield* listening(port)
+      yield* listening(port, 30_000)
       expect(second.out.stderr).toMatch(/Restored 1 retained messages and 1 sessions/)
       const back = yield* connectCollecting(url, { clientId: "keeper", clean: false })
       expect(back.sessionPresent).toBe(true)
@@ -113,7 +82,7 @@ describe("persistence through the daemon", () => {
       const conf = path.join(dir, "mosquitto.conf")
       fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location ${dir}\npersistence_durable true\n`)
       const first = yield* daemon(conf)
-      yield* listening(port)
+      yield* listening(port, 30_000)
       const url = `mqtt://127.0.0.1:${port}`
       const sink = yield* connectClient(url, { clientId: "sink", clean: false })
       yield* subscribe(sink, "load", { qos: 1 })
@@ -140,7 +109,7 @@ describe("persistence through the daemon", () => {
       const ackedNow = new Set(acked)
 
       yield* daemon(conf)
-      yield* listening(port)
+      yield* listening(port, 30_000)
       const back = yield* connectCollecting(url, { clientId: "sink", clean: false })
       yield* waitFor(() => [...ackedNow].every((n) => back.got.some((m) => m.payload === String(n))), "every acknowledged message", 30_000)
       expect(ackedNow.size).toBeGreaterThanOrEqual(500)

@@ -7,7 +7,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Broker, brokerOptionsFromConfig } from "../../src/Broker.js"
@@ -16,18 +15,8 @@ import { Log } from "../../src/log/Log.js"
 import { layerFromConfig, optionsFromConfig, SecurityFiles } from "../../src/security/Auth.js"
 import type { MqttClient } from "mqtt"
 import { makePki } from "../transport/fixtures.js"
+import { freePort } from "../support/processes.js"
 import { collect, connectClient, publish, run, subscribe, waitFor } from "./harness.js"
-
-const freePort = Effect.promise(
-  () =>
-    new Promise<number>((resolve) => {
-      const s = net.createServer()
-      s.listen(0, "127.0.0.1", () => {
-        const port = (s.address() as net.AddressInfo).port
-        s.close(() => resolve(port))
-      })
-    })
-)
 
 /** The daemon's composition: config text → security layer → Broker. */
 const brokerFrom = (text: string) =>
