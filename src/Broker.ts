@@ -227,6 +227,8 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       // cluster: join before the listeners open, so that the first CONNECT already asks Redis who owns its session
       const cluster = options.cluster !== undefined ? yield* Cluster.make(core, options.cluster) : undefined
       const brokerScope = yield* Effect.scope
+      // shutdown without a store: runs after every listener has closed (finalizers run in reverse)
+      if (Option.isNone(persistence) && cluster === undefined) yield* Effect.addFinalizer(() => Effect.sync(() => core.publishPendingWills()))
       // each listener in a scope of its own, so a reload can close one and keep the others
       const open = new Map<string, { readonly scope: Scope.CloseableScope; readonly bound: BoundListener }>()
       const listeners: Array<BoundListener> = []

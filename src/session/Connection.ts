@@ -1439,10 +1439,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         session.disconnectedAt = core.now()
         if (session.endsWithConnection) core.discardSession(session)
       }
-      // [MQTT-3.1.2-8] the will goes on every end but a normal DISCONNECT [MQTT-3.1.2-10]
+      // [MQTT-3.1.2-8] the will goes on every end but a normal DISCONNECT [MQTT-3.1.2-10],
+      // the broker's shutdown included (as Mosquitto: context__send_will for every client)
       const will = this.will
       this.will = undefined
-      if (will !== undefined && reason !== "disconnect" && reason !== "shutdown" && (session.acl?.canPublish(will.topic) ?? true)) {
+      if (will !== undefined && reason !== "disconnect" && (session.acl?.canPublish(will.topic) ?? true)) {
         const message = new Message(will.topic, will.payload, will.qos, will.retain, will.properties, this.clientId, core.now())
         if (this.willDelay > 0 && core.sessions.get(session.clientId) === session) {
           // v5 Will Delay Interval: at the earlier of the delay and the session's end; not if the client is back in time

@@ -324,6 +324,21 @@ export class Core {
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId)
   }
 
+  /**
+   * The broker stops with no store to keep its sessions: every session ends with
+   * the process, so the wills still waiting for their delay go out now
+   * [MQTT-3.1.3-9] (Mosquitto's `will_delay__send_all` at shutdown). With a store
+   * they stay pending and are restored with what is left of their delay.
+   */
+  publishPendingWills(): void {
+    for (const session of this.sessions.values()) {
+      const will = session.pendingWill
+      if (will === undefined || session.wire !== undefined) continue
+      session.pendingWill = undefined
+      this.router.publish(will.message)
+    }
+  }
+
   /** Publish from inside the process (library API, wills, $SYS). */
   publish(
     topic: string,

@@ -145,6 +145,73 @@ describe("restart: wills with a Will Delay Interval", () => {
   )
 })
 
+describe("shutdown: the wills of connected clients (as Mosquitto: every client's will is sent at shutdown)", () => {
+  const plainWill = (topic: string, retain: boolean): mqttPacket.IConnectPacket["will"] => ({ topic, payload: Buffer.from("bye"), qos: 1, retain })
+
+  it.scoped("with a store: a connected client's will goes out at the shutdown, reaches an offline persistent session and stays retained after the restart", () =>
+    Effect.gen(function* () {
+      const dir = freshDir()
+      const first = yield* brokerOver(dir)
+      const watcher = yield* rawConnect(first.port, { clientId: "watcher" })
+      yield* subscribeRaw(watcher, "will/#", 1)
+      watcher.drop()
+      yield* offline(first, "watcher")
+      yield* rawConnect(first.port, { clientId: "a", will: plainWill("will/a", true) })
+      const seen = yield* watch(first, "will/#")
+      yield* first.stop // "a" is still connected
+      expect(seen).toEqual(["will/a bye"])
+      const second = yield* brokerOver(dir)
+      const back = yield* rawConnect(second.port, { clientId: "watcher" })
+      expect(back.connack.sessionPresent).toBe(true)
+      yield* back.waitCount(1, "the will queued at the shutdown")
+      expect(publishes(back).map((p) => `${p.topic} ${p.payload.toString()} retain=${p.retain}`)).toEqual(["will/a bye retain=false"])
+      const fresh = yield* rawConnect(second.port, { clientId: "fresh", clean: true })
+      yield* subscribeRaw(fresh, "will/#", 0)
+      yield* fresh.waitCount(2, "the retained will")
+      expect(publishes(fresh).map((p) => `${p.topic} ${p.payload.toString()} retain=${p.retain}`)).toEqual(["will/a bye retain=true"])
+    })
+  )
+
+  it.scoped("with a store: a connected client's delayed will is kept, not sent at the shutdown, and goes out at its time after the restart", () =>
+    Effect.gen(function* () {
+      const dir = freshDir()
+      const first = yield* brokerOver(dir)
+      yield* rawConnect(first.port, v5("w", 300, { will: delayedWill(60) }))
+      const seen1 = yield* watch(first, "will/#")
+      yield* first.stop // t = 0, "w" connected: its will is due at t = 60 s
+      expect(seen1).toEqual([])
+      const second = yield* brokerOver(dir)
+      const seen2 = yield* watch(second, "will/#")
+      yield* TestClock.adjust("59 seconds")
+      yield* settle(100)
+      expect(seen2).toEqual([])
+      yield* TestClock.adjust("2 seconds")
+      yield* waitFor(() => seen2.length === 1, "the delayed will")
+      expect(seen2).toEqual(["will/w gone"])
+    })
+  )
+
+  it.scoped("without a store: the sessions end with the process, so every will goes out at the shutdown, delayed ones too; a normal DISCONNECT's does not", () =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const b = yield* startBroker().pipe(Scope.extend(scope))
+      const seen = yield* watch(b, "will/#")
+      yield* rawConnect(b.port, { clientId: "a", will: plainWill("will/a", false) })
+      yield* rawConnect(b.port, v5("w", 300, { will: delayedWill(60) })) // connected, delayed
+      const o = yield* rawConnect(b.port, v5("o", 300, { will: { ...delayedWill(60)!, topic: "will/o" } }))
+      o.drop() // offline, its will pending
+      yield* offline(b, "o")
+      const d = yield* rawConnect(b.port, { clientId: "d", clean: true, will: plainWill("will/d", false) })
+      d.send({ cmd: "disconnect" } as Packet)
+      yield* waitFor(() => !b.broker.core.sessions.has("d"), "d gone")
+      yield* settle(50)
+      expect(seen).toEqual([])
+      yield* Scope.close(scope, Exit.void)
+      expect([...seen].sort()).toEqual(["will/a bye", "will/o gone", "will/w gone"])
+    })
+  )
+})
+
 describe("restart: v5 expiry counts the time spent down", () => {
   it.scoped("Session Expiry Interval: a session outlives a restart until its time, an expired one is gone", () =>
     Effect.gen(function* () {
