@@ -7,30 +7,17 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { build } from "esbuild"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import mqtt from "mqtt"
-import { freePort, listening } from "../support/processes.js"
+import { bundleEntry, freePort, listening } from "../support/processes.js"
 import { collect, connectClient, connectCollecting, publish, spawnScoped, subscribe, waitFor } from "./harness.js"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "midge-persist-e2e-"))
 const main = path.join(root, "main.mjs")
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
-beforeAll(async () => {
-  await build({
-    entryPoints: [path.resolve(__dirname, "../../src/main.ts")],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    outfile: main,
-    logLevel: "warning",
-    // CommonJS dependencies (mqtt-packet, ws) require Node's modules
-    banner: { js: "import { createRequire as __midgeRequire } from 'node:module'; const require = __midgeRequire(import.meta.url);" }
-  })
-})
+beforeAll(() => bundleEntry(main))
 
 const daemon = (conf: string) =>
   Effect.gen(function* () {

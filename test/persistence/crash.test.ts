@@ -13,24 +13,14 @@ import { spawn, type ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { build } from "esbuild"
 import { FilePersistence, layerFile } from "../../src/persistence/FilePersistence.js"
 import { Context, Layer } from "effect"
+import { bundleEntry } from "../support/processes.js"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "midge-crash-"))
 const bundle = path.join(root, "writer.mjs")
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
-beforeAll(async () => {
-  await build({
-    entryPoints: [path.join(__dirname, "child", "writer.ts")],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    outfile: bundle,
-    logLevel: "warning"
-  })
-})
+beforeAll(() => bundleEntry(bundle, path.join(__dirname, "child", "writer.ts")))
 
 interface Run {
   readonly resumedAt: number

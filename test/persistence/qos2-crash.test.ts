@@ -30,25 +30,13 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { build } from "esbuild"
 import mqttPacket from "mqtt-packet"
+import { bundleEntry } from "../support/processes.js"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "midge-qos2-crash-"))
 const bundle = path.join(root, "main.mjs")
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
-beforeAll(async () => {
-  await build({
-    entryPoints: [path.join(__dirname, "..", "..", "src", "main.ts")],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    outfile: bundle,
-    logLevel: "warning",
-    // CommonJS dependencies (mqtt-packet) require Node's modules
-    banner: { js: "import { createRequire as __midgeRequire } from 'node:module'; const require = __midgeRequire(import.meta.url);" }
-  })
-})
+beforeAll(() => bundleEntry(bundle))
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
