@@ -8,7 +8,6 @@
  */
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
@@ -16,6 +15,7 @@ import { Effect, Either } from "effect"
 import { allows, compileClientRules, parseAclFile, READ, WRITE } from "../../src/security/aclFile.js"
 import { make } from "../../src/security/Auth.js"
 import { collect, connectClient, publish, spawnScoped, subscribe, waitFor } from "../e2e/harness.js"
+import { canConnect, freePort } from "../support/processes.js"
 
 const ACL = `# anonymous clients
 topic read public/#
@@ -64,26 +64,6 @@ const CLIENTS = [
   { clientId: "c1", username: "u1", password: "p", marker: "users/u1/marker" }
 ] as const
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
-
-const canConnect = (port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const c = net.connect({ port, host: "127.0.0.1" })
-    c.once("connect", () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.once("error", () => resolve(false))
-  })
-
 describe("acl_file and password_file: Midge's decisions are the real Mosquitto's", () => {
   it.scopedLive(
     "publish, live delivery and retained delivery for anonymous, roger and u1",
@@ -95,7 +75,7 @@ describe("acl_file and password_file: Midge's decisions are the real Mosquitto's
         fs.writeFileSync(acl, ACL)
         execFileSync("/usr/bin/mosquitto_passwd", ["-c", "-b", passwd, "roger", "r"], { stdio: "ignore" })
         for (const [u, p] of [["u1", "p"], ["spy", "s"], ["root", "t"]]) execFileSync("/usr/bin/mosquitto_passwd", ["-b", passwd, u, p], { stdio: "ignore" })
-        const port = yield* Effect.promise(freePort)
+        const port = yield* freePort
         fs.writeFileSync(
           path.join(dir, "mosquitto.conf"),
           `listener ${port} 127.0.0.1\nallow_anonymous true\npassword_file ${passwd}\nacl_file ${acl}\nuser root\npersistence false\nlog_dest none\n`

@@ -21,6 +21,7 @@ import { readModelFile } from "../../../src/security/dynsec/file.js"
 import { connectClient, run } from "../../e2e/harness.js"
 import { initFile, startDynsec, tmpDir } from "./harness.js"
 import { startMosquitto } from "./mosquittoHarness.js"
+import { freePort } from "../../support/processes.js"
 
 interface Ran {
   readonly code: number
@@ -270,7 +271,7 @@ describe("midge ctrl online", () => {
     Effect.gen(function* () {
       const dir = tmpDir()
       const b = yield* startDynsec({ configFile: initFile(dir) })
-      const free = yield* Effect.promise(() => import("./mosquittoHarness.js").then((m) => m.freePort()))
+      const free = yield* freePort
       const refused = yield* ctrl(["-h", "127.0.0.1", "-p", String(free), "dynsec", "listClients"])
       expect(normal(refused)).toEqual({ code: 14, stdout: "", stderr: "Error: Connection refused\n" })
       const p = String(b.port)

@@ -4,38 +4,18 @@
  * tests: what Midge answers and allows is what Mosquitto does.
  */
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as path from "node:path"
 import { Effect, type Scope } from "effect"
 import { spawnScoped, waitFor } from "../../e2e/harness.js"
+import { canConnect, freePort } from "../../support/processes.js"
 
 export const MOSQUITTO = "/usr/sbin/mosquitto"
 export const DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 
-export const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
-
-const canConnect = (port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const c = net.connect({ port, host: "127.0.0.1" })
-    c.once("connect", () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.once("error", () => resolve(false))
-  })
-
 /** Mosquitto with the dynamic security plugin on `file`, killed with the scope. */
 export const startMosquitto = (file: string, allowAnonymous = false): Effect.Effect<{ readonly port: number; readonly url: string }, Error, Scope.Scope> =>
   Effect.gen(function* () {
-    const port = yield* Effect.promise(freePort)
+    const port = yield* freePort
     const conf = path.join(path.dirname(file), `mosquitto-${port}.conf`)
     fs.writeFileSync(
       conf,
