@@ -58,6 +58,7 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
       socketDomain: l.socketDomain,
       maxConnections: l.maxConnections,
       mountPoint: l.mountPoint,
+      maxQos: l.maxQos,
       // per_listener_settings: the listener's own values (undefined falls back to the global ones)
       allowAnonymous: l.allowAnonymous,
       allowZeroLengthClientid: l.allowZeroLengthClientid,

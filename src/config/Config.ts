@@ -42,6 +42,8 @@ export interface ListenerConfig {
   readonly socketPath: string | undefined
   readonly protocol: "mqtt" | "websockets"
   readonly mountPoint: string | undefined
+  /** `max_qos`: the highest QoS this listener's clients may use (2: any) */
+  readonly maxQos: 0 | 1 | 2
   /** -1 = unlimited */
   readonly maxConnections: number
   readonly socketDomain: "ipv4" | "ipv6" | undefined
@@ -182,6 +184,7 @@ const localListeners = (ports: ReadonlyArray<number>, security: Security): Array
         socketPath: undefined,
         protocol: "mqtt",
         mountPoint: undefined,
+        maxQos: 2,
         maxConnections: -1,
         socketDomain: undefined,
         tls: undefined,
@@ -219,6 +222,7 @@ const listenerOf = (
   socketPath: where.socketPath,
   protocol: l.protocol,
   mountPoint: l.mountPoint,
+  maxQos: (l.maxQos ?? l.maximumQos ?? 2) as 0 | 1 | 2,
   maxConnections: l.maxConnections,
   socketDomain: l.socketDomain,
   ...security,

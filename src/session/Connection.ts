@@ -83,6 +83,8 @@ export interface ListenerSettings {
   readonly port: number
   /** `mount_point`: prefix of every topic of this listener's clients */
   readonly mountPoint: string | undefined
+  /** `max_qos`: the highest QoS a client of this listener may use */
+  readonly maxQos: 0 | 1 | 2
   /** per-listener values; undefined: the broker-wide setting */
   readonly allowAnonymous: boolean | undefined
   readonly allowZeroLengthClientid: boolean | undefined
@@ -484,6 +486,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       if (!validateTopicName(w.topic)) {
         return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.TopicNameInvalid, "invalid will topic")
       }
+      // `max_qos`: a will above it is refused, v5 with 0x9B [MQTT-3.2.2-12]; 3.1.1 has no code for it (closed, as Mosquitto)
+      if ((w.qos ?? 0) > this.listener.maxQos) {
+        if (v5) return this.refuse(ConnackV4.NotAuthorized, ReasonCode.QoSNotSupported, `will QoS ${w.qos} above max_qos ${this.listener.maxQos}`)
+        this.log("notice", `Client ${clientId || "<unknown>"} from ${this.remote} refused: will QoS ${w.qos} above max_qos ${this.listener.maxQos}.`)
+        return this.close("refused")
+      }
       // a copy: the will lives as long as the connection, not as its socket chunk
       const payload = Buffer.from(w.payload)
       this.willDelay = v5 ? (w.properties?.willDelayInterval ?? 0) : 0
@@ -680,6 +688,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // request / response: a topic prefix the client may use for responses
       if (packet.properties?.requestResponseInformation === true) properties.responseInformation = `${settings.responseInformationPrefix}${clientId}`
       if (settings.maxPacketSize > 0) properties.maximumPacketSize = settings.maxPacketSize
+      // `max_qos` below 2: told in Maximum QoS [MQTT-3.2.2-9]
+      if (this.listener.maxQos < 2) properties.maximumQoS = this.listener.maxQos as 0 | 1
       if (assigned !== undefined) properties.assignedClientIdentifier = assigned
       if (serverKeepAlive !== undefined) properties.serverKeepAlive = serverKeepAlive
       if (this.authMethod !== undefined) {
@@ -776,6 +786,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (packet.retain && !core.settings.retainAvailable) {
       return this.protocolError(ReasonCode.RetainNotSupported, "retain not available")
     }
+    // `max_qos`: a PUBLISH above it ends the connection, v5 with DISCONNECT 0x9B [MQTT-3.2.2-11]
+    if (qos > this.listener.maxQos) return this.protocolError(ReasonCode.QoSNotSupported, `QoS ${qos} PUBLISH above max_qos ${this.listener.maxQos}`)
     // v5 Payload Format Indicator 1: a receiver may check the payload is UTF-8 (§3.3.2.3.2); Midge does, as
     // Mosquitto: not forwarded, QoS 1 / 2 acks say 0x99 (QoS 0 has no ack: dropped)
     if (v5Properties?.payloadFormatIndicator === true && !isUtf8(payload)) {
@@ -864,7 +876,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       // a shared filter keeps its $share/GROUP/ prefix; the mount point goes on the filter inside it
       const filter = shared ? mountShared(sub.topic, this.mount) : this.mount + sub.topic
-      const qos = sub.qos as QoS
+      // `max_qos`: a subscription is granted at most the listener's maximum (as Mosquitto)
+      const qos = Math.min(sub.qos, this.listener.maxQos) as QoS
       // denied SUBSCRIBE: 0x80 (v5 0x87)
       if (session.acl !== undefined && !session.acl.canSubscribe(filter)) {
         this.log("information", `Denied SUBSCRIBE from ${this.clientId} to '${sub.topic}'.`)

@@ -42,6 +42,8 @@ export interface ListenerOptions {
   /** `max_connections`, -1 = unlimited */
   readonly maxConnections?: number
   readonly mountPoint?: string | undefined
+  /** `max_qos`: the highest QoS the listener's clients may use (default 2) */
+  readonly maxQos?: 0 | 1 | 2 | undefined
   readonly allowAnonymous?: boolean | undefined
   readonly allowZeroLengthClientid?: boolean | undefined
   readonly autoIdPrefix?: string | undefined
@@ -128,6 +130,7 @@ export const listenTcp = (
     const settings: ListenerSettings = {
       port: options.port,
       mountPoint: options.mountPoint,
+      maxQos: options.maxQos ?? 2,
       allowAnonymous: options.allowAnonymous,
       allowZeroLengthClientid: options.allowZeroLengthClientid,
       autoIdPrefix: options.autoIdPrefix
@@ -180,7 +183,7 @@ export const listenTcp = (
         socketPath: undefined,
         update: (next: ListenerOptions) => {
           maxConnections = next.maxConnections ?? -1
-          Object.assign(settings, { mountPoint: next.mountPoint, allowAnonymous: next.allowAnonymous, allowZeroLengthClientid: next.allowZeroLengthClientid, autoIdPrefix: next.autoIdPrefix })
+          Object.assign(settings, { mountPoint: next.mountPoint, maxQos: next.maxQos ?? 2, allowAnonymous: next.allowAnonymous, allowZeroLengthClientid: next.allowZeroLengthClientid, autoIdPrefix: next.autoIdPrefix })
         },
         reloadTls: tlsSetup !== undefined ? tlsSetup.reload(ws.server as tls.Server).pipe(Effect.orElse(() => Effect.void)) : Effect.void
       }
@@ -245,6 +248,7 @@ export const listenTcp = (
       maxConnections = next.maxConnections ?? -1
       const s = settings as { -readonly [K in keyof ListenerSettings]: ListenerSettings[K] }
       s.mountPoint = next.mountPoint
+      s.maxQos = next.maxQos ?? 2
       s.allowAnonymous = next.allowAnonymous
       s.allowZeroLengthClientid = next.allowZeroLengthClientid
       s.autoIdPrefix = next.autoIdPrefix

@@ -258,8 +258,10 @@ describe("listeners", () => {
         "listener 8080 127.0.0.1",
         "protocol websockets",
         "mount_point tenant/a/",
+        "max_qos 1",
         "socket_domain ipv4",
         "listener 0 /run/midge.sock",
+        "maximum_qos 0",
         ""
       ].join("\n")
     )
@@ -272,6 +274,7 @@ describe("listeners", () => {
         socketPath: undefined,
         protocol: "mqtt",
         mountPoint: undefined,
+        maxQos: 2,
         maxConnections: 100,
         socketDomain: undefined,
         allowAnonymous: undefined,
@@ -287,6 +290,7 @@ describe("listeners", () => {
         socketPath: undefined,
         protocol: "websockets",
         mountPoint: "tenant/a/",
+        maxQos: 1,
         maxConnections: -1,
         socketDomain: "ipv4",
         allowAnonymous: undefined,
@@ -302,6 +306,7 @@ describe("listeners", () => {
         socketPath: "/run/midge.sock",
         protocol: "mqtt",
         mountPoint: undefined,
+        maxQos: 0,
         maxConnections: -1,
         socketDomain: undefined,
         allowAnonymous: undefined,
@@ -312,6 +317,12 @@ describe("listeners", () => {
         bindOptional: false
       }
     ])
+  })
+
+  it("max_qos: 0, 1 or 2; anything else names file:line and option", () => {
+    const bad = fails("listener 1883\nmax_qos 3\n")
+    expect(bad).toHaveLength(1)
+    expect(bad[0]).toMatch(/^t\.conf:2 max_qos: /)
   })
 
   it("listener: port 0 needs a socket path; extra values and bad ports are errors", () => {
@@ -461,9 +472,9 @@ describe("file format", () => {
   })
 
   it("a recognised option Midge does not support yet is a warning naming file:line, and is kept", () => {
-    const c = ok("listener 8883\ncertfile /etc/cert.pem\nkeyfile /etc/key.pem\nmax_qos 1\ntls_engine x\n", "/etc/m.conf")
-    expect(c.warnings).toEqual(["/etc/m.conf:4 max_qos: not supported yet by Midge", "/etc/m.conf:5 tls_engine: not supported yet by Midge"])
-    expect(c.directives.map((d) => d.option)).toEqual(["listener", "certfile", "keyfile", "max_qos", "tls_engine"])
+    const c = ok("listener 8883\ncertfile /etc/cert.pem\nkeyfile /etc/key.pem\nmax_topic_alias 5\ntls_engine x\n", "/etc/m.conf")
+    expect(c.warnings).toEqual(["/etc/m.conf:4 max_topic_alias: not supported yet by Midge", "/etc/m.conf:5 tls_engine: not supported yet by Midge"])
+    expect(c.directives.map((d) => d.option)).toEqual(["listener", "certfile", "keyfile", "max_topic_alias", "tls_engine"])
     expect(c.listeners.map((l) => l.port)).toEqual([8883])
     // certfile makes it a TLS listener
     expect(c.listeners[0].tls).toMatchObject({ certfile: "/etc/cert.pem", keyfile: "/etc/key.pem" })

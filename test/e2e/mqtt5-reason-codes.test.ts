@@ -6,8 +6,8 @@
  * real client shows what a user sees (Reason String and User Properties of
  * a refusal).
  *
- * Codes Midge never sends, because it supports what they refuse: 0x9B QoS not
- * supported (every QoS is granted), 0x9E / 0xA1 / 0xA2 shared subscriptions /
+ * 0x9B QoS not supported (a listener's `max_qos`) is in max-qos.test.ts.
+ * Codes Midge never sends, because it supports what they refuse: 0x9E / 0xA1 / 0xA2 shared subscriptions /
  * subscription identifiers / wildcard subscriptions not supported (all
  * available, and advertised so) — the last case checks they are granted.
  */

@@ -96,7 +96,7 @@ export const wireConnections = (port = 0): Wired => {
   const core = new Core({ ...defaultSettings }, log, () => Date.now())
   const connections: Array<Connection> = []
   const hooks: ConnectionHooks = { sessionStarted: () => {}, closed: () => {} }
-  const settings = { port, mountPoint: undefined, allowAnonymous: true, allowZeroLengthClientid: true, autoIdPrefix: undefined }
+  const settings = { port, mountPoint: undefined, maxQos: 2 as const, allowAnonymous: true, allowZeroLengthClientid: true, autoIdPrefix: undefined }
   return {
     core,
     connections,

@@ -423,6 +423,9 @@ const listenerFields = {
   protocol: def("protocol", last(Enum(["mqtt", "websockets"] as const)), "mqtt" as "mqtt" | "websockets"),
   socketDomain: opt("socket_domain", last(Enum(["ipv4", "ipv6"] as const))),
   mountPoint: opt("mount_point", once(fromDirective(Schema.String, mountPointCheck))),
+  // `max_qos` (and conf.c's older spelling `maximum_qos`): the highest QoS this listener's clients may use
+  maxQos: opt("max_qos", last(Int({ min: 0, max: 2 }))),
+  maximumQos: opt("maximum_qos", last(Int({ min: 0, max: 2 }))),
   // TLS / TLS-PSK (certificate-based and pre-shared-key listeners) and WebSocket static files
   cafile: opt("cafile", once(Str)),
   capath: opt("capath", once(Str)),
