@@ -16,11 +16,19 @@
 // answers IPC requests (gc + memoryUsage, heap snapshot). Nothing else in the broker changes.
 //
 //   node bench/connections-probe.mjs [--conns 10000] [--sub] [--window 100] [--workers 2]
-//        [--keepalive 60] [--snapshot] [--cpu-prof] [--runs 1]
+//        [--keepalive 60] [--snapshot] [--cpu-prof] [--runs 1] [--password] [--conf 'line;line']
 //   node bench/connections-probe.mjs --diff before.heapsnapshot after.heapsnapshot N
 //   MIDGE=path/to/main.js (default dist/main.js); PROBE_NODE_FLAGS='--max-semi-space-size=1' adds node flags
-import { spawn, fork } from 'node:child_process'
-import { chmodSync, closeSync, openSync, readFileSync, mkdtempSync, existsSync } from 'node:fs'
+//
+// MIDGE may list several brokers, comma-separated (two builds, a build and `floor`): each run
+// then starts each of them in turn, so that they are compared under the same load; a median per
+// broker ends the output. MIDGE=floor is this file as a bare node:net server that answers CONNECT
+// with CONNACK and nothing else: what a connect costs Node itself on the machine.
+// --password: the clients send a username and password, checked against a password_file
+// (made with mosquitto_passwd, PBKDF2 as Mosquitto 2.0 writes it) with allow_anonymous false.
+// --conf: extra mosquitto.conf lines for the broker (e.g. 'connection_messages false').
+import { execFileSync, spawn, fork } from 'node:child_process'
+import { chmodSync, closeSync, openSync, readFileSync, mkdtempSync, existsSync, writeFileSync } from 'node:fs'
 import * as net from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -46,6 +54,25 @@ if (process.env.MIDGE_PROBE_CHILD === '1' && typeof process.send === 'function')
       process.send({ op: 'snapshot', id: m.id, file })
     }
   })
+
+  // ------------------------------------------------------------------ floor mode (MIDGE=floor)
+  // The least a Node process does per connect: accept, read the CONNECT, write CONNACK (and SUBACK for
+  // --sub). No parsing beyond the fixed header, no logging, no state: what one connect costs Node itself.
+  if (process.env.MIDGE_PROBE_FLOOR === '1') {
+    const port = Number(process.argv[process.argv.indexOf('-p') + 1])
+    const CONNACK = Buffer.from([0x20, 0x02, 0x00, 0x00])
+    net
+      .createServer((socket) => {
+        socket.on('data', (chunk) => {
+          // a CONNECT, or a SUBSCRIBE (packet id at bytes 2-3 with a one-byte length): nothing else comes
+          if (chunk[0] === 0x10) socket.write(CONNACK)
+          else if (chunk[0] === 0x82) socket.write(Buffer.from([0x90, 0x03, chunk[2], chunk[3], 0x01]))
+        })
+        socket.on('error', () => {})
+      })
+      .listen(port, '127.0.0.1')
+    process.on('SIGTERM', () => process.exit(0)) // --cpu-prof writes its profile on exit
+  }
 }
 
 // ------------------------------------------------------------------ worker mode (a client process)
@@ -73,7 +100,7 @@ else if (process.env.MIDGE_PROBE_WORKER === '1') {
       process.send({ op: 'closed' })
     }
   })
-  const run = ({ port, from, count, window, sub, keepalive }) =>
+  const run = ({ port, from, count, window, sub, keepalive, user }) =>
     new Promise((resolve) => {
       let next = from
       let pending = 0
@@ -105,7 +132,11 @@ else if (process.env.MIDGE_PROBE_WORKER === '1') {
           s.on('connect', () => {
             // keepalive spread as conns_10k does (60-600 s), or fixed
             const ka = keepalive > 0 ? keepalive : 60 + (i % 541)
-            s.write(frame(0x10, [...str('MQTT'), 4, 0x02, ka >> 8, ka & 0xff, ...str(`probe-${i}`)]))
+            s.write(
+              user === undefined
+                ? frame(0x10, [...str('MQTT'), 4, 0x02, ka >> 8, ka & 0xff, ...str(`probe-${i}`)])
+                : frame(0x10, [...str('MQTT'), 4, 0xc2, ka >> 8, ka & 0xff, ...str(`probe-${i}`), ...str(user.name), ...str(user.password)])
+            )
           })
           s.on('data', (chunk) => {
             acc = acc.length === 0 ? chunk : Buffer.concat([acc, chunk])
@@ -145,24 +176,56 @@ async function main() {
   const sub = flag('sub')
   const snapshot = flag('snapshot')
   const cpuProf = flag('cpu-prof')
-  const midge = process.env.MIDGE ?? join(ROOT, 'dist', 'main.js')
-  if (!existsSync(midge)) throw new Error(`${midge} missing: run \`npm run build\` or set MIDGE`)
+  const password = flag('password')
+  const confArg = args.indexOf('--conf')
+  const confLines = confArg >= 0 ? args[confArg + 1].split(';').map((l) => l.trim()).filter(Boolean) : []
+  const brokers = (process.env.MIDGE ?? join(ROOT, 'dist', 'main.js')).split(',').filter(Boolean)
+  for (const midge of brokers) if (midge !== 'floor' && !existsSync(midge)) throw new Error(`${midge} missing: run \`npm run build\` or set MIDGE`)
   const out = mkdtempSync(join(tmpdir(), 'midge-probe-'))
   chmodSync(out, 0o777) // started as root, the broker drops to the `mosquitto` user (as Mosquitto does)
+  const user = password ? { name: 'probe', password: 'probe-secret' } : undefined
+  if (user !== undefined) {
+    const file = join(out, 'passwd')
+    execFileSync('mosquitto_passwd', ['-b', '-c', file, user.name, user.password])
+    chmodSync(file, 0o644)
+    confLines.push(`password_file ${file}`, 'allow_anonymous false')
+  }
   const { cpuSeconds, rssKb, listening } = await import('./lib/proc.mjs')
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+  /** the broker's kernel CPU seconds (stime): the part of a connect spent in syscalls */
+  const sysSeconds = (pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[12]) / 100
+    } catch {
+      return -1
+    }
+  }
 
-  console.log(`# connections probe: ${conns} connections${sub ? ' + SUBSCRIBE each' : ''}, window ${window}, ${workers} client processes, broker ${midge}; output in ${out}`)
-  const results = []
-  for (let run = 0; run < runs; run++) {
-    const port = 29000 + Math.floor(Math.random() * 1000) // below the ephemeral range (32768-60999)
-    if (listening(port)) continue
+  console.log(
+    `# connections probe: ${conns} connections${sub ? ' + SUBSCRIBE each' : ''}${user ? ' with a password' : ''}, window ${window}, ${workers} client processes, ` +
+      `broker${brokers.length > 1 ? 's (alternating)' : ''} ${brokers.join(', ')}${confLines.length > 0 ? ` with '${confLines.join('; ')}'` : ''}; output in ${out}`
+  )
+  const results = brokers.map(() => [])
+  for (let round = 0; round < runs * brokers.length; round++) {
+    const b = round % brokers.length
+    const midge = brokers[b]
+    const run = brokers.length > 1 ? `${Math.floor(round / brokers.length)}-${b}` : `${round}`
+    let port = 29000 + Math.floor(Math.random() * 1000) // below the ephemeral range (32768-60999)
+    while (listening(port)) port = 29000 + Math.floor(Math.random() * 1000)
     const logFd = openSync(join(out, `broker-${run}.log`), 'a')
     const nodeArgs = ['--expose-gc', '--import', SELF, ...(process.env.PROBE_NODE_FLAGS ?? '').split(' ').filter(Boolean)]
-    if (cpuProf) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${out}`)
-    const child = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, ...nodeArgs, midge, '-p', String(port)], {
+    if (cpuProf) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${join(out, `prof-${run}`)}`)
+    let where = ['-p', String(port)]
+    if (confLines.length > 0 && midge !== 'floor' && !midge.endsWith('floor-broker.mjs')) {
+      const conf = join(out, `broker-${run}.conf`)
+      // as `-p` does: loopback, anonymous clients allowed (unless --password or --conf say otherwise)
+      writeFileSync(conf, [`listener ${port} 127.0.0.1`, ...(user === undefined ? ['allow_anonymous true'] : []), ...confLines, ''].join('\n'))
+      where = ['-c', conf]
+    }
+    const child = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, ...nodeArgs, midge === 'floor' ? SELF : midge, ...where], {
       stdio: ['ignore', logFd, logFd, 'ipc'],
-      env: { ...process.env, MIDGE_PROBE_CHILD: '1' },
+      env: { ...process.env, MIDGE_PROBE_CHILD: '1', ...(midge === 'floor' ? { MIDGE_PROBE_FLOOR: '1' } : {}) },
       cwd: ROOT
     })
     closeSync(logFd)
@@ -199,6 +262,7 @@ async function main() {
     const phase = async (from, count) => {
       const per = Math.ceil(count / workers)
       const cpuA = cpuSeconds(pid)
+      const sysA = sysSeconds(pid)
       const t0 = process.hrtime.bigint()
       const done = await Promise.all(
         procs.map(
@@ -206,12 +270,13 @@ async function main() {
             new Promise((resolve) => {
               p.once('message', resolve)
               const n = Math.max(0, Math.min(per, count - w * per))
-              p.send({ op: 'connect', port, from: from + w * per, count: n, window: Math.ceil(window / workers), sub, keepalive })
+              p.send({ op: 'connect', port, from: from + w * per, count: n, window: Math.ceil(window / workers), sub, keepalive, user })
             })
         )
       )
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9
       const cpuB = cpuSeconds(pid)
+      const sysB = sysSeconds(pid)
       await sleep(1000)
       const rss = rssKb(pid)
       const cpuC = cpuSeconds(pid)
@@ -222,6 +287,7 @@ async function main() {
         latencies: done.flatMap((d) => d.latencies),
         seconds,
         cpu: cpuB - cpuA,
+        sys: sysB - sysA,
         idleCpu: cpuC - cpuB,
         rss,
         rssAfterGc: rssKb(pid),
@@ -240,6 +306,8 @@ async function main() {
       failed: p1.failed + p2.failed,
       rate: Math.round(ok / (p1.seconds + p2.seconds)),
       cpuUsPerConnect: Math.round(((p1.cpu + p2.cpu) * 1e6) / Math.max(1, ok)),
+      // of which in the kernel (accept, read, write, close syscalls and what they do on loopback)
+      sysUsPerConnect: Math.round(((p1.sys + p2.sys) * 1e6) / Math.max(1, ok)),
       idleCpuPct: Math.round((p2.idleCpu * 100)),
       connackP50us: Math.round(lat[Math.floor(lat.length / 2)] ?? 0),
       connackP99us: Math.round(lat[Math.floor(lat.length * 0.99)] ?? 0),
@@ -262,8 +330,8 @@ async function main() {
         rate: Math.round(p2.ok / p2.seconds)
       }
     }
-    results.push(r)
-    console.log(JSON.stringify(r))
+    results[b].push(r)
+    console.log(brokers.length > 1 ? `${midge} ${JSON.stringify(r)}` : JSON.stringify(r))
     for (const p of procs) {
       await new Promise((resolve) => {
         p.once('message', resolve)
@@ -278,12 +346,16 @@ async function main() {
     if (snapshot) diffSnapshots(join(out, `before-${run}.heapsnapshot`), join(out, `after-${run}.heapsnapshot`), ok)
   }
   if (runs > 1) {
-    const med = (f) => results.map(f).sort((a, b) => a - b)[Math.floor(results.length / 2)]
-    console.log(
-      `median of ${results.length}: ${med((r) => r.rate)} connects/s, ${med((r) => r.cpuUsPerConnect)} µs CPU/connect, ` +
-        `${med((r) => r.rssBytesPerConn)} B RSS/conn (${med((r) => r.afterGc.rssBytesPerConn)} after GC), heap ${med((r) => r.afterGc.heapUsedPerConn)} B/conn; ` +
-        `marginal: ${med((r) => r.marginal.rssBytesPerConn)} B RSS/conn, heap ${med((r) => r.marginal.heapUsedPerConn)} B/conn, ${med((r) => r.marginal.cpuUsPerConnect)} µs CPU/connect`
-    )
+    for (const [b, rs] of results.entries()) {
+      if (rs.length === 0) continue
+      const med = (f) => rs.map(f).sort((x, y) => x - y)[Math.floor(rs.length / 2)]
+      console.log(
+        `${brokers.length > 1 ? `${brokers[b]}: ` : ''}median of ${rs.length}: ${med((r) => r.rate)} connects/s, ${med((r) => r.cpuUsPerConnect)} µs CPU/connect ` +
+          `(${med((r) => r.sysUsPerConnect)} µs in the kernel), ` +
+          `${med((r) => r.rssBytesPerConn)} B RSS/conn (${med((r) => r.afterGc.rssBytesPerConn)} after GC), heap ${med((r) => r.afterGc.heapUsedPerConn)} B/conn; ` +
+          `marginal: ${med((r) => r.marginal.rssBytesPerConn)} B RSS/conn, heap ${med((r) => r.marginal.heapUsedPerConn)} B/conn, ${med((r) => r.marginal.cpuUsPerConnect)} µs CPU/connect`
+      )
+    }
   }
 }
 

@@ -59,7 +59,7 @@ class StandIn extends EventEmitter {
 }
 
 const core = new Core({ ...defaultSettings, connectionMessages: false }, silentLog(), () => Date.now())
-const listener = { port: 1883, mountPoint: undefined, allowAnonymous: undefined, allowZeroLengthClientid: undefined, autoIdPrefix: undefined }
+const listener = { port: 1883, mountPoint: undefined, maxQos: 2, allowAnonymous: undefined, allowZeroLengthClientid: undefined, autoIdPrefix: undefined }
 const hooks = { sessionStarted: () => {}, closed: () => {} }
 const gen = (p) => mqtt.generate(p, { protocolVersion: 4 })
 let port = 10000

@@ -2,8 +2,9 @@
  * Authentication and authorisation as Effect services, so an application can
  * replace either with its own layer:
  *
- * - {@link Authentication}: one `authenticate` per CONNECT (a cold path: an
- *   Effect, may be slow — password hashes are);
+ * - {@link Authentication}: one decision per CONNECT, `authenticate` (an
+ *   Effect, may be slow — password hashes are) or the same as a plain
+ *   callback, `decide`, which spares the CONNECT a fiber;
  * - {@link Authorization}: `forClient` once per connection returns a
  *   {@link ClientAcl} whose checks are plain synchronous calls, made on the
  *   hot path (`canReceive` per message per subscriber);
@@ -50,7 +51,7 @@ import {
   WRITE
 } from "./aclFile.js"
 import { type HashedEntry, readPasswordFile } from "./passwordFile.js"
-import { verifyPassword } from "./passwordHash.js"
+import { checkPassword } from "./passwordHash.js"
 
 // ---------------------------------------------------------------------------
 // Authentication
@@ -94,13 +95,37 @@ export type AuthResult =
       readonly userProperties?: Readonly<Record<string, string | ReadonlyArray<string>>> | undefined
     }
 
+/**
+ * A CONNECT decision as a plain callback: `done` is called once, synchronously
+ * when nothing needs waiting for; undefined means the service failed (as a
+ * failed `authenticate`: CONNACK 0x03 / v5 0x80).
+ */
+export type AuthDecision = (request: AuthRequest, done: (result: AuthResult | undefined) => void) => void
+
 export interface AuthenticationService {
   /** Decides a CONNECT; the username in the result is the one ACLs use. */
   readonly authenticate: (request: AuthRequest) => Effect.Effect<AuthResult>
+  /**
+   * The same decision as `authenticate`, as a plain callback. When present the
+   * broker calls it instead of `authenticate` on each CONNECT, so a connect
+   * runs no fiber (the file-based and dynamic-security services have it; see
+   * {@link Authentication.fromDecision}). Without it, an `authenticate` that
+   * returns an `Exit` (`Effect.succeed(...)`) is read at once, anything else runs
+   * as a fiber of the broker's runtime.
+   */
+  readonly decide?: AuthDecision | undefined
 }
 
 export class Authentication extends Context.Tag("midge/Authentication")<Authentication, AuthenticationService>() {
   static readonly make = (authenticate: AuthenticationService["authenticate"]): AuthenticationService => ({ authenticate })
+  /** A service from a plain-callback decision: `decide` for the broker, `authenticate` its Effect form. */
+  static readonly fromDecision = (decide: AuthDecision): AuthenticationService => ({
+    authenticate: (request) =>
+      Effect.async<AuthResult>((resume) =>
+        decide(request, (result) => resume(result === undefined ? Effect.dieMessage("authentication failed") : Effect.succeed(result)))
+      ),
+    decide
+  })
   static readonly layer = (authenticate: AuthenticationService["authenticate"]): Layer.Layer<Authentication> =>
     Layer.succeed(Authentication, Authentication.make(authenticate))
 }
@@ -334,25 +359,22 @@ const scopeOf = (state: State, port: number | undefined): LoadedScope =>
 const REFUSED: AuthResult = { ok: false, reason: "not-authorised" }
 const BAD_CREDENTIALS: AuthResult = { ok: false, reason: "bad-credentials" }
 
-const authenticateWith = (store: Store, prefixes: string | undefined) => (request: AuthRequest): Effect.Effect<AuthResult> =>
-  Effect.suspend(() => {
-    if (!clientIdAllowed(prefixes, request.clientId)) return Effect.succeed(REFUSED)
-    const tlsUsername = tlsUsernameOf(request)
-    if (tlsUsername !== undefined) {
-      // handle_connect.c: "Authentication assumed to be cleared"
-      return Effect.succeed(tlsUsername === null ? BAD_CREDENTIALS : { ok: true, username: tlsUsername })
-    }
-    const scope = scopeOf(store.state, request.listenerPort)
-    const username = request.username
-    if (scope.users === undefined) {
-      // no password check configured: allow_anonymous decides for everyone (mosquitto_unpwd_check, plugin_used == false)
-      return Effect.succeed(scope.allowAnonymous ? { ok: true, username } : REFUSED)
-    }
-    if (username === undefined) return Effect.succeed(scope.allowAnonymous ? { ok: true, username } : REFUSED)
-    const entry = scope.users.get(username)
-    if (entry === undefined || request.password === undefined) return Effect.succeed(REFUSED)
-    return Effect.map(verifyPassword(entry.hash, request.password), (ok): AuthResult => (ok ? { ok: true, username } : REFUSED))
-  })
+const decideWith = (store: Store, prefixes: string | undefined): AuthDecision => (request, done) => {
+  if (!clientIdAllowed(prefixes, request.clientId)) return done(REFUSED)
+  const tlsUsername = tlsUsernameOf(request)
+  if (tlsUsername !== undefined) {
+    // handle_connect.c: "Authentication assumed to be cleared"
+    return done(tlsUsername === null ? BAD_CREDENTIALS : { ok: true, username: tlsUsername })
+  }
+  const scope = scopeOf(store.state, request.listenerPort)
+  const username = request.username
+  // no password check configured: allow_anonymous decides for everyone (mosquitto_unpwd_check,
+  // plugin_used == false); with one, it decides for clients without a username
+  if (scope.users === undefined || username === undefined) return done(scope.allowAnonymous ? { ok: true, username } : REFUSED)
+  const entry = scope.users.get(username)
+  if (entry === undefined || request.password === undefined) return done(REFUSED)
+  checkPassword(entry.hash, request.password, (ok) => done(ok === undefined ? undefined : ok ? { ok: true, username } : REFUSED))
+}
 
 /** undefined: not a TLS-identity listener; null: one, but the connection has no identity. Shared with DynamicSecurity. */
 export const tlsUsernameOf = (request: AuthRequest): string | null | undefined => {
@@ -488,7 +510,7 @@ export const make = (
       snapshot: () => snapshotOf(store.state)
     }
     return {
-      authentication: Authentication.make(authenticateWith(store, options.clientidPrefixes)),
+      authentication: Authentication.fromDecision(decideWith(store, options.clientidPrefixes)),
       authorization: Authorization.make(anyAclFile ? (client) => new FileClientAcl(store, client, strict) : () => dollarRulesAcl),
       files
     }

@@ -46,14 +46,14 @@
 import { Cause, Context, Effect, Layer, Option, Queue, type Scope } from "effect"
 import { Broker, type BrokerService } from "../Broker.js"
 import type { BrokerConfig } from "../config/Config.js"
-import { type AuthRequest, type AuthResult, Authentication, type AuthenticationService, Authorization, type AuthorizationService, tlsUsernameOf } from "./Auth.js"
+import { type AuthDecision, type AuthResult, Authentication, type AuthenticationService, Authorization, type AuthorizationService, tlsUsernameOf } from "./Auth.js"
 import { registerControlHandler } from "./control.js"
 import { DynsecClientAcl, DynsecState } from "./dynsec/access.js"
 import { handleRequest, REQUEST_TOPIC, RESPONSE_TOPIC, type RequestOutcome } from "./dynsec/commands.js"
 import { DynamicSecurityError, readModelFile, writeModelFile } from "./dynsec/file.js"
 import type { Model } from "./dynsec/model.js"
 import { DEFAULT_ITERATIONS, hashNewPassword } from "./dynsec/password.js"
-import { verifyPassword } from "./passwordHash.js"
+import { checkPassword } from "./passwordHash.js"
 
 export { DynamicSecurityError } from "./dynsec/file.js"
 export { REQUEST_TOPIC, RESPONSE_TOPIC } from "./dynsec/commands.js"
@@ -93,22 +93,22 @@ export interface DynamicSecurityService {
 
 const REFUSED: AuthResult = { ok: false, reason: "not-authorised" }
 
-const authenticateWith = (state: DynsecState, allowAnonymous: boolean) => (request: AuthRequest): Effect.Effect<AuthResult> =>
-  Effect.suspend(() => {
-    const tls = tlsUsernameOf(request)
-    if (tls !== undefined) return Effect.succeed<AuthResult>(tls === null ? { ok: false, reason: "bad-credentials" } : { ok: true, username: tls })
-    const username = request.username
-    if (username === undefined) return Effect.succeed<AuthResult>(allowAnonymous ? { ok: true, username } : REFUSED)
-    const client = state.model.clients.get(username)
-    const pw = client?.password
-    if (client === undefined || client.disabled || pw === undefined || request.password === undefined) return Effect.succeed(REFUSED)
-    if (client.clientid !== undefined && client.clientid !== request.clientId) return Effect.succeed(REFUSED)
-    return Effect.map(verifyPassword({ _tag: "Sha512Pbkdf2", iterations: pw.iterations, salt: pw.salt, hash: pw.hash }, request.password), (ok): AuthResult => {
-      // the client may have been disabled, deleted or given a new password while the hash ran
-      const now = state.model.clients.get(username)
-      return ok && now !== undefined && !now.disabled && now.password === pw ? { ok: true, username } : REFUSED
-    })
+const decideWith = (state: DynsecState, allowAnonymous: boolean): AuthDecision => (request, done) => {
+  const tls = tlsUsernameOf(request)
+  if (tls !== undefined) return done(tls === null ? { ok: false, reason: "bad-credentials" } : { ok: true, username: tls })
+  const username = request.username
+  if (username === undefined) return done(allowAnonymous ? { ok: true, username } : REFUSED)
+  const client = state.model.clients.get(username)
+  const pw = client?.password
+  if (client === undefined || client.disabled || pw === undefined || request.password === undefined) return done(REFUSED)
+  if (client.clientid !== undefined && client.clientid !== request.clientId) return done(REFUSED)
+  checkPassword({ _tag: "Sha512Pbkdf2", iterations: pw.iterations, salt: pw.salt, hash: pw.hash }, request.password, (ok) => {
+    if (ok === undefined) return done(undefined)
+    // the client may have been disabled, deleted or given a new password while the hash ran
+    const now = state.model.clients.get(username)
+    done(ok && now !== undefined && !now.disabled && now.password === pw ? { ok: true, username } : REFUSED)
   })
+}
 
 /** Builds the service from the file. */
 export const make = (options: DynamicSecurityOptions): Effect.Effect<DynamicSecurityService, DynamicSecurityError> =>
@@ -144,7 +144,7 @@ export const make = (options: DynamicSecurityOptions): Effect.Effect<DynamicSecu
       model: () => state.model,
       execute,
       reload,
-      authentication: Authentication.make(authenticateWith(state, options.allowAnonymous ?? false)),
+      authentication: Authentication.fromDecision(decideWith(state, options.allowAnonymous ?? false)),
       authorization: Authorization.make((client) => new DynsecClientAcl(state, client))
     } satisfies DynamicSecurityService
   })

@@ -1,13 +1,17 @@
 /**
  * The bridge between the connection's CONNECT / AUTH handling (plain code,
- * callbacks) and the Authentication / EnhancedAuthentication services
- * (Effects): each decision runs as one fiber of the broker's runtime — a cold
- * path, once per CONNECT or AUTH step.
+ * callbacks) and the Authentication / EnhancedAuthentication services.
+ *
+ * A CONNECT runs no fiber when it need not: a service with a plain-callback
+ * `decide` (the file-based and dynamic-security services) is called directly,
+ * and an `authenticate` / `step` that returns an `Exit` (`Effect.succeed(...)`)
+ * is read at once. Any other effect runs as one fiber of the broker's runtime
+ * (a fiber per CONNECT was ~10 % of a connect's CPU; docs/performance.md).
  */
 import { Effect, Exit, Option, Runtime } from "effect"
 import { ConnackV4, ReasonCode } from "../protocol/reasonCodes.js"
 import type { ConnectAuthOutcome, ConnectAuthRequest, ConnectionHooks } from "../session/Connection.js"
-import type { AuthenticationService, AuthResult } from "./Auth.js"
+import type { AuthenticationService, AuthRequest, AuthResult } from "./Auth.js"
 import type { AuthStepResult, EnhancedAuthenticationService } from "./EnhancedAuth.js"
 
 const refuseOf = (result: Extract<AuthResult, { ok: false }>): ConnectAuthOutcome => {
@@ -56,8 +60,21 @@ export const makeAuthHook = (
   allowAnonymous: (listenerPort: number) => boolean
 ): ConnectionHooks["authenticate"] => {
   if (Option.isNone(authentication) && Option.isNone(enhanced)) return undefined
-  const run = <A>(effect: Effect.Effect<A>, onDone: (a: A | undefined) => void) =>
-    Runtime.runFork(runtime)(effect).addObserver((exit) => onDone(Exit.isSuccess(exit) ? exit.value : undefined))
+  const fork = Runtime.runFork(runtime)
+  /** an effect the service made: an `Exit` needs no fiber; a failure is undefined */
+  const run = <A>(make: () => Effect.Effect<A>, onDone: (a: A | undefined) => void): void => {
+    let effect: Effect.Effect<A>
+    try {
+      effect = make()
+    } catch {
+      return onDone(undefined) // a service that throws instead of failing
+    }
+    if (Exit.isExit(effect)) {
+      const exit = effect as Exit.Exit<A>
+      return onDone(Exit.isSuccess(exit) ? exit.value : undefined)
+    }
+    fork(effect).addObserver((exit) => onDone(Exit.isSuccess(exit) ? exit.value : undefined))
+  }
 
   const failed: ConnectAuthOutcome = { _tag: "Refuse", v4Code: ConnackV4.ServerUnavailable, v5Code: ReasonCode.UnspecifiedError, why: "authentication failed" }
 
@@ -71,16 +88,17 @@ export const makeAuthHook = (
       const method = request.method
       const step = (n: number, data: Buffer | undefined, state: unknown) =>
         run(
-          service.step({
-            clientId: request.clientId,
-            username: request.username,
-            password: request.password,
-            method,
-            data,
-            step: n,
-            state,
-            reauthenticate: request.reauthenticate === true
-          }),
+          () =>
+            service.step({
+              clientId: request.clientId,
+              username: request.username,
+              password: request.password,
+              method,
+              data,
+              step: n,
+              state,
+              reauthenticate: request.reauthenticate === true
+            }),
           (result) => done(result === undefined ? failed : stepOutcome(result, (d, s) => step(n + 1, d, s), request))
         )
       return step(0, request.data, undefined)
@@ -92,17 +110,29 @@ export const makeAuthHook = (
           : { _tag: "Refuse", v4Code: ConnackV4.NotAuthorized, v5Code: ReasonCode.NotAuthorized, why: "not authorised" }
       )
     }
-    run(
-      authentication.value.authenticate({
-        clientId: request.clientId,
-        username: request.username,
-        password: request.password,
-        listenerPort: request.listenerPort,
-        remoteAddress: request.remoteAddress,
-        ...request.tls
-      }),
-      (result) =>
-        done(result === undefined ? failed : result.ok ? { _tag: "Accept", username: result.username, userProperties: result.userProperties } : refuseOf(result))
-    )
+    const service = authentication.value
+    const authRequest: AuthRequest = {
+      clientId: request.clientId,
+      username: request.username,
+      password: request.password,
+      listenerPort: request.listenerPort,
+      remoteAddress: request.remoteAddress,
+      ...request.tls
+    }
+    const decided = (result: AuthResult | undefined): void =>
+      done(result === undefined ? failed : result.ok ? { _tag: "Accept", username: result.username, userProperties: result.userProperties } : refuseOf(result))
+    const decide = service.decide
+    if (decide === undefined) return run(() => service.authenticate(authRequest), decided)
+    // the plain-callback decision: no fiber, no Effect
+    let answered = false
+    try {
+      decide(authRequest, (result) => {
+        answered = true
+        decided(result)
+      })
+    } catch (error) {
+      if (answered) throw error // thrown by the connection's own handling of the answer, not by the service
+      decided(undefined)
+    }
   }
 }

@@ -15,7 +15,8 @@
  * (Mosquitto 2.1), the hash always 64 bytes. The PHC string uses unpadded
  * base64. Parsing and formatting are pure; hashing and verifying are
  * effects (PBKDF2 and Argon2 are slow on purpose and run off the event
- * loop's critical path). Comparison is constant-time.
+ * loop's critical path); verifying is also a plain callback, `checkPassword`,
+ * for the CONNECT path. Comparison is constant-time.
  */
 import * as crypto from "node:crypto"
 import { Data, Effect, Either } from "effect"
@@ -182,17 +183,6 @@ const argon2 = (password: Uint8Array, salt: Uint8Array, memory: number, passes: 
     argon2id({ password, salt, memorySize: memory, iterations: passes, parallelism, hashLength: length, outputType: "binary" })
   )
 
-const compute = (hash: PasswordHash, password: Uint8Array): Effect.Effect<Uint8Array> => {
-  switch (hash._tag) {
-    case "Sha512":
-      return Effect.sync(() => sha512(password, hash.salt))
-    case "Sha512Pbkdf2":
-      return pbkdf2(password, hash.salt, hash.iterations, hash.hash.length)
-    case "Argon2id":
-      return argon2(password, hash.salt, hash.memory, hash.passes, hash.parallelism, hash.hash.length)
-  }
-}
-
 export interface HashOptions {
   readonly type?: HashType
   /** PBKDF2 iterations (`mosquitto_passwd -I`); argon2id ignores it */
@@ -224,9 +214,34 @@ export const hashPassword = (password: string | Uint8Array, options: HashOptions
     }
   })
 
-/** True when `password` matches; the comparison takes the same time wherever the bytes differ. */
+/**
+ * Whether `password` matches, as a plain callback (the broker's CONNECT path:
+ * no fiber per check). `done` gets undefined when the hash could not be computed
+ * (it cannot for a parsed hash); `$6$` calls it synchronously, PBKDF2 (Node's
+ * thread pool) and Argon2 later. The comparison takes the same time wherever
+ * the bytes differ.
+ */
+export const checkPassword = (hash: PasswordHash, password: string | Uint8Array, done: (ok: boolean | undefined) => void): void => {
+  const bytes = toBytes(password)
+  const expected = hash.hash
+  const matches = (computed: Uint8Array): boolean => computed.length === expected.length && crypto.timingSafeEqual(computed, expected)
+  switch (hash._tag) {
+    case "Sha512":
+      return done(matches(sha512(bytes, hash.salt)))
+    case "Sha512Pbkdf2":
+      crypto.pbkdf2(bytes, hash.salt, hash.iterations, expected.length, "sha512", (error, key) => done(error ? undefined : matches(key)))
+      return
+    case "Argon2id":
+      argon2id({ password: bytes, salt: hash.salt, memorySize: hash.memory, iterations: hash.passes, parallelism: hash.parallelism, hashLength: expected.length, outputType: "binary" }).then(
+        (key) => done(matches(key)),
+        () => done(undefined)
+      )
+      return
+  }
+}
+
+/** True when `password` matches ({@link checkPassword} as an Effect; a hash that cannot be computed is a defect). */
 export const verifyPassword = (hash: PasswordHash, password: string | Uint8Array): Effect.Effect<boolean> =>
-  Effect.map(
-    Effect.suspend(() => compute(hash, toBytes(password))),
-    (computed) => computed.length === hash.hash.length && crypto.timingSafeEqual(computed, hash.hash)
+  Effect.async<boolean>((resume) =>
+    checkPassword(hash, password, (ok) => resume(ok === undefined ? Effect.dieMessage("the password hash could not be computed") : Effect.succeed(ok)))
   )

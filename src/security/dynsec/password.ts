@@ -2,7 +2,7 @@
  * New dynamic security passwords, as Mosquitto 2.0's plugin and
  * `mosquitto_ctrl` make them: PBKDF2-HMAC-SHA512, 64-byte hash, 12 random
  * bytes of salt, 101 iterations (PW_DEFAULT_ITERATIONS). Checking one is
- * passwordHash.ts's `verifyPassword` (off the event loop).
+ * passwordHash.ts's `checkPassword` (off the event loop).
  */
 import * as crypto from "node:crypto"
 import type { PasswordRecord } from "./model.js"
