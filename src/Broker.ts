@@ -217,12 +217,14 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       const listenerAllowAnonymous = new Map<number, boolean | undefined>()
       const authenticate = makeAuthHook(runtime, authentication, enhanced, (port) => listenerAllowAnonymous.get(port) ?? core.settings.allowAnonymous)
       const sessions = yield* FiberMap.make<string, void, never>()
+      const forkSession = yield* FiberMap.runtime(sessions)<never>()
+      // sessions made outside a connection (cluster adoption) get their expiry timer here
+      core.expireLater = (session) => void forkSession(session.clientId, expiryFiber(core, session))
 
       // persistence: rebuild retained messages and persistent sessions, then record every change
       const persistence = yield* Effect.serviceOption(Persistence)
       if (Option.isSome(persistence)) {
         const restored = yield* restore(core, persistence.value).pipe(Effect.orDie)
-        const forkSession = yield* FiberMap.runtime(sessions)<never>()
         for (const session of restored) forkSession(session.clientId, expiryFiber(core, session))
       }
       // cluster: join before the listeners open, so that the first CONNECT already asks Redis who owns its session

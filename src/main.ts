@@ -15,7 +15,7 @@ import { Log, logTopic, stderrSink, syslogSeverity, type LogSink } from "./log/L
 import { Authentication, Authorization, layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
 import { DynamicSecurity, layerFromConfig as dynsecLayerFromConfig } from "./security/DynamicSecurity.js"
 import { Bridge } from "./bridge/Bridge.js"
-import { clusterOptionsFromConfig } from "./cluster/config.js"
+import { clusterOptionsFromConfig, clusterReloadWarnings } from "./cluster/config.js"
 import { layerFile } from "./persistence/FilePersistence.js"
 import { Metrics } from "./sys/Metrics.js"
 import * as SysTopics from "./sys/SysTopics.js"
@@ -200,6 +200,8 @@ const main = Effect.gen(function* () {
         log.reconfigure(next.logTypes, withTopic(next, nextSinks), next.logTimestamp)
         log.timestampFormat = next.logTimestampFormat
         for (const warning of next.warnings) log.warning(`Warning: ${warning}`)
+        // cluster_* options are read at start only: a change is named, and waits for a restart
+        for (const warning of clusterReloadWarnings(cluster, clusterOptionsFromConfig(next))) log.warning(`Warning: ${warning}`)
         yield* broker.reload(brokerOptionsFromConfig(next, log))
         // password and ACL files are read again; connected clients stay connected
         yield* files.reload

@@ -17,7 +17,12 @@
  *   sessions of a dead node replays what is left. Inbound QoS 2 ids of
  *   persistent sessions are kept in `P:qos2:<client id>` (before PUBREC).
  * - Liveness: `P:alive:<node>` with a TTL, refreshed every heartbeat; a node
- *   whose key expired is dead and its routes are dropped.
+ *   whose key expired is dead and its routes are dropped. Ownership is a lease:
+ *   a node whose key lapsed (Redis away, the process stalled) stops acting as
+ *   owner, and once back either goes on (nobody adopted it) or, adopted (its
+ *   `P:gen:<node>` moved on), drops its clients and sessions without writing
+ *   and rejoins as a fresh node. A session's keys expire with it (PEXPIRE when
+ *   offline) and go when it ends; its will is kept for an adopter.
  * - Sessions: `P:owner:<client id>` names the owning node. A CONNECT to another
  *   node asks the owner (channel `P:ctl:<node>`) to let the session go: it
  *   kicks its client, writes the session to `P:session:<client id>` and
@@ -34,6 +39,7 @@ import { randomUUID } from "node:crypto"
 import * as os from "node:os"
 import { createClient } from "redis"
 import { matchTopic } from "../protocol/topic.js"
+import type { StoredWill } from "../persistence/Persistence.js"
 import type { Congestible, PublishSource, SharedGroup, Subscriber, SubscriptionOptions } from "../routing/Router.js"
 import type { ClusterHooks, Core } from "../session/Core.js"
 import { Message, type QoS } from "../session/Message.js"
@@ -43,9 +49,11 @@ import {
   fromJson,
   messageFields,
   messageOfFields,
+  originOfKey,
   sharedOfFields,
   toJson,
   type MessageFields,
+  type OutRecord,
   type WireDelivery,
   type WireSession
 } from "./internal/codec.js"
@@ -111,11 +119,13 @@ interface Batch {
   readonly byNode: Map<string, Array<MessageFields>>
   /** inbound QoS 2 ids of persistent sessions: [client id, packet id, received (SADD) or released (SREM)] */
   readonly qos2: Array<[string, number, boolean]>
+  /** outbound QoS 2 records of persistent sessions, "client id\0key" → [client id, key, JSON (HSET) or undefined (HDEL)]; the last change of a turn wins */
+  readonly out: Map<string, [string, string, string | undefined]>
   size: number
   readonly waiters: Array<() => void>
 }
 
-const newBatch = (): Batch => ({ byNode: new Map(), qos2: [], size: 0, waiters: [] })
+const newBatch = (): Batch => ({ byNode: new Map(), qos2: [], out: new Map(), size: 0, waiters: [] })
 
 /** messages per stream entry at most */
 const ENTRY_MESSAGES = 500
@@ -124,12 +134,82 @@ const FORWARD_HIGH = 5000
 
 type Client = ReturnType<typeof createClient>
 
+/**
+ * The heartbeat, atomically: refresh `P:alive:<node>` and the membership only
+ * while `P:gen:<node>` is this incarnation's number (an adopter increments it).
+ * KEYS gen, alive, nodes; ARGV generation, epoch, TTL ms, node id. Returns -1:
+ * adopted; 3: write routes again (removed from the nodes, or Redis lost its
+ * data); 2: the alive key had expired; 0: fine.
+ */
+const REFRESH = `local g = redis.call('GET', KEYS[1])
+if g and g ~= ARGV[1] then return -1 end
+if not g then redis.call('SET', KEYS[1], ARGV[1]) end
+local had = redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3], 'GET')
+local added = redis.call('SADD', KEYS[3], ARGV[4])
+if (not g) or added == 1 then return 3 end
+if not had then return 2 end
+return 0`
+
+/**
+ * A session's keys while this node owns it: no expiry (ARGV ms "") when it is
+ * connected, its expiry when it went offline; its will ("" none); a persistent
+ * session's metadata in its `P:subs` hash ("" none), so that an adopter knows
+ * it even without subscriptions. KEYS owner, subs, qos2, will, out; ARGV node
+ * id, ms, will, metadata. Nothing when another node owns it.
+ */
+const KEEP = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], '', ARGV[4]) end
+for _, i in ipairs({1, 2, 3, 5}) do
+  if ARGV[2] == '' then redis.call('PERSIST', KEYS[i]) else redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+end
+if ARGV[3] == '' then redis.call('DEL', KEYS[4])
+elseif ARGV[2] == '' then redis.call('SET', KEYS[4], ARGV[3])
+else redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[2]) end
+return 1`
+
+/**
+ * A session ended here: it leaves the node's clients, and its keys go if this
+ * node still owns it (or nobody does: they expired). KEYS owner, subs, qos2,
+ * will, clients of the node, out; ARGV node id, client id.
+ */
+const ENDED = `redis.call('SREM', KEYS[5], ARGV[2])
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6])
+return 1`
+
+/** A will as Redis keeps it with its session: `at` (wall-clock ms) when it waits for its delay, `d` (s) the delay of a connected client's will. */
+interface WireWill {
+  readonly m: MessageFields
+  readonly at?: number
+  readonly d?: number
+}
+
 /** A persistent session as Redis keeps it for a node that adopts it. */
 interface StoredSession {
   readonly clientId: string
   readonly expiryInterval: number
   readonly subs: ReadonlyArray<readonly [string, SubscriptionOptions]>
   readonly qos2: ReadonlyArray<string>
+  /** `P:out:<client id>`: outbound QoS 2 records (key → OutRecord JSON) */
+  readonly out: Readonly<Record<string, string>>
+}
+
+/**
+ * The inbox entry a message was read from: its id in this node's inbox, and its
+ * origin, `<node>:<stream id>` of the inbox it was first added to (an entry an
+ * adopter moved into its own inbox keeps its origin). Messages are identified
+ * across nodes as `<origin>:<index in the entry>` (outbound QoS 2 records).
+ */
+interface EntryRef {
+  readonly id: string
+  readonly origin: string
+}
+
+/** What an adopted session's records say about the entries moved here: in-flight messages to link to their entry, completed records to delete with it. */
+interface PendingLink {
+  readonly messages: Array<Message>
+  readonly completed: Array<readonly [string, string]>
 }
 
 /** Stream ids "ms-seq" compared as numbers. */
@@ -157,13 +237,49 @@ class ClusterImpl implements ClusterHooks, Congestible {
   /** inbox entries routed here and not yet acknowledged to Redis, in stream order */
   private unacked: Array<string> = []
   /** the inbox entry each message read from it came from (while a session holds the message) */
-  private readonly entryOf = new WeakMap<Message, string>()
+  private readonly entryOf = new WeakMap<Message, EntryRef>()
+  /** a QoS 2 message's index in its entry (its record key is `<origin>:<index>`) */
+  private readonly indexOf = new WeakMap<Message, number>()
+  /** record keys of messages that came with a session (takeover, adoption) */
+  private readonly recordKeys = new WeakMap<Message, string>()
+  /** per inbox entry (local id): the "completed" records deleted with it, [client id, key] */
+  private readonly completedOf = new Map<string, Array<readonly [string, string]>>()
+  /** adopted sessions: the record keys (of the dead node) whose messages a replay must not deliver again */
+  private readonly skipOf = new Map<string, Set<string>>()
+  /** by origin: what adopted records say of entries moved (or copied) into this node's inbox, until they are read */
+  private readonly links = new Map<string, PendingLink>()
   private readonly releases = new Map<string, () => void>()
   private readonly sharedNext = new Map<SharedGroup, number>()
   needsResync = true
   forwarded = 0
   received = 0
   closing = false
+
+  // ---- the lease (docs/cluster.md "Liveness"): this node owns its sessions while its alive key lives
+  /**
+   * live: the lease is held; suspended: it lapsed (no refresh within the TTL: Redis away, or the
+   * process stalled), nothing is written as owner until the node knows whether another node took
+   * its sessions; fenced: another node did, this one dropped them and waits to rejoin.
+   */
+  state: "live" | "suspended" | "fenced" = "live"
+  /** wall-clock ms until which the alive key is known to live (the send time of its last refresh + TTL) */
+  private leaseUntil = Infinity
+  private refreshedAt = Date.now()
+  /** when the last heartbeat began, and until when no other node is declared dead (this node was stalled itself) */
+  private lastBeat = Date.now()
+  private graceUntil = 0
+  /** this incarnation's number (`INCR P:gen:<node>`); an adopter increments it, so a stale incarnation finds out */
+  generation = 0
+  /** the alive key's value: this incarnation */
+  private epoch: string = randomUUID()
+  /** a heartbeat went through since the (re)join: a vanished alive key means something from then on */
+  private joined = false
+  /** the inbox reader goes back to the entries pending for it (after a lapse that ended without adoption, or a rejoin) */
+  rereadPending = false
+  /** detaching a session that lives on elsewhere: its subscriptions' removal is not written to Redis */
+  private detaching = false
+  /** client ids whose CONNECT is settling the owner here: their keys are not cleaned up meanwhile */
+  private readonly claiming = new Map<string, number>()
 
   readonly keys: {
     readonly nodes: string
@@ -179,6 +295,9 @@ class ClusterImpl implements ClusterHooks, Congestible {
     qos2(c: string): string
     clients(n: string): string
     adopt(n: string): string
+    out(c: string): string
+    gen(n: string): string
+    will(c: string): string
   }
 
   constructor(
@@ -202,7 +321,10 @@ class ClusterImpl implements ClusterHooks, Congestible {
       subs: (c) => `${prefix}:subs:${c}`,
       qos2: (c) => `${prefix}:qos2:${c}`,
       clients: (n) => `${prefix}:clients:${n}`,
-      adopt: (n) => `${prefix}:adopt:${n}`
+      adopt: (n) => `${prefix}:adopt:${n}`,
+      out: (c) => `${prefix}:out:${c}`,
+      gen: (n) => `${prefix}:gen:${n}`,
+      will: (c) => `${prefix}:will:${c}`
     }
   }
 
@@ -217,9 +339,12 @@ class ClusterImpl implements ClusterHooks, Congestible {
     if (this.inbound || message.topic.startsWith("$SYS/")) return
     message.ownPayload()
     const batch = this.pending
+    const fields = messageFields(message, shared)
+    // QoS 2: one id for all its copies, so that a session taken over from a dead node does not get it twice
+    if (message.qos === 2) fields.i = this.messageId(message)
     const list = batch.byNode.get(node)
-    if (list === undefined) batch.byNode.set(node, [messageFields(message, shared)])
-    else list.push(messageFields(message, shared))
+    if (list === undefined) batch.byNode.set(node, [fields])
+    else list.push(fields)
     batch.size++
     this.forwarded++
     this.schedule()
@@ -267,7 +392,8 @@ class ClusterImpl implements ClusterHooks, Congestible {
 
   private readonly flush = (): void => {
     this.scheduled = false
-    if (this.inflight !== undefined) return
+    // without the lease nothing goes out (a stalled node's late publishes); it waits, or is dropped when fenced
+    if (this.inflight !== undefined || !this.acting()) return
     const batch = this.pending
     if (batch.size === 0 && batch.waiters.length === 0) return
     this.pending = newBatch()
@@ -289,6 +415,10 @@ class ClusterImpl implements ClusterHooks, Congestible {
       if (received) multi.sAdd(this.keys.qos2(clientId), String(id))
       else multi.sRem(this.keys.qos2(clientId), String(id))
     }
+    for (const [clientId, key, value] of batch.out.values()) {
+      if (value === undefined) multi.hDel(this.keys.out(clientId), key)
+      else multi.hSet(this.keys.out(clientId), key, value)
+    }
     for (const [node, list] of batch.byNode) {
       for (let i = 0; i < list.length; i += ENTRY_MESSAGES) {
         multi.xAdd(this.keys.inbox(node), "*", { b: JSON.stringify(i === 0 && list.length <= ENTRY_MESSAGES ? list : list.slice(i, i + ENTRY_MESSAGES)) })
@@ -299,6 +429,147 @@ class ClusterImpl implements ClusterHooks, Congestible {
       this.warn("forwarding to other nodes failed, retrying", error)
       setTimeout(() => this.send(batch), 200)
     })
+  }
+
+  /** A QoS 2 message's cluster-wide id (field `i` of its copies), made when it is first needed. */
+  private messageId(message: Message): string {
+    let id = this.idOf.get(message)
+    if (id === undefined) {
+      id = this.idPrefix + (this.idSeq++).toString(36)
+      this.idOf.set(message, id)
+    }
+    return id
+  }
+  private readonly idOf = new WeakMap<Message, string>()
+  private readonly idPrefix = `${randomUUID().slice(0, 8)}.`
+  private idSeq = 0
+
+  /**
+   * For a while after a session came here from a dead node, a QoS 2 message
+   * can reach it twice: through the dead node's inbox (moved or copied here)
+   * and directly (nodes that route to both the dead node and this one until
+   * they see the death, this node included). Its deliveries go through a
+   * filter that lets each message id through once, until the dead node's
+   * inbox has been replayed for the last time (`unwatch`). The filter is the
+   * session's own `deliver`, shadowed on the instance: nothing changes for
+   * other sessions.
+   */
+  private watch(session: Session): void {
+    if (Object.prototype.hasOwnProperty.call(session, "deliver")) return
+    const seen = new Set<string>()
+    const deliver = Session.prototype.deliver
+    session.deliver = (message, qos, retain, subscriptionIds, source, shared) => {
+      if (qos === 2) {
+        const id = this.messageId(message)
+        if (seen.has(id)) return
+        seen.add(id)
+      }
+      deliver.call(session, message, qos, retain, subscriptionIds, source, shared)
+    }
+  }
+
+  private unwatch(session: Session): void {
+    Reflect.deleteProperty(session, "deliver")
+  }
+
+  // ------------------------------------------------------------ outbound QoS 2 records
+
+  /*
+   * Exactly once for a persistent session's outbound QoS 2 when its node dies
+   * (docs/cluster.md): the state of each delivery is in `P:out:<client id>`
+   * before the client can act on it — "p" before the PUBLISH bytes leave, "r"
+   * before the PUBREL — and "c" (or nothing) after PUBCOMP. The PUBLISH / PUBREL
+   * waits for the turn's pipeline (`whenForwarded`), never a round trip of its own.
+   */
+
+  /** The identity of `message` in outbound records: `<origin>:<index>` when it came from an inbox, else `#<packet id>`. */
+  private recordKey(message: Message, messageId: number): string {
+    const known = this.recordKeys.get(message)
+    if (known !== undefined) return known
+    const ref = this.entryOf.get(message)
+    const index = ref === undefined ? undefined : this.indexOf.get(message)
+    return index === undefined ? `#${messageId}` : `${ref!.origin}:${index}`
+  }
+
+  private putRecord(clientId: string, key: string, value: string | undefined): void {
+    const out = this.pending.out
+    const k = `${clientId}\u0000${key}`
+    if (!out.has(k)) this.pending.size++
+    out.set(k, [clientId, key, value])
+    this.schedule()
+  }
+
+  outboundPublish(session: Session, out: Outgoing, messageId: number, dup: boolean, send: () => void): void {
+    if (!dup) {
+      const m = out.message
+      const record: OutRecord = {
+        i: messageId,
+        s: "p",
+        m: this.recordFields(m),
+        ...(out.retain ? { r: 1 as const } : {}),
+        ...(out.subscriptionIds !== undefined ? { d: out.subscriptionIds } : {})
+      }
+      this.putRecord(session.clientId, this.recordKey(m, messageId), JSON.stringify(record))
+    }
+    // a resend's record is in Redis already, unless it is still on its way: wait for that too
+    this.whenForwarded(send)
+  }
+
+  outboundPubrel(session: Session, messageId: number, send: () => void): void {
+    const entry = session.flow.inflight.get(messageId)
+    if (entry !== undefined && entry.qos === 2) {
+      const record: OutRecord = { i: messageId, s: "r" }
+      this.putRecord(session.clientId, this.recordKey(entry.message, messageId), JSON.stringify(record))
+    }
+    this.whenForwarded(send)
+  }
+
+  outboundDone(session: Session, messageId: number): void {
+    const entry = session.flow.inflight.get(messageId)
+    if (entry === undefined || entry.qos !== 2 || entry.state === "await-puback") return
+    const key = this.recordKey(entry.message, messageId)
+    const ref = key.startsWith("#") ? undefined : this.entryOf.get(entry.message)
+    if (ref === undefined) return this.putRecord(session.clientId, key, undefined)
+    // its entry is in this node's inbox: "completed" lives as long as the entry (a replay skips it), deleted with it
+    const record: OutRecord = { i: messageId, s: "c" }
+    this.putRecord(session.clientId, key, JSON.stringify(record))
+    const list = this.completedOf.get(ref.id)
+    if (list === undefined) this.completedOf.set(ref.id, [[session.clientId, key]])
+    else list.push([session.clientId, key])
+  }
+
+  /** a message's fields for records: one encoding per message, whatever the number of sessions it goes to */
+  private recordFields(message: Message): MessageFields {
+    if (this.lastRecorded !== message) {
+      this.lastRecorded = message
+      this.lastRecordedFields = messageFields(message, undefined)
+    }
+    return this.lastRecordedFields!
+  }
+  private lastRecorded: Message | undefined = undefined
+  private lastRecordedFields: MessageFields | undefined = undefined
+
+  /**
+   * XACK + XDEL of inbox entries no session holds any more, with the
+   * "completed" records of their messages in the same MULTI: a node that
+   * replays an entry finds those records as long as the entry exists.
+   */
+  acknowledge(inbox: string, ids: ReadonlyArray<string>): Promise<unknown> {
+    const multi = this.main.multi().xAck(inbox, "midge", [...ids]).xDel(inbox, [...ids])
+    if (this.completedOf.size > 0) {
+      const pendingOut = this.pending.out
+      for (const id of ids) {
+        const done = this.completedOf.get(id)
+        if (done === undefined) continue
+        this.completedOf.delete(id)
+        for (const [clientId, key] of done) {
+          multi.hDel(this.keys.out(clientId), key)
+          // not yet sent: it would come after the delete
+          if (pendingOut.delete(`${clientId}\u0000${key}`)) this.pending.size--
+        }
+      }
+    }
+    return multi.exec()
   }
 
   // ------------------------------------------------------------ inbound
@@ -344,31 +615,71 @@ class ClusterImpl implements ClusterHooks, Congestible {
     chosen.subscriber.deliver(message, qos, o.retainAsPublished ? message.retain : false, o.subscriptionId !== undefined ? [o.subscriptionId] : undefined, undefined, group)
   }
 
-  /** Route a batch read from the inbox; its entries wait in `unacked` (see `ackable`). Entries already routed (a re-read) are skipped. */
+  /**
+   * Route a batch read from the inbox; its entries wait in `unacked` (see
+   * `ackable`). Entries already routed (a re-read) are skipped. An entry moved
+   * or copied here from a dead node's inbox (`c`: the sessions it is for) goes
+   * to those sessions only, without what they had already received (`skipOf`).
+   */
   routeEntries(entries: ReadonlyArray<{ readonly id: string; readonly message: Record<string, string> | null }>): void {
     for (const e of entries) {
       if (!idAfter(e.id, this.lastRouted)) continue
       this.lastRouted = e.id
       this.unacked.push(e.id)
-      if (e.message === null) continue
+      const fields = e.message
+      if (fields === null) continue
       let list: Array<MessageFields>
       try {
-        list = JSON.parse(e.message.b ?? "[]")
+        list = JSON.parse(fields.b ?? "[]")
       } catch {
         continue
       }
       if (!Array.isArray(list)) continue
-      for (const fields of list) {
-        const message = messageOfFields(fields)
+      const ref: EntryRef = { id: e.id, origin: fields.o ?? `${this.nodeId}:${e.id}` }
+      const only = fields.c === undefined ? undefined : this.targetsOf(fields.c, ref)
+      for (let i = 0; i < list.length; i++) {
+        const message = messageOfFields(list[i])
         if (message === undefined) continue
-        this.entryOf.set(message, e.id)
+        this.entryOf.set(message, ref)
+        if (message.qos === 2) {
+          this.indexOf.set(message, i)
+          const id = list[i].i
+          if (id !== undefined) this.idOf.set(message, id)
+        }
         try {
-          this.routeFromPeer(message, sharedOfFields(fields))
+          if (only === undefined) this.routeFromPeer(message, sharedOfFields(list[i]))
+          else this.routeToAdopted(message, sharedOfFields(list[i]), only, fields.s === "1", ref.origin, i)
         } catch (error) {
           this.warn(`routing a message from another node`, error)
         }
       }
     }
+  }
+
+  /** The sessions a moved entry is for (those still here), and what adopted records say of it: linked to the entry now. */
+  private targetsOf(text: string, ref: EntryRef): Map<string, Session> {
+    const only = new Map<string, Session>()
+    try {
+      const ids = JSON.parse(text) as Array<string>
+      for (const id of ids) {
+        const session = this.core.sessions.get(id)
+        if (session !== undefined) only.set(id, session)
+      }
+    } catch {
+      // no session
+    }
+    const link = this.links.get(ref.origin)
+    if (link !== undefined) {
+      this.links.delete(ref.origin)
+      // restored in-flight messages hold the entry; completed records go with it
+      for (const m of link.messages) this.entryOf.set(m, ref)
+      if (link.completed.length > 0) {
+        const list = this.completedOf.get(ref.id)
+        if (list === undefined) this.completedOf.set(ref.id, [...link.completed])
+        else list.push(...link.completed)
+      }
+    }
+    return only
   }
 
   /**
@@ -389,16 +700,16 @@ class ClusterImpl implements ClusterHooks, Congestible {
       const flow = session.flow
       if (flow.inflight.size > 0) {
         for (const e of flow.inflight.values()) {
-          const id = entryOf.get(e.message)
-          if (id !== undefined) held.add(id)
+          const ref = entryOf.get(e.message)
+          if (ref !== undefined) held.add(ref.id)
         }
       }
       const queue = flow.queue
       for (let i = 0; i < queue.length; i++) {
         const q = queue[i]
         if (q === undefined) continue
-        const id = entryOf.get(q.message)
-        if (id !== undefined) held.add(id)
+        const ref = entryOf.get(q.message)
+        if (ref !== undefined) held.add(ref.id)
       }
     }
     if (held.size === 0) {
@@ -418,19 +729,25 @@ class ClusterImpl implements ClusterHooks, Congestible {
   readonly routeObserver = {
     added: (subscriber: Subscriber, filter: string, options: SubscriptionOptions): void => {
       if (subscriber instanceof RemoteNode) return
+      // without the lease nothing is written (the routes are written again when it is back)
+      const owner = this.state === "live"
       // a persistent session's subscriptions are kept in Redis, for a node that adopts it if this one dies
-      if (subscriber instanceof Session && subscriber.expiryInterval !== 0) this.storeSubscription(subscriber, filter, options)
+      if (owner && subscriber instanceof Session && subscriber.expiryInterval !== 0) this.storeSubscription(subscriber, filter, options)
       const n = this.localFilters.get(filter) ?? 0
       this.localFilters.set(filter, n + 1)
-      if (n === 0) this.announce("+", filter)
+      if (n === 0 && owner) this.announce("+", filter)
     },
     removed: (subscriber: Subscriber, filter: string): void => {
       if (subscriber instanceof RemoteNode) return
-      if (subscriber instanceof Session) this.main.hDel(this.keys.subs(subscriber.clientId), filter).catch((error) => this.warn("forgetting a subscription", error))
+      const owner = this.state === "live"
+      // a session that moves to another node keeps its stored subscriptions: they are the new owner's now
+      if (owner && !this.detaching && subscriber instanceof Session) {
+        this.main.hDel(this.keys.subs(subscriber.clientId), filter).catch((error) => this.warn("forgetting a subscription", error))
+      }
       const n = this.localFilters.get(filter) ?? 0
       if (n <= 1) {
         this.localFilters.delete(filter)
-        if (n === 1) this.announce("-", filter)
+        if (n === 1 && owner) this.announce("-", filter)
       } else this.localFilters.set(filter, n - 1)
     }
   }
@@ -507,7 +824,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
   async resync(): Promise<void> {
     const k = this.keys
     const multi = this.main.multi()
-    multi.set(k.alive(this.nodeId), String(Date.now()), { PX: this.heartbeatMs * 3 })
+    multi.set(k.alive(this.nodeId), this.epoch, { PX: this.heartbeatMs * 3 })
     multi.sAdd(k.nodes, this.nodeId)
     multi.del(k.routesOf(this.nodeId))
     if (this.localFilters.size > 0) multi.sAdd(k.routesOf(this.nodeId), [...this.localFilters.keys()])
@@ -528,28 +845,238 @@ class ClusterImpl implements ClusterHooks, Congestible {
     this.needsResync = false
   }
 
-  /** Heartbeat, then the other nodes' routes as Redis has them; dead nodes are dropped. */
+  /**
+   * Heartbeat: the lease first (refreshed only while this incarnation is the
+   * node's current one), then the other nodes' routes as Redis has them; dead
+   * nodes are dropped, one live node adopting each.
+   */
   async heartbeat(): Promise<void> {
-    if (this.needsResync) await this.resync()
+    if (this.state === "fenced") return this.rejoin()
+    // this node was stalled itself (a long gap between heartbeats): the others may have been too, and get one TTL to beat again
+    const beganAt = Date.now()
+    if (beganAt - this.lastBeat > this.heartbeatMs * 2) this.graceUntil = beganAt + this.heartbeatMs * 3
+    this.lastBeat = beganAt
+    if (this.state === "live" && Date.now() > this.leaseUntil) this.suspend(`no heartbeat went through for ${Date.now() - this.refreshedAt} ms`)
+    if (this.state === "suspended" && !(await this.settleLapse())) return
     const k = this.keys
-    await this.main.set(k.alive(this.nodeId), String(Date.now()), { PX: this.heartbeatMs * 3 })
+    const ttl = this.heartbeatMs * 3
+    const sentAt = Date.now()
+    const r = Number(
+      await this.main.eval(REFRESH, {
+        keys: [k.gen(this.nodeId), k.alive(this.nodeId), k.nodes],
+        arguments: [String(this.generation), this.epoch, String(ttl), this.nodeId]
+      })
+    )
+    if (this.state !== "live") return
+    if (r < 0) return this.fence("another node adopted its sessions (its incarnation number moved on)")
+    // the key lives at least until the send time + TTL (a reply that waited in the offline queue counts from the send)
+    this.leaseUntil = sentAt + ttl
+    this.refreshedAt = sentAt
+    if (!this.acting()) return
+    // removed from the nodes by another node that took it for dead, or Redis lost its data: write it all again
+    if (r === 3) this.needsResync = true
+    else if (r === 2 && this.joined) {
+      this.suspend("its alive key had expired")
+      if (!(await this.settleLapse())) return
+    }
+    this.joined = true
+    if (this.needsResync) await this.resync()
     const nodes = (await this.main.sMembers(k.nodes)).filter((n) => n !== this.nodeId)
     const alive = nodes.length === 0 ? [] : await this.main.mGet(nodes.map((n) => k.alive(n)))
     const live = new Set<string>()
     for (let i = 0; i < nodes.length; i++) {
       const node = nodes[i]
-      if (alive[i] === null) {
-        // one live node adopts a dead node's persistent sessions and what is left in its inbox
+      if (alive[i] === null && Date.now() > this.graceUntil) {
+        // one live node adopts a dead node's persistent sessions and what is left in its inbox;
+        // the node's incarnation number moves on, so that the dead one, if it was only stalled, finds out
         const adopter = (await this.main.set(k.adopt(node), this.nodeId, { NX: true, PX: 60_000 })) === "OK"
-        if (adopter) await this.adoptDead(node)
-        else this.dropRemote(node)
+        if (adopter) {
+          await this.main.incr(k.gen(node))
+          await this.adoptDead(node)
+        } else this.dropRemote(node)
         await this.main.multi().sRem(k.nodes, node).del(k.routesOf(node)).exec()
         continue
       }
       live.add(node)
-      this.syncRemote(node, await this.main.sMembers(k.routesOf(node)))
+      if (alive[i] !== null) this.syncRemote(node, await this.main.sMembers(k.routesOf(node)))
     }
     for (const node of [...this.remotes.keys()]) if (!live.has(node)) this.dropRemote(node)
+  }
+
+  /**
+   * Sessions restored from this node's file store (persistence) are its own
+   * only if Redis still says so: one that another node took while this one was
+   * stopped (its client came back there, or it adopted this node) is dropped
+   * here; one Redis forgot (expired, or Redis lost its data) is claimed again.
+   */
+  async restoredSessions(): Promise<void> {
+    const sessions = [...this.core.sessions.values()]
+    if (sessions.length === 0) return
+    const k = this.keys
+    const owners = await this.main.mGet(sessions.map((s) => k.owner(s.clientId)))
+    const lost: Array<Session> = []
+    let dropped = 0
+    for (let i = 0; i < sessions.length; i++) {
+      const session = sessions[i]
+      const owner = owners[i]
+      if (owner !== null && owner !== this.nodeId) {
+        this.detach(session)
+        dropped++
+      } else if (owner === null) lost.push(session)
+    }
+    await this.reclaim(lost)
+    if (dropped > 0) this.core.log.notice(`Cluster: ${dropped} stored sessions moved to other nodes while this one was stopped: dropped here.`)
+  }
+
+  /** Sessions of this node whose keys Redis does not have (expired, or Redis lost its data): owner, node index and stored subscriptions written again, unless another node claimed them meanwhile. */
+  private reclaim(sessions: ReadonlyArray<Session>): Promise<unknown> {
+    if (sessions.length === 0) return Promise.resolve()
+    const k = this.keys
+    const multi = this.main.multi()
+    for (const session of sessions) {
+      multi.set(k.owner(session.clientId), this.nodeId, { NX: true }).sAdd(k.clients(this.nodeId), session.clientId)
+      if (session.expiryInterval === 0) continue
+      const fields: Record<string, string> = { "": JSON.stringify({ expiryInterval: session.expiryInterval }) }
+      for (const [filter, options] of session.subscriptions) fields[filter] = JSON.stringify(options)
+      multi.hSet(k.subs(session.clientId), fields)
+    }
+    return multi.exec().catch((error) => this.warn("writing this node's sessions again", error))
+  }
+
+  /**
+   * A clean stop with a file store: the inbox entries this node read are in
+   * its persistent sessions' stored queues now; acknowledged, so that a restart
+   * under the same id does not deliver them a second time.
+   */
+  async ackForStore(): Promise<void> {
+    if (this.core.store === undefined || this.unacked.length === 0 || !this.acting()) return
+    const ids = this.unacked
+    this.unacked = []
+    const inbox = this.keys.inbox(this.nodeId)
+    await this.main.multi().xAck(inbox, "midge", ids).xDel(inbox, ids).exec()
+  }
+
+  /** Joining: an adopter of this node's previous run finishes with its inbox first; then this run's incarnation number. */
+  async join(): Promise<void> {
+    const k = this.keys
+    for (let waited = 0; waited < 60_000; waited += this.heartbeatMs) {
+      const holder = await this.main.get(k.adopt(this.nodeId))
+      if (holder === null || holder === this.nodeId) break
+      if (waited === 0) this.core.log.notice(`Cluster: node ${holder} is adopting the sessions of this node's previous run; waiting until it is done.`)
+      await new Promise((r) => setTimeout(r, this.heartbeatMs))
+    }
+    this.generation = await this.main.incr(k.gen(this.nodeId))
+  }
+
+  /** May this node act as the owner of its sessions now? A lease found lapsed here suspends it at once. */
+  acting(): boolean {
+    if (this.state !== "live") return false
+    if (Date.now() <= this.leaseUntil) return true
+    this.suspend(`no heartbeat went through for ${Date.now() - this.refreshedAt} ms`)
+    return false
+  }
+
+  private suspend(why: string): void {
+    if (this.state !== "live") return
+    this.state = "suspended"
+    this.core.log.warning(
+      `Warning: cluster: node ${this.nodeId} lost its lease (${why}): it stops acting as the owner of its sessions until it knows whether another node took them.`
+    )
+  }
+
+  /**
+   * After a lapse: did another node take this node's sessions? This node takes
+   * its own adoption key (`SET P:adopt:<node> NX`), so no other node adopts it
+   * while it checks, and compares its incarnation number (an adopter moves it
+   * on). Not adopted: it goes on as it was. Adopted: fenced. False when fenced.
+   */
+  private async settleLapse(): Promise<boolean> {
+    const k = this.keys
+    const me = this.nodeId
+    const ttl = this.heartbeatMs * 3
+    const t0 = Date.now()
+    const held = (await this.main.set(k.adopt(me), me, { NX: true, PX: ttl })) === "OK" || (await this.main.get(k.adopt(me))) === me
+    const generation = await this.main.get(k.gen(me))
+    if (this.state !== "suspended") return this.state === "live"
+    if (!held || (generation !== null && generation !== String(this.generation))) {
+      this.fence(held ? "another node adopted its sessions (its incarnation number moved on)" : "another node is adopting its sessions")
+      return false
+    }
+    // nobody adopted it; a client may still have moved its session to another node meanwhile
+    const sessions = [...this.core.sessions.values()]
+    const owners = sessions.length === 0 ? [] : await this.main.mGet(sessions.map((s) => k.owner(s.clientId)))
+    if (this.state !== "suspended") return this.state === "live"
+    let gone = 0
+    const lost: Array<Session> = []
+    for (let i = 0; i < sessions.length; i++) {
+      const owner = owners[i]
+      if (this.core.sessions.get(sessions[i].clientId) !== sessions[i] || owner === me) continue
+      if (owner === null) {
+        lost.push(sessions[i])
+        continue
+      }
+      this.core.attached.get(sessions[i].clientId)?.takenOver(false)
+      this.detach(sessions[i])
+      gone++
+    }
+    // owners Redis forgot (it lost its data): this node's again
+    this.reclaim(lost)
+    this.state = "live"
+    this.leaseUntil = t0 + ttl
+    this.graceUntil = Date.now() + ttl
+    this.joined = false
+    this.needsResync = true
+    this.rereadPending = true
+    this.core.log.notice(
+      `Cluster: node ${me} has its lease again: no other node adopted it${gone > 0 ? `; ${gone} sessions that moved to other nodes meanwhile were dropped here` : ""}.`
+    )
+    this.schedule()
+    return true
+  }
+
+  /**
+   * Another node took this node's sessions (it was taken for dead: stalled,
+   * or cut from Redis, longer than the TTL): it disconnects its clients (v5
+   * DISCONNECT 0x8E Session taken over; their wills are the adopter's to
+   * publish) and drops its sessions here without writing anything to Redis,
+   * where the adopter's state now is; then it rejoins as a fresh node.
+   */
+  private fence(why: string): void {
+    if (this.state === "fenced") return
+    this.state = "fenced"
+    const core = this.core
+    const clients = [...core.attached.values()]
+    const sessions = [...core.sessions.values()]
+    core.log.warning(
+      `Warning: cluster: node ${this.nodeId}: ${why}. It disconnects its ${clients.length} clients and drops its ${sessions.length} sessions (they are the adopter's now), then rejoins as a fresh node.`
+    )
+    // nothing of what waits to be forwarded was acknowledged (the acks wait for it): the publishers send it again
+    this.pending = newBatch()
+    this.unacked = []
+    for (const c of clients) c.takenOver(false)
+    for (const s of sessions) this.detach(s)
+    for (const node of [...this.remotes.keys()]) this.dropRemote(node)
+    this.releaseWaiters()
+  }
+
+  /** Fenced: join again under the same id, as a new incarnation, once the adopter is done with the old one's inbox. */
+  private async rejoin(): Promise<void> {
+    const k = this.keys
+    const holder = await this.main.get(k.adopt(this.nodeId))
+    if (holder !== null && holder !== this.nodeId) return
+    const generation = await this.main.incr(k.gen(this.nodeId))
+    if (this.state !== "fenced") return
+    this.generation = generation
+    this.epoch = randomUUID()
+    this.lastRouted = "0-0"
+    this.unacked = []
+    this.state = "live"
+    this.leaseUntil = Date.now() + this.heartbeatMs * 3
+    this.joined = false
+    this.needsResync = true
+    this.rereadPending = true
+    this.core.log.notice(`Cluster: node ${this.nodeId} rejoined as a fresh node.`)
+    await this.heartbeat()
   }
 
   /**
@@ -571,65 +1098,150 @@ class ClusterImpl implements ClusterHooks, Congestible {
     }
     // one synchronous step: the sessions start queuing as the dead node stops receiving
     const sessions: Array<Session> = []
-    for (const a of adopted) if (!core.sessions.has(a.clientId)) sessions.push(this.newAdopted(a))
+    const created = new Set<string>()
+    for (const a of adopted) if (!core.sessions.has(a.clientId)) sessions.push(this.newAdopted(a, created))
     this.dropRemote(dead)
     const multi = this.main.multi()
     for (const s of sessions) multi.set(k.owner(s.clientId), this.nodeId).sAdd(k.clients(this.nodeId), s.clientId)
     multi.del(k.clients(dead))
     await multi.exec()
     if (sessions.length > 0) core.log.notice(`Cluster: adopted ${sessions.length} sessions of dead node ${dead}.`)
-    // the dead node's unread inbox, for the adopted sessions only (the others had their own copies);
-    // nodes that have not yet seen the death may still add to it for a few heartbeats
-    const inbox = k.inbox(dead)
-    const byId = new Map(sessions.map((s) => [s.clientId, s]))
-    const drain = async (): Promise<void> => {
-      for (;;) {
-        const entries = (await this.main.xRange(inbox, "-", "+", { COUNT: 200 })) as Array<{ id: string; message: Record<string, string> }>
-        if (entries.length === 0) return
-        for (const e of entries) this.routeToAdopted(e.message, byId)
-        await this.main.xDel(
-          inbox,
-          entries.map((e) => e.id)
-        )
-      }
-    }
-    await drain()
+    await this.adoptedWills(dead, clients, sessions)
+    // the dead node's inbox moves into this node's, for the adopted sessions only (the others had their
+    // own copies): kept there until their clients acknowledge it, as if this node had read it, so that
+    // this node's death loses nothing either; nodes that have not yet seen the death may still add to
+    // it for a few heartbeats
+    const targets = new Set(sessions.map((s) => s.clientId))
+    const first = await this.transfer(dead, targets, true, "")
+    this.forgetUnreplayed(created, first.origins)
     setTimeout(() => {
-      drain()
-        .then(() => this.main.del(inbox))
-        .catch((error) => this.warn(`draining the inbox of dead node ${dead}`, error))
+      this.transfer(dead, targets, true, "")
+        // done with the dead node's inbox: the node may come back under its id (a stalled one rejoins now)
+        .then(() => this.main.del([k.inbox(dead), k.adopt(dead)]))
+        .catch((error) => this.warn(`moving the inbox of dead node ${dead}`, error))
+        // what was moved has been read by then
+        .finally(() => setTimeout(() => sessions.forEach((s) => this.unwatch(s)), this.heartbeatMs * 4))
     }, this.heartbeatMs * 4)
   }
 
-  private routeToAdopted(entry: Record<string, string>, sessions: ReadonlyMap<string, Session>): void {
-    if (sessions.size === 0) return
-    let list: Array<MessageFields>
-    try {
-      list = JSON.parse(entry.b ?? "[]")
-    } catch {
+  /**
+   * Move (`move`: the adopter) or copy (a client back on this node before its
+   * node was seen dead) the entries of `dead`'s inbox after stream id `after`
+   * into this node's inbox, each marked with the sessions it is for (`c`) and
+   * its origin (`o`, kept across moves: the records' message identity). A
+   * moved entry is read, routed to those sessions (`routeEntries`) and kept
+   * pending until they have it acknowledged, like any other. One MULTI per
+   * 200 entries: XADDs, and the XDELs of a move.
+   */
+  private async transfer(
+    dead: string,
+    targets: ReadonlySet<string>,
+    move: boolean,
+    after: string
+  ): Promise<{ readonly last: string; readonly origins: ReadonlySet<string> }> {
+    const from = this.keys.inbox(dead)
+    const to = this.keys.inbox(this.nodeId)
+    const origins = new Set<string>()
+    let last = after
+    for (;;) {
+      const entries = (await this.main.xRange(from, last === "" ? "-" : `(${last}`, "+", { COUNT: 200 })) as Array<{ id: string; message: Record<string, string> }>
+      if (entries.length === 0) break
+      const multi = this.main.multi()
+      let ops = 0
+      for (const e of entries) {
+        const fields = e.message
+        if (fields.b === undefined) continue
+        let ids = [...targets]
+        if (fields.c !== undefined) {
+          // an entry the dead node had itself adopted: for those of its sessions adopted here
+          let earlier: Array<string> = []
+          try {
+            earlier = JSON.parse(fields.c)
+          } catch {
+            // none
+          }
+          ids = ids.filter((id) => earlier.includes(id))
+        }
+        if (ids.length === 0) continue
+        const origin = fields.o ?? `${dead}:${e.id}`
+        const moved: Record<string, string> = { b: fields.b, o: origin, c: JSON.stringify(ids) }
+        // shared subscriptions' messages go to a local member of their group: the adopter's task, not a copy's
+        if (move && (fields.c === undefined || fields.s === "1")) moved.s = "1"
+        multi.xAdd(to, "*", moved)
+        ops++
+        origins.add(origin)
+      }
+      if (move) {
+        multi.xDel(
+          from,
+          entries.map((e) => e.id)
+        )
+        ops++
+      }
+      if (ops > 0) await multi.exec()
+      last = entries[entries.length - 1].id
+    }
+    return { last, origins }
+  }
+
+  /** Records of adopted sessions whose entry is not among those replayed: "completed" ones are deleted, in-flight ones wait for their PUBCOMP. */
+  private forgetUnreplayed(created: ReadonlySet<string>, replayed: ReadonlySet<string>): void {
+    for (const origin of created) {
+      if (replayed.has(origin)) continue
+      const link = this.links.get(origin)
+      if (link === undefined) continue
+      this.links.delete(origin)
+      for (const [clientId, key] of link.completed) this.putRecord(clientId, key, undefined)
+      for (const [clientId, skip] of this.skipOf) {
+        for (const key of skip) if (originOfKey(key) === origin) skip.delete(key)
+        if (skip.size === 0) this.skipOf.delete(clientId)
+      }
+    }
+  }
+
+  /**
+   * A message of an entry moved or copied here from a dead node, for the
+   * adopted sessions `sessions` only, except those whose records say they had
+   * it already (`skipOf`: PUBLISH sent, PUBREL sent or completed; the in-flight
+   * ones are in their window again with their packet ids). Shared
+   * subscriptions' messages go to a local member of their group (`sharedHere`).
+   */
+  private routeToAdopted(
+    message: Message,
+    shared: { readonly group: string; readonly filter: string } | undefined,
+    sessions: ReadonlyMap<string, Session>,
+    sharedHere: boolean,
+    origin: string,
+    index: number
+  ): void {
+    const skipOf = this.skipOf
+    const key = message.qos === 2 && skipOf.size > 0 ? `${origin}:${index}` : undefined
+    const had = (clientId: string): boolean => {
+      if (key === undefined) return false
+      const skip = skipOf.get(clientId)
+      if (skip === undefined || !skip.delete(key)) return false
+      if (skip.size === 0) skipOf.delete(clientId)
+      return true
+    }
+    if (shared !== undefined) {
+      if (!sharedHere) return
+      let received = false
+      for (const id of sessions.keys()) if (had(id)) received = true
+      if (!received) this.routeFromPeer(message, shared)
       return
     }
-    for (const fields of list) {
-      const message = messageOfFields(fields)
-      if (message === undefined) continue
-      const shared = sharedOfFields(fields)
-      if (shared !== undefined) {
-        this.routeFromPeer(message, shared)
-        continue
+    for (const session of sessions.values()) {
+      if (this.core.sessions.get(session.clientId) !== session || had(session.clientId)) continue
+      let best: SubscriptionOptions | undefined
+      for (const [filter, o] of session.subscriptions) {
+        if (filter.startsWith("$share/") || !matchTopic(filter, message.topic)) continue
+        if (o.noLocal && message.origin === session.clientId) continue
+        if (best === undefined || o.qos > best.qos) best = o
       }
-      for (const session of sessions.values()) {
-        if (this.core.sessions.get(session.clientId) !== session) continue
-        let best: SubscriptionOptions | undefined
-        for (const [filter, o] of session.subscriptions) {
-          if (filter.startsWith("$share/") || !matchTopic(filter, message.topic)) continue
-          if (o.noLocal && message.origin === session.clientId) continue
-          if (best === undefined || o.qos > best.qos) best = o
-        }
-        if (best === undefined) continue
-        const qos = (best.qos < message.qos ? best.qos : message.qos) as QoS
-        this.received++
-        session.deliver(message, qos, best.retainAsPublished ? message.retain : false, undefined, undefined)
-      }
+      if (best === undefined) continue
+      const qos = (best.qos < message.qos ? best.qos : message.qos) as QoS
+      this.received++
+      session.deliver(message, qos, best.retainAsPublished ? message.retain : false, undefined, undefined)
     }
   }
 
@@ -675,16 +1287,25 @@ class ClusterImpl implements ClusterHooks, Congestible {
   // ------------------------------------------------------------ sessions
 
   claim(clientId: string, clean: boolean, done: () => void): void {
-    this.claimAsync(clientId, clean).then(done, (error) => {
-      this.warn(`settling the owner of ${clientId}`, error)
+    this.claiming.set(clientId, (this.claiming.get(clientId) ?? 0) + 1)
+    const settled = () => {
+      const n = this.claiming.get(clientId) ?? 1
+      if (n <= 1) this.claiming.delete(clientId)
+      else this.claiming.set(clientId, n - 1)
       done()
+    }
+    this.claimAsync(clientId, clean).then(settled, (error) => {
+      this.warn(`settling the owner of ${clientId}`, error)
+      settled()
     })
   }
 
   private async claimAsync(clientId: string, clean: boolean): Promise<void> {
+    // without the lease a CONNECT waits: the node is settling a lapse, or rejoining
+    while (this.state !== "live" && !this.closing) await new Promise((r) => setTimeout(r, 50))
     const k = this.keys
-    // a clean start forgets the inbound QoS 2 ids of the session before
-    if (clean) await this.main.del(k.qos2(clientId))
+    // a clean start forgets the inbound QoS 2 ids and outbound QoS 2 records of the session before
+    if (clean) await this.main.del([k.qos2(clientId), k.out(clientId)])
     const previous = await this.main.set(k.owner(clientId), this.nodeId, { GET: true })
     if (previous === this.nodeId) return
     const index = this.main.multi().sAdd(k.clients(this.nodeId), clientId)
@@ -692,19 +1313,25 @@ class ClusterImpl implements ClusterHooks, Congestible {
     await index.exec()
     // the previous owner is dead (its heartbeat expired, or it does not answer: killed, not yet seen dead)
     let fromDead: string | undefined = undefined
+    let request: string | undefined = undefined
     if (previous !== null) {
       if ((await this.main.exists(k.alive(previous))) === 1) {
         this.core.log.info(`Cluster: client ${clientId} moves from node ${previous}.`)
-        if (!(await this.requestRelease(previous, clientId))) fromDead = previous
+        request = await this.requestRelease(previous, clientId)
+        if (request === undefined) fromDead = previous
       } else fromDead = previous
     }
     if (clean) {
-      await this.main.del(k.session(clientId))
+      // the session before is over: what Redis kept of it too (the old owner handed it over, or is dead)
+      await this.main.del([k.session(clientId), k.subs(clientId)])
+      if (fromDead !== undefined) await this.orphanWill(clientId, true)
       return
     }
     const text = await this.main.get(k.session(clientId))
-    if (text !== null) {
-      this.adopt(fromJson(text) as WireSession)
+    // only the answer to this claim's request: a late one (the old owner was slow) is stale
+    const handed = text === null ? undefined : (fromJson(text) as WireSession & { readonly rid?: string })
+    if (handed !== undefined && request !== undefined && handed.rid === request) {
+      this.adopt(handed)
       await this.main.del(k.session(clientId))
     } else if (fromDead !== undefined && !this.core.sessions.has(clientId)) await this.takeFromDead(fromDead, clientId)
   }
@@ -712,44 +1339,52 @@ class ClusterImpl implements ClusterHooks, Congestible {
   /**
    * The client comes back here while its node `dead` is dead (before or after
    * the death was seen, before another node adopted the session): what Redis
-   * keeps of its session (subscriptions, inbound QoS 2 ids) becomes a session
-   * here, and what the dead node's inbox still holds for it (unread, or read and
-   * not acknowledged by the client) is delivered to it, now and again once the
-   * other nodes must have seen the death.
+   * keeps of its session (subscriptions, inbound QoS 2 ids, outbound QoS 2
+   * records) becomes a session here, and what the dead node's inbox still holds
+   * for it (unread, or read and not acknowledged by the client) is copied into
+   * this node's inbox for it alone (the dead node's other sessions are its
+   * adopter's), now and, for what came after, once the other nodes must have
+   * seen the death.
    */
   private async takeFromDead(dead: string, clientId: string): Promise<void> {
     const a = await this.storedSession(clientId)
+    // the will of the connection lost with the dead node: a delayed one is cancelled, the client is back [MQTT-3.1.3-9]
+    await this.orphanWill(clientId, true)
     if (a === undefined || this.core.sessions.has(clientId)) return
-    const session = this.newAdopted(a)
+    const created = new Set<string>()
+    const session = this.newAdopted(a, created)
     this.core.log.notice(`Cluster: took the session of ${clientId} over from dead node ${dead}.`)
-    const only = new Map([[clientId, session]])
-    const replay = async (): Promise<void> => {
-      let from = "-"
-      for (;;) {
-        const entries = (await this.main.xRange(this.keys.inbox(dead), from, "+", { COUNT: 200 })) as Array<{ id: string; message: Record<string, string> }>
-        if (entries.length === 0) return
-        for (const e of entries) this.routeToAdopted(e.message, only)
-        from = `(${entries[entries.length - 1].id}`
-      }
+    const only = new Set([clientId])
+    let last = ""
+    try {
+      const first = await this.transfer(dead, only, false, "")
+      this.forgetUnreplayed(created, first.origins)
+      last = first.last
+    } finally {
+      setTimeout(
+        () =>
+          void this.transfer(dead, only, false, last)
+            .catch((error) => this.warn(`replaying the inbox of dead node ${dead}`, error))
+            .finally(() => setTimeout(() => this.unwatch(session), this.heartbeatMs * 4)),
+        this.heartbeatMs * 4
+      )
     }
-    await replay()
-    setTimeout(() => void replay().catch((error) => this.warn(`replaying the inbox of dead node ${dead}`, error)), this.heartbeatMs * 4)
   }
 
-  /** What Redis keeps of a persistent session for a node that adopts it: subscriptions (`P:subs`) and inbound QoS 2 ids (`P:qos2`). */
+  /** What Redis keeps of a persistent session for a node that adopts it: subscriptions (`P:subs`), inbound QoS 2 ids (`P:qos2`), outbound QoS 2 records (`P:out`). */
   private async storedSession(clientId: string): Promise<StoredSession | undefined> {
     const k = this.keys
-    const [stored, qos2] = await Promise.all([this.main.hGetAll(k.subs(clientId)), this.main.sMembers(k.qos2(clientId))])
+    const [stored, qos2, out] = await Promise.all([this.main.hGetAll(k.subs(clientId)), this.main.sMembers(k.qos2(clientId)), this.main.hGetAll(k.out(clientId))])
     const meta = stored[""] === undefined ? undefined : (JSON.parse(stored[""]) as { expiryInterval: number })
-    if (meta === undefined && qos2.length === 0) return undefined
+    if (meta === undefined && qos2.length === 0 && Object.keys(out).length === 0) return undefined
     const subs: Array<[string, SubscriptionOptions]> = []
     for (const [filter, text] of Object.entries(stored)) if (filter !== "") subs.push([filter, JSON.parse(text) as SubscriptionOptions])
     // a session known only by its QoS 2 ids (it never subscribed): its CONNECT sets the expiry again
-    return { clientId, expiryInterval: meta?.expiryInterval ?? 0xffffffff, subs, qos2 }
+    return { clientId, expiryInterval: meta?.expiryInterval ?? 0xffffffff, subs, qos2, out }
   }
 
-  /** An offline session here from what Redis keeps of it. */
-  private newAdopted(a: StoredSession): Session {
+  /** An offline session here from what Redis keeps of it; `created`: the origins its records link to (see `restoreRecords`). */
+  private newAdopted(a: StoredSession, created: Set<string>): Session {
     const core = this.core
     const session = new Session(a.clientId, core.flowLimits())
     session.expiryInterval = a.expiryInterval
@@ -760,23 +1395,177 @@ class ClusterImpl implements ClusterHooks, Congestible {
       session.subscriptions.set(filter, options)
     }
     for (const id of a.qos2) session.qos2.awaitingRel.add(Number(id))
+    this.restoreRecords(session, a.out, created)
+    this.watch(session)
     core.persist(session, undefined, true)
     return session
   }
 
-  /** Ask `node` to let `clientId` go; false when it did not answer in time. */
-  private requestRelease(node: string, clientId: string): Promise<boolean> {
+  /**
+   * An adopted session's outbound QoS 2 records: its in-flight window again,
+   * with the same packet ids (PUBLISH with DUP for "p", PUBREL for "r", when
+   * its client is back [MQTT-4.4.0-1]); every recorded message, completed ones
+   * included, is skipped when its entry is replayed. In-flight messages are
+   * linked to their entry once it is read here (they hold it), completed
+   * records are deleted with it.
+   */
+  private restoreRecords(session: Session, records: Readonly<Record<string, string>>, created: Set<string>): void {
+    const clientId = session.clientId
+    const skip = new Set<string>()
+    const inflight: Array<InflightEntry> = []
+    for (const [key, text] of Object.entries(records)) {
+      let r: OutRecord
+      try {
+        r = JSON.parse(text) as OutRecord
+      } catch {
+        continue
+      }
+      if (typeof r.i !== "number" || r.i < 1 || r.i > 65535) continue
+      const origin = originOfKey(key)
+      let link: PendingLink | undefined = undefined
+      if (origin !== undefined) {
+        skip.add(key)
+        link = this.links.get(origin)
+        if (link === undefined) this.links.set(origin, (link = { messages: [], completed: [] }))
+        created.add(origin)
+      }
+      if (r.s === "c") {
+        if (link !== undefined) link.completed.push([clientId, key])
+        else this.putRecord(clientId, key, undefined)
+        continue
+      }
+      // released: only the packet id matters (PUBREL)
+      const message = r.s === "p" && r.m !== undefined ? messageOfFields(r.m) : new Message("", Buffer.alloc(0), 2, false, undefined, "", this.core.now())
+      if (message === undefined) continue
+      this.recordKeys.set(message, key)
+      link?.messages.push(message)
+      inflight.push({
+        message,
+        qos: 2,
+        retain: r.r === 1,
+        subscriptionIds: r.d,
+        shared: undefined,
+        messageId: r.i,
+        state: r.s === "p" ? "await-pubrec" : "await-pubcomp"
+      })
+    }
+    if (inflight.length > 0) {
+      // sent in packet id order (the records do not keep the order they were sent in)
+      inflight.sort((x, y) => x.messageId - y.messageId)
+      session.flow.restore(inflight, [])
+    }
+    if (skip.size > 0) this.skipOf.set(clientId, skip)
+  }
+
+  /**
+   * The wills of a dead node's clients, kept in Redis with their sessions
+   * (written at CONNECT, and when a session goes offline with a delayed will):
+   * the adopted sessions' wait for what is left of their delay (their expiry
+   * timers start here), the others' (sessions that ended with the connection,
+   * or whose delay is over) go now [MQTT-3.1.2-8]. A client that came back
+   * first had its will cancelled or published by the node it came back to.
+   */
+  private async adoptedWills(dead: string, clients: ReadonlyArray<string>, adopted: ReadonlyArray<Session>): Promise<void> {
+    const core = this.core
+    const mine = new Set(adopted.map((s) => s.clientId))
+    for (const session of adopted) {
+      if (core.sessions.get(session.clientId) !== session || session.wire !== undefined) continue
+      const text = await this.main.get(this.keys.will(session.clientId))
+      const w = text === null ? undefined : (fromJson(text) as WireWill)
+      const message = w === undefined ? undefined : messageOfFields(w.m)
+      if (message !== undefined && session.wire === undefined) {
+        const due = w!.at ?? Date.now() + (w!.d ?? 0) * 1000
+        if (due <= Date.now()) {
+          core.router.publish(message)
+          await this.main.del(this.keys.will(session.clientId))
+        } else session.pendingWill = { message, at: core.now() + (due - Date.now()) }
+      }
+      core.expireLater?.(session)
+    }
+    for (const clientId of clients) {
+      if (mine.has(clientId) || core.sessions.has(clientId) || (await this.main.get(this.keys.owner(clientId))) !== dead) continue
+      await this.orphanWill(clientId, false)
+    }
+  }
+
+  /** The will Redis keeps of a client whose session is not adopted here: published now (unless the client is `back` and its will had a delay [MQTT-3.1.3-9]), and forgotten. */
+  private async orphanWill(clientId: string, back: boolean): Promise<void> {
+    const k = this.keys
+    const text = await this.main.get(k.will(clientId))
+    if (text === null) return
+    await this.main.del(k.will(clientId))
+    const w = fromJson(text) as WireWill
+    const message = messageOfFields(w.m)
+    if (message !== undefined && !(back && (w.at !== undefined || (w.d ?? 0) > 0))) this.core.router.publish(message)
+  }
+
+  /** Core.persist: a session connected or went offline here; its keys in Redis follow, if this node owns it. */
+  persisted(session: Session, will: StoredWill | undefined, offline: boolean): void {
+    if (!this.acting()) return
+    const core = this.core
+    let ms = ""
+    let record: WireWill | undefined
+    if (offline) {
+      if (session.expiryInterval === 0) return
+      // it lives in Redis as long as it lives here (none: kept)
+      const interval = session.expiryInterval === 0xffffffff ? core.settings.persistentClientExpiration : session.expiryInterval
+      if (interval !== undefined) ms = String(Math.max(1, interval * 1000))
+      const pending = session.pendingWill
+      if (pending !== undefined) record = { m: messageFields(pending.message, undefined), at: Date.now() + (pending.at - core.now()) }
+    } else if (will !== undefined) {
+      const message = new Message(will.topic, will.payload, will.qos, will.retain, will.properties, session.clientId, core.now())
+      record = { m: messageFields(message, undefined), d: will.delayInterval }
+    }
+    const k = this.keys
+    const id = session.clientId
+    this.main
+      .eval(KEEP, {
+        keys: [k.owner(id), k.subs(id), k.qos2(id), k.will(id), k.out(id)],
+        arguments: [this.nodeId, ms, record === undefined ? "" : toJson(record), offline || session.expiryInterval === 0 ? "" : JSON.stringify({ expiryInterval: session.expiryInterval })]
+      })
+      .catch((error) => this.warn(`keeping the session of ${id}`, error))
+  }
+
+  /** Core.discardSession: a session ended here; its keys go once it is sure no new one took its place. */
+  ended(clientId: string): void {
+    if (this.state !== "live") return
+    this.endedIds.add(clientId)
+    if (this.endedIds.size === 1) setImmediate(() => void this.cleanEnded())
+  }
+
+  private readonly endedIds = new Set<string>()
+
+  /** The keys of the sessions that ended (a new connection with the same id keeps them). */
+  cleanEnded(): Promise<unknown> {
+    const ids = [...this.endedIds]
+    this.endedIds.clear()
+    if (ids.length === 0 || !this.acting()) return Promise.resolve()
+    const k = this.keys
+    const all: Array<Promise<unknown>> = []
+    for (const id of ids) {
+      if (this.core.sessions.has(id) || this.claiming.has(id)) continue
+      all.push(
+        this.main
+          .eval(ENDED, { keys: [k.owner(id), k.subs(id), k.qos2(id), k.will(id), k.clients(this.nodeId), k.out(id)], arguments: [this.nodeId, id] })
+          .catch((error) => this.warn(`forgetting the session of ${id}`, error))
+      )
+    }
+    return Promise.all(all)
+  }
+
+  /** Ask `node` to let `clientId` go; the request's id, undefined when it did not answer in time. */
+  private requestRelease(node: string, clientId: string): Promise<string | undefined> {
     const id = randomUUID()
-    return new Promise<boolean>((resolve) => {
+    return new Promise<string | undefined>((resolve) => {
       const timer = setTimeout(() => {
         this.releases.delete(id)
         this.core.log.warning(`Warning: cluster: node ${node} did not let ${clientId} go within ${this.releaseTimeoutMs} ms.`)
-        resolve(false)
+        resolve(undefined)
       }, this.releaseTimeoutMs)
       this.releases.set(id, () => {
         clearTimeout(timer)
         this.releases.delete(id)
-        resolve(true)
+        resolve(id)
       })
       this.main.publish(this.keys.ctl(node), JSON.stringify({ op: "release", c: clientId, from: this.nodeId, id })).catch((error) => this.warn("asking for a session", error))
     })
@@ -791,28 +1580,39 @@ class ClusterImpl implements ClusterHooks, Congestible {
     }
     if (m.op === "released") return this.releases.get(m.id)?.()
     if (m.op !== "release" || typeof m.c !== "string") return
-    this.release(m.c)
+    // without the lease it does not answer: the asking node takes the session from Redis, and this one is fenced or drops it when it settles
+    if (!this.acting()) return
+    this.release(m.c, m.id)
       .catch((error) => this.warn(`letting ${m.c} go`, error))
       .finally(() => void this.main.publish(this.keys.ctl(m.from), JSON.stringify({ op: "released", id: m.id })).catch(() => {}))
   }
 
-  /** Another node takes `clientId` over: kick its connection, hand the session over through Redis. */
-  private async release(clientId: string): Promise<void> {
+  /**
+   * Another node takes `clientId` over: kick its connection, hand the session
+   * over through Redis, marked with the request's id (a hand-over the asking
+   * node gave up waiting for is taken by nobody) and short-lived.
+   */
+  private async release(clientId: string, request: string): Promise<void> {
     const core = this.core
     core.attached.get(clientId)?.takenOver()
     const session = core.sessions.get(clientId)
     if (session === undefined) return
     const wire = session.expiryInterval === 0 ? undefined : this.serialize(session)
     this.detach(session)
-    if (wire !== undefined) await this.main.set(this.keys.session(clientId), toJson(wire))
+    if (wire !== undefined) await this.main.set(this.keys.session(clientId), toJson({ ...wire, rid: request }), { PX: Math.max(30_000, this.releaseTimeoutMs * 4) })
   }
 
-  /** Remove a session from this node without ending it (it lives on elsewhere). */
+  /** Remove a session from this node without ending it (it lives on elsewhere): nothing of it is written to Redis. */
   private detach(session: Session): void {
     const core = this.core
     session.flow.observer = undefined
     session.pendingWill = undefined
-    for (const filter of session.subscriptions.keys()) core.router.unsubscribe(session, filter)
+    this.detaching = true
+    try {
+      for (const filter of session.subscriptions.keys()) core.router.unsubscribe(session, filter)
+    } finally {
+      this.detaching = false
+    }
     session.subscriptions.clear()
     core.store?.sessionDelete(session.clientId)
     if (core.sessions.get(session.clientId) === session) core.sessions.delete(session.clientId)
@@ -826,10 +1626,18 @@ class ClusterImpl implements ClusterHooks, Congestible {
       ids: d.subscriptionIds,
       shared: d.shared === undefined ? undefined : { group: d.shared.group, filter: d.shared.filter }
     })
+    // outbound QoS 2: the record key goes with the delivery, so that the new owner updates the same record
     const inflight: Array<WireDelivery> = []
-    for (const e of session.flow.inflight.values()) inflight.push({ ...delivery(e), messageId: e.messageId, state: e.state })
+    for (const e of session.flow.inflight.values()) {
+      const u = e.qos === 2 ? this.recordKey(e.message, e.messageId) : undefined
+      inflight.push({ ...delivery(e), messageId: e.messageId, state: e.state, ...(u !== undefined ? { u } : {}) })
+    }
     const queue: Array<WireDelivery> = []
-    for (const q of session.flow.queue) if (q !== undefined) queue.push(delivery(q))
+    for (const q of session.flow.queue) {
+      if (q === undefined) continue
+      const u = q.qos === 2 ? this.recordKey(q.message, 0) : undefined
+      queue.push(u !== undefined && !u.startsWith("#") ? { ...delivery(q), u } : delivery(q))
+    }
     return {
       clientId: session.clientId,
       expiryInterval: session.expiryInterval,
@@ -857,6 +1665,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
     const revive = (d: WireDelivery): Outgoing | undefined => {
       const message = messageOfFields(d.m)
       if (message === undefined) return undefined
+      if (d.u !== undefined) this.recordKeys.set(message, d.u)
       const shared = d.shared === undefined ? undefined : core.router.sharedGroup(d.shared.group, d.shared.filter)
       return { message, qos: d.qos, retain: d.retain, subscriptionIds: d.ids, shared }
     }
@@ -921,6 +1730,8 @@ export const make = (core: Core, options: ClusterOptions): Effect.Effect<Cluster
       ),
       () =>
         Effect.promise(async () => {
+          // the keys of the sessions that ended with the listeners' close go first
+          if (main.isReady) await Promise.race([Promise.all([node.cleanEnded(), node.ackForStore()]), new Promise((r) => setTimeout(r, 1000))])
           node.closing = true
           core.cluster = undefined
           core.router.observer = undefined
@@ -954,6 +1765,8 @@ export const make = (core: Core, options: ClusterOptions): Effect.Effect<Cluster
     const previousOnChange = core.router.retained.onChange
     core.router.retained.onChange = previousOnChange === undefined ? node.onRetained : (m) => (previousOnChange(m), node.onRetained(m))
     yield* Effect.addFinalizer(() => Effect.sync(() => void (core.router.retained.onChange = previousOnChange)))
+    yield* Effect.tryPromise({ try: () => node.join(), catch: connectError })
+    yield* Effect.tryPromise({ try: () => node.restoredSessions(), catch: connectError })
     yield* Effect.tryPromise({ try: () => node.heartbeat(), catch: connectError })
     core.cluster = node
 
@@ -961,10 +1774,17 @@ export const make = (core: Core, options: ClusterOptions): Effect.Effect<Cluster
     const inbox = node.keys.inbox(nodeId)
     let cursor = "0"
     const readOnce = Effect.tryPromise(async () => {
-      if (node.needsResync) return await new Promise<void>((r) => setTimeout(r, 50))
+      // without the lease the inbox is left alone: a node that adopted this one reads it (nothing is acknowledged here)
+      if (node.needsResync || !node.acting()) return await new Promise<void>((r) => setTimeout(r, 50))
+      if (node.rereadPending) {
+        node.rereadPending = false
+        cursor = "0"
+      }
       const reply = (await reader.xReadGroup("midge", nodeId, { key: inbox, id: cursor }, { COUNT: 1000, BLOCK: 1000 })) as Array<{
         readonly messages: ReadonlyArray<{ readonly id: string; readonly message: Record<string, string> | null }>
       }> | null
+      // the lease lapsed while this read waited: what it got stays pending, read again if the node goes on
+      if (!node.acting()) return
       const messages = reply?.[0]?.messages ?? []
       if (messages.length === 0) cursor = ">"
       else {
@@ -975,8 +1795,9 @@ export const make = (core: Core, options: ClusterOptions): Effect.Effect<Cluster
         await new Promise<void>((r) => setImmediate(r))
       }
       // entries are acknowledged once no persistent session here holds their messages (PUBACK / PUBCOMP seen)
+      if (!node.acting()) return
       const ids = node.ackable()
-      if (ids.length > 0) await main.multi().xAck(inbox, "midge", ids).xDel(inbox, ids).exec()
+      if (ids.length > 0) await node.acknowledge(inbox, ids)
     }).pipe(
       Effect.catchAll((error) =>
         Effect.suspend(() => {

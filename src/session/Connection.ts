@@ -371,6 +371,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         const session = this.session!
         const id = packet.messageId!
         if (this.protocolVersion === 5 && (packet.reasonCode ?? 0) >= 0x80) {
+          if (this.core.cluster !== undefined && session.expiryInterval !== 0) this.core.cluster.outboundDone(session, id)
           session.flow.onPubrecFailure(id, this, true)
           this.afterAck(session)
         } else if (!session.flow.onPubrec(id, this)) {
@@ -395,6 +396,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       case "pubcomp": {
         const session = this.session!
+        // cluster: the in-flight record in Redis follows (docs/cluster.md)
+        if (this.core.cluster !== undefined && session.expiryInterval !== 0) this.core.cluster.outboundDone(session, packet.messageId!)
         session.flow.onPubcomp(packet.messageId!, this, true)
         this.afterAck(session)
         return
@@ -1138,6 +1141,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   /** OutboundSink: a QoS 1 / 2 PUBLISH (or QoS 0 from the queue). */
   publish(out: Outgoing, messageId: number, dup: boolean): void {
+    const cluster = this.core.cluster
+    // cluster: a persistent session's QoS 2 PUBLISH leaves once Redis holds its in-flight record (docs/cluster.md)
+    if (cluster !== undefined && out.qos === 2 && this.session!.expiryInterval !== 0) {
+      const { message, retain, subscriptionIds } = out
+      return cluster.outboundPublish(this.session!, out, messageId, dup, () => this.sendPublish(message, 2, retain, messageId, dup, subscriptionIds))
+    }
     this.sendPublish(out.message, out.qos, out.retain, messageId, dup, out.subscriptionIds)
   }
 
@@ -1225,6 +1234,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   }
 
   pubrel(messageId: number): void {
+    const cluster = this.core.cluster
+    // cluster: and a PUBREL once Redis holds "released"
+    if (cluster !== undefined && this.session!.expiryInterval !== 0) return cluster.outboundPubrel(this.session!, messageId, () => this.writeAck("pubrel", messageId))
     this.writeAck("pubrel", messageId)
   }
 
@@ -1391,7 +1403,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   // ---------------------------------------------------------------- closing
 
-  takenOver(): void {
+  takenOver(publishWill = true): void {
+    if (!publishWill) this.will = undefined
     if (this.protocolVersion === 5 && this.state === "connected") this.sendDisconnect(ReasonCode.SessionTakenOver)
     this.close("takeover")
   }

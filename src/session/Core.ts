@@ -133,8 +133,8 @@ export interface Stats {
 
 /** The connection-side handle the core keeps for an attached session. */
 export interface AttachedConnection {
-  /** close because another connection took the client id over */
-  takenOver(): void
+  /** close because another connection took the client id over; `publishWill` false: its will is left to the node that took the session (cluster fencing) */
+  takenOver(publishWill?: boolean): void
   /** close on the broker's initiative (an administrator, a revoked client): v5 DISCONNECT with `reasonCode` */
   kick(reasonCode: number, reasonString?: string): void
 }
@@ -150,6 +150,19 @@ export interface ClusterHooks {
   whenForwarded(then: () => void): void
   /** QoS 2 PUBLISH received (before its PUBREC, which waits through `whenForwarded`) or released (PUBREL): kept in Redis for a node that adopts the session */
   inboundQos2(clientId: string, id: number, received: boolean): void
+  /**
+   * A persistent session's outbound QoS 2 (exactly once across a node's death, docs/cluster.md):
+   * `send` writes the PUBLISH (`dup`: a resend) once Redis holds its in-flight record
+   */
+  outboundPublish(session: Session, out: Outgoing, messageId: number, dup: boolean, send: () => void): void
+  /** `send` writes the PUBREL once Redis holds "released" */
+  outboundPubrel(session: Session, messageId: number, send: () => void): void
+  /** PUBCOMP (or a v5 PUBREC failure) for `messageId`, before the flow forgets it */
+  outboundDone(session: Session, messageId: number): void
+  /** a session connected (`offline` false, with the connection's will) or went offline (its delayed will is `session.pendingWill`): its Redis keys follow (expiry, will) */
+  persisted(session: Session, will: StoredWill | undefined, offline: boolean): void
+  /** a session ended here (clean session closed, expired, discarded): its Redis keys go */
+  ended(clientId: string): void
 }
 
 export class Core {
@@ -160,9 +173,12 @@ export class Core {
   readonly attached = new Map<string, AttachedConnection>()
   /** the persistence store's writer, when persistence is on */
   store: StoreWriter | undefined = undefined
+  /** start an offline session's expiry timer (delayed will, expiry): set by the Broker; used for sessions made outside a connection (cluster adoption) */
+  expireLater: ((session: Session) => void) | undefined = undefined
 
   /** Persistent sessions are recorded in the store; their flow tells it every change. */
   persist(session: Session, will: StoredWill | undefined, offline: boolean): void {
+    this.cluster?.persisted(session, will, offline)
     const store = this.store
     if (store === undefined) return
     if (session.expiryInterval === 0) {
@@ -322,6 +338,7 @@ export class Core {
     session.flow.clear()
     for (const out of unfinished) this.router.deliverShared(out.shared!, out.message, session)
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId)
+    this.cluster?.ended(session.clientId)
   }
 
   /**

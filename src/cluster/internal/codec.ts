@@ -60,6 +60,8 @@ export interface WireDelivery {
   readonly shared: { readonly group: string; readonly filter: string } | undefined
   readonly messageId?: number
   readonly state?: OutState
+  /** the key of its outbound QoS 2 record in `P:out:<client id>` (see `OutRecord`) */
+  readonly u?: string
 }
 
 /** A session handed from one node to another (or stored for a node that may die). */
@@ -71,4 +73,33 @@ export interface WireSession {
   readonly inflight: ReadonlyArray<WireDelivery>
   readonly queue: ReadonlyArray<WireDelivery>
   readonly qos2: ReadonlyArray<number>
+}
+
+/**
+ * A persistent session's outbound QoS 2 delivery as Redis keeps it, in the hash
+ * `P:out:<client id>`, for a node that takes the session over after this one
+ * died. The field is the message's identity: `<origin>:<index>` for a message
+ * read from an inbox (origin: the node and stream id of the entry it was first
+ * added to, kept when an adopter moves the entry; index: its place in the
+ * entry), `#<packet id>` for one published on the node itself.
+ * `s`: "p" PUBLISH sent (PUBREC not yet seen), "r" PUBREL sent, "c" completed
+ * (PUBCOMP; kept while its entry is in Redis, so that a replay skips it).
+ */
+export interface OutRecord {
+  /** packet id */
+  readonly i: number
+  readonly s: "p" | "r" | "c"
+  /** the message ("p" only: a PUBLISH to send again with DUP) */
+  readonly m?: MessageFields
+  /** retain flag sent */
+  readonly r?: 1
+  /** v5 subscription identifiers sent */
+  readonly d?: ReadonlyArray<number>
+}
+
+/** The origin part of a record key (`<origin>:<index>`), undefined for a message published on its node (`#<packet id>`). */
+export const originOfKey = (key: string): string | undefined => {
+  if (key.startsWith("#")) return undefined
+  const i = key.lastIndexOf(":")
+  return i < 0 ? undefined : key.slice(0, i)
 }

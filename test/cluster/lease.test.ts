@@ -1,0 +1,183 @@
+/**
+ * Session ownership is a lease: a node owns its sessions while its
+ * `P:alive:<node>` key lives. A real daemon node stopped with SIGSTOP longer
+ * than the key's TTL is taken for dead; its client reconnects to another node
+ * meanwhile and another node adopts its other sessions. When it is continued
+ * (SIGCONT) it finds out (its incarnation number moved on), disconnects its
+ * clients (v5 DISCONNECT 0x8E), drops its stale sessions without writing over
+ * what the other node now owns, and rejoins as a fresh node.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { createClient } from "redis"
+import { connectClient, connectCollecting, publish, settle, subscribe, waitFor } from "../e2e/harness.js"
+import { useDaemons } from "./daemons.js"
+import { routed, startNode, startRedis } from "./harness.js"
+
+// the daemon beats every second: its lease lapses 3 s after its last heartbeat
+const { spawnNode } = useDaemons()
+
+const redisClient = (url: string) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const c = createClient({ url })
+      await c.connect()
+      return c
+    }),
+    (c) => Effect.promise(() => c.quit().catch(() => undefined))
+  )
+
+describe("cluster: the session lease", () => {
+  it.scopedLive(
+    "a node stalled (SIGSTOP) longer than its lease while its client moves to another node: on SIGCONT it drops its stale sessions (0x8E to its clients) without writing over the new owner's, and rejoins; messages after the takeover arrive once",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const r = yield* redisClient(redis.url)
+        const b = yield* startNode(redis.url, "b", { keyPrefix: "k", releaseTimeoutMs: 500 })
+        const n = yield* spawnNode(redis.url, "n")
+        yield* waitFor(() => b.broker.cluster!.peers().includes("n"), "b to see n")
+        // x will move to b while n is stopped; y stays connected to n through the stall
+        const x = yield* connectClient(n.url, { clientId: "x", clean: false, reconnectPeriod: 0 })
+        yield* subscribe(x, "l/#", { qos: 1 })
+        const y = yield* connectClient(n.url, { clientId: "y", clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 300 }, reconnectPeriod: 0 })
+        let yReason: number | undefined
+        y.on("disconnect", (packet) => (yReason = packet.reasonCode))
+        y.on("error", () => {})
+        yield* subscribe(y, "yy/#", { qos: 1 })
+        yield* routed(b, n as never, ["l/#", "yy/#"])
+
+        n.daemon.child.kill("SIGSTOP")
+        const stoppedAt = Date.now()
+        x.end(true)
+        // b asks n to let x go, n does not answer: b rebuilds the session from Redis
+        const x2 = yield* connectCollecting(b.url, { clientId: "x", clean: false })
+        expect(x2.sessionPresent).toBe(true)
+        // n's lease lapses: b takes it for dead and adopts y's session
+        yield* waitFor(() => b.broker.core.sessions.has("y") && !b.broker.cluster!.peers().includes("n"), "b to adopt n's sessions", 8000)
+        // the session changes on its new node: n's stale copy (l/#) must not come back
+        yield* subscribe(x2.client, "m/#", { qos: 1 })
+        yield* Effect.promise(() => x2.client.unsubscribeAsync("l/#"))
+        const pubB = yield* connectClient(b.url, { clientId: "pb" })
+        yield* publish(pubB, "m/1", "1", { qos: 1 })
+        yield* waitFor(() => x2.got.length === 1, "m/1 at x on b")
+
+        yield* Effect.sleep(`${Math.max(0, stoppedAt + 4500 - Date.now())} millis`)
+        n.daemon.child.kill("SIGCONT")
+        yield* waitFor(() => n.daemon.out.stderr.includes("rejoined as a fresh node"), "n to rejoin", 10_000)
+        expect(n.daemon.out.stderr).toContain("lost its lease")
+        expect(n.daemon.out.stderr).toMatch(/another node adopted its sessions/)
+        // its client still connected through the stall was told: Session taken over
+        yield* waitFor(() => yReason === 0x8e, "y to get DISCONNECT 0x8E")
+
+        // exactly one owner, with the state the new owner wrote
+        expect(b.broker.core.sessions.has("x")).toBe(true)
+        expect(yield* Effect.promise(() => r.get("k:owner:x"))).toBe("b")
+        expect(yield* Effect.promise(() => r.get("k:owner:y"))).toBe("b")
+        expect((yield* Effect.promise(() => r.hKeys("k:subs:x"))).sort()).toEqual(["", "m/#"])
+        expect(yield* Effect.promise(() => r.exists("k:session:x"))).toBe(0)
+        expect(yield* Effect.promise(() => r.sIsMember("k:clients:n", "x"))).toBe(0)
+
+        // n is a node again, with none of its old routes: messages from both nodes arrive once
+        yield* waitFor(() => b.broker.cluster!.peers().includes("n"), "b to see n again", 8000)
+        expect([...b.broker.cluster!.remoteFilters("n")]).toEqual([])
+        const pubN = yield* connectClient(n.url, { clientId: "pn" })
+        yield* publish(pubN, "m/2", "2", { qos: 1 })
+        yield* publish(pubB, "m/3", "3", { qos: 1 })
+        yield* publish(pubN, "l/9", "stale", { qos: 1 })
+        yield* waitFor(() => x2.got.length >= 3, "m/2 and m/3 at x", 5000)
+        yield* settle(500)
+        expect(x2.got.map((m) => m.payload).sort()).toEqual(["1", "2", "3"])
+
+        // y comes back to n: n asks b, its owner now, and gets the session
+        const y2 = yield* connectCollecting(n.url, { clientId: "y", clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 300 } })
+        expect(y2.sessionPresent).toBe(true)
+        yield* waitFor(() => !b.broker.core.sessions.has("y"), "b to let y go")
+        expect(yield* Effect.promise(() => r.get("k:owner:y"))).toBe("n")
+      }),
+    40_000
+  )
+
+  it.scopedLive(
+    "a node stalled shorter than its lease but longer than the release timeout: its late answer is ignored, and letting go does not delete the new owner's stored subscriptions",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const r = yield* redisClient(redis.url)
+        const b = yield* startNode(redis.url, "b", { keyPrefix: "k", releaseTimeoutMs: 300 })
+        const n = yield* spawnNode(redis.url, "n")
+        yield* waitFor(() => b.broker.cluster!.peers().includes("n"), "b to see n")
+        const x = yield* connectClient(n.url, { clientId: "x", clean: false, reconnectPeriod: 0 })
+        yield* subscribe(x, "s/#", { qos: 1 })
+        yield* routed(b, n as never, ["s/#"])
+        // just after a heartbeat of n (its alive key refreshed), so that 1.2 s of stall stay inside its lease
+        const beat = yield* Effect.promise(() => r.pTTL("k:alive:n"))
+        yield* Effect.sleep(`${Math.max(0, beat - 2000 + 50)} millis`)
+        n.daemon.child.kill("SIGSTOP")
+        x.end(true)
+        const x2 = yield* connectCollecting(b.url, { clientId: "x", clean: false })
+        expect(x2.sessionPresent).toBe(true)
+        yield* Effect.sleep("900 millis")
+        n.daemon.child.kill("SIGCONT")
+        // n reads b's request late and lets its copy go: nothing it does removes what b now owns
+        yield* settle(1500)
+        expect(n.daemon.out.stderr).not.toContain("lost its lease")
+        expect((yield* Effect.promise(() => r.hKeys("k:subs:x"))).sort()).toEqual(["", "s/#"])
+        expect(yield* Effect.promise(() => r.get("k:owner:x"))).toBe("b")
+        expect([...b.broker.cluster!.remoteFilters("n")]).toEqual([])
+        const pub = yield* connectClient(n.url, { clientId: "p" })
+        yield* publish(pub, "s/1", "once", { qos: 1 })
+        yield* waitFor(() => x2.got.length === 1, "the message at x on b")
+        yield* settle(300)
+        expect(x2.got.map((m) => m.payload)).toEqual(["once"])
+      }),
+    30_000
+  )
+
+  it.scopedLive(
+    "Redis stalled (SIGSTOP) longer than every lease: both nodes stop acting as owners, then find nobody adopted them and go on — no client dropped, a QoS 1 publish from the stall acknowledged and delivered once",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const r = yield* redisClient(redis.url)
+        const pid = Number(/process_id:(\d+)/.exec(yield* Effect.promise(() => r.info("server")))![1])
+        // heartbeat 200 ms: the leases lapse 600 ms after the last one
+        const a = yield* startNode(redis.url, "a")
+        const b = yield* startNode(redis.url, "b")
+        const sub = yield* connectCollecting(b.url, { clientId: "s", clean: false })
+        let closed = false
+        sub.client.on("close", () => (closed = true))
+        yield* subscribe(sub.client, "z/#", { qos: 1 })
+        yield* routed(a, b, ["z/#"])
+        const pub = yield* connectClient(a.url, { clientId: "p", clean: false })
+        pub.on("close", () => (closed = true))
+        process.kill(pid, "SIGSTOP")
+        let acked = false
+        yield* Effect.sleep("200 millis")
+        pub.publish("z/1", "during", { qos: 1 }, () => (acked = true))
+        yield* Effect.sleep("1300 millis")
+        // not acknowledged while it cannot be stored
+        expect(acked).toBe(false)
+        process.kill(pid, "SIGCONT")
+        yield* waitFor(() => acked, "the PUBACK once Redis is back", 5000)
+        yield* waitFor(() => sub.got.length === 1, "the message at s")
+        for (const node of [a, b]) {
+          yield* waitFor(() => node.log.recent.some((l) => l.includes("has its lease again")), `${node.nodeId} to settle`, 5000)
+          expect(node.log.recent.some((l) => l.includes("lost its lease"))).toBe(true)
+          // nobody fenced, nobody adopted
+          expect(node.log.recent.filter((l) => /rejoined|adopted \d+ sessions|disconnects its|left\./.test(l))).toEqual([])
+        }
+        yield* settle(1000)
+        expect(closed).toBe(false)
+        expect(sub.got.map((m) => m.payload)).toEqual(["during"])
+        expect(a.broker.cluster!.peers()).toEqual(["b"])
+        expect(b.broker.cluster!.peers()).toEqual(["a"])
+        expect(b.broker.core.sessions.has("s") && a.broker.core.sessions.has("p")).toBe(true)
+        expect(yield* Effect.promise(() => r.mGet(["t:owner:s", "t:owner:p"]))).toEqual(["b", "a"])
+        // and the cluster works on
+        yield* publish(pub, "z/2", "after", { qos: 1 })
+        yield* waitFor(() => sub.got.length === 2, "a later message")
+      }),
+    30_000
+  )
+})
