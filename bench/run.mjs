@@ -9,13 +9,19 @@
 // Environment (all optional):
 //   BENCH_QUICK=1            smoke run: 1 repetition, 1 s windows, 1,000 connections (~1.5 min)
 //   BENCH_SCENARIOS="fanin_q0 latency_q1"   (default: fanin_q0 fanin_q1 fanin_q2 fanout_q0
-//                            latency_q1 slow_sub conns_10k conns_10k_sub; also fanout_q1, slow_sub_q1)
-//   BENCH_BROKERS="midge mosquitto aedes"   BENCH_REPS=3   BENCH_DUR=4 (s)   BENCH_WARMUP=1 (s)
+//                            latency_q1 slow_sub conns_10k conns_10k_sub; also fanout_q1, slow_sub_q1,
+//                            fanin_q1_durable, fanin_q1_paced, fanin_q2_paced)
+//   BENCH_BROKERS="midge mosquitto aedes"   (also `floor`: bench/floor-broker.mjs, the Node floor;
+//                            `floor20`: the same with a window of 20 per subscriber, as max_inflight_messages 20)
+//   BENCH_REPS=3   BENCH_DUR=4 (s)   BENCH_WARMUP=1 (s)
 //   BENCH_DRAIN=10 (s, max)  BENCH_HOLD=2 (s)  BENCH_CONNS=10000  BENCH_MOSQ_MAX_QUEUED=60000
 //   BENCH_PORT_FIRST=32000 BENCH_PORT_LAST=32999   MOSQUITTO=/usr/sbin/mosquitto
 //   BENCH_AHEAD=N            QoS 0 "as fast as allowed": messages a publisher may be ahead of its
 //                            subscribers (default 2,000 per publisher in fan-in, 1,000 in fan-out)
 //   MIDGE=dist/main.js       the Midge entry point to run (e.g. a build of another commit)
+//   MIDGE_NODE_FLAGS / FLOOR_NODE_FLAGS   node options for Midge / the floor broker only
+//   BENCH_MIDGE_CONF="max_inflight_messages 0;..."   extra configuration lines for Midge
+//   FLOOR_MAX_INFLIGHT=N     the `floor` broker's window per subscriber (default none)
 //   BENCH_OUT=bench/results/<timestamp>   (raw.jsonl, table.md, broker and generator logs)
 // See docs/benchmarks.md for what each scenario measures and how.
 import { mkdirSync, writeFileSync, appendFileSync } from 'node:fs'
@@ -39,7 +45,7 @@ const brokers = []
 const notes = []
 for (const b of o.brokers) {
   if (!info[b]) {
-    console.error(`unknown broker ${b} (midge, mosquitto, aedes)`)
+    console.error(`unknown broker ${b} (midge, mosquitto, aedes, floor, floorN)`)
     process.exit(2)
   }
   if (info[b].ok) brokers.push(b)

@@ -5,7 +5,9 @@
 //  3. end to end through the real generator processes, against a fake broker built on
 //     mqtt-packet that writes its output in random small pieces (frame reassembly) and can
 //     drop or duplicate chosen deliveries: lost and dup must come out exactly as injected,
-//     and zero when nothing is injected. A generator that cannot count would fail here.
+//     and zero when nothing is injected. A generator that cannot count would fail here;
+//  4. the floor broker (bench/floor-broker.mjs) through the generator at QoS 0 / 1 / 2, with and
+//     without a window: 0 lost, 0 dup, in order, drained; and MQTT.js through it at QoS 1 / 2.
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import mqtt from 'mqtt-packet'
@@ -207,6 +209,60 @@ await check('e2e QoS 0 fixed rate: 1 publisher at 2,000 msg/s -> ~2,000 msg/s ea
   assert.ok(Math.abs(r.recv_rate - 4000) < 400, `recv_rate ${r.recv_rate}`)
   assert.ok(r.lat_us.n > 1000 && r.lat_us.p50 > 0 && r.lat_us.p50 < 100000, JSON.stringify(r.lat_us))
   assert.equal(r.check.lost, 0)
+})
+
+// ------------------------------------------------------------------ 4. the floor broker
+// bench/floor-broker.mjs (issue #10's Node floor) relays what the generator sends, completely: 0 lost,
+// 0 dup, in order, drained; with a window of 3 (queue, hold) too; and MQTT.js, a client of record,
+// completes QoS 1 and QoS 2 through it both ways.
+const withFloor = async (extraArgs, f) => {
+  const { spawn } = await import('node:child_process')
+  const child = spawn(process.execPath, [new URL('./floor-broker.mjs', import.meta.url).pathname, '-p', '0', ...extraArgs], { stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    const port = await new Promise((resolve, reject) => {
+      child.stdout.once('data', (d) => resolve(Number(/:(\d+) pid/.exec(String(d))?.[1])))
+      child.once('exit', (code) => reject(new Error(`floor-broker exited ${code}`)))
+    })
+    return await f(port)
+  } finally {
+    child.kill('SIGTERM')
+  }
+}
+for (const [qos, args] of [[0, []], [1, []], [2, []], [1, ['--max-inflight', '3']], [2, ['--max-inflight', '3']]]) {
+  await check(`floor broker${args.length ? ` ${args.join(' ')}` : ''}: generator QoS ${qos} -> lost 0, dup 0, drained`, async () => {
+    await withFloor(args, async (port) => {
+      const r = await runPubSub(scenario(qos), { port, pid: process.pid }, o, '/dev/null')
+      assert.equal(r.error, null)
+      assert.ok(r.check.expected > 100, `expected ${r.check.expected}`)
+      assert.equal(r.check.lost, 0)
+      assert.equal(r.check.dup, 0)
+      assert.equal(r.check.ooo, 0)
+      assert.equal(r.check.drained, true)
+    })
+  })
+}
+await check('floor broker: MQTT.js publishes and receives at QoS 1 and 2 (every flow completed)', async () => {
+  const { connectAsync } = await import('mqtt')
+  await withFloor([], async (port) => {
+    const sub = await connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4, reconnectPeriod: 0 })
+    const pub = await connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4, reconnectPeriod: 0 })
+    try {
+      const got = []
+      sub.on('message', (topic, payload, packet) => got.push(`${topic} ${payload} q${packet.qos}`))
+      await sub.subscribeAsync({ 'f/+': { qos: 2 }, 'g/x': { qos: 1 } })
+      for (let i = 0; i < 20; i++) await pub.publishAsync(i % 2 ? 'f/a' : 'g/x', String(i), { qos: i % 3 === 0 ? 1 : 2 })
+      for (let t = 0; t < 100 && got.length < 20; t++) await new Promise((r) => setTimeout(r, 20))
+      const want = Array.from({ length: 20 }, (_, i) => `${i % 2 ? 'f/a' : 'g/x'} ${i} q${i % 2 ? (i % 3 === 0 ? 1 : 2) : 1}`)
+      // every message once at min(QoS, granted); in order per QoS (MQTT orders each QoS's flow, not across them)
+      for (const q of ['q1', 'q2']) assert.deepEqual(got.filter((g) => g.endsWith(q)), want.filter((w) => w.endsWith(q)))
+      assert.equal(got.length, want.length)
+      // nothing left unfinished on either client
+      assert.equal(Object.keys(pub.outgoing).length, 0)
+      assert.equal(Object.keys(sub.outgoing).length, 0)
+    } finally {
+      await Promise.all([sub.endAsync(), pub.endAsync()])
+    }
+  })
 })
 
 console.log(failures === 0 ? 'selftest: all passed' : `selftest: ${failures} failed`)

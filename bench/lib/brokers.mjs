@@ -52,6 +52,13 @@ export const brokerInfo = (opts) => {
   } catch {
     info.aedes = { ok: false, note: 'node_modules/aedes missing: run `npm ci`' }
   }
+  // the Node floor (bench/floor-broker.mjs): opt-in only, e.g. BENCH_BROKERS="midge floor aedes"
+  info.floor = { ok: true, version: `node ${process.version}`, cmd: 'node bench/floor-broker.mjs -p PORT' }
+  // `floorN`: the same with a window of N unfinished QoS 1 / 2 flows per subscriber (floor20: as max_inflight_messages 20)
+  for (const b of opts.brokers ?? []) {
+    const m = /^floor(\d+)$/.exec(b)
+    if (m) info[b] = { ok: true, version: `node ${process.version}`, cmd: `node bench/floor-broker.mjs -p PORT --max-inflight ${m[1]}` }
+  }
   return info
 }
 
@@ -90,6 +97,8 @@ export const startBroker = async (name, port, opts, outDir, tag, sc) => {
   let cmd
   let args
   const extra = extraConf(sc, name, outDir, tag)
+  // BENCH_MIDGE_CONF="max_inflight_messages 0;max_queued_messages 0": extra lines for Midge's configuration
+  if (name === 'midge' && process.env.BENCH_MIDGE_CONF) extra.push(...process.env.BENCH_MIDGE_CONF.split(';').map((l) => l.trim()).filter(Boolean))
   switch (name) {
     case 'midge': {
       cmd = process.execPath
@@ -117,6 +126,17 @@ export const startBroker = async (name, port, opts, outDir, tag, sc) => {
       cmd = process.execPath
       args = [join(ROOT, 'bench', 'aedes-server.mjs'), '-p', String(port)]
       break
+    case 'floor':
+    case (/^floor\d+$/.test(name) ? name : undefined): {
+      cmd = process.execPath
+      // FLOOR_NODE_FLAGS: node options for the floor broker only (e.g. --cpu-prof, --trace-gc);
+      // FLOOR_MAX_INFLIGHT=N: its per-subscriber window (as max_inflight_messages; default none)
+      const flags = (process.env.FLOOR_NODE_FLAGS ?? '').split(' ').filter(Boolean)
+      const window = name === 'floor' ? process.env.FLOOR_MAX_INFLIGHT : name.slice(5)
+      const inflight = window ? ['--max-inflight', window] : []
+      args = [...flags, join(ROOT, 'bench', 'floor-broker.mjs'), '-p', String(port), ...inflight]
+      break
+    }
     default:
       throw new Error(`unknown broker ${name}`)
   }

@@ -22,6 +22,16 @@ export const scenarios = (o) => ({
     what: '10 publishers -> 1 subscriber, QoS 2, window 10 unfinished per publisher, 64 B',
     qos: 2, pubs: 10, subs: 1, size: 64, topics: 'distinct', window: 10
   },
+  fanin_q1_paced: {
+    kind: 'pubsub',
+    what: 'fanin_q1 at a fixed 10,000 msg/s in all (1,000 per publisher): broker CPU per message at the same rate for every broker (not in the default set)',
+    qos: 1, pubs: 10, subs: 1, size: 64, topics: 'distinct', window: 10, rate: 10000
+  },
+  fanin_q2_paced: {
+    kind: 'pubsub',
+    what: 'fanin_q2 at a fixed 10,000 msg/s in all (not in the default set)',
+    qos: 2, pubs: 10, subs: 1, size: 64, topics: 'distinct', window: 10, rate: 10000
+  },
   fanin_q1_durable: {
     kind: 'pubsub',
     what: 'fanin_q1 with persistence: a persistent subscriber session (clean session 0); Midge with `persistence true` + `persistence_durable true` (a PUBACK waits for fdatasync), Mosquitto with `persistence true` (no per-message sync: it saves at autosave_interval and at exit)',

@@ -120,7 +120,11 @@ interface Merged {
 export class Router {
   readonly retained = new RetainedStore()
   private readonly trie = new TopicTrie<SubscriptionEntry | SharedEntry>()
-  // scratch space reused by every publish (the router is synchronous)
+  // scratch space reused by every publish (the router is synchronous): the first subscriber hit is
+  // kept in two fields, the others in the map, so that the usual message (one subscriber) neither
+  // inserts into the map nor clears it (Map.prototype.clear allocates a new table)
+  private firstSub: Subscriber | undefined = undefined
+  private firstHit: SubscriptionEntry | Merged | undefined = undefined
   private readonly scratch = new Map<Subscriber, SubscriptionEntry | Merged>()
   private readonly sharedHits: Array<SharedGroup> = []
   private current: Message | undefined
@@ -131,9 +135,16 @@ export class Router {
     }
     const message = this.current!
     if (entry.noLocal && entry.subscriber.clientId === message.origin) return
-    const seen = this.scratch.get(entry.subscriber)
+    const first = this.firstSub
+    const isFirst = first === entry.subscriber
+    const seen = isFirst ? this.firstHit : first === undefined ? undefined : this.scratch.get(entry.subscriber)
     if (seen === undefined) {
-      this.scratch.set(entry.subscriber, entry)
+      if (first === undefined) {
+        this.firstSub = entry.subscriber
+        this.firstHit = entry
+      } else {
+        this.scratch.set(entry.subscriber, entry)
+      }
       return
     }
     // a second matching subscription of the same subscriber: merge
@@ -148,7 +159,8 @@ export class Router {
     if (entry.qos > merged.qos) merged.qos = entry.qos
     if (entry.retainAsPublished) merged.retainAsPublished = true
     if (entry.subscriptionId !== undefined) (merged.ids ??= []).push(entry.subscriptionId)
-    this.scratch.set(entry.subscriber, merged)
+    if (isFirst) this.firstHit = merged
+    else this.scratch.set(entry.subscriber, merged)
   }
 
   /** messages routed since start, for $SYS */
@@ -248,20 +260,26 @@ export class Router {
         for (let i = 0; i < hits.length; i++) if (this.deliverShared(hits[i], message, undefined, source)) shared++
         hits.length = 0
       }
-      if (scratch.size === 0) return shared
-      const count = scratch.size + shared
-      for (const [subscriber, m] of scratch) {
-        const qos = (this.upgradeOutgoingQos || m.qos < message.qos ? m.qos : message.qos) as QoS
-        const retain = m.retainAsPublished ? message.retain : false
-        const ids =
-          "subscriber" in m ? (m.subscriptionId !== undefined ? [m.subscriptionId] : undefined) : m.ids
-        subscriber.deliver(message, qos, retain, ids, source)
-      }
+      const first = this.firstSub
+      if (first === undefined) return shared
+      const count = 1 + scratch.size + shared
+      // in the order of the first match, as before: the first subscriber, then the map's insertion order
+      this.deliverHit(first, this.firstHit!, message, source)
+      if (scratch.size !== 0) for (const [subscriber, m] of scratch) this.deliverHit(subscriber, m, message, source)
       return count
     } finally {
-      scratch.clear()
+      if (scratch.size !== 0) scratch.clear()
+      this.firstSub = undefined
+      this.firstHit = undefined
       this.sharedHits.length = 0
       this.current = undefined
     }
+  }
+
+  private deliverHit(subscriber: Subscriber, m: SubscriptionEntry | Merged, message: Message, source: PublishSource | undefined): void {
+    const qos = (this.upgradeOutgoingQos || m.qos < message.qos ? m.qos : message.qos) as QoS
+    const retain = m.retainAsPublished ? message.retain : false
+    const ids = "subscriber" in m ? (m.subscriptionId !== undefined ? [m.subscriptionId] : undefined) : m.ids
+    subscriber.deliver(message, qos, retain, ids, source)
   }
 }

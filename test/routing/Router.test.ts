@@ -1,0 +1,125 @@
+/**
+ * Router.publish against a model: every subscriber with at least one matching
+ * subscription receives the message exactly once [MQTT-3.3.5-1], at the highest
+ * granted QoS of its matching subscriptions capped by the message's QoS, with
+ * every matching v5 subscription identifier, retain as published when any
+ * matching subscription asks for it; No Local keeps it from its publisher; the
+ * return value counts the receivers. Several messages in a row through the same
+ * router (its scratch state is reused from one publish to the next), with
+ * subscriptions added, replaced and removed in between.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as fc from "fast-check"
+import { matchTopic } from "../../src/protocol/topic.js"
+import { Router, type Subscriber, type SubscriptionOptions } from "../../src/routing/Router.js"
+import { Message, type QoS } from "../../src/session/Message.js"
+
+const SEED = 0x2a17e5
+const FILTERS = ["a/b", "a/+", "a/#", "#", "+/b", "+/+", "a/b/c", "+/b/#", "c"] as const
+const TOPICS = ["a/b", "a/c", "a/b/c", "c", "x/b"] as const
+const CLIENTS = 4
+
+interface Got {
+  readonly qos: QoS
+  readonly retain: boolean
+  readonly ids: ReadonlyArray<number> | undefined
+}
+
+interface Sink extends Subscriber {
+  got: Array<Got>
+}
+
+const sink = (i: number): Sink => {
+  const s: Sink = {
+    clientId: `c${i}`,
+    got: [],
+    online: () => true,
+    deliver: (_message, qos, retain, ids) => void s.got.push({ qos, retain, ids: ids === undefined ? undefined : [...ids] })
+  }
+  return s
+}
+
+type Op =
+  | { readonly op: "sub"; readonly who: number; readonly filter: number; readonly qos: QoS; readonly noLocal: boolean; readonly rap: boolean; readonly id: number }
+  | { readonly op: "unsub"; readonly who: number; readonly filter: number }
+  | { readonly op: "pub"; readonly topic: number; readonly qos: QoS; readonly retain: boolean; readonly from: number }
+
+const qosArb = fc.constantFrom<QoS>(0, 1, 2)
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      op: fc.constant("sub" as const),
+      who: fc.nat(CLIENTS - 1),
+      filter: fc.nat(FILTERS.length - 1),
+      qos: qosArb,
+      noLocal: fc.boolean(),
+      rap: fc.boolean(),
+      id: fc.nat(3) // 0: no subscription identifier
+    })
+  },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("unsub" as const), who: fc.nat(CLIENTS - 1), filter: fc.nat(FILTERS.length - 1) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      op: fc.constant("pub" as const),
+      topic: fc.nat(TOPICS.length - 1),
+      qos: qosArb,
+      retain: fc.boolean(),
+      from: fc.nat(CLIENTS) // CLIENTS: an in-process publisher ("")
+    })
+  }
+)
+
+describe("Router.publish", () => {
+  it.prop(
+    "each matching subscriber once, at the highest granted QoS, with every identifier (model)",
+    [fc.array(opArb, { minLength: 1, maxLength: 60 })],
+    ([ops]) => {
+      const router = new Router()
+      const sinks = Array.from({ length: CLIENTS }, (_, i) => sink(i))
+      // the model: per client, filter -> options
+      const model = sinks.map(() => new Map<string, SubscriptionOptions>())
+      for (const o of ops) {
+        if (o.op === "sub") {
+          const options: SubscriptionOptions = {
+            qos: o.qos,
+            noLocal: o.noLocal,
+            retainAsPublished: o.rap,
+            retainHandling: 0,
+            subscriptionId: o.id === 0 ? undefined : o.id
+          }
+          router.subscribe(sinks[o.who], FILTERS[o.filter], options)
+          model[o.who].set(FILTERS[o.filter], options)
+        } else if (o.op === "unsub") {
+          expect(router.unsubscribe(sinks[o.who], FILTERS[o.filter])).toBe(model[o.who].delete(FILTERS[o.filter]))
+        } else {
+          const topic = TOPICS[o.topic]
+          const origin = o.from < CLIENTS ? `c${o.from}` : ""
+          for (const s of sinks) s.got = []
+          const message = new Message(topic, Buffer.from("x"), o.qos, o.retain, undefined, origin, 0)
+          const count = router.publish(message)
+          let expected = 0
+          for (let i = 0; i < CLIENTS; i++) {
+            // subscriptions in the order the trie visits them differ from insertion order: compare as sets
+            const hits = [...model[i].entries()].filter(([f, opt]) => matchTopic(f, topic) && !(opt.noLocal && origin === `c${i}`))
+            if (hits.length === 0) {
+              expect(sinks[i].got).toEqual([])
+              continue
+            }
+            expected++
+            const granted = Math.max(...hits.map(([, opt]) => opt.qos))
+            const ids = hits.map(([, opt]) => opt.subscriptionId).filter((id): id is number => id !== undefined)
+            expect(sinks[i].got).toHaveLength(1)
+            const got = sinks[i].got[0]
+            expect(got.qos).toBe(Math.min(granted, o.qos))
+            expect(got.retain).toBe(o.retain && hits.some(([, opt]) => opt.retainAsPublished))
+            expect([...(got.ids ?? [])].sort()).toEqual(ids.sort())
+          }
+          expect(count).toBe(expected)
+        }
+      }
+    },
+    { fastCheck: { seed: SEED, numRuns: 400 } }
+  )
+})
