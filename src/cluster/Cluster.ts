@@ -14,7 +14,10 @@
  *   The node reads its inbox with a consumer group, routes locally (never on to
  *   another node), and XACKs + XDELs an entry once no persistent session here
  *   holds its messages any more (PUBACK / PUBCOMP seen): a node that adopts the
- *   sessions of a dead node replays what is left. Inbound QoS 2 ids of
+ *   sessions of a dead node replays what is left. A message published here
+ *   for a persistent session here goes to a held entry of this node's own
+ *   inbox (`HeldNode`), kept and replayed the same way. A clean stop hands the
+ *   persistent sessions to a live node at once (`handOver`). Inbound QoS 2 ids of
  *   persistent sessions are kept in `P:qos2:<client id>` (before PUBREC).
  * - Liveness: `P:alive:<node>` with a TTL, refreshed every heartbeat; a node
  *   whose key expired is dead and its routes are dropped. Ownership is a lease:
@@ -114,9 +117,46 @@ class RemoteNode implements Subscriber {
   }
 }
 
+/**
+ * This node, as a subscriber in its own trie, to the filters of its persistent
+ * sessions: a QoS 1 / 2 message published here that one of them receives is
+ * also written to this node's own inbox (a *held* entry, never routed again
+ * here), so that it outlives this node like a message from another node does.
+ */
+class HeldNode implements Subscriber {
+  readonly clientId: string
+  /** filter → the persistent sessions subscribed to it */
+  readonly filters = new Map<string, Set<string>>()
+  constructor(
+    id: string,
+    private readonly node: ClusterImpl
+  ) {
+    this.clientId = `$held:${id}`
+  }
+  online(): boolean {
+    return true
+  }
+  deliver(message: Message, _qos: QoS, _retain: boolean, _ids: ReadonlyArray<number> | undefined, source: PublishSource | undefined): void {
+    this.node.hold(message, source)
+  }
+}
+
+/** Messages published here for this node's persistent sessions: one held entry of this node's inbox (`o`: its origin, made here; `ref.id` once stored). */
+interface HeldChunk {
+  readonly ref: EntryRef
+  readonly list: Array<MessageFields>
+}
+
+/** A persistent session's "published" record whose key is settled when the batch is sent (the message's held entry is known by then). */
+type LateRecord = readonly [clientId: string, message: Message, messageId: number, value: string]
+
 /** One pipelined round trip of XADDs (one entry per node, carrying many messages), and the acknowledgements that wait for it. */
 interface Batch {
   readonly byNode: Map<string, Array<MessageFields>>
+  /** held entries for this node's own inbox */
+  readonly held: Array<HeldChunk>
+  /** "published" records, keyed at send time */
+  readonly late: Array<LateRecord>
   /** inbound QoS 2 ids of persistent sessions: [client id, packet id, received (SADD) or released (SREM)] */
   readonly qos2: Array<[string, number, boolean]>
   /** outbound QoS 2 records of persistent sessions, "client id\0key" → [client id, key, JSON (HSET) or undefined (HDEL)]; the last change of a turn wins */
@@ -125,7 +165,7 @@ interface Batch {
   readonly waiters: Array<() => void>
 }
 
-const newBatch = (): Batch => ({ byNode: new Map(), qos2: [], out: new Map(), size: 0, waiters: [] })
+const newBatch = (): Batch => ({ byNode: new Map(), held: [], late: [], qos2: [], out: new Map(), size: 0, waiters: [] })
 
 /** messages per stream entry at most */
 const ENTRY_MESSAGES = 500
@@ -202,7 +242,8 @@ interface StoredSession {
  * across nodes as `<origin>:<index in the entry>` (outbound QoS 2 records).
  */
 interface EntryRef {
-  readonly id: string
+  /** the stream id (a held entry's: set once Redis has stored it) */
+  id: string
   readonly origin: string
 }
 
@@ -224,6 +265,8 @@ class ClusterImpl implements ClusterHooks, Congestible {
   /** publishers held up while too much waits for Redis (read by Connection.throttle) */
   waiters: Set<PublishSource> | undefined = undefined
   readonly remotes = new Map<string, RemoteNode>()
+  /** this node in its own trie, for its persistent sessions' filters (held entries) */
+  readonly heldNode: HeldNode
   /** local subscriptions per filter (remote nodes excluded) */
   private readonly localFilters = new Map<string, number>()
   private pending: Batch = newBatch()
@@ -238,6 +281,17 @@ class ClusterImpl implements ClusterHooks, Congestible {
   private unacked: Array<string> = []
   /** the inbox entry each message read from it came from (while a session holds the message) */
   private readonly entryOf = new WeakMap<Message, EntryRef>()
+  /** the origin of this run's held entries starts with it */
+  private get heldPrefix(): string {
+    return `${this.nodeId}:h${this.idPrefix}`
+  }
+  private persistentSessions(): Map<string, Session> {
+    const all = new Map<string, Session>()
+    for (const [id, session] of this.core.sessions) if (session.expiryInterval !== 0) all.set(id, session)
+    return all
+  }
+  /** held entries sent and not yet known by stream id, by origin */
+  private readonly heldRefs = new Map<string, EntryRef>()
   /** a QoS 2 message's index in its entry (its record key is `<origin>:<index>`) */
   private readonly indexOf = new WeakMap<Message, number>()
   /** record keys of messages that came with a session (takeover, adoption) */
@@ -308,6 +362,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
     readonly heartbeatMs: number,
     readonly releaseTimeoutMs: number
   ) {
+    this.heldNode = new HeldNode(nodeId, this)
     this.keys = {
       nodes: `${prefix}:nodes`,
       routes: `${prefix}:routes`,
@@ -349,6 +404,32 @@ class ClusterImpl implements ClusterHooks, Congestible {
     this.forwarded++
     this.schedule()
     // Redis is slower than the publishers: hold them up as a congested subscriber does
+    if (source !== undefined && batch.size >= FORWARD_HIGH) source.throttle(this)
+  }
+
+  /**
+   * A message published here that a persistent session here receives (through
+   * `HeldNode`): into a held entry of this node's own inbox, stored in the
+   * turn's pipeline (the publisher's PUBACK / PUBREC waits for it). The entry
+   * is acknowledged like any other once no session here holds the message, and
+   * replayed to the sessions by the node that adopts them.
+   */
+  hold(message: Message, source: PublishSource | undefined): void {
+    if (this.inbound || message.qos === 0 || message.topic.startsWith("$SYS/")) return
+    message.ownPayload()
+    const batch = this.pending
+    let chunk = batch.held.length === 0 ? undefined : batch.held[batch.held.length - 1]
+    if (chunk === undefined || chunk.list.length >= ENTRY_MESSAGES) {
+      chunk = { ref: { id: "", origin: `${this.heldPrefix}${(this.idSeq++).toString(36)}` }, list: [] }
+      batch.held.push(chunk)
+      this.heldRefs.set(chunk.ref.origin, chunk.ref)
+    }
+    const index = chunk.list.length
+    chunk.list.push(messageFields(message, undefined))
+    this.entryOf.set(message, chunk.ref)
+    if (message.qos === 2) this.indexOf.set(message, index)
+    batch.size++
+    this.schedule()
     if (source !== undefined && batch.size >= FORWARD_HIGH) source.throttle(this)
   }
 
@@ -419,12 +500,28 @@ class ClusterImpl implements ClusterHooks, Congestible {
       if (value === undefined) multi.hDel(this.keys.out(clientId), key)
       else multi.hSet(this.keys.out(clientId), key, value)
     }
+    // keyed now: a message's held entry is made during its routing, which may come after its PUBLISH was staged
+    for (const [clientId, message, messageId, value] of batch.late) multi.hSet(this.keys.out(clientId), this.recordKey(message, messageId), value)
     for (const [node, list] of batch.byNode) {
       for (let i = 0; i < list.length; i += ENTRY_MESSAGES) {
         multi.xAdd(this.keys.inbox(node), "*", { b: JSON.stringify(i === 0 && list.length <= ENTRY_MESSAGES ? list : list.slice(i, i + ENTRY_MESSAGES)) })
       }
     }
-    multi.execAsPipeline().then(done, (error) => {
+    // held entries last: their stream ids are the last replies
+    const held = batch.held
+    const own = this.keys.inbox(this.nodeId)
+    for (const chunk of held) multi.xAdd(own, "*", { b: JSON.stringify(chunk.list), o: chunk.ref.origin, h: "1" })
+    multi.execAsPipeline().then((replies) => {
+      if (held.length > 0) {
+        const first = replies.length - held.length
+        for (let i = 0; i < held.length; i++) {
+          const ref = held[i].ref
+          ref.id = String(replies[first + i])
+          this.heldRefs.delete(ref.origin)
+        }
+      }
+      done()
+    }, (error) => {
       if (this.closing) return
       this.warn("forwarding to other nodes failed, retrying", error)
       setTimeout(() => this.send(batch), 200)
@@ -509,7 +606,9 @@ class ClusterImpl implements ClusterHooks, Congestible {
         ...(out.retain ? { r: 1 as const } : {}),
         ...(out.subscriptionIds !== undefined ? { d: out.subscriptionIds } : {})
       }
-      this.putRecord(session.clientId, this.recordKey(m, messageId), JSON.stringify(record))
+      this.pending.late.push([session.clientId, m, messageId, JSON.stringify(record)])
+      this.pending.size++
+      this.schedule()
     }
     // a resend's record is in Redis already, unless it is still on its way: wait for that too
     this.whenForwarded(send)
@@ -628,6 +727,18 @@ class ClusterImpl implements ClusterHooks, Congestible {
       this.unacked.push(e.id)
       const fields = e.message
       if (fields === null) continue
+      // a held entry of this run: its messages are in its sessions already; the reader can see it before
+      // the XADD's reply is in, its id is known from here. One of a previous run (a restart after a crash)
+      // goes to the persistent sessions here (restored from the file store), as what other nodes sent does.
+      const previousHeld = fields.h === "1" && fields.c === undefined && !(fields.o ?? "").startsWith(this.heldPrefix)
+      if (fields.h === "1" && fields.c === undefined && !previousHeld) {
+        const ref = this.heldRefs.get(fields.o!)
+        if (ref !== undefined) {
+          ref.id = e.id
+          this.heldRefs.delete(fields.o!)
+        }
+        continue
+      }
       let list: Array<MessageFields>
       try {
         list = JSON.parse(fields.b ?? "[]")
@@ -636,7 +747,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
       }
       if (!Array.isArray(list)) continue
       const ref: EntryRef = { id: e.id, origin: fields.o ?? `${this.nodeId}:${e.id}` }
-      const only = fields.c === undefined ? undefined : this.targetsOf(fields.c, ref)
+      const only = previousHeld ? this.persistentSessions() : fields.c === undefined ? undefined : this.targetsOf(fields.c, ref)
       for (let i = 0; i < list.length; i++) {
         const message = messageOfFields(list[i])
         if (message === undefined) continue
@@ -728,7 +839,8 @@ class ClusterImpl implements ClusterHooks, Congestible {
 
   readonly routeObserver = {
     added: (subscriber: Subscriber, filter: string, options: SubscriptionOptions): void => {
-      if (subscriber instanceof RemoteNode) return
+      if (subscriber instanceof RemoteNode || subscriber instanceof HeldNode) return
+      if (subscriber instanceof Session && subscriber.expiryInterval !== 0) this.holdFor(subscriber.clientId, filter)
       // without the lease nothing is written (the routes are written again when it is back)
       const owner = this.state === "live"
       // a persistent session's subscriptions are kept in Redis, for a node that adopts it if this one dies
@@ -738,7 +850,8 @@ class ClusterImpl implements ClusterHooks, Congestible {
       if (n === 0 && owner) this.announce("+", filter)
     },
     removed: (subscriber: Subscriber, filter: string): void => {
-      if (subscriber instanceof RemoteNode) return
+      if (subscriber instanceof RemoteNode || subscriber instanceof HeldNode) return
+      if (subscriber instanceof Session) this.unholdFor(subscriber.clientId, filter)
       const owner = this.state === "live"
       // a session that moves to another node keeps its stored subscriptions: they are the new owner's now
       if (owner && !this.detaching && subscriber instanceof Session) {
@@ -750,6 +863,24 @@ class ClusterImpl implements ClusterHooks, Congestible {
         if (n === 1 && owner) this.announce("-", filter)
       } else this.localFilters.set(filter, n - 1)
     }
+  }
+
+  /** `HeldNode`'s filters follow the persistent sessions' subscriptions (shared ones excepted: a group member is picked per message) */
+  private holdFor(clientId: string, filter: string): void {
+    if (filter.startsWith("$share/")) return
+    const held = this.heldNode
+    const ids = held.filters.get(filter)
+    if (ids !== undefined) return void ids.add(clientId)
+    held.filters.set(filter, new Set([clientId]))
+    this.core.router.subscribe(held, filter, PEER_OPTIONS)
+  }
+
+  private unholdFor(clientId: string, filter: string): void {
+    const held = this.heldNode
+    const ids = held.filters.get(filter)
+    if (ids === undefined || !ids.delete(clientId) || ids.size > 0) return
+    held.filters.delete(filter)
+    this.core.router.unsubscribe(held, filter)
   }
 
   private storeSubscription(session: Session, filter: string, options: SubscriptionOptions): void {
@@ -889,18 +1020,58 @@ class ClusterImpl implements ClusterHooks, Congestible {
       if (alive[i] === null && Date.now() > this.graceUntil) {
         // one live node adopts a dead node's persistent sessions and what is left in its inbox;
         // the node's incarnation number moves on, so that the dead one, if it was only stalled, finds out
-        const adopter = (await this.main.set(k.adopt(node), this.nodeId, { NX: true, PX: 60_000 })) === "OK"
-        if (adopter) {
-          await this.main.incr(k.gen(node))
-          await this.adoptDead(node)
-        } else this.dropRemote(node)
-        await this.main.multi().sRem(k.nodes, node).del(k.routesOf(node)).exec()
+        await this.takeDead(node)
         continue
       }
       live.add(node)
       if (alive[i] !== null) this.syncRemote(node, await this.main.sMembers(k.routesOf(node)))
     }
     for (const node of [...this.remotes.keys()]) if (!live.has(node)) this.dropRemote(node)
+  }
+
+  /** One live node adopts a dead (or cleanly stopped) node: the first to take its adoption key. */
+  private async takeDead(node: string): Promise<void> {
+    const k = this.keys
+    const adopter = (await this.main.set(k.adopt(node), this.nodeId, { NX: true, PX: 60_000 })) === "OK"
+    if (adopter) {
+      await this.main.incr(k.gen(node))
+      await this.adoptDead(node)
+    } else this.dropRemote(node)
+    await this.main.multi().sRem(k.nodes, node).del(k.routesOf(node)).exec()
+  }
+
+  /**
+   * A clean stop (SIGTERM) of a node with persistent sessions while another
+   * node is alive: its sessions, and what its inbox holds for them, go to a
+   * live node at once, as after a death (`adoptDead`) but without waiting for
+   * the lease to expire. The node stops being alive (its routes and alive key
+   * go; it stays a member until the adopter removes it), asks a live node to
+   * adopt it, and waits (up to 3 s) until one has taken its adoption key (a
+   * restart under the same id waits for that adopter to be done, and drops the
+   * sessions its file store has: their owner is the adopter). Its inbox is left
+   * as it is: nothing acknowledged here, the adopter replays it. False when it
+   * did not hand over (no live node, no persistent session, no lease).
+   */
+  async handOver(): Promise<boolean> {
+    if (!this.acting()) return false
+    const peers = [...this.remotes.keys()]
+    let persistent = 0
+    for (const session of this.core.sessions.values()) if (session.expiryInterval !== 0) persistent++
+    if (peers.length === 0 || persistent === 0) return false
+    // what was acknowledged to publishers is in Redis already; the rest of this turn's batch goes too
+    await new Promise<void>((r) => this.whenForwarded(r))
+    const k = this.keys
+    const me = this.nodeId
+    this.state = "suspended"
+    await this.main.multi().del(k.alive(me)).del(k.routesOf(me)).exec()
+    const peer = peers[Math.floor(Math.random() * peers.length)]
+    await this.main.publish(k.ctl(peer), JSON.stringify({ op: "adopt", n: me, from: me }))
+    for (let waited = 0; waited < 3000; waited += 50) {
+      if ((await this.main.get(k.adopt(me))) !== null) break
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    this.core.log.notice(`Cluster: node ${me} stopping: its ${persistent} persistent sessions are handed to the live nodes (asked ${peer}).`)
+    return true
   }
 
   /**
@@ -1579,6 +1750,13 @@ class ClusterImpl implements ClusterHooks, Congestible {
       return
     }
     if (m.op === "released") return this.releases.get(m.id)?.()
+    // a node stopping cleanly hands its sessions over (`handOver`): adopted now, not when its lease would have expired
+    if (m.op === "adopt") {
+      const node = (m as unknown as { n: unknown }).n
+      if (typeof node !== "string" || node === this.nodeId || !this.acting()) return
+      this.takeDead(node).catch((error) => this.warn(`adopting the sessions of stopped node ${node}`, error))
+      return
+    }
     if (m.op !== "release" || typeof m.c !== "string") return
     // without the lease it does not answer: the asking node takes the session from Redis, and this one is fenced or drops it when it settles
     if (!this.acting()) return
@@ -1731,13 +1909,19 @@ export const make = (core: Core, options: ClusterOptions): Effect.Effect<Cluster
       () =>
         Effect.promise(async () => {
           // the keys of the sessions that ended with the listeners' close go first
-          if (main.isReady) await Promise.race([Promise.all([node.cleanEnded(), node.ackForStore()]), new Promise((r) => setTimeout(r, 1000))])
+          let handedOver = false
+          if (main.isReady) {
+            await Promise.race([node.cleanEnded(), new Promise((r) => setTimeout(r, 1000))])
+            // its persistent sessions go to a live node (their inbox entries with them); alone, it keeps them (file store) as before
+            handedOver = await Promise.race([node.handOver().catch(() => false), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))])
+            if (!handedOver) await Promise.race([node.ackForStore(), new Promise((r) => setTimeout(r, 1000))])
+          }
           node.closing = true
           core.cluster = undefined
           core.router.observer = undefined
           try {
             // leave: the others stop forwarding to this node now, not when the heartbeat expires
-            if (main.isReady) {
+            if (main.isReady && !handedOver) {
               await Promise.race([
                 main.multi().sRem(node.keys.nodes, nodeId).del(node.keys.alive(nodeId)).del(node.keys.routesOf(nodeId)).exec(),
                 new Promise((r) => setTimeout(r, 1000))

@@ -21,14 +21,17 @@ export const useDaemons = () => {
   beforeAll(() => bundleEntry(bundle), 60_000)
   afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
 
-  /** The daemon (node `id`, key prefix `k`) in a process of its own, joined to `redisUrl`; killed with the scope at the latest. */
-  const spawnNode = (redisUrl: string, id: string) =>
+  /**
+   * The daemon (node `id`, key prefix `k`) in a process of its own, joined to `redisUrl`; killed with the scope at the latest.
+   * `extra`: more lines for its mosquitto.conf; `fixedPort`: listen there (a restart on the same port).
+   */
+  const spawnNode = (redisUrl: string, id: string, extra: ReadonlyArray<string> = [], fixedPort?: number) =>
     Effect.gen(function* () {
-      const port = yield* Effect.promise(() => freePort())
+      const port = fixedPort ?? (yield* Effect.promise(() => freePort()))
       const conf = path.join(root, `${id}.conf`)
       fs.writeFileSync(
         conf,
-        [`listener ${port} 127.0.0.1`, "allow_anonymous true", "max_queued_messages 10000", `cluster_redis_url ${redisUrl}`, `cluster_node_id ${id}`, "cluster_key_prefix k", ""].join(
+        [`listener ${port} 127.0.0.1`, "allow_anonymous true", "max_queued_messages 10000", `cluster_redis_url ${redisUrl}`, `cluster_node_id ${id}`, "cluster_key_prefix k", ...extra, ""].join(
           "\n"
         )
       )
