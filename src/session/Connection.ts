@@ -1276,14 +1276,20 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   }
 
   /**
-   * After a delivery to this subscriber: while it is congested, its publisher
-   * is held up (reading paused) — for at most HOLD_MS per episode. A
-   * subscriber congested for longer is slow (see `onHoldTimer`); it holds
-   * nobody up until it has drained.
+   * After a delivery to this subscriber: from when it is congested until it
+   * has drained, its publishers are held up (their publishes parked) — for at
+   * most HOLD_MS per episode. A subscriber not drained by then is slow (see
+   * `onHoldTimer`); it holds nobody up until it has drained.
    */
   checkCongestion(source: PublishSource | undefined): void {
-    if (source === this || this.slow || !this.congested()) return
-    if (this.holdingSince < 0) this.startHolding()
+    if (source === this || this.slow) return
+    // hysteresis: a hold starts above the high marks and lasts until the low ones (`drained`), every
+    // publisher that delivers meanwhile held too; ending it at the high mark resumed and re-held
+    // every publisher each turn (docs/performance.md, "The congestion hold's hysteresis")
+    if (this.holdingSince < 0) {
+      if (!this.congested()) return
+      this.startHolding()
+    }
     if (source !== undefined) source.throttle(this)
   }
 
@@ -1311,8 +1317,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (this.holdingSince < 0 || this.state === "closed") return
     const left = this.holdingSince + HOLD_MS - performance.now()
     if (left > 1) return this.armHold(left)
-    if (!this.congested()) return this.relieve()
-    // congested for HOLD_MS: slow. Its publishers go on; its backlog is bounded by the queue limits
+    if (this.drained()) return this.relieve()
+    // not drained for HOLD_MS: slow. Its publishers go on; its backlog is bounded by the queue limits
     this.slow = true
     this.holdingSince = -1
     this.log("notice", `Client ${this.clientId} is not keeping up: its publishers are no longer held up for it.`)
@@ -1330,7 +1336,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       this.dropping = false
     } else if (this.waiters === undefined && this.holdingSince < 0) {
       return
-    } else if (this.state !== "closed" && this.congested()) {
+    } else if (this.state !== "closed" && !this.drained()) {
       return
     }
     this.holdingSince = -1
