@@ -141,6 +141,33 @@ class HeldNode implements Subscriber {
   }
 }
 
+/**
+ * Make-before-break for a session taken over from a live node: subscribed here
+ * to the session's stored filters (and announced) before the old owner is asked
+ * to let go, it keeps what arrives for the client meanwhile; the session handed
+ * over gets it once it is here (QoS 2 without what the session already has).
+ */
+class Takeover implements Subscriber {
+  readonly clientId: string
+  readonly got: Array<readonly [Message, QoS, boolean, ReadonlyArray<number> | undefined]> = []
+  readonly filters: Array<string> = []
+  /** cluster-wide ids of QoS 2 messages the session has (or had) already */
+  readonly done = new Set<string>()
+  constructor(readonly id: string) {
+    this.clientId = `$take:${id}`
+  }
+  online(): boolean {
+    return true
+  }
+  deliver(message: Message, qos: QoS, retain: boolean, ids: ReadonlyArray<number> | undefined): void {
+    message.ownPayload()
+    this.got.push([message, qos, retain, ids])
+  }
+}
+
+/** A session as the old owner hands it over: `done`, the cluster-wide ids of the QoS 2 messages its client completed lately. */
+type HandedSession = WireSession & { readonly done?: ReadonlyArray<string> }
+
 /** Messages published here for this node's persistent sessions: one held entry of this node's inbox (`o`: its origin, made here; `ref.id` once stored). */
 interface HeldChunk {
   readonly ref: EntryRef
@@ -171,6 +198,8 @@ const newBatch = (): Batch => ({ byNode: new Map(), held: [], late: [], qos2: []
 const ENTRY_MESSAGES = 500
 /** messages waiting for the next XADD round trip above which publishers are held up (backpressure) */
 const FORWARD_HIGH = 5000
+/** completed QoS 2 ids a session keeps for a takeover (`Takeover.done`) */
+const COMPLETED_KEPT = 1000
 
 type Client = ReturnType<typeof createClient>
 
@@ -626,6 +655,13 @@ class ClusterImpl implements ClusterHooks, Congestible {
   outboundDone(session: Session, messageId: number): void {
     const entry = session.flow.inflight.get(messageId)
     if (entry === undefined || entry.qos !== 2 || entry.state === "await-puback") return
+    const cid = this.idOf.get(entry.message)
+    if (cid !== undefined) {
+      let done = this.completedIds.get(session)
+      if (done === undefined) this.completedIds.set(session, (done = []))
+      done.push(cid)
+      if (done.length > COMPLETED_KEPT) done.splice(0, done.length - COMPLETED_KEPT)
+    }
     const key = this.recordKey(entry.message, messageId)
     const ref = key.startsWith("#") ? undefined : this.entryOf.get(entry.message)
     if (ref === undefined) return this.putRecord(session.clientId, key, undefined)
@@ -636,6 +672,9 @@ class ClusterImpl implements ClusterHooks, Congestible {
     if (list === undefined) this.completedOf.set(ref.id, [[session.clientId, key]])
     else list.push([session.clientId, key])
   }
+
+  /** per session, the cluster-wide ids of its last completed QoS 2 deliveries: handed over with it, so that a takeover's buffer does not repeat them */
+  private readonly completedIds = new WeakMap<Session, Array<string>>()
 
   /** a message's fields for records: one encoding per message, whatever the number of sessions it goes to */
   private recordFields(message: Message): MessageFields {
@@ -894,9 +933,12 @@ class ClusterImpl implements ClusterHooks, Congestible {
     if (op === "+") multi.sAdd(this.keys.routesOf(this.nodeId), filter)
     else multi.sRem(this.keys.routesOf(this.nodeId), filter)
     multi.publish(this.keys.routes, JSON.stringify({ n: this.nodeId, op, f: filter }))
-    // a failure is repaired by the resync after Redis comes back
-    multi.exec().catch((error) => this.warn("announcing a route", error))
+    // a failure is repaired by the resync after Redis comes back; MULTIs on one connection complete in order
+    this.announced = multi.exec().catch((error) => this.warn("announcing a route", error))
   }
+
+  /** Settles once every route change announced so far is stored in Redis (and notified). */
+  announced: Promise<unknown> = Promise.resolve()
 
   private remote(node: string): RemoteNode {
     let r = this.remotes.get(node)
@@ -1482,12 +1524,24 @@ class ClusterImpl implements ClusterHooks, Congestible {
     const index = this.main.multi().sAdd(k.clients(this.nodeId), clientId)
     if (previous !== null) index.sRem(k.clients(previous), clientId)
     await index.exec()
+    let buffer: Takeover | undefined = undefined
+    try {
+      return await this.settleOwner(clientId, clean, previous, (b) => (buffer = b))
+    } finally {
+      if (buffer !== undefined) this.feed(buffer)
+    }
+  }
+
+  private async settleOwner(clientId: string, clean: boolean, previous: string | null, buffered: (b: Takeover) => void): Promise<void> {
+    const k = this.keys
+    let buffer: Takeover | undefined
     // the previous owner is dead (its heartbeat expired, or it does not answer: killed, not yet seen dead)
     let fromDead: string | undefined = undefined
     let request: string | undefined = undefined
     if (previous !== null) {
       if ((await this.main.exists(k.alive(previous))) === 1) {
         this.core.log.info(`Cluster: client ${clientId} moves from node ${previous}.`)
+        if (!clean) buffered((buffer = await this.takeoverBuffer(clientId)))
         request = await this.requestRelease(previous, clientId)
         if (request === undefined) fromDead = previous
       } else fromDead = previous
@@ -1500,9 +1554,14 @@ class ClusterImpl implements ClusterHooks, Congestible {
     }
     const text = await this.main.get(k.session(clientId))
     // only the answer to this claim's request: a late one (the old owner was slow) is stale
-    const handed = text === null ? undefined : (fromJson(text) as WireSession & { readonly rid?: string })
+    const handed = text === null ? undefined : (fromJson(text) as HandedSession & { readonly rid?: string })
     if (handed !== undefined && request !== undefined && handed.rid === request) {
       this.adopt(handed)
+      if (buffer !== undefined) {
+        for (const id of handed.done ?? []) buffer.done.add(id)
+        // in the same turn as the session's subscriptions: nothing reaches it twice by the two ways
+        this.feed(buffer)
+      }
       await this.main.del(k.session(clientId))
     } else if (fromDead !== undefined && !this.core.sessions.has(clientId)) await this.takeFromDead(fromDead, clientId)
   }
@@ -1724,6 +1783,69 @@ class ClusterImpl implements ClusterHooks, Congestible {
     return Promise.all(all)
   }
 
+  /**
+   * Before asking the old owner to let a persistent session go: subscribe a
+   * buffer here to the session's stored filters and wait until the routes are
+   * stored and notified, so that what is published from then on comes here too.
+   */
+  private async takeoverBuffer(clientId: string): Promise<Takeover> {
+    const buffer = new Takeover(clientId)
+    const stored = await this.main.hGetAll(this.keys.subs(clientId))
+    for (const [filter, text] of Object.entries(stored)) {
+      if (filter === "" || filter.startsWith("$share/")) continue
+      let options: SubscriptionOptions
+      try {
+        options = JSON.parse(text) as SubscriptionOptions
+      } catch {
+        continue
+      }
+      if (this.core.router.subscribe(buffer, filter, options)) buffer.filters.push(filter)
+    }
+    await this.announced
+    return buffer
+  }
+
+  /**
+   * The session is here (or not): what the buffer got goes to it — QoS 2 not
+   * when the session has the message already (same cluster-wide id, in flight,
+   * queued or completed lately on the old node), QoS 1 possibly a second time —
+   * then the buffer's routes go (the session's own are in the trie already).
+   */
+  private feed(buffer: Takeover): void {
+    const session = this.core.sessions.get(buffer.id)
+    if (session !== undefined) {
+      const seen = buffer.done
+      for (const e of session.flow.inflight.values()) {
+        const id = e.qos === 2 ? this.idOf.get(e.message) : undefined
+        if (id !== undefined) seen.add(id)
+      }
+      for (const q of session.flow.queue) {
+        const id = q !== undefined && q.qos === 2 ? this.idOf.get(q.message) : undefined
+        if (id !== undefined) seen.add(id)
+      }
+      for (const [message, qos, retain, ids] of buffer.got) {
+        if (qos === 2) {
+          const id = this.idOf.get(message)
+          if (id !== undefined) {
+            if (seen.has(id)) continue
+            seen.add(id)
+          }
+        }
+        // the buffer has its own client id: No Local is checked here, against the session's subscriptions
+        if (message.origin === session.clientId && !this.wantsOwn(session, message.topic)) continue
+        if (session.subscriptions.size > 0) session.deliver(message, qos, retain, ids, undefined)
+      }
+    }
+    buffer.got.length = 0
+    for (const filter of buffer.filters) this.core.router.unsubscribe(buffer, filter)
+  }
+
+  /** a subscription of `session` without No Local matches `topic` */
+  private wantsOwn(session: Session, topic: string): boolean {
+    for (const [filter, options] of session.subscriptions) if (!options.noLocal && !filter.startsWith("$share/") && matchTopic(filter, topic)) return true
+    return false
+  }
+
   /** Ask `node` to let `clientId` go; the request's id, undefined when it did not answer in time. */
   private requestRelease(node: string, clientId: string): Promise<string | undefined> {
     const id = randomUUID()
@@ -1773,11 +1895,24 @@ class ClusterImpl implements ClusterHooks, Congestible {
   private async release(clientId: string, request: string): Promise<void> {
     const core = this.core
     core.attached.get(clientId)?.takenOver()
+    if (core.sessions.get(clientId) === undefined) return
+    // what other nodes sent here before they learned the new owner's routes: routed to the session before it goes
+    if (core.sessions.get(clientId)!.expiryInterval !== 0) await this.drainInbox()
     const session = core.sessions.get(clientId)
     if (session === undefined) return
     const wire = session.expiryInterval === 0 ? undefined : this.serialize(session)
     this.detach(session)
     if (wire !== undefined) await this.main.set(this.keys.session(clientId), toJson({ ...wire, rid: request }), { PX: Math.max(30_000, this.releaseTimeoutMs * 4) })
+  }
+
+  /** Wait (up to half the release timeout) until the inbox reader has routed every entry the inbox has now. */
+  private async drainInbox(): Promise<void> {
+    const inbox = this.keys.inbox(this.nodeId)
+    const last = await this.main.xRevRange(inbox, "+", "-", { COUNT: 1 })
+    const id = last[0]?.id
+    if (id === undefined) return
+    const until = Date.now() + this.releaseTimeoutMs / 2
+    while (idAfter(id, this.lastRouted) && Date.now() < until && this.acting()) await new Promise((r) => setTimeout(r, 5))
   }
 
   /** Remove a session from this node without ending it (it lives on elsewhere): nothing of it is written to Redis. */
@@ -1796,9 +1931,15 @@ class ClusterImpl implements ClusterHooks, Congestible {
     if (core.sessions.get(session.clientId) === session) core.sessions.delete(session.clientId)
   }
 
-  serialize(session: Session): WireSession {
+  serialize(session: Session): HandedSession {
+    const fieldsOf = (m: Message): MessageFields => {
+      const f = messageFields(m, undefined)
+      const i = m.qos === 2 ? this.idOf.get(m) : undefined
+      if (i !== undefined) f.i = i
+      return f
+    }
     const delivery = (d: Outgoing): WireDelivery => ({
-      m: messageFields(d.message, undefined),
+      m: fieldsOf(d.message),
       qos: d.qos,
       retain: d.retain,
       ids: d.subscriptionIds,
@@ -1823,8 +1964,9 @@ class ClusterImpl implements ClusterHooks, Congestible {
       subscriptions: [...session.subscriptions],
       inflight,
       queue,
-      qos2: [...session.qos2.awaitingRel]
-    }
+      qos2: [...session.qos2.awaitingRel],
+      done: this.completedIds.get(session) ?? []
+    } satisfies HandedSession
   }
 
   /** A session another node let go: this node's now, subscriptions, in-flight and queued deliveries included. */
@@ -1844,6 +1986,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
       const message = messageOfFields(d.m)
       if (message === undefined) return undefined
       if (d.u !== undefined) this.recordKeys.set(message, d.u)
+      if (d.m.i !== undefined) this.idOf.set(message, d.m.i)
       const shared = d.shared === undefined ? undefined : core.router.sharedGroup(d.shared.group, d.shared.filter)
       return { message, qos: d.qos, retain: d.retain, subscriptionIds: d.ids, shared }
     }

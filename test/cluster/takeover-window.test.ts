@@ -1,0 +1,87 @@
+/**
+ * Issue #9, the same guarantees as on one node across a takeover: a persistent
+ * session moves from node b to node a while a publisher on node c publishes at
+ * a steady rate; every message acknowledged to the publisher (PUBACK / PUBCOMP)
+ * after the client's CONNECT to a began reaches the client (on the old
+ * connection or the new one), QoS 2 exactly once. The new owner announces the
+ * session's routes and buffers what arrives before the old owner lets go
+ * (make-before-break, docs/cluster.md "Sessions").
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { Store, type MqttClient } from "mqtt"
+import { connectClient, connectCollecting, settle, subscribe, waitFor } from "../e2e/harness.js"
+import { routed, startNode, startRedis } from "./harness.js"
+
+/** Publish `topic` continuously (a window of 4), payload = sequence number; each acknowledged one with the time of its PUBACK / PUBCOMP. */
+const pump = (client: MqttClient, topic: string, qos: 1 | 2) => {
+  let seq = 0
+  let running = true
+  const acked: Array<readonly [number, number]> = []
+  const workers = Array.from({ length: 4 }, async () => {
+    while (running) {
+      const n = seq++
+      await client.publishAsync(topic, String(n), { qos })
+      acked.push([n, performance.now()])
+    }
+  })
+  return {
+    acked,
+    stop: Effect.promise(() => {
+      running = false
+      return Promise.all(workers)
+    })
+  }
+}
+
+describe("cluster takeover window (issue #9)", () => {
+  for (const qos of [1, 2] as const) {
+    it.scopedLive(`QoS ${qos}: a session moving from b to a misses nothing published on c after the CONNECT to a${qos === 2 ? ", and gets it once" : ""}`, () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const a = yield* startNode(redis.url, "a")
+        const b = yield* startNode(redis.url, "b")
+        const c = yield* startNode(redis.url, "c")
+        // one client process reconnecting: its inbound QoS 2 store (what it acknowledged with PUBREC) outlives the connection
+        const incomingStore = new Store()
+        incomingStore.close = (cb) => cb?.()
+        const old = yield* connectCollecting(b.url, { clientId: "mover", clean: false, incomingStore })
+        yield* subscribe(old.client, "w/#", { qos })
+        yield* routed(c, b, ["w/#"])
+        const pub = yield* connectClient(c.url, { clientId: "pub" })
+        const p = pump(pub, "w/x", qos)
+        yield* waitFor(() => p.acked.length >= 50, "the stream under way")
+
+        const began = performance.now()
+        const moved = yield* connectCollecting(a.url, { clientId: "mover", clean: false, incomingStore })
+        expect(moved.sessionPresent).toBe(true)
+        const atConnack = p.acked.length
+        yield* waitFor(() => p.acked.length >= atConnack + 150, "the stream going on after the takeover", 10_000)
+        yield* p.stop
+
+        const must = p.acked.filter(([, at]) => at >= began).map(([n]) => n)
+        expect(must.length).toBeGreaterThan(150)
+        const counts = () => {
+          const m = new Map<number, number>()
+          for (const r of [...old.got, ...moved.got]) {
+            if (r.topic === "w/x") m.set(Number(r.payload), (m.get(Number(r.payload)) ?? 0) + 1)
+          }
+          return m
+        }
+        yield* waitFor(() => must.every((n) => counts().has(n)), "every acknowledged message at the client", 5000).pipe(
+          Effect.catchAll((error) =>
+            Effect.die(new Error(`${error.message}: missing ${must.filter((n) => !counts().has(n)).join(", ")}`))
+          )
+        )
+        // the session is on a alone
+        expect(b.broker.core.sessions.has("mover")).toBe(false)
+        expect(a.broker.core.sessions.has("mover")).toBe(true)
+        if (qos === 2) {
+          yield* settle(300)
+          const twice = [...counts()].filter(([, k]) => k > 1).map(([n]) => n)
+          expect(twice).toEqual([])
+        }
+      }), 30_000
+    )
+  }
+})
