@@ -137,7 +137,7 @@ class HeldNode implements Subscriber {
     return true
   }
   deliver(message: Message, _qos: QoS, _retain: boolean, _ids: ReadonlyArray<number> | undefined, source: PublishSource | undefined): void {
-    this.node.hold(message, source)
+    this.node.hold(message, undefined, undefined, source)
   }
 }
 
@@ -443,20 +443,44 @@ class ClusterImpl implements ClusterHooks, Congestible {
    * is acknowledged like any other once no session here holds the message, and
    * replayed to the sessions by the node that adopts them.
    */
-  hold(message: Message, source: PublishSource | undefined): void {
+  hold(message: Message, member: string | undefined, shared: SharedGroup | undefined, source: PublishSource | undefined): void {
     if (this.inbound || message.qos === 0 || message.topic.startsWith("$SYS/")) return
     message.ownPayload()
     const batch = this.pending
-    let chunk = batch.held.length === 0 ? undefined : batch.held[batch.held.length - 1]
-    if (chunk === undefined || chunk.list.length >= ENTRY_MESSAGES) {
-      chunk = { ref: { id: "", origin: `${this.heldPrefix}${(this.idSeq++).toString(36)}` }, list: [] }
-      batch.held.push(chunk)
-      this.heldRefs.set(chunk.ref.origin, chunk.ref)
+    const held = batch.held
+    // a message held twice in one turn (a shared group's member and the other persistent sessions, each
+    // once) goes into one entry, its record key the index of its first copy (field `k` of the others)
+    const known = this.entryOf.get(message)
+    let chunk: HeldChunk | undefined
+    if (known !== undefined) {
+      for (let i = held.length - 1; i >= 0; i--) {
+        if (held[i].ref === known) {
+          chunk = held[i]
+          break
+        }
+      }
+    }
+    const first = chunk === undefined
+    if (chunk === undefined) {
+      chunk = held.length === 0 ? undefined : held[held.length - 1]
+      if (chunk === undefined || chunk.list.length >= ENTRY_MESSAGES) {
+        chunk = { ref: { id: "", origin: `${this.heldPrefix}${(this.idSeq++).toString(36)}` }, list: [] }
+        held.push(chunk)
+        this.heldRefs.set(chunk.ref.origin, chunk.ref)
+      }
     }
     const index = chunk.list.length
-    chunk.list.push(messageFields(message, undefined))
-    this.entryOf.set(message, chunk.ref)
-    if (message.qos === 2) this.indexOf.set(message, index)
+    const fields = messageFields(message, shared)
+    // a shared group's delivery: replayed to that member only
+    if (member !== undefined) fields.m = member
+    if (first) {
+      this.entryOf.set(message, chunk.ref)
+      if (message.qos === 2) this.indexOf.set(message, index)
+    } else if (message.qos === 2) {
+      const k = this.indexOf.get(message)
+      if (k !== undefined) fields.k = String(k)
+    }
+    chunk.list.push(fields)
     batch.size++
     this.schedule()
     if (source !== undefined && batch.size >= FORWARD_HIGH) source.throttle(this)
@@ -581,22 +605,43 @@ class ClusterImpl implements ClusterHooks, Congestible {
    * other sessions.
    */
   private watch(session: Session): void {
+    if (!this.watching.has(session)) this.watching.set(session, new Set())
+    this.shadow(session)
+  }
+
+  private unwatch(session: Session): void {
+    this.watching.delete(session)
+    if (!this.sharedMembers.has(session)) Reflect.deleteProperty(session, "deliver")
+  }
+
+  /**
+   * The session's own `deliver`, shadowed on the instance (nothing changes for
+   * other sessions): QoS 2 ids let through once while it is watched (above),
+   * and, for a persistent member of a shared group, a QoS 1 / 2 message the
+   * group picked it for here is held (`hold`, field `m`: replayed to it only).
+   */
+  private shadow(session: Session): void {
     if (Object.prototype.hasOwnProperty.call(session, "deliver")) return
-    const seen = new Set<string>()
     const deliver = Session.prototype.deliver
     session.deliver = (message, qos, retain, subscriptionIds, source, shared) => {
       if (qos === 2) {
-        const id = this.messageId(message)
-        if (seen.has(id)) return
-        seen.add(id)
+        const seen = this.watching.get(session)
+        if (seen !== undefined) {
+          const id = this.messageId(message)
+          if (seen.has(id)) return
+          seen.add(id)
+        }
+      }
+      if (shared !== undefined && qos !== 0 && !this.inbound && session.expiryInterval !== 0 && this.sharedMembers.has(session)) {
+        this.hold(message, session.clientId, shared, source)
       }
       deliver.call(session, message, qos, retain, subscriptionIds, source, shared)
     }
   }
-
-  private unwatch(session: Session): void {
-    Reflect.deleteProperty(session, "deliver")
-  }
+  /** sessions watched after a takeover from a dead node: the QoS 2 ids they got meanwhile */
+  private readonly watching = new WeakMap<Session, Set<string>>()
+  /** persistent sessions that are members of a shared group here */
+  private readonly sharedMembers = new WeakSet<Session>()
 
   // ------------------------------------------------------------ outbound QoS 2 records
 
@@ -786,19 +831,24 @@ class ClusterImpl implements ClusterHooks, Congestible {
       }
       if (!Array.isArray(list)) continue
       const ref: EntryRef = { id: e.id, origin: fields.o ?? `${this.nodeId}:${e.id}` }
-      const only = previousHeld ? this.persistentSessions() : fields.c === undefined ? undefined : this.targetsOf(fields.c, ref)
+      // after a restart from the file store: what the inbox held at start goes to the restored sessions as an adopter's replay does
+      const replay = fields.c === undefined && this.replayUpTo !== undefined && !idAfter(e.id, this.replayUpTo)
+      if (replay) this.linkEntry(ref)
+      const only = previousHeld || replay ? this.persistentSessions() : fields.c === undefined ? undefined : this.targetsOf(fields.c, ref)
       for (let i = 0; i < list.length; i++) {
         const message = messageOfFields(list[i])
         if (message === undefined) continue
         this.entryOf.set(message, ref)
+        // a held message's copies share the record key of its first copy (`k`)
+        const k = list[i].k === undefined ? i : Number(list[i].k)
         if (message.qos === 2) {
-          this.indexOf.set(message, i)
+          this.indexOf.set(message, k)
           const id = list[i].i
           if (id !== undefined) this.idOf.set(message, id)
         }
         try {
           if (only === undefined) this.routeFromPeer(message, sharedOfFields(list[i]))
-          else this.routeToAdopted(message, sharedOfFields(list[i]), only, fields.s === "1", ref.origin, i)
+          else this.routeToAdopted(message, sharedOfFields(list[i]), only, fields.s === "1" || replay, ref.origin, k, list[i].m)
         } catch (error) {
           this.warn(`routing a message from another node`, error)
         }
@@ -818,18 +868,21 @@ class ClusterImpl implements ClusterHooks, Congestible {
     } catch {
       // no session
     }
-    const link = this.links.get(ref.origin)
-    if (link !== undefined) {
-      this.links.delete(ref.origin)
-      // restored in-flight messages hold the entry; completed records go with it
-      for (const m of link.messages) this.entryOf.set(m, ref)
-      if (link.completed.length > 0) {
-        const list = this.completedOf.get(ref.id)
-        if (list === undefined) this.completedOf.set(ref.id, [...link.completed])
-        else list.push(...link.completed)
-      }
-    }
+    this.linkEntry(ref)
     return only
+  }
+
+  /** What restored records say of an entry, linked to it as it is read: their in-flight messages hold it, their "completed" records go with it. */
+  private linkEntry(ref: EntryRef): void {
+    const link = this.links.get(ref.origin)
+    if (link === undefined) return
+    this.links.delete(ref.origin)
+    for (const m of link.messages) this.entryOf.set(m, ref)
+    if (link.completed.length > 0) {
+      const list = this.completedOf.get(ref.id)
+      if (list === undefined) this.completedOf.set(ref.id, [...link.completed])
+      else list.push(...link.completed)
+    }
   }
 
   /**
@@ -879,7 +932,13 @@ class ClusterImpl implements ClusterHooks, Congestible {
   readonly routeObserver = {
     added: (subscriber: Subscriber, filter: string, options: SubscriptionOptions): void => {
       if (subscriber instanceof RemoteNode || subscriber instanceof HeldNode) return
-      if (subscriber instanceof Session && subscriber.expiryInterval !== 0) this.holdFor(subscriber.clientId, filter)
+      if (subscriber instanceof Session && subscriber.expiryInterval !== 0) {
+        this.holdFor(subscriber.clientId, filter)
+        if (filter.startsWith("$share/")) {
+          this.sharedMembers.add(subscriber)
+          this.shadow(subscriber)
+        }
+      }
       // without the lease nothing is written (the routes are written again when it is back)
       const owner = this.state === "live"
       // a persistent session's subscriptions are kept in Redis, for a node that adopts it if this one dies
@@ -1138,8 +1197,120 @@ class ClusterImpl implements ClusterHooks, Congestible {
       } else if (owner === null) lost.push(session)
     }
     await this.reclaim(lost)
+    await this.reconcileRestored(sessions.filter((s) => this.core.sessions.get(s.clientId) === s && s.expiryInterval !== 0))
     if (dropped > 0) this.core.log.notice(`Cluster: ${dropped} stored sessions moved to other nodes while this one was stopped: dropped here.`)
   }
+
+  /**
+   * After a crash (kill -9) and a restart from the file store, the inbox still
+   * holds the entries of the messages the restored sessions held (an entry is
+   * acknowledged only once no session here holds its messages), and the reader
+   * routes them again: without this, a QoS 2 message would be both in the
+   * restored queue / window and delivered again. Here, before the reader
+   * starts, each restored session's QoS 2 deliveries that an inbox entry will
+   * route to it again (matched by topic, publisher, receive time and payload)
+   * are taken out of the store's copy, and its `P:out` records become its
+   * in-flight window and its skip list, exactly as for an adopted session: the
+   * entries' replay (`replayUpTo`) then delivers each once. What no entry
+   * holds (a retained message sent at SUBSCRIBE) stays as the store had it.
+   */
+  private async reconcileRestored(sessions: ReadonlyArray<Session>): Promise<void> {
+    if (sessions.length === 0) return
+    const k = this.keys
+    const records = await Promise.all(sessions.map((s) => this.main.hGetAll(k.out(s.clientId))))
+    const inbox = k.inbox(this.nodeId)
+    type Hit = { readonly fields: MessageFields; readonly c: ReadonlyArray<string> | undefined }
+    const prints = new Map<string, Array<Hit>>()
+    const origins = new Set<string>()
+    let last = ""
+    for (;;) {
+      const entries = (await this.main.xRange(inbox, last === "" ? "-" : `(${last}`, "+", { COUNT: 500 })) as Array<{ id: string; message: Record<string, string> }>
+      if (entries.length === 0) break
+      for (const e of entries) {
+        const f = e.message
+        origins.add(f.o ?? `${this.nodeId}:${e.id}`)
+        let list: unknown
+        let c: Array<string> | undefined
+        try {
+          list = JSON.parse(f.b ?? "[]")
+          if (f.c !== undefined) c = JSON.parse(f.c) as Array<string>
+        } catch {
+          continue
+        }
+        if (!Array.isArray(list)) continue
+        for (const m of list as Array<MessageFields>) {
+          const print = `${m.t}\u0000${m.o}\u0000${m.a}\u0000${m.p}`
+          const hits = prints.get(print)
+          if (hits === undefined) prints.set(print, [{ fields: m, c }])
+          else hits.push({ fields: m, c })
+        }
+      }
+      last = entries[entries.length - 1].id
+    }
+    if (last !== "") this.replayUpTo = last
+    const created = new Set<string>()
+    for (let j = 0; j < sessions.length; j++) {
+      const session = sessions[j]
+      const clientId = session.clientId
+      // would the replay route this entry's message to the session? (as `routeToAdopted` does)
+      const reaches = (hit: Hit): boolean => {
+        if (hit.c !== undefined && !hit.c.includes(clientId)) return false
+        if (hit.fields.m !== undefined) return hit.fields.m === clientId
+        if (hit.fields.s !== undefined) return false
+        for (const [filter, o] of session.subscriptions) {
+          if (!filter.startsWith("$share/") && matchTopic(filter, hit.fields.t) && !(o.noLocal && hit.fields.o === clientId)) return true
+        }
+        return false
+      }
+      const replayed = (out: Outgoing): boolean => {
+        if (out.qos !== 2) return false
+        const m = out.message
+        const hits = prints.get(`${m.topic}\u0000${m.origin}\u0000${m.receivedAt}\u0000${m.payload.toString("base64")}`)
+        if (hits === undefined) return false
+        const i = hits.findIndex(reaches)
+        if (i < 0) return false
+        hits.splice(i, 1)
+        return true
+      }
+      const recordIds = new Set<number>()
+      for (const text of Object.values(records[j])) {
+        try {
+          recordIds.add((JSON.parse(text) as OutRecord).i)
+        } catch {
+          // not a record
+        }
+      }
+      const flow = session.flow
+      const window = [...flow.inflight.values()]
+      const queue = flow.queue.filter((q) => q !== undefined)
+      const keptWindow: Array<InflightEntry> = []
+      const requeued: Array<Outgoing> = []
+      for (const e of window) {
+        if (replayed(e)) continue
+        // the records say what the client has under that packet id (QoS 2); a QoS 1 delivery that had it before is sent again
+        if (!recordIds.has(e.messageId)) keptWindow.push(e)
+        else if (e.qos !== 2) requeued.push({ message: e.message, qos: e.qos, retain: e.retain, subscriptionIds: e.subscriptionIds, shared: e.shared })
+      }
+      const keptQueue = [...requeued, ...queue.filter((q) => !replayed(q))]
+      if (keptWindow.length === window.length && keptQueue.length === queue.length && recordIds.size === 0) continue
+      flow.clear()
+      flow.restore(keptWindow, keptQueue)
+      this.restoreRecords(session, records[j], created)
+      // the store follows: what the session holds now
+      const observer = flow.observer
+      if (observer !== undefined) {
+        for (const e of flow.inflight.values()) {
+          observer.sent(e.messageId, e)
+          if (e.state === "await-pubcomp") observer.pubrec(e.messageId)
+        }
+        for (const q of flow.queue) if (q !== undefined) observer.queued(q)
+      }
+    }
+    this.forgetUnreplayed(created, origins)
+    if (this.replayUpTo !== undefined) this.core.log.info(`Cluster: restored sessions reconciled with the inbox (replayed up to ${this.replayUpTo}).`)
+  }
+  /** after a restart from the file store: the inbox entries up to this id are replayed to the restored sessions (`reconcileRestored`) */
+  private replayUpTo: string | undefined = undefined
 
   /** Sessions of this node whose keys Redis does not have (expired, or Redis lost its data): owner, node index and stored subscriptions written again, unless another node claimed them meanwhile. */
   private reclaim(sessions: ReadonlyArray<Session>): Promise<unknown> {
@@ -1425,7 +1596,8 @@ class ClusterImpl implements ClusterHooks, Congestible {
     sessions: ReadonlyMap<string, Session>,
     sharedHere: boolean,
     origin: string,
-    index: number
+    index: number,
+    member?: string
   ): void {
     const skipOf = this.skipOf
     const key = message.qos === 2 && skipOf.size > 0 ? `${origin}:${index}` : undefined
@@ -1435,6 +1607,23 @@ class ClusterImpl implements ClusterHooks, Congestible {
       if (skip === undefined || !skip.delete(key)) return false
       if (skip.size === 0) skipOf.delete(clientId)
       return true
+    }
+    if (member !== undefined) {
+      // held here for that member of a shared group: to it alone, if it is still one of the group
+      const session = sessions.get(member)
+      if (shared === undefined || session === undefined || this.core.sessions.get(member) !== session || had(member)) return
+      const o = session.subscriptions.get(`$share/${shared.group}/${shared.filter}`)
+      if (o === undefined) return
+      const group = this.core.router.sharedGroup(shared.group, shared.filter)
+      const qos = (this.core.router.upgradeOutgoingQos || o.qos < message.qos ? o.qos : message.qos) as QoS
+      this.received++
+      this.inbound = true
+      try {
+        session.deliver(message, qos, o.retainAsPublished ? message.retain : false, o.subscriptionId !== undefined ? [o.subscriptionId] : undefined, undefined, group)
+      } finally {
+        this.inbound = false
+      }
+      return
     }
     if (shared !== undefined) {
       if (!sharedHere) return
