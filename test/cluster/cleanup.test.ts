@@ -9,19 +9,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import mqttPacket from "mqtt-packet"
-import { createClient } from "redis"
 import { connectClient, rawClient, subscribe, waitFor } from "../e2e/harness.js"
-import { startNode, startRedis } from "./harness.js"
-
-const redisClient = (url: string) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const c = createClient({ url })
-      await c.connect()
-      return c
-    }),
-    (c) => Effect.promise(() => c.quit().catch(() => undefined))
-  )
+import { redisClient, startNode, startRedis } from "./harness.js"
 
 const keysOf = (id: string) => [`t:owner:${id}`, `t:subs:${id}`, `t:qos2:${id}`, `t:will:${id}`]
 

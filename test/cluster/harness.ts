@@ -11,6 +11,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Effect, ExecutionStrategy, Exit, Scope } from "effect"
+import { createClient } from "redis"
 import { Broker, type BrokerOptions, type BrokerService } from "../../src/Broker.js"
 import { Log } from "../../src/log/Log.js"
 import { waitFor } from "../e2e/harness.js"
@@ -56,6 +57,17 @@ export const waitForPort = (port: number, timeoutMs = 5000): Promise<void> =>
   })
 
 /** A redis-server with no persistence (`--save "" --appendonly no`): a restart starts empty. */
+/** A node-redis client of the test's own (to look at keys), quit with the scope. */
+export const redisClient = (url: string) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const c = createClient({ url })
+      await c.connect()
+      return c
+    }),
+    (c) => Effect.promise(() => c.quit().catch(() => undefined))
+  )
+
 export const startRedis = (): Effect.Effect<RedisServer, Error, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.tryPromise({

@@ -9,23 +9,12 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { createClient } from "redis"
 import { connectClient, connectCollecting, publish, settle, subscribe, waitFor } from "../e2e/harness.js"
 import { useDaemons } from "./daemons.js"
-import { routed, startNode, startRedis } from "./harness.js"
+import { redisClient, routed, startNode, startRedis } from "./harness.js"
 
 // the daemon beats every second: its lease lapses 3 s after its last heartbeat
 const { spawnNode } = useDaemons()
-
-const redisClient = (url: string) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const c = createClient({ url })
-      await c.connect()
-      return c
-    }),
-    (c) => Effect.promise(() => c.quit().catch(() => undefined))
-  )
 
 describe("cluster: the session lease", () => {
   it.scopedLive(

@@ -8,22 +8,12 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { createClient } from "redis"
+import type { createClient } from "redis"
 import { collect, connectClient, connectCollecting, settle, subscribe, waitFor } from "../e2e/harness.js"
 import { useDaemons } from "./daemons.js"
-import { startNode, startRedis } from "./harness.js"
+import { redisClient, startNode, startRedis } from "./harness.js"
 
 const { spawnNode } = useDaemons()
-
-const redisClient = (url: string) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const c = createClient({ url })
-      await c.connect()
-      return c
-    }),
-    (c) => Effect.promise(() => c.quit().catch(() => undefined))
-  )
 
 const stored = (r: ReturnType<typeof createClient>, key: string) =>
   Effect.promise(async () => {
