@@ -86,6 +86,16 @@ export const pump = (
   })
 
 /** Fails with the missing numbers unless every number of `acked` is among those `seen()` gives, within `timeoutMs`. */
+/** How many times each sequence number was received. */
+export const countsOf = (seen: ReadonlyArray<number>): Map<number, number> => {
+  const counts = new Map<number, number>()
+  for (const n of seen) counts.set(n, (counts.get(n) ?? 0) + 1)
+  return counts
+}
+
+/** The sequence numbers received more than once. */
+export const receivedTwice = (counts: ReadonlyMap<number, number>): Array<number> => [...counts].filter(([, k]) => k > 1).map(([n]) => n)
+
 export const everyAckedArrives = (acked: ReadonlySet<number>, seen: () => ReadonlyArray<number>, detail: () => string = () => "", timeoutMs = 15_000) =>
   waitFor(
     () => {

@@ -13,7 +13,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { createClient } from "redis"
 import { collect, connectClient, connectCollecting, settle, subscribe, waitFor, type Received } from "../e2e/harness.js"
-import { everyAckedArrives, pump, useDaemons } from "./daemons.js"
+import { countsOf, everyAckedArrives, pump, receivedTwice, useDaemons } from "./daemons.js"
 import { startNode, startRedis } from "./harness.js"
 
 const { spawnNode } = useDaemons()
@@ -72,9 +72,8 @@ const localDeliveryKilled = (qos: 1 | 2, subscriber: "offline" | "online") =>
     if (qos === 2) {
       // nothing twice, late ones included (the dead node's inbox is moved again a few heartbeats on)
       yield* Effect.sleep("1500 millis")
-      const counts = new Map<number, number>()
-      for (const n of numbers()) counts.set(n, (counts.get(n) ?? 0) + 1)
-      expect([...counts].filter(([, k]) => k > 1).map(([n]) => n)).toEqual([])
+      const counts = countsOf(numbers())
+      expect(receivedTwice(counts)).toEqual([])
     }
   })
 
@@ -176,9 +175,8 @@ const sharedMemberKilled = (qos: 1 | 2, members: "alone" | "withRemote") =>
     }
     if (qos === 2) {
       yield* Effect.sleep("1500 millis")
-      const counts = new Map<number, number>()
-      for (const n of numbers()) counts.set(n, (counts.get(n) ?? 0) + 1)
-      expect([...counts].filter(([, k]) => k > 1).map(([n]) => n)).toEqual([])
+      const counts = countsOf(numbers())
+      expect(receivedTwice(counts)).toEqual([])
     }
   })
 
@@ -282,9 +280,8 @@ const restartedUnderQos2 = (subscriber: "online" | "offline") =>
     const numbers = () => [...before, ...after.got].map((m) => Number(m.payload))
     yield* everyAckedArrives(acked, numbers, () => `(${before.length} before)`, 10_000)
     yield* settle(1500)
-    const counts = new Map<number, number>()
-    for (const n of numbers()) counts.set(n, (counts.get(n) ?? 0) + 1)
-    expect([...counts].filter(([, k]) => k > 1).map(([n]) => n)).toEqual([])
+    const counts = countsOf(numbers())
+    expect(receivedTwice(counts)).toEqual([])
     if (subscriber === "offline") expect(after.got.length).toBeGreaterThanOrEqual(500)
     else expect(before.length).toBeGreaterThan(0)
   })
