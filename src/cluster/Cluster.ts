@@ -188,11 +188,13 @@ interface Batch {
   readonly qos2: Array<[string, number, boolean]>
   /** outbound QoS 2 records of persistent sessions, "client id\0key" → [client id, key, JSON (HSET) or undefined (HDEL)]; the last change of a turn wins */
   readonly out: Map<string, [string, string, string | undefined]>
+  /** barrier markers asked for by other nodes: [node, barrier id], each appended to that node's inbox after this turn's messages for it */
+  readonly barriers: Array<readonly [string, string]>
   size: number
   readonly waiters: Array<() => void>
 }
 
-const newBatch = (): Batch => ({ byNode: new Map(), held: [], late: [], qos2: [], out: new Map(), size: 0, waiters: [] })
+const newBatch = (): Batch => ({ byNode: new Map(), held: [], late: [], qos2: [], out: new Map(), barriers: [], size: 0, waiters: [] })
 
 /** messages per stream entry at most */
 const ENTRY_MESSAGES = 500
@@ -560,6 +562,8 @@ class ClusterImpl implements ClusterHooks, Congestible {
         multi.xAdd(this.keys.inbox(node), "*", { b: JSON.stringify(i === 0 && list.length <= ENTRY_MESSAGES ? list : list.slice(i, i + ENTRY_MESSAGES)) })
       }
     }
+    // after every message this node sent those nodes so far (one connection: Redis appends in this order)
+    for (const [node, id] of batch.barriers) multi.xAdd(this.keys.inbox(node), "*", { f: id, n: this.nodeId })
     // held entries last: their stream ids are the last replies
     const held = batch.held
     const own = this.keys.inbox(this.nodeId)
@@ -811,6 +815,12 @@ class ClusterImpl implements ClusterHooks, Congestible {
       this.unacked.push(e.id)
       const fields = e.message
       if (fields === null) continue
+      // a node's answer to a barrier of this node's (`barrier`)
+      if (fields.f !== undefined) {
+        const barrier = this.barriers.get(fields.f)
+        if (barrier !== undefined && barrier.waiting.delete(fields.n ?? "") && barrier.waiting.size === 0) barrier.done()
+        continue
+      }
       // a held entry of this run: its messages are in its sessions already; the reader can see it before
       // the XADD's reply is in, its id is known from here. One of a previous run (a restart after a crash)
       // goes to the persistent sessions here (restored from the file store), as what other nodes sent does.
@@ -994,7 +1004,49 @@ class ClusterImpl implements ClusterHooks, Congestible {
     multi.publish(this.keys.routes, JSON.stringify({ n: this.nodeId, op, f: filter }))
     // a failure is repaired by the resync after Redis comes back; MULTIs on one connection complete in order
     this.announced = multi.exec().catch((error) => this.warn("announcing a route", error))
+    this.routeEpoch++
   }
+
+  /**
+   * SUBACK waits here: once every live node has applied the route changes
+   * announced so far (a barrier, see `barrier`), a message published on any
+   * node after the SUBACK reaches the subscriber. Callers of one round share a
+   * barrier; none runs when nothing changed since the last one (a filter this
+   * node routes already). Bounded by the barrier's wait; a Redis error lets
+   * the SUBACK go (the routes are written again when Redis is back).
+   */
+  whenRouted(then: () => void): void {
+    if (this.routeEpoch === this.routedEpoch && this.routedWaiters.length === 0) return then()
+    this.routedWaiters.push(then)
+    if (!this.routing) void this.routeBarriers()
+  }
+
+  private async routeBarriers(): Promise<void> {
+    this.routing = true
+    try {
+      while (this.routedWaiters.length > 0) {
+        const epoch = this.routeEpoch
+        const waiters = this.routedWaiters.splice(0)
+        if (epoch !== this.routedEpoch) {
+          try {
+            await this.announced
+            await this.barrier()
+          } catch (error) {
+            this.warn("waiting for the other nodes to route a subscription", error)
+          }
+          if (epoch > this.routedEpoch) this.routedEpoch = epoch
+        }
+        for (const w of waiters) w()
+      }
+    } finally {
+      this.routing = false
+    }
+  }
+  /** route changes announced, and those every node had applied at the last barrier */
+  private routeEpoch = 0
+  private routedEpoch = 0
+  private routedWaiters: Array<() => void> = []
+  private routing = false
 
   /** Settles once every route change announced so far is stored in Redis (and notified). */
   announced: Promise<unknown> = Promise.resolve()
@@ -1017,6 +1069,14 @@ class ClusterImpl implements ClusterHooks, Congestible {
       return
     }
     if (change.n === this.nodeId || typeof change.f !== "string") return
+    // a node lets a session go (`barrier`): the route changes before this one are applied here, what was sent to it before them goes first
+    if (change.op === "barrier") {
+      if (!this.acting()) return
+      this.pending.barriers.push([change.n, change.f])
+      this.pending.size++
+      this.schedule()
+      return
+    }
     const r = this.remote(change.n)
     if (change.op === "+" && !r.filters.has(change.f)) {
       r.filters.add(change.f)
@@ -1746,6 +1806,8 @@ class ClusterImpl implements ClusterHooks, Congestible {
     const handed = text === null ? undefined : (fromJson(text) as HandedSession & { readonly rid?: string })
     if (handed !== undefined && request !== undefined && handed.rid === request) {
       this.adopt(handed)
+      const session = this.core.sessions.get(clientId)
+      if (session !== undefined) this.watchMoved(session, handed)
       if (buffer !== undefined) {
         for (const id of handed.done ?? []) buffer.done.add(id)
         // in the same turn as the session's subscriptions: nothing reaches it twice by the two ways
@@ -1753,6 +1815,32 @@ class ClusterImpl implements ClusterHooks, Congestible {
       }
       await this.main.del(k.session(clientId))
     } else if (fromDead !== undefined && !this.core.sessions.has(clientId)) await this.takeFromDead(fromDead, clientId)
+  }
+
+  /**
+   * QoS 2 once after a move from a live node: a message the publisher's node
+   * sent to both nodes can be in the handed session (the old owner routed its
+   * copy) and still unread in this node's inbox. The session lets each QoS 2
+   * id through once — those it was handed (in flight, queued, completed
+   * lately) count as seen — until this node has routed every entry its inbox
+   * holds now: the copies that came here were added before the old owner
+   * handed the session over (it routed their twins first).
+   */
+  private watchMoved(session: Session, handed: HandedSession): void {
+    const seen = new Set<string>(handed.done ?? [])
+    for (const e of session.flow.inflight.values()) {
+      const id = e.qos === 2 ? this.idOf.get(e.message) : undefined
+      if (id !== undefined) seen.add(id)
+    }
+    for (const q of session.flow.queue) {
+      const id = q !== undefined && q.qos === 2 ? this.idOf.get(q.message) : undefined
+      if (id !== undefined) seen.add(id)
+    }
+    this.watching.set(session, seen)
+    this.shadow(session)
+    this.drainInbox()
+      .catch((error) => this.warn(`reading the inbox after ${session.clientId} moved here`, error))
+      .finally(() => setTimeout(() => this.unwatch(session), this.heartbeatMs))
   }
 
   /**
@@ -2086,13 +2174,49 @@ class ClusterImpl implements ClusterHooks, Congestible {
     core.attached.get(clientId)?.takenOver()
     if (core.sessions.get(clientId) === undefined) return
     // what other nodes sent here before they learned the new owner's routes: routed to the session before it goes
-    if (core.sessions.get(clientId)!.expiryInterval !== 0) await this.drainInbox()
+    if (core.sessions.get(clientId)!.expiryInterval !== 0) {
+      await this.barrier()
+      await this.drainInbox()
+    }
     const session = core.sessions.get(clientId)
     if (session === undefined) return
     const wire = session.expiryInterval === 0 ? undefined : this.serialize(session)
     this.detach(session)
     if (wire !== undefined) await this.main.set(this.keys.session(clientId), toJson({ ...wire, rid: request }), { PX: Math.max(30_000, this.releaseTimeoutMs * 4) })
   }
+
+  /**
+   * Wait (up to a third of the release timeout) until every node known here
+   * has applied the route changes published before now and this node has
+   * routed what they sent it before that. The new owner announced its routes
+   * before asking for the session, and one channel carries route changes and
+   * this barrier in Redis' order: each node answers with a marker entry in this
+   * node's inbox behind whatever it sent here on the old routes. Without it, a
+   * node that learns the new routes late still sends here alone after the
+   * session has gone, and those messages are lost.
+   */
+  private async barrier(): Promise<void> {
+    // every live member, also those without routes (publishers' nodes are not in `remotes`)
+    const members = (await this.main.sMembers(this.keys.nodes)).filter((n) => n !== this.nodeId)
+    if (members.length === 0) return
+    const alive = await this.main.mGet(members.map((n) => this.keys.alive(n)))
+    const peers = members.filter((_, i) => alive[i] !== null)
+    if (peers.length === 0) return
+    const id = randomUUID()
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.barriers.set(id, { waiting: new Set(peers), done: resolve })
+        timer = setTimeout(resolve, this.releaseTimeoutMs / 3)
+        this.main.publish(this.keys.routes, JSON.stringify({ n: this.nodeId, op: "barrier", f: id })).catch(reject)
+      })
+    } finally {
+      clearTimeout(timer)
+      this.barriers.delete(id)
+    }
+  }
+  /** barriers this node is waiting for: id → the nodes that have not answered yet */
+  private readonly barriers = new Map<string, { readonly waiting: Set<string>; readonly done: () => void }>()
 
   /** Wait (up to half the release timeout) until the inbox reader has routed every entry the inbox has now. */
   private async drainInbox(): Promise<void> {

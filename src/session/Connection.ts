@@ -903,8 +903,18 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never; never for shared subscriptions
       if (!shared && (options.retainHandling === 0 || (options.retainHandling === 1 && isNew))) retainedToSend.push({ filter, options })
     }
+    // cluster: SUBACK once every node routes the new filters here (messages published anywhere after it reach the client)
+    if (core.cluster !== undefined) core.cluster.whenRouted(() => this.subscribed(packet.messageId!, granted, retainedToSend))
+    else this.subscribed(packet.messageId!, granted, retainedToSend)
+  }
+
+  private subscribed(messageId: number, granted: Array<number>, retainedToSend: ReadonlyArray<{ readonly filter: string; readonly options: SubscriptionOptions }>): void {
+    const core = this.core
+    const session = this.session
+    // (a cluster's SUBACK can come after the connection closed)
+    if (session === undefined || this.closed) return
     // [MQTT-3.8.4-1] SUBACK with one return code per filter, in order
-    this.write(encode({ cmd: "suback", messageId: packet.messageId, granted }, this.protocolVersion))
+    this.write(encode({ cmd: "suback", messageId, granted }, this.protocolVersion))
     // [MQTT-3.3.1-9] retained messages go to the new subscription, retain flag set
     for (const { filter, options } of retainedToSend) {
       core.router.retained.match(filter, (message) => {

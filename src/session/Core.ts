@@ -140,7 +140,7 @@ export interface AttachedConnection {
 }
 
 /**
- * Midge clustering (src/cluster/): the two points where a connection waits
+ * Midge clustering (src/cluster/): the points where a connection waits
  * for Redis. Undefined on a single node, so the hot path is untouched.
  */
 export interface ClusterHooks {
@@ -148,6 +148,8 @@ export interface ClusterHooks {
   claim(clientId: string, clean: boolean, done: () => void): void
   /** PUBACK / PUBREC: `then` once every message this turn forwarded to other nodes is stored in Redis (at once when none is pending) */
   whenForwarded(then: () => void): void
+  /** SUBACK: `then` once every live node routes by this node's route changes so far (at once when there is none since the last time; in call order) */
+  whenRouted(then: () => void): void
   /** QoS 2 PUBLISH received (before its PUBREC, which waits through `whenForwarded`) or released (PUBREL): kept in Redis for a node that adopts the session */
   inboundQos2(clientId: string, id: number, received: boolean): void
   /**

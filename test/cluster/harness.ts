@@ -138,3 +138,21 @@ export const routed = (node: TestNode, peer: TestNode, filters: ReadonlyArray<st
     const known = node.broker.cluster!.remoteFilters(peer.nodeId)
     return filters.every((f) => known.has(f))
   }, `${node.nodeId} to learn ${peer.nodeId}'s routes ${filters.join(", ")}`)
+
+/**
+ * `node` learns `from`'s route changes late (its event loop busy, a GC pause),
+ * so that it still routes by the old ones for a while: its route
+ * notifications are held back for `lateMs` from the first one of `from` on,
+ * in their order (one connection delivers them: a slow node is late with all
+ * that follow too).
+ */
+export const learnLate = (node: TestNode, from: string, lateMs: number) => {
+  const impl = node.broker.core.cluster as unknown as { onRouteChange(text: string): void }
+  const apply = impl.onRouteChange.bind(impl)
+  const held: Array<string> = []
+  impl.onRouteChange = (text: string) => {
+    if (held.length === 0 && (JSON.parse(text) as { n: string }).n !== from) return apply(text)
+    held.push(text)
+    if (held.length === 1) setTimeout(() => held.splice(0).forEach(apply), lateMs)
+  }
+}
