@@ -9,7 +9,7 @@ import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { Context, Effect, Layer, type Scope } from "effect"
 import { Broker } from "../Broker.js"
-import { ListenError } from "../transport/Listener.js"
+import { bind, type ListenError } from "../transport/bind.js"
 import { Sampler, type Sample, type SampleKey } from "./internal/sample.js"
 
 export interface MetricsOptions {
@@ -101,28 +101,11 @@ export class Metrics extends Context.Tag("midge/Metrics")<Metrics, MetricsServic
           res.end(req.method === "HEAD" ? undefined : body)
         }
       })
-      const where = `${options.host ?? "*"}:${options.port}`
-
       const address = yield* Effect.acquireRelease(
-        Effect.async<AddressInfo, ListenError>((resume) => {
-          const onError = (error: NodeJS.ErrnoException) =>
-            resume(
-              Effect.fail(
-                new ListenError({
-                  port: options.port,
-                  host: options.host,
-                  reason: error.code === "EADDRINUSE" ? "address-in-use" : error.code === "EACCES" ? "permission-denied" : "other",
-                  message: `cannot open the metrics listener on ${where}: ${error.message}`
-                })
-              )
-            )
-          server.once("error", onError)
-          server.listen({ port: options.port, host: options.host }, () => {
-            server.off("error", onError)
-            server.on("error", (error) => core.log.error(`Error: metrics listener: ${error.message}`))
-            resume(Effect.succeed(server.address() as AddressInfo))
-          })
-        }),
+        bind(server, { port: options.port, host: options.host, doing: "open the metrics listener" }).pipe(
+          Effect.tap(() => Effect.sync(() => server.on("error", (error) => core.log.error(`Error: metrics listener: ${error.message}`)))),
+          Effect.map((address) => address as AddressInfo)
+        ),
         () =>
           Effect.async<void>((resume) => {
             server.close(() => resume(Effect.void))

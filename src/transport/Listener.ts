@@ -16,20 +16,16 @@
  */
 import * as net from "node:net"
 import * as tls from "node:tls"
-import { Clock, Data, Duration, Effect, FiberId, FiberMap, Scope } from "effect"
+import { Clock, Duration, Effect, FiberId, FiberMap, Scope } from "effect"
 import { Connection, type ConnectionHooks, type ListenerSettings } from "../session/Connection.js"
 import type { Core } from "../session/Core.js"
 import type { Session } from "../session/Session.js"
 import { isTlsListener, makeTls, type TlsIdentity, type TlsListenerOptions } from "./tls.js"
 import { Watchdog } from "./Watchdog.js"
+import { bind, ListenError, logHandshakeFailures } from "./bind.js"
 import { listenWebSocket, type MqttSocket } from "./websocket.js"
 
-export class ListenError extends Data.TaggedError("ListenError")<{
-  readonly port: number
-  readonly host: string | undefined
-  readonly reason: "address-in-use" | "permission-denied" | "other"
-  readonly message: string
-}> {}
+export { ListenError } from "./bind.js"
 
 export interface ListenerOptions {
   readonly port: number
@@ -167,7 +163,14 @@ export const listenTcp = (
 
     if (options.protocol === "websockets") {
       const ws = yield* listenWebSocket(
-        { port: options.port, host: options.host, socketDomain: options.socketDomain, tls: tlsSetup?.serverOptions, httpDir: options.httpDir },
+        {
+          port: options.port,
+          host: options.host,
+          socketDomain: options.socketDomain,
+          tls: tlsSetup?.serverOptions,
+          httpDir: options.httpDir,
+          onHandshakeFailure: (line) => core.log.notice(line)
+        },
         (socket, info) => accept(socket, info.tlsSocket !== undefined ? tlsSetup?.identity(info.tlsSocket) : undefined)
       )
       core.log.notice(`Opening websockets listen socket on port ${ws.port}.`)
@@ -196,43 +199,13 @@ export const listenTcp = (
     if (tlsSetup !== undefined) {
       server.on("secureConnection", (socket: tls.TLSSocket) => accept(socket, tlsSetup.identity(socket)))
       // a failed handshake (a plain client on a TLS port, a bad certificate) closes that socket only, with a log line
-      const peers = new WeakMap<net.Socket, string>()
-      server.on("connection", (tcp: net.Socket) => peers.set(tcp, `${tcp.remoteAddress ?? "unknown"}:${tcp.remotePort ?? 0}`))
-      server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
-        core.log.notice(`OpenSSL Error on connection from ${handshakePeer(socket, peers)}: ${handshakeFailure(error, socket)}`)
-        socket.destroy()
-      })
+      logHandshakeFailures(server as tls.Server, (line) => core.log.notice(line))
     } else {
       server.on("connection", (socket: net.Socket) => accept(socket, undefined))
     }
     server.on("error", (error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`))
 
-    const where = options.socketPath ?? `${options.host ?? "*"}:${options.port}`
-    const address = yield* Effect.async<net.AddressInfo | string, ListenError>((resume) => {
-      const onError = (error: NodeJS.ErrnoException) => {
-        resume(
-          Effect.fail(
-            new ListenError({
-              port: options.port,
-              host: options.host,
-              reason: error.code === "EADDRINUSE" ? "address-in-use" : error.code === "EACCES" ? "permission-denied" : "other",
-              message: `cannot listen on ${where}: ${error.message}`
-            })
-          )
-        )
-      }
-      server.once("error", onError)
-      const host =
-        options.host ?? (options.socketDomain === "ipv4" ? "0.0.0.0" : options.socketDomain === "ipv6" ? "::" : undefined)
-      const listenOptions: net.ListenOptions =
-        options.socketPath !== undefined
-          ? { path: options.socketPath }
-          : { port: options.port, host, ipv6Only: options.socketDomain === "ipv6" }
-      server.listen(listenOptions, () => {
-        server.off("error", onError)
-        resume(Effect.succeed(server.address() as net.AddressInfo | string))
-      })
-    })
+    const address = yield* bind(server, options)
     if (typeof address === "string") core.log.notice(`Opening unix listen socket on ${address}.`)
     else core.log.notice(`Opening ipv${address.family === "IPv6" ? 6 : 4} listen socket on port ${address.port}.`)
 
@@ -259,27 +232,3 @@ export const listenTcp = (
       : { port: address.port, host: options.host, socketPath: undefined, update, reloadTls }
   })
 
-/**
- * Who a failed TLS handshake came from. A socket Node destroyed (a refused
- * client certificate) no longer knows its peer, nor does the TCP socket
- * under it: `peers` has what the TCP socket said when it was accepted.
- */
-const handshakePeer = (socket: tls.TLSSocket, peers: WeakMap<net.Socket, string>): string => {
-  if (socket.remoteAddress !== undefined) return `${socket.remoteAddress}:${socket.remotePort ?? 0}`
-  const tcp = (socket as tls.TLSSocket & { readonly _parent?: net.Socket | null })._parent
-  return (tcp !== undefined && tcp !== null ? peers.get(tcp) : undefined) ?? "unknown"
-}
-
-/**
- * Why a TLS handshake failed, in a line: a client certificate Node refused
- * after the handshake (`require_certificate`: expired, revoked by the
- * crlfile, unknown CA; Node then just closes, so the error itself only says
- * "socket hang up") by its verification code, an OpenSSL error by its reason
- * ("wrong version number" for plain MQTT on a TLS port).
- */
-const handshakeFailure = (error: Error, socket: tls.TLSSocket): string => {
-  const refused = (socket as tls.TLSSocket & { readonly authorizationError?: Error | string | null }).authorizationError
-  if (refused !== undefined && refused !== null) return `client certificate refused: ${String(refused)}`
-  const reason = (error as Error & { readonly reason?: unknown }).reason
-  return typeof reason === "string" && reason.length > 0 ? reason : error.message
-}

@@ -23,7 +23,7 @@ import type { Duplex } from "node:stream"
 import type * as tls from "node:tls"
 import { Effect, type Scope } from "effect"
 import { createWebSocketStream, WebSocketServer, type WebSocket } from "ws"
-import { ListenError } from "./Listener.js"
+import { bind, type ListenError, logHandshakeFailures } from "./bind.js"
 
 /**
  * What the connection code (session/Connection.ts) uses of its socket. A
@@ -103,6 +103,8 @@ export interface WebSocketListenerOptions {
   readonly httpDir?: string | undefined
   /** largest WebSocket message (bytes); default MQTT's largest packet */
   readonly maxPayload?: number | undefined
+  /** wss://: where a failed TLS handshake's line goes (the socket is closed either way) */
+  readonly onHandshakeFailure?: ((line: string) => void) | undefined
 }
 
 export interface WebSocketConnectionInfo {
@@ -210,28 +212,9 @@ export const listenWebSocket = (
     })
     // a client that drops during the TLS handshake or sends garbage must not reach the process
     server.on("clientError", (_error: Error, socket: Duplex) => socket.destroy())
-    server.on("tlsClientError", () => {})
+    if (options.tls !== undefined) logHandshakeFailures(server as https.Server, options.onHandshakeFailure ?? (() => {}))
 
-    const where = `${options.host ?? "*"}:${options.port}`
-    const address = yield* Effect.async<net.AddressInfo, ListenError>((resume) => {
-      const onError = (error: NodeJS.ErrnoException) =>
-        resume(
-          Effect.fail(
-            new ListenError({
-              port: options.port,
-              host: options.host,
-              reason: error.code === "EADDRINUSE" ? "address-in-use" : error.code === "EACCES" ? "permission-denied" : "other",
-              message: `cannot listen on ${where}: ${error.message}`
-            })
-          )
-        )
-      server.once("error", onError)
-      const host = options.host ?? (options.socketDomain === "ipv4" ? "0.0.0.0" : options.socketDomain === "ipv6" ? "::" : undefined)
-      server.listen({ port: options.port, host, ipv6Only: options.socketDomain === "ipv6" }, () => {
-        server.off("error", onError)
-        resume(Effect.succeed(server.address() as net.AddressInfo))
-      })
-    })
+    const address = (yield* bind(server, { port: options.port, host: options.host, socketDomain: options.socketDomain })) as net.AddressInfo
 
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => {

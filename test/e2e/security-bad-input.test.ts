@@ -204,6 +204,31 @@ describe("the wrong protocol on a port", () => {
       expect(ok.code).toBe(0)
     })
   )
+
+  it.scopedLive("a plain WebSocket client on a wss listener: closed with a log line; wss clients go on", () =>
+    Effect.gen(function* () {
+      const pki = makePki()
+      const port = yield* freePort
+      const { log } = yield* brokerFrom(`listener ${port} 127.0.0.1\nprotocol websockets\ncertfile ${pki.serverCert}\nkeyfile ${pki.serverKey}\nallow_anonymous true\n`)
+      const mark = log.recent.length
+      // ws:// on a wss port: its HTTP upgrade request is not a TLS ClientHello
+      const plain = yield* Effect.async<string>((resume) => {
+        const client = mqtt.connect(`ws://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 5000 })
+        client.once("connect", () => resume(Effect.succeed("connected")))
+        client.once("error", () => resume(Effect.succeed("failed")))
+        client.once("close", () => resume(Effect.succeed("failed")))
+        return Effect.sync(() => client.end(true))
+      })
+      expect(plain).toBe("failed")
+      yield* waitFor(() => linesSince(log, mark, /OpenSSL Error on connection from 127\.0\.0\.1:\d+: /).length === 1, "a log line for the plain WebSocket client")
+      // the listener goes on: a wss client gets in and round-trips a message
+      const wss = yield* connectClient(`wss://127.0.0.1:${port}`, { clientId: "secure", rejectUnauthorized: false })
+      const got = collect(wss)
+      yield* subscribe(wss, "wss/t", { qos: 1 })
+      yield* publish(wss, "wss/t", "over tls", { qos: 1 })
+      yield* waitFor(() => got.length === 1, "the message over wss")
+    })
+  )
 })
 
 /** A raw CONNECT with a username and password; resolves with the CONNACK's code, or "closed" without one. */
