@@ -11,6 +11,7 @@
 //
 //   node bench/cluster.mjs [--nodes 0,1,2,3] [--seconds 5] [--qos 1] [--pubs 2] [--window 100]
 //        [--size 64] [--main dist/main.js]
+//   MIDGE_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/p"   node options for the Midge daemons
 //
 // (0 in --nodes is the baseline without Redis.) MAIN defaults to dist/main.js: run `npm run build`
 // first (`npm run bench:cluster` does).
@@ -101,7 +102,8 @@ const startNode = async (i, redisPort) => {
   const lines = [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'max_queued_messages 100000', 'log_type error', 'log_type warning']
   if (redisPort !== undefined) lines.push(`cluster_redis_url redis://127.0.0.1:${redisPort}`, `cluster_node_id n${i}`, 'cluster_key_prefix bench')
   fs.writeFileSync(conf, lines.join('\n') + '\n')
-  const child = spawn(process.execPath, [opts.main, '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const flags = (process.env.MIDGE_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '')
+  const child = spawn(process.execPath, [...flags, opts.main, '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
   child.stderr.on('data', (d) => process.stderr.write(`[n${i}] ${d}`))
   children.push(child)
   await waitPort(port)
@@ -122,6 +124,7 @@ const runOne = async (n) => {
   const nodes = []
   for (let i = 0; i < count; i++) nodes.push(await startNode(i, redis?.port))
   let delivered = 0
+  let acked = 0
   const subs = []
   for (let i = 0; i < count; i++) {
     const sub = await connect(nodes[(i + 1) % count].port, { clientId: `sub${i}` })
@@ -155,6 +158,7 @@ const runOne = async (n) => {
         while (!stop && out < opts.window) {
           out++
           p.client.publish(topic, payload, { qos: opts.qos }, () => {
+            acked++
             out--
             if (stop) {
               if (out === 0) resolve()
@@ -167,11 +171,15 @@ const runOne = async (n) => {
   const running = pubs.map(pump)
   await sleep(1000)
   const d0 = delivered
+  const a0 = acked
+  const g0 = process.cpuUsage()
   const cpu0 = nodes.map((x) => cpuMs(x.child.pid))
   const r0 = redis ? cpuMs(redis.child.pid) : 0
   const t0 = process.hrtime.bigint()
   await sleep(opts.seconds * 1000)
   const d1 = delivered
+  const a1 = acked
+  const g1 = process.cpuUsage(g0)
   const secs = Number(process.hrtime.bigint() - t0) / 1e9
   const cpu1 = nodes.map((x) => cpuMs(x.child.pid))
   const r1 = redis ? cpuMs(redis.child.pid) : 0
@@ -182,6 +190,8 @@ const runOne = async (n) => {
   const result = {
     nodes: clustered ? String(n) : '1 (no redis)',
     rate: Math.round(msgs / secs),
+    published: opts.qos === 0 ? '-' : Math.round((a1 - a0) / secs),
+    genCpuPct: (((g1.user + g1.system) / 1000 / (secs * 1000)) * 100).toFixed(0),
     nodeUsPerMsg: msgs > 0 ? ((nodeCpu * 1000) / msgs).toFixed(1) : '-',
     redisUsPerMsg: clustered && msgs > 0 ? (((r1 - r0) * 1000) / msgs).toFixed(1) : '-',
     nodeCpuPct: ((nodeCpu / (secs * 1000)) * 100).toFixed(0),
@@ -199,10 +209,10 @@ console.log(
     (opts.qos > 0 ? ` (window ${opts.window})` : '') +
     `, ${opts.size}-byte payloads, ${opts.seconds} s; ${os.cpus().length} cores, node ${process.version}, ${execFileSync('redis-server', ['--version']).toString().split(' ')[2]}`
 )
-console.log('| nodes | delivered msgs/s | node CPU µs/msg | redis CPU µs/msg | nodes CPU % | redis CPU % |')
-console.log('|---|---|---|---|---|---|')
+console.log('| nodes | delivered msgs/s | acknowledged to publishers msgs/s | node CPU µs/msg | redis CPU µs/msg | nodes CPU % | redis CPU % | generator CPU % |')
+console.log('|---|---|---|---|---|---|---|---|')
 for (const n of opts.nodes) {
   const r = await runOne(n)
-  console.log(`| ${r.nodes} | ${r.rate} | ${r.nodeUsPerMsg} | ${r.redisUsPerMsg} | ${r.nodeCpuPct} | ${r.redisCpuPct} |`)
+  console.log(`| ${r.nodes} | ${r.rate} | ${r.published} | ${r.nodeUsPerMsg} | ${r.redisUsPerMsg} | ${r.nodeCpuPct} | ${r.redisCpuPct} | ${r.genCpuPct} |`)
 }
 process.exit(0)
