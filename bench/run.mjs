@@ -20,6 +20,10 @@
 //                            subscribers (default 2,000 per publisher in fan-in, 1,000 in fan-out)
 //   MIDGE=dist/main.js       the Midge entry point to run (e.g. a build of another commit)
 //   MIDGE_NODE_FLAGS / FLOOR_NODE_FLAGS   node options for Midge / the floor broker only
+//   `midgeB` in BENCH_BROKERS: a second Midge for A/B in one run, MIDGE_B=path/to/main.js (default
+//                            the same build) and MIDGE_B_NODE_FLAGS
+//   BENCH_SLOW_US=N          the subscribers list every message slower than N µs in their log
+//   MIDGE_LOOP_STATS=S       (read by the daemon) event-loop delay and GC pauses on stderr every S s
 //   BENCH_MIDGE_CONF="max_inflight_messages 0;..."   extra configuration lines for Midge
 //   FLOOR_MAX_INFLIGHT=N     the `floor` broker's window per subscriber (default none)
 //   BENCH_OUT=bench/results/<timestamp>   (raw.jsonl, table.md, broker and generator logs)
@@ -28,11 +32,13 @@ import { mkdirSync, writeFileSync, appendFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { brokerInfo, pickPort, ROOT, startBroker, stopBroker } from './lib/brokers.mjs'
 import { machine, alive, cpuSeconds, loadavg } from './lib/proc.mjs'
-import { liveWorkers, runConns, runPubSub } from './lib/runner.mjs'
+import { liveWorkers, runConns, runPubSub, T0 } from './lib/runner.mjs'
 import { options, scenarios } from './lib/scenarios.mjs'
 import { render } from './lib/report.mjs'
 
 const o = options()
+// the brokers get the generators' time base too, so that a broker-side trace lines up with theirs
+process.env.BENCH_T0 = String(T0)
 const defs = scenarios(o)
 const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-')
 const out = o.out ?? join(ROOT, 'bench', 'results', stamp)
@@ -45,7 +51,7 @@ const brokers = []
 const notes = []
 for (const b of o.brokers) {
   if (!info[b]) {
-    console.error(`unknown broker ${b} (midge, mosquitto, aedes, floor, floorN)`)
+    console.error(`unknown broker ${b} (midge, midgeB, mosquitto, aedes, floor, floorN)`)
     process.exit(2)
   }
   if (info[b].ok) brokers.push(b)

@@ -52,6 +52,12 @@ export const brokerInfo = (opts) => {
   } catch {
     info.aedes = { ok: false, note: 'node_modules/aedes missing: run `npm ci`' }
   }
+  // `midgeB`: a second Midge in the same run, for A/B (MIDGE_B=path/to/main.js, default the same build;
+  // MIDGE_B_NODE_FLAGS its node options), e.g. another commit's build, or V8's default young generation
+  const midgeB = process.env.MIDGE_B ?? midgeMain
+  info.midgeB = existsSync(midgeB)
+    ? { ok: true, version: `${info.midge.version ?? ''} (${midgeB}${process.env.MIDGE_B_NODE_FLAGS ? ` ${process.env.MIDGE_B_NODE_FLAGS}` : ''})`, cmd: `node ${midgeB} -p PORT` }
+    : { ok: false, note: `${midgeB} missing` }
   // the Node floor (bench/floor-broker.mjs): opt-in only, e.g. BENCH_BROKERS="midge floor aedes"
   info.floor = { ok: true, version: `node ${process.version}`, cmd: 'node bench/floor-broker.mjs -p PORT' }
   // `floorN`: the same with a window of N unfinished QoS 1 / 2 flows per subscriber (floor20: as max_inflight_messages 20)
@@ -98,19 +104,22 @@ export const startBroker = async (name, port, opts, outDir, tag, sc) => {
   let args
   const extra = extraConf(sc, name, outDir, tag)
   // BENCH_MIDGE_CONF="max_inflight_messages 0;max_queued_messages 0": extra lines for Midge's configuration
-  if (name === 'midge' && process.env.BENCH_MIDGE_CONF) extra.push(...process.env.BENCH_MIDGE_CONF.split(';').map((l) => l.trim()).filter(Boolean))
+  if ((name === 'midge' || name === 'midgeB') && process.env.BENCH_MIDGE_CONF) extra.push(...process.env.BENCH_MIDGE_CONF.split(';').map((l) => l.trim()).filter(Boolean))
   switch (name) {
-    case 'midge': {
+    case 'midge':
+    case 'midgeB': {
       cmd = process.execPath
       // MIDGE_NODE_FLAGS: node options for the broker only (e.g. --cpu-prof --cpu-prof-dir=DIR)
-      const flags = (process.env.MIDGE_NODE_FLAGS ?? '').split(' ').filter(Boolean)
+      const b = name === 'midgeB'
+      const flags = ((b ? process.env.MIDGE_B_NODE_FLAGS : process.env.MIDGE_NODE_FLAGS) ?? '').split(' ').filter(Boolean)
+      const main = b ? (process.env.MIDGE_B ?? opts.midge) : opts.midge
       if (extra.length === 0) {
-        args = [...flags, opts.midge, '-p', String(port)]
+        args = [...flags, main, '-p', String(port)]
       } else {
         // the same listener and settings as `-p PORT`, plus the scenario's lines
         const conf = join(outDir, `midge-${port}.conf`)
         writeFileSync(conf, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'log_dest stderr', ...extra, ''].join('\n'))
-        args = [...flags, opts.midge, '-c', conf]
+        args = [...flags, main, '-c', conf]
       }
       break
     }

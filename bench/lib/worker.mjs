@@ -45,6 +45,11 @@ let phase = 'setup'
 let inWindow = false
 let tRun0 = 0
 const hLat = new Hist()
+// BENCH_SLOW_US=N: the subscriber also lists every message of the window slower than N µs
+// ([send time ns since BENCH_T0, latency µs]), printed to its log at the end, to line the tail up
+// with the broker's own trace (e.g. MIDGE_LOOP_STATS, --trace-gc)
+const SLOW_US = Number(process.env.BENCH_SLOW_US ?? 0)
+const slowList = []
 const hAck = new Hist()
 const hConn = new Hist()
 const FAILS = ['refused', 'reset', 'eof', 'timeout', 'emfile', 'no_port', 'rejected', 'protocol', 'other']
@@ -565,7 +570,10 @@ class Sub extends Client {
     else this.last[pb] = seq
     if (inWindow) {
       const ts = get32(buf, p + 8) + get32(buf, p + 12) * TWO32
-      if (t >= ts) hLat.add((t - ts) / 1000)
+      if (t >= ts) {
+        hLat.add((t - ts) / 1000)
+        if (SLOW_US > 0 && t - ts > SLOW_US * 1000) slowList.push([ts, Math.round((t - ts) / 1000)])
+      }
     }
   }
 
@@ -857,6 +865,7 @@ const final = (m) => {
   } else if (cfg.role === 'sub') {
     out.subs = clients.map((c) => c.check(m.pubs))
     out.hLat = hLat.toJSON()
+    if (SLOW_US > 0) console.log(`slow ${JSON.stringify(slowList)}`)
   }
   process.send(out)
 }
