@@ -12,6 +12,7 @@
 //   node bench/cluster.mjs [--nodes 0,1,2,3] [--seconds 5] [--qos 1] [--pubs 2] [--window 100]
 //        [--size 64] [--main dist/main.js]
 //   MIDGE_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/p"   node options for the Midge daemons
+//   MIDGE_CONF="max_inflight_messages 100;set_tcp_nodelay true"   more config lines for them
 //
 // (0 in --nodes is the baseline without Redis.) MAIN defaults to dist/main.js: run `npm run build`
 // first (`npm run bench:cluster` does).
@@ -100,6 +101,7 @@ const startNode = async (i, redisPort) => {
   const port = await freePort()
   const conf = path.join(tmp, `n${i}.conf`)
   const lines = [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'max_queued_messages 100000', 'log_type error', 'log_type warning']
+  for (const line of (process.env.MIDGE_CONF ?? '').split(';')) if (line.trim() !== '') lines.push(line.trim())
   if (redisPort !== undefined) lines.push(`cluster_redis_url redis://127.0.0.1:${redisPort}`, `cluster_node_id n${i}`, 'cluster_key_prefix bench')
   fs.writeFileSync(conf, lines.join('\n') + '\n')
   const flags = (process.env.MIDGE_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '')
