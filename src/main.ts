@@ -6,7 +6,7 @@
  * clients get DISCONNECT 0x8B, the pid file is removed, the process exits 0.
  */
 import { runMain } from "@effect/platform-node/NodeRuntime"
-import { Context, Effect, Either, Layer, Option, Stream } from "effect"
+import { Context, Effect, Either, Layer, Option, Queue, Stream } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
@@ -169,6 +169,11 @@ const dropPrivileges = (user: string, log: Log): void => {
 }
 
 const main = Effect.gen(function* () {
+  // SIGHUP is taken from the start (Node's default would end the process); one that comes while
+  // the broker starts is answered by a reload once it is up
+  let earlyHangups = 0
+  const onEarlyHup = () => void earlyHangups++
+  process.on("SIGHUP", onEarlyHup)
   const parsed = parseCommandLine(process.argv.slice(2))
   if (Either.isLeft(parsed)) {
     process.stderr.write(`Error: ${parsed.left.message}\n\n${usage}\n`)
@@ -212,6 +217,12 @@ const main = Effect.gen(function* () {
 
   yield* Effect.scoped(
     Effect.gen(function* () {
+      const hangups = yield* Queue.unbounded<void>()
+      const onHup = () => void Queue.unsafeOffer(hangups, undefined)
+      process.on("SIGHUP", onHup)
+      process.off("SIGHUP", onEarlyHup)
+      if (earlyHangups > 0) Queue.unsafeOffer(hangups, undefined)
+      yield* Effect.addFinalizer(() => Effect.sync(() => process.off("SIGHUP", onHup)))
       if (config.pidFile !== undefined) {
         const pidFile = config.pidFile
         yield* Effect.acquireRelease(
@@ -288,11 +299,7 @@ const main = Effect.gen(function* () {
         for (const name of b.removed) log.notice(`Bridge ${name} removed.`)
         for (const name of b.restarted) log.notice(`Bridge ${name} changed: restarting it.`)
       }).pipe(Effect.catchAll((error) => Effect.sync(() => log.error(`Error reloading config: ${error.message}`))))
-      yield* Stream.async<void>((emit) => {
-        const onHup = () => void emit.single(undefined)
-        process.on("SIGHUP", onHup)
-        return Effect.sync(() => process.off("SIGHUP", onHup))
-      }).pipe(Stream.runForEach(() => reload), Effect.forkScoped)
+      yield* Stream.fromQueue(hangups).pipe(Stream.runForEach(() => reload), Effect.forkScoped)
       yield* Effect.try(() => dropPrivileges(config.user, log))
       collectStartupGarbage()
       yield* Effect.never

@@ -165,6 +165,24 @@ describe("node dist/main.js", () => {
     })
   )
 
+  it.scopedLive("a SIGHUP while the daemon starts neither ends it nor is lost: the reload runs once it is up", () =>
+    Effect.gen(function* () {
+      const [a, b] = [yield* freePort, yield* freePort]
+      const { conf } = yield* confFile([`listener ${a} 127.0.0.1`, "allow_anonymous true", "user root"])
+      const daemon = yield* spawnLive("node", [main, "-c", conf])
+      // as early as the process says anything: before its listeners open
+      yield* waitFor(() => daemon.out.stderr.includes("starting"), "the daemon to start")
+      fs.writeFileSync(conf, `listener ${a} 127.0.0.1\nallow_anonymous true\nlistener ${b} 127.0.0.1\nuser root\n`)
+      daemon.child.kill("SIGHUP")
+      // the reload the early SIGHUP asked for opens the second listener
+      yield* listening(b).pipe(Effect.catchAllDefect((e) => Effect.die(new Error(`${String(e)}; exited ${daemon.out.exited} ${daemon.out.signal}: ${daemon.out.stderr}`))))
+      expect(daemon.out.exited).toBe(false)
+      expect(daemon.out.stderr.split("Reloading config.").length).toBe(2)
+      const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(a), "-t", "t", "-m", "up", "-q", "1"])
+      expect(r.code).toBe(0)
+    })
+  )
+
   it.scopedLive("$SYS topics and the metrics_listener endpoint of the daemon", () =>
     Effect.gen(function* () {
       const [port, metricsPort] = [yield* freePort, yield* freePort]
