@@ -200,6 +200,8 @@ const newBatch = (): Batch => ({ byNode: new Map(), held: [], late: [], qos2: []
 const ENTRY_MESSAGES = 500
 /** messages waiting for the next XADD round trip above which publishers are held up (backpressure) */
 const FORWARD_HIGH = 5000
+/** QoS 2 ids from other nodes a node remembers, to route a retried batch's messages once (`seenQos2`) */
+const QOS2_REMEMBERED = 20_000
 /** completed QoS 2 ids a session keeps for a takeover (`Takeover.done`) */
 const COMPLETED_KEPT = 1000
 
@@ -856,6 +858,8 @@ class ClusterImpl implements ClusterHooks, Congestible {
           const id = list[i].i
           if (id !== undefined) this.idOf.set(message, id)
         }
+        // a batch whose XADD reply was lost (Redis connection cut) is sent again: a QoS 2 message comes twice
+        if (only === undefined && message.qos === 2 && list[i].i !== undefined && this.seenQos2(`${list[i].i}\u0000${list[i].s ?? ""}`)) continue
         try {
           if (only === undefined) this.routeFromPeer(message, sharedOfFields(list[i]))
           else this.routeToAdopted(message, sharedOfFields(list[i]), only, fields.s === "1" || replay, ref.origin, k, list[i].m)
@@ -865,6 +869,28 @@ class ClusterImpl implements ClusterHooks, Congestible {
       }
     }
   }
+
+  /**
+   * Whether this node routed a QoS 2 message with this cluster-wide id (and
+   * shared group) from another node lately; remembers it if not. A node whose
+   * XADD reply was lost sends the same batch again (at least once), and the
+   * message must not reach its subscribers twice [MQTT-4.3.3-9]. The last
+   * QOS2_REMEMBERED ids are kept: a retry follows its first attempt within
+   * the Redis reconnection, long before that many other QoS 2 messages.
+   */
+  private seenQos2(key: string): boolean {
+    if (this.routedQos2.has(key)) return true
+    this.routedQos2.add(key)
+    const ring = this.routedQos2Ring
+    const old = ring[this.routedQos2At]
+    if (old !== undefined) this.routedQos2.delete(old)
+    ring[this.routedQos2At] = key
+    this.routedQos2At = (this.routedQos2At + 1) % QOS2_REMEMBERED
+    return false
+  }
+  private readonly routedQos2 = new Set<string>()
+  private readonly routedQos2Ring: Array<string | undefined> = []
+  private routedQos2At = 0
 
   /** The sessions a moved entry is for (those still here), and what adopted records say of it: linked to the entry now. */
   private targetsOf(text: string, ref: EntryRef): Map<string, Session> {
@@ -1513,6 +1539,10 @@ class ClusterImpl implements ClusterHooks, Congestible {
     this.generation = generation
     this.epoch = randomUUID()
     this.lastRouted = "0-0"
+    // a fresh node: what it routed before is the adopter's
+    this.routedQos2.clear()
+    this.routedQos2Ring.length = 0
+    this.routedQos2At = 0
     this.unacked = []
     this.state = "live"
     this.leaseUntil = Date.now() + this.heartbeatMs * 3
