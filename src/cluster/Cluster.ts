@@ -1857,16 +1857,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
    * handed the session over (it routed their twins first).
    */
   private watchMoved(session: Session, handed: HandedSession): void {
-    const seen = new Set<string>(handed.done ?? [])
-    for (const e of session.flow.inflight.values()) {
-      const id = e.qos === 2 ? this.idOf.get(e.message) : undefined
-      if (id !== undefined) seen.add(id)
-    }
-    for (const q of session.flow.queue) {
-      const id = q !== undefined && q.qos === 2 ? this.idOf.get(q.message) : undefined
-      if (id !== undefined) seen.add(id)
-    }
-    this.watching.set(session, seen)
+    this.watching.set(session, this.qos2IdsOf(session, new Set(handed.done ?? [])))
     this.shadow(session)
     this.drainInbox()
       .catch((error) => this.warn(`reading the inbox after ${session.clientId} moved here`, error))
@@ -2121,15 +2112,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
   private feed(buffer: Takeover): void {
     const session = this.core.sessions.get(buffer.id)
     if (session !== undefined) {
-      const seen = buffer.done
-      for (const e of session.flow.inflight.values()) {
-        const id = e.qos === 2 ? this.idOf.get(e.message) : undefined
-        if (id !== undefined) seen.add(id)
-      }
-      for (const q of session.flow.queue) {
-        const id = q !== undefined && q.qos === 2 ? this.idOf.get(q.message) : undefined
-        if (id !== undefined) seen.add(id)
-      }
+      const seen = this.qos2IdsOf(session, buffer.done)
       for (const [message, qos, retain, ids] of buffer.got) {
         if (qos === 2) {
           const id = this.idOf.get(message)
@@ -2145,6 +2128,19 @@ class ClusterImpl implements ClusterHooks, Congestible {
     }
     buffer.got.length = 0
     for (const filter of buffer.filters) this.core.router.unsubscribe(buffer, filter)
+  }
+
+  /** `into`, plus the cluster-wide ids of the QoS 2 deliveries `session` holds (in flight or queued) */
+  private qos2IdsOf(session: Session, into: Set<string>): Set<string> {
+    for (const e of session.flow.inflight.values()) {
+      const id = e.qos === 2 ? this.idOf.get(e.message) : undefined
+      if (id !== undefined) into.add(id)
+    }
+    for (const q of session.flow.queue) {
+      const id = q !== undefined && q.qos === 2 ? this.idOf.get(q.message) : undefined
+      if (id !== undefined) into.add(id)
+    }
+    return into
   }
 
   /** a subscription of `session` without No Local matches `topic` */
