@@ -5,7 +5,7 @@
  * kill tests.
  */
 import { afterAll, beforeAll, expect } from "@effect/vitest"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 import type { MqttClient } from "mqtt"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -85,7 +85,6 @@ export const pump = (
     fill()
   })
 
-/** Fails with the missing numbers unless every number of `acked` is among those `seen()` gives, within `timeoutMs`. */
 /** How many times each sequence number was received. */
 export const countsOf = (seen: ReadonlyArray<number>): Map<number, number> => {
   const counts = new Map<number, number>()
@@ -96,6 +95,20 @@ export const countsOf = (seen: ReadonlyArray<number>): Map<number, number> => {
 /** The sequence numbers received more than once. */
 export const receivedTwice = (counts: ReadonlyMap<number, number>): Array<number> => [...counts].filter(([, k]) => k > 1).map(([n]) => n)
 
+/**
+ * QoS 2 exactly once, late copies included: after `ms` (an adopter copies a
+ * dead node's inbox again a few heartbeats on), no sequence number `seen()`
+ * gives was received twice. The counts, for further checks.
+ */
+export const noneTwiceAfter = (seen: () => ReadonlyArray<number>, ms = 1500) =>
+  Effect.gen(function* () {
+    yield* Effect.sleep(Duration.millis(ms))
+    const counts = countsOf(seen())
+    expect(receivedTwice(counts)).toEqual([])
+    return counts
+  })
+
+/** Fails with the missing numbers unless every number of `acked` is among those `seen()` gives, within `timeoutMs`. */
 export const everyAckedArrives = (acked: ReadonlySet<number>, seen: () => ReadonlyArray<number>, detail: () => string = () => "", timeoutMs = 15_000) =>
   waitFor(
     () => {

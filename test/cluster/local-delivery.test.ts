@@ -13,7 +13,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { createClient } from "redis"
 import { collect, connectClient, connectCollecting, settle, subscribe, waitFor, type Received } from "../e2e/harness.js"
-import { countsOf, everyAckedArrives, pump, receivedTwice, useDaemons } from "./daemons.js"
+import { everyAckedArrives, noneTwiceAfter, pump, useDaemons } from "./daemons.js"
 import { startNode, startRedis } from "./harness.js"
 
 const { spawnNode } = useDaemons()
@@ -71,9 +71,7 @@ const localDeliveryKilled = (qos: 1 | 2, subscriber: "offline" | "online") =>
     else expect(before.length).toBe(0)
     if (qos === 2) {
       // nothing twice, late ones included (the dead node's inbox is moved again a few heartbeats on)
-      yield* Effect.sleep("1500 millis")
-      const counts = countsOf(numbers())
-      expect(receivedTwice(counts)).toEqual([])
+      yield* noneTwiceAfter(numbers)
     }
   })
 
@@ -174,9 +172,7 @@ const sharedMemberKilled = (qos: 1 | 2, members: "alone" | "withRemote") =>
       expect(remote.length).toBeGreaterThan(0)
     }
     if (qos === 2) {
-      yield* Effect.sleep("1500 millis")
-      const counts = countsOf(numbers())
-      expect(receivedTwice(counts)).toEqual([])
+      yield* noneTwiceAfter(numbers)
     }
   })
 
@@ -279,9 +275,7 @@ const restartedUnderQos2 = (subscriber: "online" | "offline") =>
     expect(after.sessionPresent).toBe(true)
     const numbers = () => [...before, ...after.got].map((m) => Number(m.payload))
     yield* everyAckedArrives(acked, numbers, () => `(${before.length} before)`, 10_000)
-    yield* settle(1500)
-    const counts = countsOf(numbers())
-    expect(receivedTwice(counts)).toEqual([])
+    yield* noneTwiceAfter(numbers)
     if (subscriber === "offline") expect(after.got.length).toBeGreaterThanOrEqual(500)
     else expect(before.length).toBeGreaterThan(0)
   })

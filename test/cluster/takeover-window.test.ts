@@ -11,6 +11,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { Store, type MqttClient } from "mqtt"
 import { connectClient, connectCollecting, settle, subscribe, waitFor } from "../e2e/harness.js"
+import { countsOf, receivedTwice } from "./daemons.js"
 import { learnLate, routed, startNode, startRedis } from "./harness.js"
 
 /** Publish `topic` continuously (a window of 4), payload = sequence number; each acknowledged one with the time of its PUBACK / PUBCOMP. */
@@ -84,13 +85,7 @@ describe("cluster takeover window (issue #9)", () => {
 
         const must = p.acked.filter(([, at]) => at >= began).map(([n]) => n)
         expect(must.length).toBeGreaterThan(150)
-        const counts = () => {
-          const m = new Map<number, number>()
-          for (const r of [...old.got, ...moved.got]) {
-            if (r.topic === "w/x") m.set(Number(r.payload), (m.get(Number(r.payload)) ?? 0) + 1)
-          }
-          return m
-        }
+        const counts = () => countsOf([...old.got, ...moved.got].filter((r) => r.topic === "w/x").map((r) => Number(r.payload)))
         yield* waitFor(() => must.every((n) => counts().has(n)), "every acknowledged message at the client", 5000).pipe(
           Effect.catchAll((error) =>
             Effect.die(new Error(`${error.message}: missing ${ranges(must.filter((n) => !counts().has(n)))} of ${ranges(must)}`))
@@ -101,7 +96,7 @@ describe("cluster takeover window (issue #9)", () => {
         expect(a.broker.core.sessions.has("mover")).toBe(true)
         if (qos === 2) {
           yield* settle(300)
-          const twice = [...counts()].filter(([, k]) => k > 1).map(([n]) => n)
+          const twice = receivedTwice(counts())
           const on = (got: ReadonlyArray<{ readonly topic: string; readonly payload: unknown }>, n: number) => got.filter((r) => r.topic === "w/x" && Number(r.payload) === n).length
           expect(twice, `received twice (on b, on a): ${twice.map((n) => `${n} (${on(old.got, n)}, ${on(moved.got, n)})`).join(", ")}`).toEqual([])
         }
