@@ -13,7 +13,8 @@
 //                            fanin_q1_durable, fanin_q1_paced, fanin_q2_paced)
 //   BENCH_BROKERS="midge mosquitto aedes"   (also `floor`: bench/floor-broker.mjs, the Node floor;
 //                            `floor20`: the same with a window of 20 per subscriber, as max_inflight_messages 20)
-//   BENCH_REPS=3   BENCH_DUR=4 (s)   BENCH_WARMUP=1 (s)
+//   BENCH_REPS=3   BENCH_DUR=4 (s)   BENCH_WARMUP=1 (s)   (latency_q1: 5 s warm-up and a 20 s window of its
+//                            own; BENCH_DUR or BENCH_QUICK set its window too; slow_sub*: 3 s warm-up)
 //   BENCH_DRAIN=10 (s, max)  BENCH_HOLD=2 (s)  BENCH_CONNS=10000  BENCH_MOSQ_MAX_QUEUED=60000
 //   BENCH_PORT_FIRST=32000 BENCH_PORT_LAST=32999   MOSQUITTO=/usr/sbin/mosquitto
 //   BENCH_AHEAD=N            QoS 0 "as fast as allowed": messages a publisher may be ahead of its

@@ -192,7 +192,7 @@ export const runPubSub = async (sc, broker, o, logFile) => {
     // run: warm-up, then the measured window
     const t0 = nowNs()
     const tws = t0 + (sc.warmup ?? o.warmup) * 1e9
-    const twe = tws + o.dur * 1e9
+    const twe = tws + (o.durSet ? o.dur : sc.dur ?? o.dur) * 1e9
     for (const g of gens) g.send({ t: 'run', tws, twe })
     let rssMax = rssKb(broker.pid)
     rssSampler = setInterval(() => (rssMax = Math.max(rssMax, rssKb(broker.pid))), 200)

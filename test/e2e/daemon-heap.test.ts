@@ -1,5 +1,5 @@
 /**
- * The daemon collects its start-up garbage once it listens (src/main.ts,
+ * The daemon collects its start-up garbage once it listens (src/daemon.ts,
  * `collectStartupGarbage`: two scavenges), so that the first scavenges under traffic do not copy
  * and promote what loading the modules left (10–25 ms pauses in the QoS 1 latency bench; docs/performance.md,
  * "QoS 1 latency"). Seen in the daemon's own `--trace-gc` lines, for `node dist/main.js` as users

@@ -1,0 +1,136 @@
+/**
+ * The daemon's young generation: small while traffic is light, V8's own growth under load.
+ *
+ * V8 starts the young generation (the semi-spaces new objects are made in) at 1 MiB and doubles it
+ * whenever enough objects survive its collections, up to 16 MiB. Loading Midge's modules makes
+ * it grow to the maximum before the first client connects, and it never shrinks while messages
+ * flow. A 16 MiB young generation is what high rates want (QoS 0 fan-in: a backlog of frames
+ * waiting for the subscriber dies young instead of being promoted), but at a few thousand
+ * messages a second it costs latency: every message's objects land in memory that has left the
+ * CPU's caches, and a scavenge comes every few seconds and takes milliseconds. With 1 MiB the
+ * QoS 1 round trip's p99 at 1,000 msg/s went from 2.5–3.3 to 1.5–1.7 ms; fixed at 1 MiB, QoS 0
+ * fan-in lost half its rate (docs/performance.md, "The young generation").
+ *
+ * So the daemon holds V8's growth off (`--semi-space-growth-factor=1`, set before the modules are
+ * loaded, which is when V8 would grow it) and watches the scavenges: when they come faster than
+ * `high` bytes of allocation per millisecond while messages flow (`messagesHigh` a second), twice
+ * in a row, growth goes back on (V8's factor, 2) and V8 sizes the young generation as it would
+ * have; when allocation or messages fall below `low` / `messagesLow`, growth goes off again (V8 shrinks a young generation on its own when the process idles; a grown one
+ * is kept while traffic continues). `MIDGE_YOUNG_GEN=v8` leaves V8's growth alone from the start,
+ * as does a semi-space flag of the user's on Node's command line or in NODE_OPTIONS.
+ *
+ * This is the daemon's choice for its own process: the library (a Layer in someone's application)
+ * never changes V8's flags.
+ */
+import { performance, constants as perfConstants, PerformanceObserver } from "node:perf_hooks"
+import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8"
+
+export interface GrowthPolicy {
+  /** allocation rate (bytes per ms, from the scavenges' spacing) above which growth goes on */
+  readonly high: number
+  /** allocation rate below which growth goes off */
+  readonly low: number
+  /** messages (received + sent) per second above which growth may go on */
+  readonly messagesHigh: number
+  /** messages per second below which growth goes off */
+  readonly messagesLow: number
+  /** consecutive scavenges beyond a threshold before switching */
+  readonly streak: number
+}
+
+/**
+ * 32 MB/s is ~8,000 QoS 1 messages a second with their acknowledgements, 8 MB/s ~2,000. The
+ * message rate keeps a storm of connections (objects that live as long as the connection,
+ * which a large young generation only copies before promoting them) from turning growth on.
+ */
+export const defaultPolicy: GrowthPolicy = { high: 32_000, low: 8_000, messagesHigh: 10_000, messagesLow: 2_500, streak: 2 }
+
+/** V8's default `--semi-space-growth-factor` */
+const V8_GROWTH_FACTOR = 2
+
+/**
+ * The switch's decision, apart from V8. Fed, each time the garbage collector reports (the time
+ * in ms, how many scavenges since the last report, the semi-space's capacity in bytes and the
+ * broker's message counter), it says when growth should go on (`true`) or off (`false`). Node
+ * reports collections after the fact and several at once when the event loop is busy: the rates
+ * are taken over the time between reports.
+ */
+export class GrowthSwitch {
+  growing = false
+  /** the allocation rate the last scavenge showed (bytes per ms), for the log */
+  rate = 0
+  /** the message rate since the scavenge before (per second), for the log */
+  messageRate = 0
+  private last = -1
+  private lastMessages = 0
+  private count = 0
+
+  constructor(readonly policy: GrowthPolicy = defaultPolicy) {}
+
+  scavenged(at: number, capacity: number, messages: number, scavenges = 1): boolean | undefined {
+    const last = this.last
+    const lastMessages = this.lastMessages
+    this.last = at
+    this.lastMessages = messages
+    if (last < 0) return undefined
+    const ms = Math.max(at - last, 0.001)
+    // the semi-space filled once per scavenge (a scavenge empties it)
+    this.rate = (capacity * scavenges) / ms
+    this.messageRate = ((messages - lastMessages) * 1000) / ms
+    const p = this.policy
+    const beyond = this.growing ? this.rate < p.low || this.messageRate < p.messagesLow : this.rate > p.high && this.messageRate > p.messagesHigh
+    if (!beyond) {
+      this.count = 0
+      return undefined
+    }
+    if (++this.count < p.streak) return undefined
+    this.count = 0
+    this.growing = !this.growing
+    return this.growing
+  }
+}
+
+/** a semi-space flag on Node's command line or in NODE_OPTIONS: the user's choice stands */
+const userSetSemiSpace = (): boolean =>
+  [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)].some((arg) => /^--(max|min)[-_]semi[-_]space[-_]size|^--semi[-_]space[-_]growth[-_]factor/.test(arg))
+
+/** the semi-space's capacity now, in bytes (V8 reports the new space as both semi-spaces) */
+export const semiSpaceBytes = (): number => {
+  for (const space of getHeapSpaceStatistics()) if (space.space_name === "new_space") return space.space_size / 2
+  return 0
+}
+
+let held = false
+
+/**
+ * Hold V8's growth off, before the daemon's modules load (loading them is what grows the young
+ * generation first). `mode` is `MIDGE_YOUNG_GEN`: `adaptive` (the default) or `v8`. Returns
+ * whether the hold is on.
+ */
+export const holdYoungGeneration = (mode: string | undefined): boolean => {
+  if ((mode ?? "adaptive") !== "adaptive" || userSetSemiSpace()) return false
+  setFlagsFromString("--semi-space-growth-factor=1")
+  held = true
+  return true
+}
+
+/**
+ * Once the broker serves (its start-up allocations behind it), let the scavenges decide: growth
+ * on under load, off when it is light. Does nothing unless `holdYoungGeneration` held it.
+ */
+export const watchYoungGeneration = (messages: () => number, onSwitch?: (growing: boolean, growth: GrowthSwitch) => void): void => {
+  if (!held) return
+  held = false
+  const growth = new GrowthSwitch()
+  new PerformanceObserver((list) => {
+    let scavenges = 0
+    for (const entry of list.getEntries()) {
+      if ((entry as unknown as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) scavenges++
+    }
+    if (scavenges === 0) return
+    const decision = growth.scavenged(performance.now(), semiSpaceBytes(), messages(), scavenges)
+    if (decision === undefined) return
+    setFlagsFromString(`--semi-space-growth-factor=${decision ? V8_GROWTH_FACTOR : 1}`)
+    onSwitch?.(decision, growth)
+  }).observe({ entryTypes: ["gc"] })
+}

@@ -1,0 +1,76 @@
+/**
+ * The daemon's young generation (src/runtime/YoungGeneration.ts), as `node dist/main.js` runs:
+ * 1 MiB while traffic is light (V8's own growth had made it 16 MiB while the modules loaded),
+ * grown by V8 once allocation is heavy. Read from the daemon's `MIDGE_LOOP_STATS` lines
+ * ("... | young generation 1.0 MiB") and its debug log.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as mqttPacket from "mqtt-packet"
+import { freePort, startDaemon, type LiveProcess } from "../support/processes.js"
+import { rawClient, waitFor, type RawClient } from "./harness.js"
+
+/** the young generation's size (MiB) in each stats line so far */
+const sizes = (daemon: LiveProcess): Array<number> => [...daemon.out.stderr.matchAll(/young generation ([\d.]+) MiB/g)].map((m) => Number(m[1]))
+/** wait for `n` more stats lines (one a second) */
+const moreStats = (daemon: LiveProcess, n: number) => {
+  const seen = sizes(daemon).length
+  return waitFor(() => sizes(daemon).length >= seen + n, `${n} more stats lines`, 10_000)
+}
+
+const connect = (client: RawClient, id: string) =>
+  Effect.gen(function* () {
+    yield* client.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId: id, clean: true, keepalive: 0 }))
+    yield* waitFor(() => client.data().length >= 4, "CONNACK")
+  })
+
+const payload = Buffer.alloc(64, 7)
+const start = (env: Record<string, string> = {}) =>
+  Effect.gen(function* () {
+    const port = yield* freePort
+    const daemon = yield* startDaemon(["-p", String(port), "-v"], { port, env: { MIDGE_LOOP_STATS: "1", ...env } })
+    return { port, daemon }
+  })
+
+describe("the daemon's young generation", () => {
+  it.scopedLive("stays at 1 MiB under light QoS 1 traffic, and grows under a QoS 0 flood", () =>
+    Effect.gen(function* () {
+      const { port, daemon } = yield* start()
+      yield* moreStats(daemon, 1)
+      // light: 6,000 QoS 1 PUBLISH in steps of 10, each step acknowledged before the next (~2,000 msg/s)
+      const pub = yield* rawClient(port)
+      yield* connect(pub, "light")
+      for (let i = 0; i < 6_000; i += 10) {
+        const frames: Array<Buffer> = []
+        for (let j = i; j < i + 10; j++) frames.push(mqttPacket.generate({ cmd: "publish", topic: `light/${j % 10}`, payload, qos: 1, messageId: (j % 65535) + 1, retain: false, dup: false }))
+        yield* pub.write(Buffer.concat(frames))
+        yield* waitFor(() => pub.data().length >= 4 + 4 * (i + 10), `PUBACK ${i + 10}`)
+      }
+      yield* moreStats(daemon, 1)
+      expect(daemon.out.stderr).toMatch(/\d+ scavenges/)
+      expect(daemon.out.stderr).not.toContain("Young generation: growth on")
+      expect(Math.max(...sizes(daemon))).toBe(1)
+
+      // heavy: 200,000 QoS 0 PUBLISH at once to a subscriber
+      const sub = yield* rawClient(port)
+      yield* connect(sub, "sub")
+      yield* sub.write(mqttPacket.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "flood/#", qos: 0 }] }))
+      yield* waitFor(() => sub.data().length >= 4 + 5, "SUBACK")
+      const frame = mqttPacket.generate({ cmd: "publish", topic: "flood/1", payload, qos: 0, retain: false, dup: false })
+      const flood = Buffer.concat(Array(200_000).fill(frame))
+      yield* pub.write(flood)
+      yield* waitFor(() => sub.data().length >= 4 + 5 + flood.length, "the flood delivered", 30_000)
+      yield* waitFor(() => daemon.out.stderr.includes("Young generation: growth on"), "growth on", 5_000)
+      yield* moreStats(daemon, 2)
+      expect(Math.max(...sizes(daemon))).toBeGreaterThan(1)
+    })
+  , 60_000)
+
+  it.scopedLive("MIDGE_YOUNG_GEN=v8 leaves V8's growth alone: 16 MiB from the start", () =>
+    Effect.gen(function* () {
+      const { daemon } = yield* start({ MIDGE_YOUNG_GEN: "v8" })
+      yield* moreStats(daemon, 1)
+      expect(sizes(daemon)[0]).toBe(16)
+    })
+  , 30_000)
+})
