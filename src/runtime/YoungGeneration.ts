@@ -109,9 +109,19 @@ let held = false
  */
 export const holdYoungGeneration = (mode: string | undefined): boolean => {
   if ((mode ?? "adaptive") !== "adaptive" || userSetSemiSpace()) return false
-  setFlagsFromString("--semi-space-growth-factor=1")
+  // a runtime whose V8 flags are frozen after start-up refuses: then V8 sizes it, as before
+  if (!setGrowthFactor(1)) return false
   held = true
   return true
+}
+
+const setGrowthFactor = (factor: number): boolean => {
+  try {
+    setFlagsFromString(`--semi-space-growth-factor=${factor}`)
+    return true
+  } catch {
+    return false
+  }
 }
 
 /**
@@ -130,7 +140,6 @@ export const watchYoungGeneration = (messages: () => number, onSwitch?: (growing
     if (scavenges === 0) return
     const decision = growth.scavenged(performance.now(), semiSpaceBytes(), messages(), scavenges)
     if (decision === undefined) return
-    setFlagsFromString(`--semi-space-growth-factor=${decision ? V8_GROWTH_FACTOR : 1}`)
-    onSwitch?.(decision, growth)
+    if (setGrowthFactor(decision ? V8_GROWTH_FACTOR : 1)) onSwitch?.(decision, growth)
   }).observe({ entryTypes: ["gc"] })
 }
