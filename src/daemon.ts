@@ -8,7 +8,7 @@ import { runMain } from "@effect/platform-node/NodeRuntime"
 import { Context, Effect, Either, Layer, Option, Queue, Stream } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
-import { constants as perfConstants, monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
+import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
@@ -20,7 +20,7 @@ import { Bridge } from "./bridge/Bridge.js"
 import { clusterOptionsFromConfig, clusterReloadWarnings } from "./cluster/config.js"
 import { layerFile } from "./persistence/FilePersistence.js"
 import { Metrics } from "./sys/Metrics.js"
-import { semiSpaceBytes, watchYoungGeneration } from "./runtime/YoungGeneration.js"
+import { isScavenge, semiSpaceBytes, watchYoungGeneration } from "./runtime/YoungGeneration.js"
 import * as SysTopics from "./sys/SysTopics.js"
 
 export const VERSION = "0.1.0"
@@ -81,8 +81,7 @@ const loopStats = (seconds: number): void => {
   const gc = { minor: 0, minorMax: 0, minorTotal: 0, major: 0, majorMax: 0, majorTotal: 0 }
   new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
-      const kind = (entry as unknown as { detail?: { kind?: number } }).detail?.kind
-      if (kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) {
+      if (isScavenge(entry)) {
         gc.minor++
         gc.minorTotal += entry.duration
         gc.minorMax = Math.max(gc.minorMax, entry.duration)

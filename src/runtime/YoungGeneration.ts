@@ -22,7 +22,7 @@
  * This is the daemon's choice for its own process: the library (a Layer in someone's application)
  * never changes V8's flags.
  */
-import { performance, constants as perfConstants, PerformanceObserver } from "node:perf_hooks"
+import { performance, constants as perfConstants, PerformanceObserver, type PerformanceEntry } from "node:perf_hooks"
 import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8"
 
 export interface GrowthPolicy {
@@ -100,6 +100,10 @@ export const semiSpaceBytes = (): number => {
   return 0
 }
 
+/** a young-generation collection (a scavenge), among the `gc` entries of a PerformanceObserver */
+export const isScavenge = (entry: PerformanceEntry): boolean =>
+  (entry as unknown as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MINOR
+
 let held = false
 
 /**
@@ -135,7 +139,7 @@ export const watchYoungGeneration = (messages: () => number, onSwitch?: (growing
   new PerformanceObserver((list) => {
     let scavenges = 0
     for (const entry of list.getEntries()) {
-      if ((entry as unknown as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) scavenges++
+      if (isScavenge(entry)) scavenges++
     }
     if (scavenges === 0) return
     const decision = growth.scavenged(performance.now(), semiSpaceBytes(), messages(), scavenges)
