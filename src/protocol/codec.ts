@@ -166,6 +166,25 @@ delegate._parseString = function(this: MqttParserInternals) {
   return result
 }
 
+/**
+ * The delegate's settings are read, never written (a CONNECT makes mqtt-packet point its own
+ * `settings` at the packet instead): one shared object per protocol version and bridge mode,
+ * not one per connection.
+ */
+const sharedSettings = new Map<number, DelegateSettings>()
+const settingsFor = (protocolVersion: number, bridgeMode: boolean): DelegateSettings => {
+  const key = protocolVersion * 2 + (bridgeMode ? 1 : 0)
+  let settings = sharedSettings.get(key)
+  if (settings === undefined) {
+    settings = Object.freeze({ protocolVersion, bridgeMode })
+    sharedSettings.set(key, settings)
+  }
+  return settings
+}
+
+/** A parser's `parts` while it keeps no bytes: shared, never pushed to (`keep` and `resume` replace it). */
+const NO_PARTS: ReadonlyArray<Buffer> = Object.freeze([])
+
 type Delegated = { readonly packet: Packet; readonly error?: undefined } | { readonly packet?: undefined; readonly error: Error }
 
 const runDelegate = (frame: Buffer, settings: DelegateSettings): Delegated => {
@@ -241,9 +260,9 @@ const checkFirstByte = (b0: number): ParseError | undefined => {
 export class PacketParser {
   private readonly maxPacketSize: number
   private version: ProtocolVersion = 4
-  private settings: DelegateSettings = { protocolVersion: 4, bridgeMode: false }
-  /** bytes of the incomplete frame at the end of the stream */
-  private parts: Array<Buffer> = []
+  private settings: DelegateSettings = settingsFor(4, false)
+  /** bytes of the incomplete frame at the end of the stream (`NO_PARTS` while none) */
+  private parts: ReadonlyArray<Buffer> = NO_PARTS
   private partsLength = 0
   /** total length of that frame, -1 while its fixed header is incomplete */
   private frameLength = -1
@@ -268,7 +287,7 @@ export class PacketParser {
   set protocolVersion(version: ProtocolVersion) {
     this.version = version
     if (this.settings.protocolVersion !== version) {
-      this.settings = { protocolVersion: version, bridgeMode: this.settings.bridgeMode }
+      this.settings = settingsFor(version, this.settings.bridgeMode)
     }
   }
 
@@ -322,7 +341,7 @@ export class PacketParser {
 
   private fail(error: ParseError): ParseError {
     this.failure = error
-    this.parts = []
+    this.parts = NO_PARTS
     this.partsLength = 0
     return error
   }
@@ -333,7 +352,7 @@ export class PacketParser {
 
   private keep(chunk: Buffer, offset: number, frameLength: number, bodyOffset: number): void {
     const rest = offset === 0 ? chunk : chunk.subarray(offset)
-    this.parts.push(rest)
+    this.parts = [rest]
     this.partsLength = rest.length
     this.frameLength = frameLength
     this.bodyOffset = bodyOffset
@@ -347,7 +366,7 @@ export class PacketParser {
     if (this.frameLength < 0) {
       // The kept bytes are a first byte (already checked) and at most three
       // continuation bytes of the Remaining Length.
-      const kept = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts)
+      const kept = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts as Array<Buffer>)
       let remaining = 0
       let multiplier = 1
       let count = 0
@@ -382,13 +401,13 @@ export class PacketParser {
     }
     const missing = this.frameLength - this.partsLength
     if (chunk.length < missing) {
-      this.parts.push(chunk)
+      ;(this.parts as Array<Buffer>).push(chunk)
       this.partsLength += chunk.length
       return -1
     }
-    this.parts.push(missing === chunk.length ? chunk : chunk.subarray(0, missing))
-    const frame = Buffer.concat(this.parts, this.frameLength)
-    this.parts = []
+    ;(this.parts as Array<Buffer>).push(missing === chunk.length ? chunk : chunk.subarray(0, missing))
+    const frame = Buffer.concat(this.parts as Array<Buffer>, this.frameLength)
+    this.parts = NO_PARTS
     this.partsLength = 0
     const failed = this.decode(frame, 0, this.bodyOffset, frame.length, out)
     if (failed !== undefined) {
@@ -534,7 +553,7 @@ export class PacketParser {
     if (packet.cmd === "connect") {
       const bridgeMode = (packet as { bridgeMode?: boolean }).bridgeMode === true
       this.version = packet.protocolVersion ?? 4
-      this.settings = { protocolVersion: this.version, bridgeMode }
+      this.settings = settingsFor(this.version, bridgeMode)
     }
     out.push(packet)
     return undefined

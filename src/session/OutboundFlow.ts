@@ -88,12 +88,14 @@ export interface FlowLimits {
 
 /** what `inflight` reads as before the first send: one shared empty Map */
 const noInflight: ReadonlyMap<number, InflightEntry> = new Map()
+/** what `queue` reads as before the first message queued: one shared empty array, never written */
+const noQueue: ReadonlyArray<Outgoing> = Object.freeze([])
 
 export class OutboundFlow {
   // allocated on the first send (an empty Map is ~175 bytes, on every connection); dropped by `clear`
   private inflightMap: Map<number, InflightEntry> | undefined = undefined
-  /** waiting for a free slot (or for the client to come back) */
-  readonly queue: Array<Outgoing> = []
+  // waiting for a free slot (or for the client to come back); allocated on the first message queued
+  private queueArr: Array<Outgoing> | undefined = undefined
   private queueHead = 0
   private lastId = 0
   /** payload bytes in flight / queued, for max_inflight_bytes / max_queued_bytes */
@@ -111,6 +113,11 @@ export class OutboundFlow {
     return this.inflightMap ?? noInflight
   }
 
+  /** waiting for a free slot (or for the client to come back), from `queued` entries before the end; the head's slots read `undefined` */
+  get queue(): ReadonlyArray<Outgoing> {
+    return this.queueArr ?? noQueue
+  }
+
   private slots(): Map<number, InflightEntry> {
     return (this.inflightMap ??= new Map())
   }
@@ -123,7 +130,7 @@ export class OutboundFlow {
       if (e.messageId > this.lastId) this.lastId = e.messageId
     }
     for (const q of queue) {
-      this.queue.push(q)
+      ;(this.queueArr ??= []).push(q)
       this.queuedBytes += q.message.payload.length
     }
   }
@@ -151,7 +158,7 @@ export class OutboundFlow {
   }
 
   private enqueue(out: Outgoing): void {
-    this.queue.push(out)
+    ;(this.queueArr ??= []).push(out)
     this.queuedBytes += out.message.payload.length
     this.observer?.queued(out)
   }
@@ -222,10 +229,12 @@ export class OutboundFlow {
 
   /** Move queued messages into the window (call when online). */
   pump(sink: OutboundSink): void {
-    while (this.queueHead < this.queue.length) {
-      const next = this.queue[this.queueHead]
+    const queue = this.queueArr
+    if (queue === undefined) return
+    while (this.queueHead < queue.length) {
+      const next = queue[this.queueHead]
       if (next.qos > 0 && !this.windowOpen()) break
-      this.queue[this.queueHead] = undefined as unknown as Outgoing
+      queue[this.queueHead] = undefined as unknown as Outgoing
       this.queueHead++
       this.queuedBytes -= next.message.payload.length
       if (sink.accepts !== undefined && !sink.accepts(next)) {
@@ -240,11 +249,11 @@ export class OutboundFlow {
         this.observer?.dequeued(id)
       }
     }
-    if (this.queueHead === this.queue.length) {
-      this.queue.length = 0
+    if (this.queueHead === queue.length) {
+      queue.length = 0
       this.queueHead = 0
-    } else if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-      this.queue.splice(0, this.queueHead)
+    } else if (this.queueHead > 1024 && this.queueHead * 2 > queue.length) {
+      queue.splice(0, this.queueHead)
       this.queueHead = 0
     }
   }
@@ -312,7 +321,7 @@ export class OutboundFlow {
   clear(): void {
     if (this.inflight.size > 0 || this.queued > 0) this.observer?.cleared()
     this.inflightMap = undefined
-    this.queue.length = 0
+    this.queueArr = undefined
     this.queueHead = 0
     this.inflightBytes = 0
     this.queuedBytes = 0
