@@ -72,8 +72,8 @@ const CONNACK_ACCEPTED_PRESENT = Buffer.from([0x20, 0x02, 0x01, 0x00])
  */
 let packetScratch: Array<Packet> | undefined = []
 
-/** `segs` while a connection has none: shared, never written (`pushSeg` replaces it first) */
-const NO_SEGS: Array<Buffer> = []
+/** `segs` while a connection has none: shared, frozen (`pushSeg` replaces it before any write) */
+const NO_SEGS: Array<Buffer> = Object.freeze([]) as unknown as Array<Buffer>
 
 export type CloseReason =
   | "disconnect" // DISCONNECT received
@@ -1220,13 +1220,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
    * stays counted here.
    */
   private writeOut(sliced: boolean): void {
-    const segs = this.segs
     // the usual turn holds staged frames only (acknowledgements, QoS 1 / 2 PUBLISH): the stage is the
     // write, with no segment bookkeeping (docs/performance.md, "QoS 1 / 2 fan-in")
     let staged: Buffer | undefined = undefined
     if (this.stage !== undefined) {
       this.stageHint = this.stageLen - this.stageStart
-      if (!sliced && segs.length === 0 && this.stageLen > this.stageStart) {
+      if (!sliced && this.segs.length === 0 && this.stageLen > this.stageStart) {
         staged = this.stage.subarray(this.stageStart, this.stageLen)
         this.stageStart = this.stageLen
         this.stageFrames = 0
@@ -1236,6 +1235,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // the stage goes with the write: an idle connection keeps no buffer
       this.stage = undefined
     }
+    // (read after `closeStage`, which replaces `NO_SEGS` by an array of the connection's own)
+    const segs = this.segs
     const n = segs.length
     if (n === 0 && staged === undefined) return
     // persistence: the store's records go to the OS before any frame that depends on them (docs/persistence.md)
