@@ -530,7 +530,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         return
       }
       case "pingreq":
-        this.write(PINGRESP)
+        // staged, not kept by reference: a client that only pings keeps no outbox array
+        this.writeStaged(PINGRESP)
         return
       case "subscribe":
         return this.handleSubscribe(packet)
@@ -1041,7 +1042,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     // (a cluster's SUBACK can come after the connection closed)
     if (session === undefined || this.closed) return
     // [MQTT-3.8.4-1] SUBACK with one return code per filter, in order
-    this.write(encode({ cmd: "suback", messageId, granted }, this.protocolVersion))
+    this.writeStaged(encode({ cmd: "suback", messageId, granted }, this.protocolVersion))
     // [MQTT-3.3.1-9] retained messages go to the new subscription, retain flag set
     for (const { filter, options } of retainedToSend) {
       core.router.retained.match(filter, (message) => {
@@ -1077,9 +1078,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       codes.push(existed ? ReasonCode.Success : ReasonCode.NoSubscriptionExisted)
     }
     if (this.protocolVersion === 5) {
-      this.write(encode({ cmd: "unsuback", messageId: packet.messageId, granted: codes }, 5))
+      this.writeStaged(encode({ cmd: "unsuback", messageId: packet.messageId, granted: codes }, 5))
     } else {
-      this.write(encode({ cmd: "unsuback", messageId: packet.messageId, granted: [] }, this.protocolVersion))
+      this.writeStaged(encode({ cmd: "unsuback", messageId: packet.messageId, granted: [] }, this.protocolVersion))
     }
   }
 
@@ -1118,15 +1119,19 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   }
 
   /**
-   * A small frame copied into the stage, like an acknowledgement: the CONNACK. A connection that
-   * only ever receives its CONNACK then keeps no outbox array (the stage goes with the write).
+   * A small frame of this connection's own copied into the stage, like an acknowledgement: CONNACK,
+   * SUBACK, UNSUBACK, PINGRESP. A connection that receives nothing else then keeps no outbox array
+   * (the stage goes with the write); frames shared with other connections go by reference (`write`).
    */
   private writeStaged(frame: Buffer): void {
     const n = frame.length
     if (n > STAGE_FRAME_MAX) return this.write(frame)
     if (this.state === "closed") return
     this.core.stats.packetsSent++
-    this.stageLen += frame.copy(this.reserve(n), this.stageLen)
+    // (not `this.stageLen += frame.copy(this.reserve(n), ...)`: `+=` would read stageLen before reserve resets it)
+    const stage = this.reserve(n)
+    frame.copy(stage, this.stageLen)
+    this.stageLen += n
     this.stageFrames++
     this.queued(n)
   }

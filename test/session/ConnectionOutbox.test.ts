@@ -106,5 +106,15 @@ describe("connection outbox", () => {
     })
     parser.parse(sub.socket.take())
     expect(got).toEqual(["t/0 0 zero-0", "t/1 0 zero-1", "t/2 0 zero-2", "t/0 1 one-0", "t/1 1 one-1", "t/2 1 one-2"])
+    // staged control frames after a turn that wrote others: PINGRESP, UNSUBACK, then SUBACK, in order
+    sub.conn.onData(
+      Buffer.concat([
+        gen({ cmd: "pingreq" }),
+        gen({ cmd: "unsubscribe", messageId: 2, unsubscriptions: ["t/#"] }),
+        gen({ cmd: "subscribe", messageId: 3, subscriptions: [{ topic: "u/1", qos: 2 }] })
+      ])
+    )
+    sub.conn.flush()
+    expect([...sub.socket.take()]).toEqual([0xd0, 0x00, 0xb0, 0x02, 0x00, 0x02, 0x90, 0x03, 0x00, 0x03, 0x02])
   })
 })
