@@ -171,7 +171,7 @@ interface Will {
   readonly properties: MessageProperties | undefined
 }
 
-/** A connection's rarely used state (see `Connection.rare`): the defaults are the fields' values without it. */
+/** A connection's rarely used state (see `Connection.rare`); its initial values are the fields' defaults. */
 class RareState {
   /** the will, from CONNECT */
   will: Will | undefined = undefined
@@ -200,6 +200,9 @@ class RareState {
   /** v5: User Properties the authentication service put on its acceptance (for the CONNACK) */
   acceptProperties: UserProperties | undefined = undefined
 }
+
+/** what `Connection.rare` is until a field gets another value than its default: shared, frozen */
+const NO_RARE: RareState = Object.freeze(new RareState())
 
 export class Connection implements SessionWire, Flushable, PublishSource, Congestible, AttachedConnection {
   readonly parser: PacketParser
@@ -258,109 +261,110 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private bridge = false
   /**
    * What most connections never use — a will, backpressure, parked packets, topic aliases,
-   * enhanced authentication — lives in a `RareState` made on the first write of a value other
-   * than the default: ~130 bytes less per idle connection (docs/performance.md). The accessors
-   * keep the code that reads and writes these fields as it was.
+   * enhanced authentication — lives in a `RareState` of the connection's own, made on the first
+   * write of another value than the one held (until then the shared `NO_RARE` holds the
+   * defaults): ~130 bytes less per idle connection (docs/performance.md). The accessors keep the
+   * code that reads and writes these fields as it was.
    */
-  private rare: RareState | undefined = undefined
+  private rare: RareState = NO_RARE
   private more(): RareState {
-    return (this.rare ??= new RareState())
+    return this.rare === NO_RARE ? (this.rare = new RareState()) : this.rare
   }
   private get will(): Will | undefined {
-    return this.rare === undefined ? undefined : this.rare.will
+    return this.rare.will
   }
   private set will(value: Will | undefined) {
-    if (this.rare !== undefined || value !== undefined) this.more().will = value
+    if (value !== this.rare.will) this.more().will = value
   }
   private get willDelay(): number {
-    return this.rare === undefined ? 0 : this.rare.willDelay
+    return this.rare.willDelay
   }
   private set willDelay(value: number) {
-    if (this.rare !== undefined || value !== 0) this.more().willDelay = value
+    if (value !== this.rare.willDelay) this.more().willDelay = value
   }
   private get holdingSince(): number {
-    return this.rare === undefined ? -1 : this.rare.holdingSince
+    return this.rare.holdingSince
   }
   private set holdingSince(value: number) {
-    if (this.rare !== undefined || value !== -1) this.more().holdingSince = value
+    if (value !== this.rare.holdingSince) this.more().holdingSince = value
   }
   private get holdTimer(): ReturnType<typeof setTimeout> | undefined {
-    return this.rare === undefined ? undefined : this.rare.holdTimer
+    return this.rare.holdTimer
   }
   private set holdTimer(value: ReturnType<typeof setTimeout> | undefined) {
-    if (this.rare !== undefined || value !== undefined) this.more().holdTimer = value
+    if (value !== this.rare.holdTimer) this.more().holdTimer = value
   }
   private get waiters(): Set<PublishSource> | undefined {
-    return this.rare === undefined ? undefined : this.rare.waiters
+    return this.rare.waiters
   }
   private set waiters(value: Set<PublishSource> | undefined) {
-    if (this.rare !== undefined || value !== undefined) this.more().waiters = value
+    if (value !== this.rare.waiters) this.more().waiters = value
   }
   private get heldBy(): number {
-    return this.rare === undefined ? 0 : this.rare.heldBy
+    return this.rare.heldBy
   }
   private set heldBy(value: number) {
-    if (this.rare !== undefined || value !== 0) this.more().heldBy = value
+    if (value !== this.rare.heldBy) this.more().heldBy = value
   }
   private get parked(): Array<Packet> | undefined {
-    return this.rare === undefined ? undefined : this.rare.parked
+    return this.rare.parked
   }
   private set parked(value: Array<Packet> | undefined) {
-    if (this.rare !== undefined || value !== undefined) this.more().parked = value
+    if (value !== this.rare.parked) this.more().parked = value
   }
   private get claimed(): boolean {
-    return this.rare === undefined ? false : this.rare.claimed
+    return this.rare.claimed
   }
   private set claimed(value: boolean) {
-    if (this.rare !== undefined || value !== false) this.more().claimed = value
+    if (value !== this.rare.claimed) this.more().claimed = value
   }
   private get paused(): boolean {
-    return this.rare === undefined ? false : this.rare.paused
+    return this.rare.paused
   }
   private set paused(value: boolean) {
-    if (this.rare !== undefined || value !== false) this.more().paused = value
+    if (value !== this.rare.paused) this.more().paused = value
   }
   private get clientTopicAliasMax(): number {
-    return this.rare === undefined ? 0 : this.rare.clientTopicAliasMax
+    return this.rare.clientTopicAliasMax
   }
   private set clientTopicAliasMax(value: number) {
-    if (this.rare !== undefined || value !== 0) this.more().clientTopicAliasMax = value
+    if (value !== this.rare.clientTopicAliasMax) this.more().clientTopicAliasMax = value
   }
   private get outAliases(): OutboundAliases | undefined {
-    return this.rare === undefined ? undefined : this.rare.outAliases
+    return this.rare.outAliases
   }
   private set outAliases(value: OutboundAliases | undefined) {
-    if (this.rare !== undefined || value !== undefined) this.more().outAliases = value
+    if (value !== this.rare.outAliases) this.more().outAliases = value
   }
   private get topicAliasMax(): number {
-    return this.rare === undefined ? 0 : this.rare.topicAliasMax
+    return this.rare.topicAliasMax
   }
   private set topicAliasMax(value: number) {
-    if (this.rare !== undefined || value !== 0) this.more().topicAliasMax = value
+    if (value !== this.rare.topicAliasMax) this.more().topicAliasMax = value
   }
   private get inAliases(): InboundAliases | undefined {
-    return this.rare === undefined ? undefined : this.rare.inAliases
+    return this.rare.inAliases
   }
   private set inAliases(value: InboundAliases | undefined) {
-    if (this.rare !== undefined || value !== undefined) this.more().inAliases = value
+    if (value !== this.rare.inAliases) this.more().inAliases = value
   }
   private get authMethod(): string | undefined {
-    return this.rare === undefined ? undefined : this.rare.authMethod
+    return this.rare.authMethod
   }
   private set authMethod(value: string | undefined) {
-    if (this.rare !== undefined || value !== undefined) this.more().authMethod = value
+    if (value !== this.rare.authMethod) this.more().authMethod = value
   }
   private get authContinue(): ((data: Buffer | undefined) => void) | undefined {
-    return this.rare === undefined ? undefined : this.rare.authContinue
+    return this.rare.authContinue
   }
   private set authContinue(value: ((data: Buffer | undefined) => void) | undefined) {
-    if (this.rare !== undefined || value !== undefined) this.more().authContinue = value
+    if (value !== this.rare.authContinue) this.more().authContinue = value
   }
   private get acceptProperties(): UserProperties | undefined {
-    return this.rare === undefined ? undefined : this.rare.acceptProperties
+    return this.rare.acceptProperties
   }
   private set acceptProperties(value: UserProperties | undefined) {
-    if (this.rare !== undefined || value !== undefined) this.more().acceptProperties = value
+    if (value !== this.rare.acceptProperties) this.more().acceptProperties = value
   }
 
   constructor(
