@@ -24,6 +24,7 @@ import { isTlsListener, makeTls, type TlsIdentity, type TlsListenerOptions } fro
 import { Watchdog } from "./Watchdog.js"
 import { bind, ListenError, logHandshakeFailures } from "./bind.js"
 import { listenWebSocket, type MqttSocket } from "./websocket.js"
+import { acceptRaw, rawTcpAvailable } from "./rawTcp.js"
 
 export { ListenError } from "./bind.js"
 
@@ -206,6 +207,10 @@ export const listenTcp = (
     server.on("error", (error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`))
 
     const address = yield* bind(server, options)
+    // plain TCP: connections on their raw handles, not net.Sockets (transport/rawTcp.ts); TLS and Unix sockets keep net
+    if (tlsSetup === undefined && typeof address !== "string" && rawTcpAvailable()) {
+      acceptRaw(server, (socket) => accept(socket, undefined), (error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`))
+    }
     if (typeof address === "string") core.log.notice(`Opening unix listen socket on ${address}.`)
     else core.log.notice(`Opening ipv${address.family === "IPv6" ? 6 : 4} listen socket on port ${address.port}.`)
 
