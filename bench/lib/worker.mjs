@@ -1,4 +1,4 @@
-// One load-generator process (forked by bench/run.mjs): raw node:net sockets, pre-built
+// One load-generator process (forked by bench/run.mjs): raw node:net sockets (idle clients: the raw TCP handle, rawClient.mjs),
 // MQTT 3.1.1 packets, a hand-written frame parser. It runs one kind of client:
 //   pub   publishers: QoS 0 as fast as the broker delivers (or at a fixed rate); QoS 1/2 with a
 //         bounded window of unacknowledged messages, completing PUBACK / PUBREC-PUBREL-PUBCOMP
@@ -12,6 +12,7 @@
 import net from 'node:net'
 import { Hist } from './hist.mjs'
 import * as P from './packets.mjs'
+import { RawClient, rawAvailable } from './rawClient.mjs'
 
 const BASE = BigInt(process.env.BENCH_T0 ?? '0')
 const now = () => Number(process.hrtime.bigint() - BASE)
@@ -124,7 +125,11 @@ class Client {
     if (st.tFirst === 0) st.tFirst = this.t0
     this.state = CONNECTING
     // reads go into one shared 4 MiB buffer (as mqload's), parsed before the next read
-    const s = net.connect({ port: cfg.port, host: '127.0.0.1', noDelay: true, onread: { buffer: READ_BUFFER, callback: this.onRead } })
+    // idle clients: the raw handle (rawClient.mjs), so that the generator is not what limits the connect rate
+    const s =
+      cfg.role === 'idle' && rawAvailable
+        ? new RawClient(cfg.port, '127.0.0.1', READ_BUFFER, this.onRead, true)
+        : net.connect({ port: cfg.port, host: '127.0.0.1', noDelay: true, onread: { buffer: READ_BUFFER, callback: this.onRead } })
     this.sock = s
     s.on('connect', () => {
       if (this.state !== CONNECTING) return
