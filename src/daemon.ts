@@ -25,16 +25,24 @@ import * as SysTopics from "./sys/SysTopics.js"
 
 export const VERSION = "0.1.0"
 
-/** file descriptors of `log_dest file`, closed on reload (so log rotation works with SIGHUP) */
-const openFds: Array<number> = []
-const loggers: Array<ReturnType<typeof spawn>> = []
-const closeSinks = () => {
-  for (const fd of openFds.splice(0)) fs.closeSync(fd)
-  for (const logger of loggers.splice(0)) logger.stdin?.end()
+/**
+ * What one configuration's log destinations hold: the sinks, the file descriptors of
+ * `log_dest file` and the syslog logger. A reload opens the new set, then closes the old one
+ * (so log rotation works with SIGHUP).
+ */
+interface SinkSet {
+  readonly sinks: Array<LogSink>
+  readonly fds: Array<number>
+  readonly loggers: Array<ReturnType<typeof spawn>>
+}
+const closeSinks = (set: SinkSet) => {
+  for (const fd of set.fds) fs.closeSync(fd)
+  for (const logger of set.loggers) logger.stdin?.end()
 }
 
-const sinksFor = (config: BrokerConfig): Array<LogSink> => {
-  const sinks: Array<LogSink> = []
+const sinksFor = (config: BrokerConfig): SinkSet => {
+  const set: SinkSet = { sinks: [], fds: [], loggers: [] }
+  const sinks = set.sinks
   for (const dest of config.logDest) {
     switch (dest.kind) {
       case "stdout":
@@ -45,7 +53,7 @@ const sinksFor = (config: BrokerConfig): Array<LogSink> => {
         break
       case "file": {
         const fd = fs.openSync(dest.path!, "a")
-        openFds.push(fd)
+        set.fds.push(fd)
         sinks.push({ write: (_t, line) => void fs.writeSync(fd, line + "\n") })
         break
       }
@@ -56,7 +64,7 @@ const sinksFor = (config: BrokerConfig): Array<LogSink> => {
         const logger = spawn("logger", ["--prio-prefix", "-t", "midge", ...socketArgs], { stdio: ["pipe", "ignore", "ignore"] })
         logger.on("error", () => {})
         logger.stdin.on("error", () => {})
-        loggers.push(logger)
+        set.loggers.push(logger)
         sinks.push({ write: (type, line) => void logger.stdin.write(`<${facility * 8 + syslogSeverity(type)}>${line}\n`) })
         break
       }
@@ -65,7 +73,7 @@ const sinksFor = (config: BrokerConfig): Array<LogSink> => {
         break
     }
   }
-  return sinks
+  return set
 }
 
 /**
@@ -203,8 +211,8 @@ const main = Effect.gen(function* () {
   if (cl.daemon) daemonize()
   const statsEvery = Number(process.env.MIDGE_LOOP_STATS ?? 0)
   if (statsEvery > 0) loopStats(statsEvery)
-  let sinks = sinksFor(config)
-  const log = new Log(config.logTypes, sinks, config.logTimestamp)
+  let sinkSet = sinksFor(config)
+  const log = new Log(config.logTypes, sinkSet.sinks, config.logTimestamp)
   log.timestampFormat = config.logTimestampFormat
   log.notice(`midge version ${VERSION} starting`)
   if (cl.configFile !== undefined) log.notice(`Config loaded from ${cl.configFile}.`)
@@ -274,7 +282,7 @@ const main = Effect.gen(function* () {
       }
       const topicSink: LogSink = { write: (type, line) => void broker.core.publish(logTopic(type), Buffer.from(line), 0, false) }
       const withTopic = (c: BrokerConfig, sinks: Array<LogSink>) => (c.logDest.some((d) => d.kind === "topic") ? [...sinks, topicSink] : sinks)
-      log.reconfigure(config.logTypes, withTopic(config, sinks), config.logTimestamp)
+      log.reconfigure(config.logTypes, withTopic(config, sinkSet.sinks), config.logTimestamp)
 
       // SIGHUP: read the configuration again; unchanged listeners keep their clients
       const reload = Effect.gen(function* () {
@@ -282,10 +290,12 @@ const main = Effect.gen(function* () {
         const next = yield* resolveConfig(cl)
         // a bad bridge block refuses the whole reload, as a bad option does
         const nextBridges = yield* Bridge.fromConfig(next)
+        // the new destinations open before the old ones close (only the old set is closed)
         const nextSinks = sinksFor(next)
-        closeSinks()
-        sinks = nextSinks
-        log.reconfigure(next.logTypes, withTopic(next, nextSinks), next.logTimestamp)
+        const previous = sinkSet
+        sinkSet = nextSinks
+        log.reconfigure(next.logTypes, withTopic(next, nextSinks.sinks), next.logTimestamp)
+        closeSinks(previous)
         log.timestampFormat = next.logTimestampFormat
         for (const warning of next.warnings) log.warning(`Warning: ${warning}`)
         // cluster_* options are read at start only: a change is named, and waits for a restart
@@ -323,7 +333,7 @@ const main = Effect.gen(function* () {
     Effect.ensuring(
       Effect.sync(() => {
         log.notice(`midge version ${VERSION} terminating`)
-        closeSinks()
+        closeSinks(sinkSet)
       })
     )
   )

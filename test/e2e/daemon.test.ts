@@ -109,6 +109,30 @@ describe("node dist/main.js", () => {
     })
   )
 
+  it.scopedLive("log_dest file and SIGHUP: a rotated log is reopened, lines before the reload in the old file, after it in the new one", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const dir = yield* tempDir
+      const logFile = path.join(dir, "midge.log")
+      const { conf } = yield* confFile([`listener ${port} 127.0.0.1`, "allow_anonymous true", `log_dest file ${logFile}`, "user root"])
+      const daemon = yield* startDaemon(["-c", conf], { port })
+      yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", "before-rotation", "-t", "t", "-m", "m"])
+      yield* waitFor(() => fs.readFileSync(logFile, "utf8").includes("as before-rotation"), "the first client's line", 10_000)
+      // logrotate: rename, then SIGHUP
+      fs.renameSync(logFile, `${logFile}.1`)
+      daemon.child.kill("SIGHUP")
+      yield* waitFor(() => fs.existsSync(logFile) && fs.readFileSync(logFile, "utf8").includes("Reloading config.") === false && fs.readFileSync(`${logFile}.1`, "utf8").includes("Reloading config."), "the reload line in the old file", 10_000)
+      const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", "after-rotation", "-t", "t", "-m", "m"])
+      expect(r.code).toBe(0)
+      yield* waitFor(() => fs.readFileSync(logFile, "utf8").includes("as after-rotation"), "the second client's line in the new file", 10_000)
+      expect(fs.readFileSync(`${logFile}.1`, "utf8")).not.toContain("after-rotation")
+      daemon.child.kill("SIGTERM")
+      yield* waitFor(() => daemon.out.exited, "the daemon to exit", 10_000)
+      expect(daemon.out.code).toBe(0)
+      expect(fs.readFileSync(logFile, "utf8")).toMatch(/midge version \S+ terminating\n$/)
+    })
+  )
+
   it.scopedLive("-d: runs in the background, the command returns at once", () =>
     Effect.gen(function* () {
       const port = yield* freePort
