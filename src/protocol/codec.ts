@@ -5,9 +5,11 @@
  * Decoding. `PacketParser` frames the byte stream itself (fixed header and
  * remaining length, §2.1) and then
  * - decodes PUBLISH (v5: with an empty property block), PUBACK / PUBREC /
- *   PUBREL / PUBCOMP (v5: without properties), PINGREQ, PINGRESP and DISCONNECT
- *   (v5: without properties) itself, producing objects deep-equal to what
- *   mqtt-packet's parser emits for the same bytes (same keys, same order);
+ *   PUBREL / PUBCOMP (v5: without properties), PINGREQ, PINGRESP, DISCONNECT
+ *   (v5: without properties) and the common CONNECT (3.1.1 or 3.1, no will,
+ *   printable ASCII client id and user name) itself, producing objects
+ *   deep-equal to what mqtt-packet's parser emits for the same bytes (same
+ *   keys, same order);
  * - hands every other frame, exactly that frame, to one shared mqtt-packet
  *   parser and collects its synchronous 'packet' / 'error' event.
  *
@@ -235,6 +237,21 @@ const disconnectV5 = (length: number, reasonCode: number): Packet =>
 
 // ---------------------------------------------------------------------------
 // PacketParser
+
+/**
+ * The length-prefixed string at `at` when it is all printable ASCII (0x20-0x7e) and inside the
+ * frame, else undefined (the caller leaves it to mqtt-packet, which decodes or refuses it).
+ */
+const asciiString = (buf: Buffer, at: number, end: number): string | undefined => {
+  if (at + 2 > end) return undefined
+  const stringEnd = at + 2 + ((buf[at] << 8) | buf[at + 1])
+  if (stringEnd > end) return undefined
+  for (let i = at + 2; i < stringEnd; i++) {
+    const c = buf[i]
+    if (c < 0x20 || c > 0x7e) return undefined
+  }
+  return buf.toString("latin1", at + 2, stringEnd)
+}
 
 const malformed = (message: string) => new ParseError("malformed", message)
 
@@ -468,11 +485,82 @@ export class PacketParser {
         out.push(disconnectV5(length, reasonCode))
         return undefined
       }
+      case 1:
+        return this.connect(buf, start, body, end, out)
       case 0:
         return malformed("reserved packet type 0")
       default:
         return this.delegate(buf, start, end, type, out)
     }
+  }
+
+  /**
+   * CONNECT (§3.1): the common case here — MQTT 3.1.1 (`MQTT`, level 4) or 3.1 (`MQIsdp`, level 3),
+   * no will, no bridge bit, client id / user name in printable ASCII — decoded to the object
+   * mqtt-packet's parser makes (same keys, same order); everything else, malformed CONNECTs
+   * included, goes to mqtt-packet as before.
+   */
+  private connect(buf: Buffer, start: number, body: number, end: number, out: Array<Packet>): ParseError | undefined {
+    const delegate = () => this.delegate(buf, start, end, 1, out)
+    // protocol name: 4 "MQTT" level 4, or 6 "MQIsdp" level 3
+    if (body + 2 > end) return delegate()
+    const nameLength = (buf[body] << 8) | buf[body + 1]
+    let p = body + 2
+    let version: 3 | 4
+    if (nameLength === 4 && p + 4 <= end && buf[p] === 0x4d && buf[p + 1] === 0x51 && buf[p + 2] === 0x54 && buf[p + 3] === 0x54) {
+      version = 4
+    } else if (
+      nameLength === 6 && p + 6 <= end && buf[p] === 0x4d && buf[p + 1] === 0x51 && buf[p + 2] === 0x49 && buf[p + 3] === 0x73 &&
+      buf[p + 4] === 0x64 && buf[p + 5] === 0x70
+    ) {
+      version = 3
+    } else {
+      return delegate()
+    }
+    p += nameLength
+    // level, flags, keepalive
+    if (p + 4 > end || buf[p] !== version) return delegate()
+    const flags = buf[p + 1]
+    // reserved bit, will flag, will QoS, will retain: mqtt-packet's (the will, or its errors)
+    if ((flags & 0x3d) !== 0) return delegate()
+    const keepalive = (buf[p + 2] << 8) | buf[p + 3]
+    p += 4
+    const clientId = asciiString(buf, p, end)
+    if (clientId === undefined) return delegate()
+    p += 2 + clientId.length
+    let username: string | undefined
+    if ((flags & 0x80) !== 0) {
+      username = asciiString(buf, p, end)
+      if (username === undefined) return delegate()
+      p += 2 + username.length
+    }
+    let password: Buffer | undefined
+    if ((flags & 0x40) !== 0) {
+      if (p + 2 > end) return delegate()
+      const passwordEnd = p + 2 + ((buf[p] << 8) | buf[p + 1])
+      if (passwordEnd > end) return delegate()
+      password = buf.subarray(p + 2, passwordEnd)
+    }
+    const packet: Record<string, unknown> = {
+      cmd: "connect",
+      retain: false,
+      qos: 0,
+      dup: false,
+      length: end - body,
+      topic: null,
+      payload: null,
+      protocolId: version === 4 ? "MQTT" : "MQIsdp",
+      protocolVersion: version,
+      clean: (flags & 0x02) !== 0,
+      keepalive,
+      clientId
+    }
+    if (username !== undefined) packet["username"] = username
+    if (password !== undefined) packet["password"] = password
+    this.version = version
+    this.settings = settingsFor(version, false)
+    out.push(packet as unknown as Packet)
+    return undefined
   }
 
   /** PUBLISH (§3.3). */
