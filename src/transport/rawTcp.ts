@@ -26,8 +26,9 @@
  * uses it (`MqttSocket`): `write` returns false from 16 KiB unwritten, then
  * `drain` when all is written; `end` shuts the sending side down after what
  * is queued; `destroySoon` closes once that shutdown is done; a peer's EOF
- * is `end`, a read or write error `error`; `close` comes once, last. One
- * listener per event (the connection's).
+ * is `end`, a read or write error `error`; `close` comes once, last. A
+ * second listener for an event runs after the first (the connection adds one
+ * of each).
  */
 import type * as net from "node:net"
 import { Buffer } from "node:buffer"
