@@ -52,18 +52,32 @@ const client = (port: number) =>
 
 const bytes = (chunks: ReadonlyArray<Buffer>) => chunks.reduce((n, c) => n + c.length, 0)
 
+/** A raw server with one client connected (`paused`: the client reads nothing until resumed) and its accepted socket. */
+const connectedPair = (paused = false) =>
+  Effect.gen(function* () {
+    const { port, accepted } = yield* rawServer
+    const c = yield* client(port)
+    if (paused) c.socket.pause()
+    yield* waitFor(() => accepted.length === 1)
+    return { c, socket: accepted[0] }
+  })
+
+/** What the accepted socket gets: its data (copied) and its events in order. */
+const record = (socket: RawTcpSocket) => {
+  const got: Array<Buffer> = []
+  const events: Array<string> = []
+  socket.on("data", (d) => got.push(Buffer.from(d)))
+  socket.on("error", (e) => events.push(`error ${(e as NodeJS.ErrnoException).code}`))
+  socket.on("end", () => events.push("end"))
+  socket.on("close", () => events.push("close"))
+  return { got, events }
+}
+
 describe.skipIf(!rawTcpAvailable())("raw TCP sockets", () => {
   it.scopedLive("reads, writes, peer address; the peer's EOF is end, then the socket closes after what it had to send", () =>
     Effect.gen(function* () {
-      const { port, accepted } = yield* rawServer
-      const c = yield* client(port)
-      yield* waitFor(() => accepted.length === 1)
-      const socket = accepted[0]
-      const got: Array<Buffer> = []
-      const events: Array<string> = []
-      socket.on("data", (d) => got.push(Buffer.from(d)))
-      socket.on("end", () => events.push("end"))
-      socket.on("close", () => events.push("close"))
+      const { c, socket } = yield* connectedPair()
+      const { got, events } = record(socket)
       expect(socket.remoteAddress).toBe("127.0.0.1")
       expect(socket.remotePort).toBe(c.socket.localPort)
       c.socket.write("hello")
@@ -79,11 +93,7 @@ describe.skipIf(!rawTcpAvailable())("raw TCP sockets", () => {
 
   it.scopedLive("a peer that does not read: write says false from 16 KiB queued, drain once all is taken, nothing lost or reordered", () =>
     Effect.gen(function* () {
-      const { port, accepted } = yield* rawServer
-      const c = yield* client(port)
-      c.socket.pause()
-      yield* waitFor(() => accepted.length === 1)
-      const socket = accepted[0]
+      const { c, socket } = yield* connectedPair(true)
       let drains = 0
       socket.on("drain", () => drains++)
       const chunk = Buffer.alloc(64 * 1024)
@@ -107,15 +117,9 @@ describe.skipIf(!rawTcpAvailable())("raw TCP sockets", () => {
 
   it.scopedLive("destroySoon: everything queued is delivered, then EOF, then close; pause stops reading until resume", () =>
     Effect.gen(function* () {
-      const { port, accepted } = yield* rawServer
-      const c = yield* client(port)
-      c.socket.pause()
-      yield* waitFor(() => accepted.length === 1)
-      const socket = accepted[0]
-      const got: Array<Buffer> = []
-      let closed = false
-      socket.on("data", (d) => got.push(d))
-      socket.on("close", () => (closed = true))
+      const { c, socket } = yield* connectedPair(true)
+      const { got, events } = record(socket)
+      const closed = () => events.includes("close")
       socket.pause()
       c.socket.write("while paused")
       yield* Effect.sleep("100 millis")
@@ -130,23 +134,17 @@ describe.skipIf(!rawTcpAvailable())("raw TCP sockets", () => {
       expect(socket.writable).toBe(false)
       expect(socket.write(Buffer.from("late"))).toBe(false)
       yield* Effect.sleep("50 millis")
-      expect(closed).toBe(false) // the client has not read it yet
+      expect(closed()).toBe(false) // the client has not read it yet
       c.socket.resume()
       yield* waitFor(() => c.events.includes("end"))
       expect(bytes(c.received)).toBe(big.length)
-      yield* waitFor(() => closed)
+      yield* waitFor(closed)
     }))
 
   it.scopedLive("a reset by the peer is an error, then close; a write to a reset connection fails later, not in write", () =>
     Effect.gen(function* () {
-      const { port, accepted } = yield* rawServer
-      const c = yield* client(port)
-      yield* waitFor(() => accepted.length === 1)
-      const socket = accepted[0]
-      const events: Array<string> = []
-      socket.on("error", (e) => events.push(`error ${(e as NodeJS.ErrnoException).code}`))
-      socket.on("close", () => events.push("close"))
-      socket.on("end", () => events.push("end"))
+      const { c, socket } = yield* connectedPair()
+      const { events } = record(socket)
       c.socket.resetAndDestroy()
       yield* waitFor(() => events.includes("close"))
       expect(events[0]).toBe("error ECONNRESET")
