@@ -204,12 +204,13 @@ export const listenTcp = (
     } else {
       server.on("connection", (socket: net.Socket) => accept(socket, undefined))
     }
-    server.on("error", (error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`))
+    const listenerError = (error: Error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`)
+    server.on("error", listenerError)
 
     const address = yield* bind(server, options)
     // plain TCP: connections on their raw handles, not net.Sockets (transport/rawTcp.ts); TLS and Unix sockets keep net
     if (tlsSetup === undefined && typeof address !== "string" && rawTcpAvailable()) {
-      acceptRaw(server, (socket) => accept(socket, undefined), (error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`))
+      acceptRaw(server, (socket) => accept(socket, undefined), listenerError)
     }
     if (typeof address === "string") core.log.notice(`Opening unix listen socket on ${address}.`)
     else core.log.notice(`Opening ipv${address.family === "IPv6" ? 6 : 4} listen socket on port ${address.port}.`)
