@@ -13,7 +13,7 @@ import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
-import { Log, logTopic, stderrSink, syslogSeverity, type LogSink } from "./log/Log.js"
+import { flushLogs, Log, logTopic, stderrSink, syslogSeverity, TurnBatchedSink, type LogSink } from "./log/Log.js"
 import { Authentication, Authorization, layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
 import { DynamicSecurity, layerFromConfig as dynsecLayerFromConfig } from "./security/DynamicSecurity.js"
 import { Bridge } from "./bridge/Bridge.js"
@@ -36,17 +36,29 @@ interface SinkSet {
   readonly loggers: Array<ReturnType<typeof spawn>>
 }
 const closeSinks = (set: SinkSet) => {
+  // lines still waiting for the end of the turn go to the old destinations first
+  for (const sink of set.sinks) if (sink !== stderrSink && sink instanceof TurnBatchedSink) sink.close()
   for (const fd of set.fds) fs.closeSync(fd)
   for (const logger of set.loggers) logger.stdin?.end()
 }
 
+/** A closed stdout / stderr (EPIPE) is an `error` event on the stream: a log line is lost, the broker goes on (as Mosquitto's). */
+let stdioErrorsIgnored = false
+const ignoreStdioErrors = (): void => {
+  if (stdioErrorsIgnored) return
+  stdioErrorsIgnored = true
+  process.stdout.on("error", () => {})
+  process.stderr.on("error", () => {})
+}
+
 const sinksFor = (config: BrokerConfig): SinkSet => {
+  ignoreStdioErrors()
   const set: SinkSet = { sinks: [], fds: [], loggers: [] }
   const sinks = set.sinks
   for (const dest of config.logDest) {
     switch (dest.kind) {
       case "stdout":
-        sinks.push({ write: (_t, line) => void process.stdout.write(line + "\n") })
+        sinks.push(new TurnBatchedSink((text) => void process.stdout.write(text)))
         break
       case "stderr":
         sinks.push(stderrSink)
@@ -54,7 +66,7 @@ const sinksFor = (config: BrokerConfig): SinkSet => {
       case "file": {
         const fd = fs.openSync(dest.path!, "a")
         set.fds.push(fd)
-        sinks.push({ write: (_t, line) => void fs.writeSync(fd, line + "\n") })
+        sinks.push(new TurnBatchedSink((text) => void fs.writeSync(fd, text)))
         break
       }
       case "syslog": {
@@ -308,9 +320,15 @@ const main = Effect.gen(function* () {
         for (const name of b.added) log.notice(`Bridge ${name} added.`)
         for (const name of b.removed) log.notice(`Bridge ${name} removed.`)
         for (const name of b.restarted) log.notice(`Bridge ${name} changed: restarting it.`)
-      }).pipe(Effect.catchAll((error) => Effect.sync(() => log.error(`Error reloading config: ${error.message}`))))
+      }).pipe(
+        Effect.catchAll((error) => Effect.sync(() => log.error(`Error reloading config: ${error.message}`))),
+        // the reload's lines are out once it is done (the log writes at the end of a turn otherwise)
+        Effect.ensuring(Effect.sync(flushLogs))
+      )
       yield* Stream.fromQueue(hangups).pipe(Stream.runForEach(() => reload), Effect.forkScoped)
       yield* Effect.try(() => dropPrivileges(config.user, log))
+      // the start-up lines (restored sessions, the listeners opened) are out before the collection below
+      flushLogs()
       collectStartupGarbage()
       // the young generation: small while traffic is light, V8's growth under load (runtime/YoungGeneration.ts)
       const stats = broker.core.stats

@@ -113,6 +113,7 @@ export class Metrics extends Context.Tag("midge/Metrics")<Metrics, MetricsServic
           })
       )
       core.log.notice(`Opening metrics listen socket on ${options.host ?? "*"} port ${address.port} (GET /metrics).`)
+      core.log.flush()
       return { port: address.port, host: options.host, render } satisfies MetricsService
     })
 

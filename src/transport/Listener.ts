@@ -175,6 +175,7 @@ export const listenTcp = (
         (socket, info) => accept(socket, info.tlsSocket !== undefined ? tlsSetup?.identity(info.tlsSocket) : undefined)
       )
       core.log.notice(`Opening websockets listen socket on port ${ws.port}.`)
+      core.log.flush()
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
           for (const conn of live) conn.shutdown()
@@ -214,6 +215,8 @@ export const listenTcp = (
     }
     if (typeof address === "string") core.log.notice(`Opening unix listen socket on ${address}.`)
     else core.log.notice(`Opening ipv${address.family === "IPv6" ? 6 : 4} listen socket on port ${address.port}.`)
+    // the port is open: the log says so now, not at the end of the turn
+    core.log.flush()
 
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => {

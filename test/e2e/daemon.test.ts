@@ -41,6 +41,24 @@ describe("node dist/main.js", () => {
     })
   )
 
+  it.scopedLive("a closed stderr (the log's reader gone) loses log lines, not the broker", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const daemon = yield* startDaemon(["-p", String(port)], { port })
+      yield* waitFor(() => daemon.out.stderr.includes("listen socket"), "the start-up lines")
+      // the reading end of the daemon's stderr closes: its next log lines meet EPIPE
+      daemon.child.stderr!.destroy()
+      for (let i = 0; i < 3; i++) {
+        const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", `after-close-${i}`, "-t", "t", "-m", "m", "-q", "1"])
+        expect(r.code).toBe(0)
+      }
+      expect(daemon.out.exited).toBe(false)
+      daemon.child.kill("SIGTERM")
+      yield* waitFor(() => daemon.out.exited, "the daemon to exit", 10_000)
+      expect(daemon.out.code).toBe(0)
+    })
+  )
+
   it.scopedLive("with no arguments it listens on 1883, loopback only, anonymous allowed (Mosquitto 2's local-only mode)", () =>
     Effect.gen(function* () {
       const daemon = yield* startDaemon([], { port: 1883 })
@@ -95,8 +113,8 @@ describe("node dist/main.js", () => {
       yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", "logged", "-t", "t", "-m", "m"])
       yield* waitFor(() => sub.out.exited, "a log line on a $SYS/broker/log topic", 10_000)
       expect(sub.out.stdout).toMatch(/^\$SYS\/broker\/log\/N \d+: New client connected from .* as logged/m)
-      // log_dest file
-      expect(fs.readFileSync(logFile, "utf8")).toMatch(/New client connected from 127\.0\.0\.1:\d+ as logged/)
+      // log_dest file (written at the end of the turn the line was logged in)
+      yield* waitFor(() => /New client connected from 127\.0\.0\.1:\d+ as logged/.test(fs.readFileSync(logFile, "utf8")), "the connect line in the log file", 5_000)
       // user nobody: privileges dropped after the listener opened (tests run as root)
       if (process.getuid?.() === 0) {
         const status = fs.readFileSync(`/proc/${daemon.child.pid}/status`, "utf8")
@@ -201,6 +219,7 @@ describe("node dist/main.js", () => {
       // the reload the early SIGHUP asked for opens the second listener
       yield* listening(b).pipe(Effect.catchAllDefect((e) => Effect.die(new Error(`${String(e)}; exited ${daemon.out.exited} ${daemon.out.signal}: ${daemon.out.stderr}`))))
       expect(daemon.out.exited).toBe(false)
+      yield* waitFor(() => daemon.out.stderr.includes("Reloading config."), "the reload's log line", 5_000)
       expect(daemon.out.stderr.split("Reloading config.").length).toBe(2)
       const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(a), "-t", "t", "-m", "up", "-q", "1"])
       expect(r.code).toBe(0)
@@ -242,7 +261,7 @@ describe("node dist/main.js", () => {
       // <PRI> = local5 (21) * 8 + notice (5) = 173
       expect(fs.readFileSync(received, "utf8")).toMatch(/<173>.*midge.*New client connected from .* as syslogged/)
       // log_timestamp_format on the other destinations
-      expect(daemon.out.stderr).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}: New client connected/m)
+      yield* waitFor(() => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}: New client connected/m.test(daemon.out.stderr), "the connect line on stderr", 5_000)
     })
   )
 })

@@ -48,7 +48,8 @@ describe("persistence through the daemon", () => {
 
       const second = yield* daemon(conf)
       yield* listening(port, 30_000)
-      expect(second.out.stderr).toMatch(/Restored 1 retained messages and 1 sessions/)
+      // the port can open a moment before the log line is written
+      yield* waitFor(() => /Restored 1 retained messages and 1 sessions/.test(second.out.stderr), "the restore's log line", 5_000)
       const back = yield* connectCollecting(url, { clientId: "keeper", clean: false })
       expect(back.sessionPresent).toBe(true)
       yield* waitFor(() => back.got.length === 6, "the queued messages and the retained one")
