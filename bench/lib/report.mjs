@@ -1,7 +1,9 @@
 // The tables: medians over repetitions per (scenario, broker); lost / dup / ooo are the
 // worst run; the Midge rows carry the ratios Midge/Mosquitto and Midge/Aedes of the
 // scenario's headline figure (msg/s, or p99 latency for latency_q1, or the slowest fast
-// subscriber's msg/s for slow_sub; connect rate and bytes per connection for conns_*).
+// subscriber's msg/s for slow_sub; connect rate and bytes per connection for conns_*): the
+// ratio of the medians, then in parentheses the lowest and highest ratio of one repetition's
+// runs (the brokers of a repetition run back to back).
 
 const median = (xs) => {
   const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
@@ -27,12 +29,31 @@ const headline = (sid, rows) => {
   return { rate: median(use.map((r) => r.recv_rate)) }
 }
 
-const ratioCell = (sid, mine, other) => {
+/**
+ * The headline ratio of each repetition, Midge's run against the other broker's run of the same
+ * repetition (the brokers of one repetition run back to back), as "lowest–highest": how far one
+ * repetition's ratio is from another's. Empty with fewer than two repetitions of both.
+ */
+const spread = (sid, mineRuns, otherRuns) => {
+  const key = sid.startsWith('conns') ? (r) => r.connect_rate : sid.startsWith('latency') ? (r) => r.lat_us?.p99 : sid.startsWith('slow_sub') ? (r) => r.fast_sub_rate_min : (r) => r.recv_rate
+  const byRep = new Map(otherRuns.filter((r) => r.ok).map((r) => [r.rep, key(r)]))
+  const ratios = []
+  for (const r of mineRuns) {
+    const o = byRep.get(r.rep)
+    const m = key(r)
+    if (r.ok && typeof m === 'number' && typeof o === 'number' && o > 0) ratios.push(m / o)
+  }
+  if (ratios.length < 2) return ''
+  return ` (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`
+}
+
+const ratioCell = (sid, mine, other, mineRuns, otherRuns) => {
   if (!other) return '-'
-  if (sid.startsWith('conns')) return `rate ${ratio(mine.rate, other.rate)}, bytes ${ratio(mine.bytes, other.bytes)}`
-  if (sid.startsWith('latency')) return `p99 ${ratio(mine.p99, other.p99)}`
-  if (sid.startsWith('slow_sub')) return `fast ${ratio(mine.fast, other.fast)}`
-  return ratio(mine.rate, other.rate)
+  const each = otherRuns ? spread(sid, mineRuns, otherRuns) : ''
+  if (sid.startsWith('conns')) return `rate ${ratio(mine.rate, other.rate)}${each}, bytes ${ratio(mine.bytes, other.bytes)}`
+  if (sid.startsWith('latency')) return `p99 ${ratio(mine.p99, other.p99)}${each}`
+  if (sid.startsWith('slow_sub')) return `fast ${ratio(mine.fast, other.fast)}${each}`
+  return `${ratio(mine.rate, other.rate)}${each}`
 }
 
 const notesFor = (runs) => {
@@ -97,7 +118,7 @@ export const render = (rows, header, defs) => {
         const mine = b === 'midge'
         lines.push(
           `| ${sid} | ${b} | ${ok.length}/${runs.length} | ${fmt(med((r) => r.recv_rate))} ` +
-            `| ${mine ? ratioCell(sid, heads.midge, heads.mosquitto) : ''} | ${mine ? ratioCell(sid, heads.midge, heads.aedes) : ''} ` +
+            `| ${mine ? ratioCell(sid, heads.midge, heads.mosquitto, runs, byBroker.get('mosquitto')) : ''} | ${mine ? ratioCell(sid, heads.midge, heads.aedes, runs, byBroker.get('aedes')) : ''} ` +
             `| ${fmt(med((r) => r.pub_rate))} ` +
             `| ${fmt(med((r) => r.lat_us?.p50))} / ${fmt(med((r) => r.lat_us?.p99))} / ${fmt(med((r) => r.lat_us?.max))} ` +
             `| ${fmt(med((r) => r.broker?.cpu_s), 2)} | ${fmt(med((r) => r.broker?.cpu_us_per_msg), 1)} ` +
@@ -130,7 +151,7 @@ export const render = (rows, header, defs) => {
         const mine = b === 'midge'
         lines.push(
           `| ${sid} | ${b} | ${ok.length}/${runs.length} | ${fmt(connected)} / ${fmt(med((r) => r.attempted))} | ${fmt(med((r) => r.connect_rate))} ` +
-            `| ${mine ? ratioCell(sid, heads.midge, heads.mosquitto) : ''} | ${mine ? ratioCell(sid, heads.midge, heads.aedes) : ''} ` +
+            `| ${mine ? ratioCell(sid, heads.midge, heads.mosquitto, runs, byBroker.get('mosquitto')) : ''} | ${mine ? ratioCell(sid, heads.midge, heads.aedes, runs, byBroker.get('aedes')) : ''} ` +
             `| ${fmt(med((r) => r.connect_lat_us?.p50))} / ${fmt(med((r) => r.connect_lat_us?.p99))} ` +
             `| ${fmt(mib(med((r) => r.broker?.rss_kb_before)), 1)} → ${fmt(mib(med((r) => r.broker?.rss_kb_connected)), 1)} ` +
             `| ${fmt(med((r) => r.broker?.bytes_per_conn))} | ${fmt(med((r) => r.broker?.cpu_connect_s), 2)} | ${fmt(med((r) => r.broker?.cpu_hold_pct), 2)} ` +
