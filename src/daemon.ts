@@ -13,7 +13,7 @@ import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
-import { flushLogs, Log, logTopic, stderrSink, syslogSeverity, TurnBatchedSink, type LogSink } from "./log/Log.js"
+import { Log, logTopic, stderrSink, syslogSeverity, TurnBatchedSink, type LogSink } from "./log/Log.js"
 import { Authentication, Authorization, layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
 import { DynamicSecurity, layerFromConfig as dynsecLayerFromConfig } from "./security/DynamicSecurity.js"
 import { Bridge } from "./bridge/Bridge.js"
@@ -323,12 +323,12 @@ const main = Effect.gen(function* () {
       }).pipe(
         Effect.catchAll((error) => Effect.sync(() => log.error(`Error reloading config: ${error.message}`))),
         // the reload's lines are out once it is done (the log writes at the end of a turn otherwise)
-        Effect.ensuring(Effect.sync(flushLogs))
+        Effect.ensuring(Effect.sync(() => log.flush()))
       )
       yield* Stream.fromQueue(hangups).pipe(Stream.runForEach(() => reload), Effect.forkScoped)
       yield* Effect.try(() => dropPrivileges(config.user, log))
       // the start-up lines (restored sessions, the listeners opened) are out before the collection below
-      flushLogs()
+      log.flush()
       collectStartupGarbage()
       // the young generation: small while traffic is light, V8's growth under load (runtime/YoungGeneration.ts)
       const stats = broker.core.stats

@@ -48,7 +48,6 @@ export interface LogSink {
  */
 export class TurnBatchedSink implements LogSink {
   private pending = ""
-  private scheduled = false
   private closed = false
 
   constructor(private readonly out: (text: string) => void) {}
@@ -57,9 +56,8 @@ export class TurnBatchedSink implements LogSink {
     if (this.closed) return
     this.pending += line + "\n"
     if (this.pending.length >= BATCH_MAX) this.flush()
-    else if (!this.scheduled) {
-      this.scheduled = true
-      if (pendingSinks.size === 0) ensureExitFlush()
+    else if (!pendingSinks.has(this)) {
+      ensureExitFlush()
       pendingSinks.add(this)
       setImmediate(this.onImmediate)
     }
@@ -68,7 +66,6 @@ export class TurnBatchedSink implements LogSink {
   /** Write what is pending now. */
   flush(): void {
     pendingSinks.delete(this)
-    this.scheduled = false
     const text = this.pending
     if (text.length === 0) return
     this.pending = ""
@@ -86,28 +83,23 @@ export class TurnBatchedSink implements LogSink {
   }
 
   private readonly onImmediate = (): void => {
-    if (this.scheduled) this.flush()
+    if (pendingSinks.has(this)) this.flush()
   }
 }
 
 const BATCH_MAX = 64 * 1024
-/** sinks with lines waiting for the end of the turn */
+/** sinks with lines waiting for the end of the turn (an immediate is scheduled for each) */
 const pendingSinks = new Set<TurnBatchedSink>()
 let exitHooked = false
 
-/**
- * Write every destination's pending lines now. The daemon calls it where a turn ends with a
- * state others watch for (the listeners open, a reload done), so that the log says so by then.
- */
-export const flushLogs = (): void => {
-  for (const sink of [...pendingSinks]) sink.flush()
-}
-
+/** Every sink's pending lines, when the process exits: hooked on the first line logged. */
 const ensureExitFlush = (): void => {
   if (exitHooked) return
   exitHooked = true
   // `exit` also runs for an uncaught exception, before Node prints its trace
-  process.on("exit", flushLogs)
+  process.on("exit", () => {
+    for (const sink of [...pendingSinks]) sink.flush()
+  })
 }
 
 export const stderrSink: LogSink = new TurnBatchedSink((text) => {
@@ -214,7 +206,10 @@ export class Log {
     this.sinks.push(sink)
   }
 
-  /** Write this log's pending lines now (`TurnBatchedSink`), e.g. once a listener is open. */
+  /**
+   * Write this log's pending lines now (`TurnBatchedSink`) where a turn ends with a state others
+   * watch for (a listener open, start-up or a reload done), so that the log says so by then.
+   */
   flush(): void {
     for (const sink of this.sinks) if (sink instanceof TurnBatchedSink) sink.flush()
   }
