@@ -20,13 +20,18 @@ const fmt = (v, d = 0) =>
 const mib = (kb) => (kb === null || kb === undefined || kb < 0 ? null : kb / 1024)
 const ratio = (a, b) => (a === null || b === null || !b ? '-' : `${(a / b).toFixed(2)}×`)
 
+/** One run's headline figure for the scenario: connect rate, p99 latency, the slowest fast subscriber's msg/s, or msg/s. */
+const figure = (sid) =>
+  sid.startsWith('conns') ? (r) => r.connect_rate : sid.startsWith('latency') ? (r) => r.lat_us?.p99 : sid.startsWith('slow_sub') ? (r) => r.fast_sub_rate_min : (r) => r.recv_rate
+
 const headline = (sid, rows) => {
   const ok = rows.filter((r) => r.ok)
   const use = ok.length ? ok : rows
-  if (sid.startsWith('conns')) return { rate: median(use.map((r) => r.connect_rate)), bytes: median(use.map((r) => r.broker?.bytes_per_conn)) }
-  if (sid.startsWith('latency')) return { p99: median(use.map((r) => r.lat_us?.p99)) }
-  if (sid.startsWith('slow_sub')) return { fast: median(use.map((r) => r.fast_sub_rate_min)) }
-  return { rate: median(use.map((r) => r.recv_rate)) }
+  const value = median(use.map(figure(sid)))
+  if (sid.startsWith('conns')) return { rate: value, bytes: median(use.map((r) => r.broker?.bytes_per_conn)) }
+  if (sid.startsWith('latency')) return { p99: value }
+  if (sid.startsWith('slow_sub')) return { fast: value }
+  return { rate: value }
 }
 
 /**
@@ -35,7 +40,7 @@ const headline = (sid, rows) => {
  * repetition's ratio is from another's. Empty with fewer than two repetitions of both.
  */
 const spread = (sid, mineRuns, otherRuns) => {
-  const key = sid.startsWith('conns') ? (r) => r.connect_rate : sid.startsWith('latency') ? (r) => r.lat_us?.p99 : sid.startsWith('slow_sub') ? (r) => r.fast_sub_rate_min : (r) => r.recv_rate
+  const key = figure(sid)
   const byRep = new Map(otherRuns.filter((r) => r.ok).map((r) => [r.rep, key(r)]))
   const ratios = []
   for (const r of mineRuns) {
