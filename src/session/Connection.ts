@@ -1136,8 +1136,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const stage = this.reserve(n)
     frame.copy(stage, this.stageLen)
     this.stageLen += n
-    this.stageFrames++
-    this.queued(n)
+    this.staged(n)
   }
 
   /** An acknowledgement; v3 / v4 carry no reason code (encodeAck's rule). */
@@ -1151,8 +1150,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (this.state === "closed") return
     this.core.stats.packetsSent++
     this.stageLen = writeAckAt(this.reserve(4), this.stageLen, cmd, messageId)
-    this.stageFrames++
-    this.queued(4)
+    this.staged(4)
   }
 
   /** A QoS 1 / 2 PUBLISH: the shared frame copied once, with its packet id and DUP patched in place. */
@@ -1163,6 +1161,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (this.state === "closed") return
     this.core.stats.packetsSent++
     this.stageLen = writeWithPacketIdAt(this.reserve(n), this.stageLen, frame, messageId, dup)
+    this.staged(n)
+  }
+
+  /** A frame of `n` bytes was just copied into the stage: counted, and the flush scheduled. */
+  private staged(n: number): void {
     this.stageFrames++
     this.queued(n)
   }
