@@ -271,7 +271,9 @@ export class Router {
       if (scratch.size !== 0) scratch.clear()
       this.firstSub = undefined
       this.firstHit = undefined
-      this.sharedHits.length = 0
+      // (a store to an array's length is a runtime call in V8, ~27 ns even on an empty array: skipped in the usual
+      // case, no shared subscription hit)
+      if (this.sharedHits.length !== 0) this.sharedHits.length = 0
       this.current = undefined
     }
   }

@@ -250,7 +250,8 @@ export class OutboundFlow {
       }
     }
     if (this.queueHead === queue.length) {
-      queue.length = 0
+      // (a store to an array's length is a runtime call in V8, ~27 ns even on an empty array: only when needed)
+      if (queue.length !== 0) queue.length = 0
       this.queueHead = 0
     } else if (this.queueHead > 1024 && this.queueHead * 2 > queue.length) {
       queue.splice(0, this.queueHead)
