@@ -43,16 +43,12 @@ const closeSinks = (set: SinkSet) => {
 }
 
 /** A closed stdout / stderr (EPIPE) is an `error` event on the stream: a log line is lost, the broker goes on (as Mosquitto's). */
-let stdioErrorsIgnored = false
 const ignoreStdioErrors = (): void => {
-  if (stdioErrorsIgnored) return
-  stdioErrorsIgnored = true
   process.stdout.on("error", () => {})
   process.stderr.on("error", () => {})
 }
 
 const sinksFor = (config: BrokerConfig): SinkSet => {
-  ignoreStdioErrors()
   const set: SinkSet = { sinks: [], fds: [], loggers: [] }
   const sinks = set.sinks
   for (const dest of config.logDest) {
@@ -223,6 +219,7 @@ const main = Effect.gen(function* () {
   if (cl.daemon) daemonize()
   const statsEvery = Number(process.env.MIDGE_LOOP_STATS ?? 0)
   if (statsEvery > 0) loopStats(statsEvery)
+  ignoreStdioErrors()
   let sinkSet = sinksFor(config)
   const log = new Log(config.logTypes, sinkSet.sinks, config.logTimestamp)
   log.timestampFormat = config.logTimestampFormat
