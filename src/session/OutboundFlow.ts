@@ -261,13 +261,7 @@ export class OutboundFlow {
 
   /** PUBACK received. Returns false when no QoS 1 message waited for it. */
   onPuback(messageId: number, sink: OutboundSink, online: boolean): boolean {
-    const entry = this.inflight.get(messageId)
-    if (entry === undefined || entry.state !== "await-puback") return false
-    this.inflightMap!.delete(messageId)
-    this.inflightBytes -= entry.message.payload.length
-    this.observer?.done(messageId)
-    if (online) this.pump(sink)
-    return true
+    return this.complete(messageId, "await-puback", sink, online)
   }
 
   /**
@@ -285,19 +279,18 @@ export class OutboundFlow {
 
   /** A PUBREC carrying a v5 failure reason code (>= 0x80) ends the flow [MQTT-4.3.3-?]. */
   onPubrecFailure(messageId: number, sink: OutboundSink, online: boolean): boolean {
-    const entry = this.inflight.get(messageId)
-    if (entry === undefined || entry.state !== "await-pubrec") return false
-    this.inflightMap!.delete(messageId)
-    this.inflightBytes -= entry.message.payload.length
-    this.observer?.done(messageId)
-    if (online) this.pump(sink)
-    return true
+    return this.complete(messageId, "await-pubrec", sink, online)
   }
 
   /** PUBCOMP received. Returns false when no PUBREL waited for it. */
   onPubcomp(messageId: number, sink: OutboundSink, online: boolean): boolean {
+    return this.complete(messageId, "await-pubcomp", sink, online)
+  }
+
+  /** The flow of `messageId` ends if it is in `state`: its slot is freed and the queue moves up. */
+  private complete(messageId: number, state: OutState, sink: OutboundSink, online: boolean): boolean {
     const entry = this.inflight.get(messageId)
-    if (entry === undefined || entry.state !== "await-pubcomp") return false
+    if (entry === undefined || entry.state !== state) return false
     this.inflightMap!.delete(messageId)
     this.inflightBytes -= entry.message.payload.length
     this.observer?.done(messageId)
