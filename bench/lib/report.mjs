@@ -165,6 +165,39 @@ export const render = (rows, header, defs) => {
       }
     }
     lines.push('')
+    // the second round: the same broker and generator processes, after the first round's clients
+    // disconnected (past the first round's JIT compilation in Midge, Aedes and the generator)
+    const two = con.filter(([, byBroker]) => [...byBroker.values()].some((runs) => runs.some((r) => r.second)))
+    if (two.length) {
+      lines.push('### Connections, second round (the same broker; the first round\'s clients disconnected, as many connect again)')
+      lines.push('')
+      lines.push('| scenario | broker | connected | connect rate /s | Midge/Mosquitto | Midge/Aedes | CONNACK (SUBACK) latency p50 / p99 (µs) | broker CPU s (connect) | broker CPU µs per connect | gen CPU % (connect) |')
+      lines.push('|' + '---|'.repeat(10))
+      const rate2 = (r) => r.second?.connect_rate
+      for (const [sid, byBroker] of two) {
+        const rateOf = (runs) => median(runs.filter((r) => r.ok).map(rate2))
+        const cell = (runs, other) => {
+          if (!other) return '-'
+          const byRep = new Map(other.filter((r) => r.ok).map((r) => [r.rep, rate2(r)]))
+          const each = runs.filter((r) => r.ok && typeof rate2(r) === 'number' && byRep.get(r.rep) > 0).map((r) => rate2(r) / byRep.get(r.rep))
+          const range = each.length >= 2 ? ` (${Math.min(...each).toFixed(2)}–${Math.max(...each).toFixed(2)})` : ''
+          return `${ratio(rateOf(runs), rateOf(other))}${range}`
+        }
+        for (const [b, runs] of byBroker) {
+          const use = runs.filter((r) => r.ok && r.second)
+          const med = (f) => median(use.map(f))
+          const mine = b === 'midge'
+          const cpuPer = med((r) => (r.second.connected > 0 ? (r.second.broker_cpu_connect_s * 1e6) / r.second.connected : null))
+          lines.push(
+            `| ${sid} | ${b} | ${fmt(med((r) => r.second.connected))} | ${fmt(med(rate2))} ` +
+              `| ${mine ? cell(runs, byBroker.get('mosquitto')) : ''} | ${mine ? cell(runs, byBroker.get('aedes')) : ''} ` +
+              `| ${fmt(med((r) => r.second.connect_lat_us?.p50))} / ${fmt(med((r) => r.second.connect_lat_us?.p99))} ` +
+              `| ${fmt(med((r) => r.second.broker_cpu_connect_s), 2)} | ${fmt(cpuPer)} | ${fmt(med((r) => r.second.gen_cpu_connect_pct))} |`
+          )
+        }
+      }
+      lines.push('')
+    }
   }
   return lines.join('\n')
 }

@@ -26,6 +26,8 @@ class Gen {
     const fd = openSync(logFile, 'a')
     this.role = role
     this.child = fork(WORKER, [], {
+      // BENCH_GEN_NODE_FLAGS: node options for the generator processes only (e.g. --cpu-prof)
+      execArgv: [...process.execArgv, ...(process.env.BENCH_GEN_NODE_FLAGS ?? '').split(' ').filter(Boolean)],
       env: { ...process.env, BENCH_T0: String(T0) },
       stdio: ['ignore', fd, fd, 'ipc'],
       serialization: 'json'
@@ -332,10 +334,9 @@ export const runConns = async (sc, broker, o, logFile) => {
   const gens = await spawnGens(parts.map(() => 'idle'), logFile)
   const rec = { scenario: 'conns', conns_target: sc.conns, subscribe: sc.subscribe, qos: sc.qos ?? 0, keepalive_s: '60-600', workers: nw, concurrency: sc.concurrency }
   let error = null
-  try {
+  /** one round: every generator connects its part of the clients; resolves once all are settled */
+  const connectRound = async (tag) => {
     const cpu0 = cpuSeconds(broker.pid)
-    const rss0 = rssKb(broker.pid)
-    const sys0 = machineTicks()
     const gen0 = genCpu(gens)
     const t0 = nowNs()
     const ready = await Promise.all(
@@ -351,8 +352,8 @@ export const runConns = async (sc, broker, o, logFile) => {
               ids: parts[w],
               kaMin: 60,
               kaMax: 600,
-              cidPrefix: `b${run}-`,
-              prefix: `bench/${run}/`,
+              cidPrefix: `${tag}${run}-`,
+              prefix: `bench/${run}/${tag}/`,
               connectTimeoutS: 5,
               maxFail: 500,
               concurrency: Math.max(1, Math.floor(sc.concurrency / nw)),
@@ -366,6 +367,39 @@ export const runConns = async (sc, broker, o, logFile) => {
     )
     const gen1 = genCpu(gens)
     const t1 = nowNs()
+    const cpu1 = cpuSeconds(broker.pid)
+    const ok = sum(ready.map((r) => r.ready))
+    const tFirst = Math.min(...ready.filter((r) => r.tFirst > 0).map((r) => r.tFirst))
+    const tLast = Math.max(...ready.map((r) => r.tLast))
+    const connS = tLast > tFirst ? (tLast - tFirst) / 1e9 : 0
+    const h = new Hist()
+    for (const r of ready) h.merge(r.hConn)
+    const fail = {}
+    for (const r of ready) for (const [k, v] of Object.entries(r.fail)) fail[k] = (fail[k] ?? 0) + v
+    return {
+      t0,
+      t1,
+      ok,
+      ready,
+      fail,
+      figures: {
+        attempted: sum(ready.map((r) => r.attempted)),
+        connected: ok,
+        failed: sum(ready.map((r) => r.failed)),
+        connect_s: round(connS, 3),
+        connect_rate: connS > 0 ? round(ok / connS) : null,
+        connect_lat_us: h.summary(),
+        gen_cpu_connect_s: round(gen1 - gen0, 2),
+        gen_cpu_connect_pct: connS > 0 ? round((100 * (gen1 - gen0)) / ((t1 - t0) / 1e9), 1) : null,
+        broker_cpu_connect_s: round(cpu1 - cpu0, 2)
+      }
+    }
+  }
+  try {
+    const cpu0 = cpuSeconds(broker.pid)
+    const rss0 = rssKb(broker.pid)
+    const sys0 = machineTicks()
+    const first = await connectRound('b')
     await sleep(o.settle * 1000)
     const cpu1 = cpuSeconds(broker.pid)
     const rss1 = rssKb(broker.pid)
@@ -377,27 +411,14 @@ export const runConns = async (sc, broker, o, logFile) => {
     const cpu2 = cpuSeconds(broker.pid)
     const rss2 = rssKb(broker.pid)
     const sys2 = machineTicks()
-    const ok = sum(ready.map((r) => r.ready))
-    const tFirst = Math.min(...ready.filter((r) => r.tFirst > 0).map((r) => r.tFirst))
-    const tLast = Math.max(...ready.map((r) => r.tLast))
-    const connS = tLast > tFirst ? (tLast - tFirst) / 1e9 : 0
+    const ok = first.ok
     const holdS = (th1 - th0) / 1e9
-    const h = new Hist()
-    for (const r of ready) h.merge(r.hConn)
-    const fail = {}
-    for (const r of ready) for (const [k, v] of Object.entries(r.fail)) fail[k] = (fail[k] ?? 0) + v
+    const { broker_cpu_connect_s: _cpu, ...figures } = first.figures
     Object.assign(rec, {
-      attempted: sum(ready.map((r) => r.attempted)),
-      connected: ok,
-      failed: sum(ready.map((r) => r.failed)),
-      connect_s: round(connS, 3),
-      connect_rate: connS > 0 ? round(ok / connS) : null,
-      connect_lat_us: h.summary(),
+      ...figures,
       hold_s: round(holdS, 2),
       alive_after_hold: sum(aliveRes.map((r) => r.alive)),
       disconnects_during_hold: sum(aliveRes.map((r) => r.disconnects)),
-      gen_cpu_connect_s: round(gen1 - gen0, 2),
-      gen_cpu_connect_pct: connS > 0 ? round((100 * (gen1 - gen0)) / ((t1 - t0) / 1e9), 1) : null,
       broker: {
         pid: broker.pid,
         rss_kb_before: rss0,
@@ -409,10 +430,19 @@ export const runConns = async (sc, broker, o, logFile) => {
         cpu_hold_pct: round((100 * (cpu2 - cpu1)) / holdS, 2),
         alive: alive(broker.pid)
       },
-      connect_phase_: machineCpuPct(sys0, sys1, (t1 - t0) / 1e9 + o.settle),
+      connect_phase_: machineCpuPct(sys0, sys1, (first.t1 - first.t0) / 1e9 + o.settle),
       hold_phase_: machineCpuPct(sys1, sys2, holdS),
-      fail
+      fail: first.fail
     })
+    // the second round (o.second): every client disconnects, then as many connect again to the same
+    // broker from the same generator processes, both past their first (JIT-compiling) round; its
+    // memory is not measured (the first round's freed memory is reused)
+    if (o.second) {
+      await Promise.all(gens.map((g) => g.request({ t: 'reset' }, 'reset', 15000)))
+      await sleep(o.settle * 1000)
+      const second = await connectRound('w')
+      rec.second = second.figures
+    }
   } catch (e) {
     error = e.message
   } finally {

@@ -92,6 +92,8 @@ export const options = (env = process.env) => {
     drain: num(env.BENCH_DRAIN, 10),
     hold: num(env.BENCH_HOLD, quick ? 0.5 : 2),
     settle: quick ? 0.5 : 1, // after the last CONNACK, before RSS is read (as mqload)
+    // conns_*: a second round of connects after the first round's clients disconnect (BENCH_CONN_SECOND=0: none)
+    second: env.BENCH_CONN_SECOND !== '0',
     conns: num(env.BENCH_CONNS, quick ? 1000 : 10000),
     // QoS 0 as fast as allowed: messages a publisher may be beyond what every subscriber has seen
     // (default per scenario: 2,000 per publisher in fan-in, 1,000 in fan-out)

@@ -52,7 +52,7 @@ const hLat = new Hist()
 const SLOW_US = Number(process.env.BENCH_SLOW_US ?? 0)
 const slowList = []
 const hAck = new Hist()
-const hConn = new Hist()
+let hConn = new Hist()
 const FAILS = ['refused', 'reset', 'eof', 'timeout', 'emfile', 'no_port', 'rejected', 'protocol', 'other']
 const st = {
   attempts: 0,
@@ -875,6 +875,8 @@ const final = (m) => {
   process.send(out)
 }
 
+let sweepTimer = null
+
 const init = (c) => {
   cfg = c
   clients = cfg.ids.map((id, k) => {
@@ -882,7 +884,7 @@ const init = (c) => {
     if (cfg.role === 'sub') return new Sub(id, cfg.filter, cfg.slow.includes(id) ? cfg.slowBps : 0)
     return new Idle(id, cfg.subscribe ? `${cfg.prefix}c/${id}` : null)
   })
-  setInterval(sweep, 100)
+  if (sweepTimer === null) sweepTimer = setInterval(sweep, 100)
   if (cfg.role === 'pub' && cfg.feedback) creditReceiver()
   if (clients.length === 0) {
     reported = true
@@ -907,10 +909,44 @@ const close = () => {
   setTimeout(() => process.exit(0), 300)
 }
 
+/**
+ * Idle clients: DISCONNECT every client, wait until their sockets are closed (at most 5 s), forget
+ * them and the counters, and answer `reset`; a second `init` follows (the connection scenarios'
+ * second round, against a broker and a generator that have run once).
+ */
+const reset = () => {
+  let open = 0
+  let finished = false
+  const finish = () => {
+    if (finished) return
+    finished = true
+    for (const c of clients) c.state = CLOSED
+    clients = []
+    next = 0
+    stopOpening = false
+    reported = false
+    for (const k of ['attempts', 'pending', 'ready', 'failed', 'disconnects', 'tFirst', 'tLast']) st[k] = 0
+    for (const k of FAILS) st.fail[k] = 0
+    hConn = new Hist()
+    process.send({ t: 'reset' })
+  }
+  for (const c of clients) {
+    if (c.sock !== null && !c.sock.destroyed) {
+      open++
+      c.sock.once('close', () => --open === 0 && finish())
+    }
+    c.disconnect()
+  }
+  if (open === 0) finish()
+  else setTimeout(finish, 5000)
+}
+
 process.on('message', (m) => {
   switch (m.t) {
     case 'init':
       return init(m.cfg)
+    case 'reset':
+      return reset()
     case 'run':
       return run(m)
     case 'poll':
