@@ -120,6 +120,15 @@ const errnoError = (errno: number, syscall: string): Error => {
 
 type Listener = (this: RawTcpSocket, ...args: Array<never>) => void
 
+/** `next` after `previous`: a second listener for an event (module level: `on` allocates nothing for the first) */
+const chain = <F extends Listener>(previous: F | undefined, next: F): F =>
+  previous === undefined
+    ? next
+    : (function(this: RawTcpSocket, ...args: Array<never>) {
+      previous.apply(this, args)
+      next.apply(this, args)
+    } as F)
+
 /** One accepted TCP connection on its raw handle: an `MqttSocket`. */
 export class RawTcpSocket implements MqttSocket {
   destroyed = false
@@ -154,13 +163,6 @@ export class RawTcpSocket implements MqttSocket {
   on(event: "error", listener: (error: Error) => void): this
   on(event: "end" | "close" | "drain", listener: () => void): this
   on(event: "data" | "error" | "end" | "close" | "drain", listener: Listener): this {
-    const chain = <F extends Listener>(previous: F | undefined, next: F): F =>
-      previous === undefined
-        ? next
-        : (function(this: RawTcpSocket, ...args: Array<never>) {
-          previous.apply(this, args)
-          next.apply(this, args)
-        } as F)
     switch (event) {
       case "data":
         this.onDataFn = chain(this.onDataFn, listener as (this: RawTcpSocket, chunk: Buffer) => void)
