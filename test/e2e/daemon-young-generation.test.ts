@@ -2,7 +2,9 @@
  * The daemon's young generation (src/runtime/YoungGeneration.ts), as `node dist/main.js` runs:
  * 1 MiB while traffic is light (V8's own growth had made it 16 MiB while the modules loaded),
  * grown by V8 once allocation is heavy. Read from the daemon's `MIDGE_LOOP_STATS` lines
- * ("... | young generation 1.0 MiB") and its debug log.
+ * ("... | young generation 1.0 MiB") and its debug log. Scavenges follow the switch: one thread
+ * while the young generation is small, V8's parallel scavenges while it grows, read from V8's own
+ * trace of each scavenge (`--trace-gc-nvp`: the time V8's worker threads spent in it).
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -24,19 +26,25 @@ const connect = (client: RawClient, id: string) =>
     yield* waitFor(() => client.data().length >= 4, "CONNACK")
   })
 
+/** the worker threads' share of each scavenge so far (ms), from V8's `--trace-gc-nvp` lines on stdout */
+const scavengeWorkers = (daemon: LiveProcess, from = 0): Array<number> =>
+  [...daemon.out.stdout.slice(from).matchAll(/gc=s .*?background\.scavenge\.parallel=([\d.]+)/g)].map((m) => Number(m[1]))
+
 const payload = Buffer.alloc(64, 7)
 const start = (env: Record<string, string> = {}) =>
   Effect.gen(function* () {
     const port = yield* freePort
-    const daemon = yield* startDaemon(["-p", String(port), "-v"], { port, env: { MIDGE_LOOP_STATS: "1", ...env } })
+    const daemon = yield* startDaemon(["-p", String(port), "-v"], { port, env: { MIDGE_LOOP_STATS: "1", ...env }, nodeArgs: ["--trace-gc-nvp"] })
     return { port, daemon }
   })
 
 describe("the daemon's young generation", () => {
-  it.scopedLive("stays at 1 MiB under light QoS 1 traffic, and grows under a QoS 0 flood", () =>
+  it.scopedLive("stays at 1 MiB under light QoS 1 traffic with single-threaded scavenges, and grows under a QoS 0 flood with parallel ones", () =>
     Effect.gen(function* () {
       const { port, daemon } = yield* start()
       yield* moreStats(daemon, 1)
+      // the scavenges from here on (the modules loaded with V8's defaults)
+      const served = daemon.out.stdout.length
       // light: 6,000 QoS 1 PUBLISH in steps of 10, each step acknowledged before the next (~2,000 msg/s)
       const pub = yield* rawClient(port)
       yield* connect(pub, "light")
@@ -50,6 +58,10 @@ describe("the daemon's young generation", () => {
       expect(daemon.out.stderr).toMatch(/\d+ scavenges/)
       expect(daemon.out.stderr).not.toContain("Young generation: growth on")
       expect(Math.max(...sizes(daemon))).toBe(1)
+      const light = scavengeWorkers(daemon, served)
+      expect(light.length).toBeGreaterThan(0)
+      expect(light.every((ms) => ms === 0)).toBe(true)
+      const beforeFlood = daemon.out.stdout.length
 
       // heavy: 4 x 50,000 QoS 0 PUBLISH to a subscriber, each batch at once (several collection
       // reports while it lasts: the switch wants two in a row)
@@ -66,6 +78,8 @@ describe("the daemon's young generation", () => {
       yield* waitFor(() => daemon.out.stderr.includes("Young generation: growth on"), "growth on", 5_000)
       yield* moreStats(daemon, 2)
       expect(Math.max(...sizes(daemon))).toBeGreaterThan(1)
+      // the flood's backlog survives its scavenges: parallel ones share that copying with a worker
+      expect(scavengeWorkers(daemon, beforeFlood).some((ms) => ms > 0)).toBe(true)
     })
   , 60_000)
 

@@ -158,9 +158,12 @@ export const spawnLive = (command: string, args: ReadonlyArray<string>, env: Rec
  * The daemon, `node dist/main.js ARGS`, SIGKILLed with the scope; when `port`
  * is given, returns once it listens there.
  */
-export const startDaemon = (args: ReadonlyArray<string>, options: { readonly port?: number; readonly env?: Record<string, string> } = {}) =>
+export const startDaemon = (
+  args: ReadonlyArray<string>,
+  options: { readonly port?: number; readonly env?: Record<string, string>; /** node's own options, before the script */ readonly nodeArgs?: ReadonlyArray<string> } = {}
+) =>
   Effect.gen(function* () {
-    const daemon = yield* spawnLive("node", [DAEMON, ...args], options.env)
+    const daemon = yield* spawnLive("node", [...(options.nodeArgs ?? []), DAEMON, ...args], options.env)
     if (options.port !== undefined) yield* listening(options.port, 15_000)
     return daemon
   })
