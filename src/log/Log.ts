@@ -4,6 +4,9 @@
  * so that existing log parsers keep working. Plain synchronous code: it is
  * called from connection handlers, never per message unless debug is on.
  */
+import * as fs from "node:fs"
+import { atEndOfTurn } from "../runtime/endOfTurn.js"
+
 export type LogType =
   | "error"
   | "warning"
@@ -34,7 +37,7 @@ export interface LogSink {
 
 /**
  * A destination that writes the lines of one event-loop turn with one call, at the end of the
- * turn (`setImmediate`), instead of one `write(2)` per line (~3 µs each here): a connect logs
+ * turn (`atEndOfTurn`: the immediate the connections' writes of the turn share), instead of one `write(2)` per line (~3 µs each here): a connect logs
  * two lines, and 10,000 connects took 19.7k writes instead of 36k (docs/performance.md, "The
  * log's writes"). Lines keep their order; they reach the
  * destination within the turn they were logged in. Whatever is still pending is written when
@@ -59,7 +62,7 @@ export class TurnBatchedSink implements LogSink {
     else if (!pendingSinks.has(this)) {
       ensureExitFlush()
       pendingSinks.add(this)
-      setImmediate(this.onImmediate)
+      atEndOfTurn(this.onImmediate)
     }
   }
 
@@ -88,7 +91,7 @@ export class TurnBatchedSink implements LogSink {
 }
 
 const BATCH_MAX = 64 * 1024
-/** sinks with lines waiting for the end of the turn (an immediate is scheduled for each) */
+/** sinks with lines waiting for the end of the turn (each has a task queued for it) */
 const pendingSinks = new Set<TurnBatchedSink>()
 let exitHooked = false
 
@@ -102,8 +105,25 @@ const ensureExitFlush = (): void => {
   })
 }
 
+/**
+ * Standard error, Mosquitto's default destination. Where it is a regular file (a daemon's output
+ * redirected), Node's `process.stderr` is a synchronous stream that turns each string into a
+ * Buffer and then calls `fs.writeSync`: the sink calls `fs.writeSync` itself, with the string
+ * (written as the stream would, in order with anything else written to it). A pipe or a terminal
+ * goes through `process.stderr`.
+ */
+let stderrIsFile: boolean | undefined = undefined
+
 export const stderrSink: LogSink = new TurnBatchedSink((text) => {
-  process.stderr.write(text)
+  if (stderrIsFile === undefined) {
+    try {
+      stderrIsFile = fs.fstatSync(2).isFile()
+    } catch {
+      stderrIsFile = false
+    }
+  }
+  if (stderrIsFile) fs.writeSync(2, text)
+  else process.stderr.write(text)
 })
 
 const enabledTypes = (types: ReadonlyArray<string>): Set<LogType> =>
@@ -182,6 +202,9 @@ export class Log {
   private enabled: Set<LogType>
   /** `log_timestamp_format`; undefined: seconds since the epoch */
   timestampFormat: string | undefined = undefined
+  /** `1700000000: `, made once a second (a connect logs two or three lines in the same second) */
+  private prefixSecond = -1
+  private prefix = ""
   /** lines also kept in memory (tests read them); bounded */
   readonly recent: Array<string> = []
 
@@ -221,13 +244,21 @@ export class Log {
   log(type: LogType, message: string): void {
     if (!this.enabled.has(type)) return
     const line = this.timestamp
-      ? `${this.timestampFormat === undefined ? Math.floor(Date.now() / 1000) : strftime(this.timestampFormat, new Date())}: ${message}`
+      ? (this.timestampFormat === undefined ? this.secondsPrefix(Math.floor(Date.now() / 1000)) : `${strftime(this.timestampFormat, new Date())}: `) + message
       : message
     if (this.keepRecent > 0) {
       this.recent.push(line)
       if (this.recent.length > this.keepRecent) this.recent.shift()
     }
     for (const sink of this.sinks) sink.write(type, line)
+  }
+
+  private secondsPrefix(second: number): string {
+    if (second !== this.prefixSecond) {
+      this.prefixSecond = second
+      this.prefix = `${second}: `
+    }
+    return this.prefix
   }
 
   error(message: string): void {

@@ -7,6 +7,7 @@ import { Router } from "../routing/Router.js"
 import type { Log } from "../log/Log.js"
 import type { StoredWill, StoreWriter } from "../persistence/Persistence.js"
 import type { ClientAcl } from "../security/Auth.js"
+import { atEndOfTurn } from "../runtime/endOfTurn.js"
 import { Message, type QoS } from "./Message.js"
 import type { FlowLimits, Outgoing } from "./OutboundFlow.js"
 import { Session } from "./Session.js"
@@ -87,7 +88,8 @@ export interface Flushable {
 
 /**
  * One write per connection per event-loop turn: connections register here on
- * their first frame of a turn and are flushed together by one setImmediate.
+ * their first frame of a turn and are flushed together at the end of the turn
+ * (`atEndOfTurn`: the immediate the log's lines of the turn share).
  */
 export class FlushScheduler {
   private pending: Array<Flushable> = []
@@ -103,7 +105,7 @@ export class FlushScheduler {
     this.pending.push(f)
     if (!this.scheduled) {
       this.scheduled = true
-      setImmediate(this.run)
+      atEndOfTurn(this.run)
     }
   }
 }

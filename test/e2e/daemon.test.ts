@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as mqttPacket from "mqtt-packet"
@@ -56,6 +57,42 @@ describe("node dist/main.js", () => {
       daemon.child.kill("SIGTERM")
       yield* waitFor(() => daemon.out.exited, "the daemon to exit", 10_000)
       expect(daemon.out.code).toBe(0)
+    })
+  )
+
+  it.scopedLive("stderr redirected to a file (node dist/main.js 2>>log): every line, in order, each connect's lines after the listener's", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const logPath = path.join(dir, "midge.log")
+      const port = yield* freePort
+      const fd = fs.openSync(logPath, "a")
+      const child = spawn("node", [main, "-p", String(port)], { stdio: ["ignore", "ignore", fd] })
+      fs.closeSync(fd)
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+      yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+      yield* listening(port, 15_000)
+      const log = () => fs.readFileSync(logPath, "utf8")
+      for (let i = 0; i < 3; i++) {
+        const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", `to-file-${i}`, "-t", "t", "-m", "m", "-q", "1"])
+        expect(r.code).toBe(0)
+        yield* waitFor(() => log().includes(`Client to-file-${i} disconnected.`), `to-file-${i}'s last line`)
+      }
+      child.kill("SIGTERM")
+      expect(yield* Effect.promise(() => exited)).toBe(0)
+      const lines = log().trimEnd().split("\n").map((l) => l.replace(/^\d+: /, ""))
+      expect(lines[0]).toMatch(/^midge version \S+ starting$/)
+      expect(lines.at(-1)).toMatch(/^midge version \S+ terminating$/)
+      const at = (text: string) => lines.findIndex((l) => l.includes(text))
+      expect(at(`Opening ipv4 listen socket on port ${port}.`)).toBeGreaterThan(0)
+      for (let i = 0; i < 3; i++) {
+        const accepted = at(`to-file-${i} (p2, c1, k60)`)
+        expect(accepted).toBeGreaterThan(at(`Opening ipv4 listen socket on port ${port}.`))
+        expect(lines[accepted - 1]).toMatch(/^New connection from 127\.0\.0\.1:\d+ on port \d+\.$/)
+        expect(at(`Client to-file-${i} disconnected.`)).toBe(accepted + 1)
+        if (i > 0) expect(accepted).toBeGreaterThan(at(`Client to-file-${i - 1} disconnected.`))
+      }
+      // one line per line: no line lost, split or doubled
+      expect(lines.every((l) => l.length > 0 && !/\d+: /.test(l))).toBe(true)
     })
   )
 
