@@ -17,6 +17,7 @@ import {
   encode,
   encodeAck,
   encodePublish,
+  encodeSuback,
   PacketParser,
   PINGRESP,
   type Packet,
@@ -1030,7 +1031,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       const isNew = core.router.subscribe(session, filter, options)
       session.subscriptions.set(filter, options)
       if (session.flow.observer !== undefined) core.store?.subscriptionSet(this.clientId, filter, options)
-      this.log("subscribe", `${this.clientId} ${qos} ${filter}`)
+      if (core.log.isEnabled("subscribe")) this.log("subscribe", `${this.clientId} ${qos} ${filter}`)
       granted.push(qos)
       // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never; never for shared subscriptions
       if (!shared && (options.retainHandling === 0 || (options.retainHandling === 1 && isNew))) retainedToSend.push({ filter, options })
@@ -1046,7 +1047,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     // (a cluster's SUBACK can come after the connection closed)
     if (session === undefined || this.closed) return
     // [MQTT-3.8.4-1] SUBACK with one return code per filter, in order
-    this.writeStaged(encode({ cmd: "suback", messageId, granted }, this.protocolVersion))
+    this.writeStaged(encodeSuback(messageId, granted, this.protocolVersion))
     // [MQTT-3.3.1-9] retained messages go to the new subscription, retain flag set
     for (const { filter, options } of retainedToSend) {
       core.router.retained.match(filter, (message) => {
@@ -1078,7 +1079,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         this.core.router.unsubscribe(session, filter)
         if (session.flow.observer !== undefined) this.core.store?.subscriptionDelete(this.clientId, filter)
       }
-      this.log("unsubscribe", `${this.clientId} ${filter}`)
+      if (this.core.log.isEnabled("unsubscribe")) this.log("unsubscribe", `${this.clientId} ${filter}`)
       codes.push(existed ? ReasonCode.Success : ReasonCode.NoSubscriptionExisted)
     }
     if (this.protocolVersion === 5) {

@@ -6,6 +6,7 @@ import {
   encode,
   encodeAck,
   encodePublish,
+  encodeSuback,
   type Packet,
   PacketParser,
   type ParseError,
@@ -439,6 +440,54 @@ describe("PacketParser ≡ mqtt-packet on generated packets", () => {
   )
 })
 
+describe("SUBSCRIBE on the fast path", () => {
+  const subscribe = (v: ProtocolVersion, subscriptions: Array<Mqtt.ISubscription>): Buffer =>
+    Mqtt.generate({ cmd: "subscribe", messageId: 7, subscriptions }, { protocolVersion: v })
+
+  it("a bridge's SUBSCRIBE (CONNECT with the bridge bit) decodes as mqtt-packet's: no local, retain as published, rh 0", () => {
+    const connect = Mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, bridgeMode: true, clientId: "bridge", clean: true, keepalive: 60 } as Mqtt.IConnectPacket, { protocolVersion: 4 })
+    const stream = Buffer.concat([connect, subscribe(4, [{ topic: "a/#", qos: 1 }])])
+    const reference = mqttPacketParse(stream, 4)
+    expect(reference[1]).toMatchObject({ subscriptions: [{ topic: "a/#", qos: 1, nl: true, rap: true, rh: 0 }] })
+    expect(plain(parseChunks([stream]).packets)).toStrictEqual(plain(reference))
+  })
+
+  for (const v of versions) {
+    it.prop(
+      `v${v}: SUBSCRIBE packets ≡ mqtt-packet's, one chunk and several, followed by more packets`,
+      [
+        fc.array(
+          fc.record({ topic: fc.oneof(fc.string({ unit: "grapheme-ascii", maxLength: 12 }), str), qos, nl: fc.boolean(), rap: fc.boolean(), rh: fc.integer({ min: 0, max: 2 }) }),
+          { minLength: 1, maxLength: 4 }
+        ),
+        fc.array(packetArb(v), { maxLength: 2 }),
+        cuts
+      ],
+      ([subs, rest, cutPoints]) => {
+        const stream = Buffer.concat([subscribe(v, v === 5 ? subs : subs.map(({ qos, topic }) => ({ topic, qos }))), generateAll(rest, v)])
+        const expected = plain(mqttPacketParse(stream, v))
+        expect(plain(parseChunks([stream], v).packets)).toStrictEqual(expected)
+        expect(plain(parseChunks(splitAt(stream, cutPoints), v).packets)).toStrictEqual(expected)
+      },
+      runs(300)
+    )
+  }
+
+  it("a SUBSCRIBE in printable ASCII is decoded here, not by mqtt-packet (a plain object with its keys in mqtt-packet's order); one in UTF-8 by mqtt-packet", () => {
+    for (const v of versions) {
+      const bytes = subscribe(v, [{ topic: "bench/c/1", qos: 1 }, { topic: "a/+", qos: 2 }])
+      const [packet] = parseChunks([bytes], v).packets
+      const [reference] = mqttPacketParse(bytes, v)
+      // mqtt-packet's packets are instances of its Packet class
+      expect(Object.getPrototypeOf(reference)).not.toBe(Object.prototype)
+      expect(Object.getPrototypeOf(packet)).toBe(Object.prototype)
+      expect(Object.keys(packet)).toStrictEqual(Object.keys(reference))
+      const [utf8] = parseChunks([subscribe(v, [{ topic: "caf\u00e9", qos: 0 }])], v).packets
+      expect(Object.getPrototypeOf(utf8)).not.toBe(Object.prototype)
+    }
+  })
+})
+
 describe("PacketParser ≡ mqtt-packet on malformed input", () => {
   /** The flags each packet type must carry [MQTT-2.2.2-1]; PUBLISH's carry DUP, QoS and RETAIN. */
   const REQUIRED_FLAGS = [0, 0, 0, 0, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, 0]
@@ -842,6 +891,19 @@ describe("encoders ≡ mqtt-packet generate", () => {
         const back = parseChunks([bytes], v)
         expect(back.error).toBeUndefined()
         expect(back.packets).toMatchObject([{ cmd, messageId: id, ...(v === 5 ? { reasonCode: reasonCode ?? 0 } : {}) }])
+      },
+      runs(200)
+    )
+  }
+
+  for (const v of versions) {
+    it.prop(
+      `v${v}: encodeSuback`,
+      [packetId, fc.array(fc.constantFrom(...(v === 5 ? SUBACK_CODES_V5 : [0, 1, 2, 0x80])), { minLength: 1, maxLength: 200 })],
+      ([id, granted]) => {
+        const bytes = encodeSuback(id, granted, v)
+        expect(bytes).toStrictEqual(Mqtt.generate({ cmd: "suback", messageId: id, granted }, { protocolVersion: v }))
+        expect(plain(parseChunks([bytes], v).packets)).toStrictEqual(plain(mqttPacketParse(bytes, v)))
       },
       runs(200)
     )
