@@ -8,7 +8,10 @@
  * One queue for both: the first task of a turn schedules the immediate, later ones join it.
  *
  * Tasks run in the order they were queued. A task queued while the queue runs (a flush that
- * logs, say) runs in the next immediate, as it would have with an immediate of its own.
+ * logs, say) runs in the next immediate, as it would have with an immediate of its own. A task
+ * that throws does not cancel the ones queued after it: they run in the next immediate, first
+ * (with immediates of their own they would have run regardless), and the exception goes on to
+ * Node as before.
  */
 let queue: Array<() => void> = []
 let scheduled = false
@@ -17,7 +20,18 @@ const run = (): void => {
   scheduled = false
   const tasks = queue
   queue = []
-  for (let i = 0; i < tasks.length; i++) tasks[i]()
+  let i = 0
+  try {
+    for (; i < tasks.length; i++) tasks[i]()
+  } finally {
+    if (i < tasks.length - 1) {
+      queue = tasks.slice(i + 1).concat(queue)
+      if (!scheduled) {
+        scheduled = true
+        setImmediate(run)
+      }
+    }
+  }
 }
 
 /** Run `task` once at the end of this turn (with whatever else is queued for it). */
