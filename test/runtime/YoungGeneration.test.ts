@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import { defaultPolicy, GrowthSwitch } from "../../src/runtime/YoungGeneration.js"
+import { defaultPolicy, GrowthSwitch, messagesParallel, parallelScavenges } from "../../src/runtime/YoungGeneration.js"
 
 const MiB = 1048576
 /** not within 0.1 % of a threshold (the rates are measured back from floating-point times) */
@@ -55,10 +55,18 @@ describe("the young generation's growth switch", () => {
     expect(growth.scavenged(160, MiB, 80_000, 8)).toBe(true)
   })
 
-  it("a storm of connections (heavy allocation, no messages) leaves growth off", () => {
+  it("a storm of connections (heavy allocation, no messages) leaves growth off, and scavenges single-threaded", () => {
     const storm = new Feed()
     expect(storm.run(50, 200, 0)).not.toContain(true)
     expect(storm.growth.growing).toBe(false)
+    expect(parallelScavenges(storm.growth.growing, storm.growth.messageRate)).toBe(false)
+    // QoS 1 at 1,000 msg/s (2,000 received + sent): messages wait behind each scavenge, parallel ones are shorter
+    const light = new Feed()
+    light.run(10, 4, 2_000)
+    expect(light.growth.growing).toBe(false)
+    expect(parallelScavenges(light.growth.growing, light.growth.messageRate)).toBe(true)
+    expect(parallelScavenges(false, messagesParallel - 1)).toBe(false)
+    expect(parallelScavenges(true, 0)).toBe(true)
   })
 
   it("a lone fast scavenge (a burst) does not turn growth on; it takes `streak` in a row", () => {
