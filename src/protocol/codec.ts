@@ -717,12 +717,7 @@ export const encodeSuback = (messageId: number, granted: ReadonlyArray<number>, 
   const remaining = 2 + (protocolVersion === 5 ? 1 : 0) + granted.length
   const out = Buffer.allocUnsafe(1 + varIntLength(remaining) + remaining)
   out[0] = 0x90
-  let p = 1
-  let n = remaining
-  do {
-    out[p++] = (n & 0x7f) | (n >= 0x80 ? 0x80 : 0)
-    n >>>= 7
-  } while (n > 0)
+  let p = writeVarInt(out, 1, remaining)
   out[p++] = messageId >> 8
   out[p++] = messageId & 0xff
   if (protocolVersion === 5) out[p++] = 0 // no properties
@@ -798,6 +793,16 @@ const hasProperties = (properties: PublishProperties | undefined): boolean => {
 
 const varIntLength = (n: number): number => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4)
 
+/** Write `n` as a Variable Byte Integer (§1.5.5) at `at`; returns the offset after it. */
+const writeVarInt = (buffer: Buffer, at: number, n: number): number => {
+  while (n >= 0x80) {
+    buffer[at++] = (n & 0x7f) | 0x80
+    n >>>= 7
+  }
+  buffer[at++] = n
+  return at
+}
+
 /**
  * Encode a PUBLISH once for a fan-out. Byte-identical to mqtt-packet's generate
  * of the same packet (with messageId defaulting to 0 for QoS > 0); v5 with
@@ -831,13 +836,7 @@ export const encodePublish = (p: PublishToEncode, protocolVersion: ProtocolVersi
   if (remaining > MAX_REMAINING_LENGTH) throw new RangeError(`PUBLISH of ${remaining} bytes exceeds the protocol maximum`)
   const buffer = Buffer.allocUnsafe(1 + varIntLength(remaining) + remaining)
   buffer[0] = 0x30 | (p.dup === true ? 0x08 : 0) | (qos << 1) | (p.retain ? 1 : 0)
-  let o = 1
-  let n = remaining
-  while (n >= 0x80) {
-    buffer[o++] = (n & 0x7f) | 0x80
-    n >>>= 7
-  }
-  buffer[o++] = n
+  let o = writeVarInt(buffer, 1, remaining)
   buffer[o++] = topicLength >>> 8
   buffer[o++] = topicLength & 0xff
   o += buffer.write(p.topic, o, "utf8")
