@@ -109,13 +109,15 @@ export class GrowthSwitch {
   }
 }
 
-/** a semi-space flag on Node's command line or in NODE_OPTIONS: the user's choice stands */
-const userSetSemiSpace = (): boolean =>
-  [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)].some((arg) => /^--(max|min)[-_]semi[-_]space[-_]size|^--semi[-_]space[-_]growth[-_]factor/.test(arg))
+/** Did the user give Node a flag matching `pattern`, on its command line or in NODE_OPTIONS? Their choice stands. */
+const userFlag = (pattern: RegExp): boolean =>
+  [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)].some((arg) => pattern.test(arg))
 
-/** a scavenge-threading flag on Node's command line or in NODE_OPTIONS: the user's choice stands */
-const userSetScavenging = (): boolean =>
-  [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)].some((arg) => /^--(no-)?parallel[-_]scavenge|^--single[-_]threaded/.test(arg))
+/** a semi-space flag */
+const userSetSemiSpace = (): boolean => userFlag(/^--(max|min)[-_]semi[-_]space[-_]size|^--semi[-_]space[-_]growth[-_]factor/)
+
+/** a scavenge-threading flag */
+const userSetScavenging = (): boolean => userFlag(/^--(no-)?parallel[-_]scavenge|^--single[-_]threaded/)
 
 /** the semi-space's capacity now, in bytes (V8 reports the new space as both semi-spaces) */
 export const semiSpaceBytes = (): number => {
