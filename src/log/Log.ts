@@ -62,7 +62,7 @@ export class TurnBatchedSink implements LogSink {
     else if (!pendingSinks.has(this)) {
       ensureExitFlush()
       pendingSinks.add(this)
-      atEndOfTurn(this.onImmediate)
+      atEndOfTurn(this.onEndOfTurn)
     }
   }
 
@@ -85,7 +85,7 @@ export class TurnBatchedSink implements LogSink {
     this.closed = true
   }
 
-  private readonly onImmediate = (): void => {
+  private readonly onEndOfTurn = (): void => {
     if (pendingSinks.has(this)) this.flush()
   }
 }
