@@ -35,12 +35,12 @@ const headline = (sid, rows) => {
 }
 
 /**
- * The headline ratio of each repetition, Midge's run against the other broker's run of the same
- * repetition (the brokers of one repetition run back to back), as "lowest–highest": how far one
- * repetition's ratio is from another's. Empty with fewer than two repetitions of both.
+ * The ratio of each repetition's figure (`key`: the headline, or the second round's connect
+ * rate), Midge's run against the other broker's run of the same repetition (the brokers of one
+ * repetition run back to back), as "lowest–highest": how far one repetition's ratio is from
+ * another's. Empty with fewer than two repetitions of both.
  */
-const spread = (sid, mineRuns, otherRuns) => {
-  const key = figure(sid)
+const spread = (key, mineRuns, otherRuns) => {
   const byRep = new Map(otherRuns.filter((r) => r.ok).map((r) => [r.rep, key(r)]))
   const ratios = []
   for (const r of mineRuns) {
@@ -54,7 +54,7 @@ const spread = (sid, mineRuns, otherRuns) => {
 
 const ratioCell = (sid, mine, other, mineRuns, otherRuns) => {
   if (!other) return '-'
-  const each = otherRuns ? spread(sid, mineRuns, otherRuns) : ''
+  const each = otherRuns ? spread(figure(sid), mineRuns, otherRuns) : ''
   if (sid.startsWith('conns')) return `rate ${ratio(mine.rate, other.rate)}${each}, bytes ${ratio(mine.bytes, other.bytes)}`
   if (sid.startsWith('latency')) return `p99 ${ratio(mine.p99, other.p99)}${each}`
   if (sid.startsWith('slow_sub')) return `fast ${ratio(mine.fast, other.fast)}${each}`
@@ -176,13 +176,7 @@ export const render = (rows, header, defs) => {
       const rate2 = (r) => r.second?.connect_rate
       for (const [sid, byBroker] of two) {
         const rateOf = (runs) => median(runs.filter((r) => r.ok).map(rate2))
-        const cell = (runs, other) => {
-          if (!other) return '-'
-          const byRep = new Map(other.filter((r) => r.ok).map((r) => [r.rep, rate2(r)]))
-          const each = runs.filter((r) => r.ok && typeof rate2(r) === 'number' && byRep.get(r.rep) > 0).map((r) => rate2(r) / byRep.get(r.rep))
-          const range = each.length >= 2 ? ` (${Math.min(...each).toFixed(2)}–${Math.max(...each).toFixed(2)})` : ''
-          return `${ratio(rateOf(runs), rateOf(other))}${range}`
-        }
+        const cell = (runs, other) => (other ? `${ratio(rateOf(runs), rateOf(other))}${spread(rate2, runs, other)}` : '-')
         for (const [b, runs] of byBroker) {
           const use = runs.filter((r) => r.ok && r.second)
           const med = (f) => median(use.map(f))
