@@ -13,30 +13,80 @@
  * (with immediates of their own they would have run regardless), and the exception goes on to
  * Node as before.
  */
-let queue: Array<() => void> = []
+/**
+ * A list filled during a turn and drained once at its end. It keeps two arrays and swaps them:
+ * a fresh `[]` each turn, grown by its first push, was ~150 bytes of garbage a turn, and at
+ * 1,000 QoS 1 messages a second each message is a turn or two (docs/performance.md, "Twelfth
+ * round"). Items pushed while the list drains wait for the next drain.
+ */
+export class TurnList<T> {
+  private filling: Array<T | undefined> = []
+  private count = 0
+  private draining: Array<T | undefined> = []
+
+  /** items waiting for the next drain */
+  get length(): number {
+    return this.count
+  }
+
+  push(item: T): void {
+    this.filling[this.count++] = item
+  }
+
+  /**
+   * Hand each waiting item to `f`, in the order pushed. If `f` throws, the items after the one it
+   * threw on go back to the front of the list (before those pushed meanwhile), and the exception
+   * goes on.
+   */
+  drain(f: (item: T) => void): void {
+    const items = this.filling
+    const n = this.count
+    this.filling = this.draining
+    this.draining = items
+    this.count = 0
+    let i = 0
+    try {
+      for (; i < n; i++) {
+        const item = items[i] as T
+        // the arrays are kept: what was drained must not be held by them
+        items[i] = undefined
+        f(item)
+      }
+    } finally {
+      if (i < n) {
+        const rest = items.slice(i + 1, n)
+        const later = this.filling.slice(0, this.count)
+        items.fill(undefined, 0, n)
+        this.filling.fill(undefined, 0, this.count)
+        this.count = 0
+        for (const item of rest) this.push(item as T)
+        for (const item of later) this.push(item as T)
+      }
+    }
+  }
+}
+
+const tasks = new TurnList<() => void>()
 let scheduled = false
+
+const call = (task: () => void): void => task()
 
 const run = (): void => {
   scheduled = false
-  const tasks = queue
-  queue = []
-  let i = 0
   try {
-    for (; i < tasks.length; i++) tasks[i]()
+    tasks.drain(call)
   } finally {
-    if (i < tasks.length - 1) {
-      queue = tasks.slice(i + 1).concat(queue)
-      if (!scheduled) {
-        scheduled = true
-        setImmediate(run)
-      }
+    // a task threw: the ones after it run in the next immediate, first
+    if (tasks.length > 0 && !scheduled) {
+      scheduled = true
+      setImmediate(run)
     }
   }
 }
 
 /** Run `task` once at the end of this turn (with whatever else is queued for it). */
 export const atEndOfTurn = (task: () => void): void => {
-  queue.push(task)
+  tasks.push(task)
   if (!scheduled) {
     scheduled = true
     setImmediate(run)

@@ -7,7 +7,7 @@ import { Router } from "../routing/Router.js"
 import type { Log } from "../log/Log.js"
 import type { StoredWill, StoreWriter } from "../persistence/Persistence.js"
 import type { ClientAcl } from "../security/Auth.js"
-import { atEndOfTurn } from "../runtime/endOfTurn.js"
+import { atEndOfTurn, TurnList } from "../runtime/endOfTurn.js"
 import { Message, type QoS } from "./Message.js"
 import type { FlowLimits, Outgoing } from "./OutboundFlow.js"
 import { Session } from "./Session.js"
@@ -92,13 +92,19 @@ export interface Flushable {
  * (`atEndOfTurn`: the immediate the log's lines of the turn share).
  */
 export class FlushScheduler {
-  private pending: Array<Flushable> = []
+  private readonly pending = new TurnList<Flushable>()
   private scheduled = false
   private readonly run = (): void => {
     this.scheduled = false
-    const list = this.pending
-    this.pending = []
-    for (let i = 0; i < list.length; i++) list[i].flush()
+    try {
+      this.pending.drain(flushOne)
+    } finally {
+      // a flush threw: the connections after it flush in the next immediate
+      if (this.pending.length > 0 && !this.scheduled) {
+        this.scheduled = true
+        atEndOfTurn(this.run)
+      }
+    }
   }
 
   schedule(f: Flushable): void {
@@ -109,6 +115,8 @@ export class FlushScheduler {
     }
   }
 }
+
+const flushOne = (f: Flushable): void => f.flush()
 
 export interface Stats {
   messagesReceived: number

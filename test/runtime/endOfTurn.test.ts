@@ -3,7 +3,8 @@
  * of one event-loop turn run under one immediate, in the order they were queued.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { atEndOfTurn } from "../../src/runtime/endOfTurn.js"
+import * as fc from "fast-check"
+import { atEndOfTurn, TurnList } from "../../src/runtime/endOfTurn.js"
 
 /** resolves after the immediates queued so far (and those they queue) have run */
 const turns = (n: number) =>
@@ -54,5 +55,75 @@ describe("atEndOfTurn", () => {
     expect(errors).toHaveLength(1)
     expect(String(errors[0])).toContain("boom")
     expect(ran).toEqual(["first", "after the throw", "last", "next turn"])
+  })
+})
+
+/** one drain of the list: the items pushed while it runs (after the item at `at`), and the item it throws on */
+type Step = { readonly push: number; readonly during: ReadonlyArray<readonly [at: number, item: number]>; readonly throwAt: number | undefined }
+
+describe("TurnList", () => {
+  it.prop(
+    "drains in the order pushed, holds pushes made while draining for the next drain, and puts back what a throw left",
+    [
+      fc.array(
+        fc.record({
+          push: fc.nat(6),
+          during: fc.array(fc.tuple(fc.nat(8), fc.integer({ min: 1000, max: 1999 })), { maxLength: 3 }),
+          throwAt: fc.option(fc.nat(8), { nil: undefined })
+        }),
+        { maxLength: 12 }
+      )
+    ],
+    ([steps]: [ReadonlyArray<Step>]) => {
+      const list = new TurnList<number>()
+      // the model: a plain array, spliced
+      let model: Array<number> = []
+      let next = 0
+      for (const step of steps) {
+        for (let k = 0; k < step.push; k++) {
+          list.push(next)
+          model.push(next++)
+        }
+        const batch = model
+        model = []
+        const seen: Array<number> = []
+        let threw = false
+        try {
+          list.drain((item) => {
+            const i = seen.length
+            seen.push(item)
+            for (const [at, extra] of step.during) {
+              if (at === i) {
+                list.push(extra)
+                model.push(extra)
+              }
+            }
+            if (step.throwAt === i) throw new Error("thrown")
+          })
+        } catch {
+          threw = true
+        }
+        const thrownAt = step.throwAt !== undefined && step.throwAt < batch.length ? step.throwAt : undefined
+        expect(threw).toBe(thrownAt !== undefined)
+        expect(seen).toEqual(thrownAt === undefined ? batch : batch.slice(0, thrownAt + 1))
+        // what a throw left goes back before what was pushed meanwhile
+        if (thrownAt !== undefined) model = [...batch.slice(thrownAt + 1), ...model]
+        expect(list.length).toBe(model.length)
+      }
+      const rest: Array<number> = []
+      list.drain((item) => rest.push(item))
+      expect(rest).toEqual(model)
+      expect(list.length).toBe(0)
+    }
+  )
+
+  it("keeps no reference to what it drained", () => {
+    const list = new TurnList<object>()
+    const item = {}
+    list.push(item)
+    list.drain(() => {})
+    const arrays = Object.values(list).filter(Array.isArray) as Array<Array<unknown>>
+    expect(arrays).toHaveLength(2)
+    for (const a of arrays) expect(a.includes(item)).toBe(false)
   })
 })
