@@ -5,13 +5,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
 import { atEndOfTurn, TurnList } from "../../src/runtime/endOfTurn.js"
+import { collectingUncaught, turns } from "../support/turns.js"
 
-/** resolves after the immediates queued so far (and those they queue) have run */
-const turns = (n: number) =>
-  new Promise<void>((resolve) => {
-    const step = (left: number) => (left === 0 ? resolve() : setImmediate(() => step(left - 1)))
-    step(n)
-  })
 
 describe("atEndOfTurn", () => {
   it("runs the turn's tasks after the turn, in the order queued, all under one immediate", async () => {
@@ -34,11 +29,7 @@ describe("atEndOfTurn", () => {
 
   it("a task that throws does not cancel the ones after it: they run in the next immediate, before later ones", async () => {
     const ran: Array<string> = []
-    const errors: Array<unknown> = []
-    const listeners = process.listeners("uncaughtException")
-    process.removeAllListeners("uncaughtException")
-    process.on("uncaughtException", (error) => errors.push(error))
-    try {
+    const errors = await collectingUncaught(async () => {
       atEndOfTurn(() => ran.push("first"))
       atEndOfTurn(() => {
         throw new Error("boom")
@@ -48,10 +39,7 @@ describe("atEndOfTurn", () => {
       await turns(3)
       atEndOfTurn(() => ran.push("next turn"))
       await turns(1)
-    } finally {
-      process.removeAllListeners("uncaughtException")
-      for (const l of listeners) process.on("uncaughtException", l)
-    }
+    })
     expect(errors).toHaveLength(1)
     expect(String(errors[0])).toContain("boom")
     expect(ran).toEqual(["first", "after the throw", "last", "next turn"])

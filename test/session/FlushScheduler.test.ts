@@ -4,13 +4,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { FlushScheduler } from "../../src/session/Core.js"
+import { collectingUncaught, turns } from "../support/turns.js"
 
-/** resolves after the immediates queued so far (and those they queue) have run */
-const turns = (n: number) =>
-  new Promise<void>((resolve) => {
-    const step = (left: number) => (left === 0 ? resolve() : setImmediate(() => step(left - 1)))
-    step(n)
-  })
 
 describe("FlushScheduler", () => {
   it("flushes at the end of the turn, in order; a connection scheduled by a flush goes in the next turn", async () => {
@@ -33,11 +28,7 @@ describe("FlushScheduler", () => {
   it("a flush that throws does not strand the connections after it", async () => {
     const scheduler = new FlushScheduler()
     const flushed: Array<string> = []
-    const errors: Array<unknown> = []
-    const listeners = process.listeners("uncaughtException")
-    process.removeAllListeners("uncaughtException")
-    process.on("uncaughtException", (error) => errors.push(error))
-    try {
+    const errors = await collectingUncaught(async () => {
       scheduler.schedule({ flush: () => flushed.push("first") })
       scheduler.schedule({
         flush: () => {
@@ -48,10 +39,7 @@ describe("FlushScheduler", () => {
       await turns(3)
       scheduler.schedule({ flush: () => flushed.push("later") })
       await turns(3)
-    } finally {
-      process.removeAllListeners("uncaughtException")
-      for (const l of listeners) process.on("uncaughtException", l)
-    }
+    })
     expect(errors).toHaveLength(1)
     expect(flushed).toEqual(["first", "after the throw", "later"])
   })
