@@ -96,6 +96,8 @@ const PEER_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPubl
 class RemoteNode implements Subscriber {
   readonly clientId: string
   readonly filters = new Set<string>()
+  /** when (Date.now()) the routes channel last changed this node's routes here */
+  changedAt = 0
   constructor(
     readonly id: string,
     private readonly node: ClusterImpl
@@ -1104,6 +1106,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
       return
     }
     const r = this.remote(change.n)
+    r.changedAt = Date.now()
     if (change.op === "+" && !r.filters.has(change.f)) {
       r.filters.add(change.f)
       this.core.router.subscribe(r, change.f, PEER_OPTIONS)
@@ -1213,7 +1216,10 @@ class ClusterImpl implements ClusterHooks, Congestible {
       live.add(node)
       if (alive[i] !== null) this.syncRemote(node, await this.main.sMembers(k.routesOf(node)))
     }
-    for (const node of [...this.remotes.keys()]) if (!live.has(node)) this.dropRemote(node)
+    // a node whose routes the channel announced lately is kept: a (re)starting node announces its
+    // routes before its first heartbeat makes it a member, and a read of the members from before
+    // then must not undo them (a message published here meanwhile would find no route to it)
+    for (const [node, r] of [...this.remotes]) if (!live.has(node) && r.changedAt <= beganAt - 2 * this.heartbeatMs) this.dropRemote(node)
   }
 
   /** One live node adopts a dead (or cleanly stopped) node: the first to take its adoption key. */

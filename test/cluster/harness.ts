@@ -115,18 +115,22 @@ export interface TestNode {
 export const startNode = (
   redisUrl: string,
   nodeId: string,
-  options: Omit<BrokerOptions, "listeners" | "log" | "cluster"> & { readonly keyPrefix?: string; readonly releaseTimeoutMs?: number } = {}
+  options: Omit<BrokerOptions, "listeners" | "log" | "cluster"> & {
+    readonly keyPrefix?: string
+    readonly releaseTimeoutMs?: number
+    readonly heartbeatMs?: number
+  } = {}
 ): Effect.Effect<TestNode, never, Scope.Scope> =>
   Effect.gen(function* () {
     const outer = yield* Effect.scope
     const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
     const log = new Log(["all"], [], false, 500)
-    const { keyPrefix, releaseTimeoutMs, ...rest } = options
+    const { keyPrefix, releaseTimeoutMs, heartbeatMs, ...rest } = options
     const broker = yield* Broker.make({
       ...rest,
       listeners: [{ port: 0, host: "127.0.0.1" }],
       log,
-      cluster: { redisUrl, nodeId, heartbeatMs: 200, keyPrefix: keyPrefix ?? "t", ...(releaseTimeoutMs !== undefined ? { releaseTimeoutMs } : {}) }
+      cluster: { redisUrl, nodeId, heartbeatMs: heartbeatMs ?? 200, keyPrefix: keyPrefix ?? "t", ...(releaseTimeoutMs !== undefined ? { releaseTimeoutMs } : {}) }
     }).pipe(Scope.extend(scope), Effect.orDie)
     const port = broker.listeners[0].port
     return { broker, nodeId, port, url: `mqtt://127.0.0.1:${port}`, log, stop: Scope.close(scope, Exit.void) }
