@@ -67,29 +67,46 @@ export class TurnList<T> {
   }
 }
 
-const tasks = new TurnList<() => void>()
-let scheduled = false
+/**
+ * Items handed, each once, to `each` in a run that `later` schedules: the first item since the
+ * last run schedules one, later ones join it. A run that `each` throws in schedules another for
+ * the items after the one it threw on (they go first), and the exception goes on.
+ */
+export class TurnQueue<T> {
+  private readonly items = new TurnList<T>()
+  private scheduled = false
 
-const call = (task: () => void): void => task()
+  constructor(
+    private readonly each: (item: T) => void,
+    private readonly later: (run: () => void) => void
+  ) {}
 
-const run = (): void => {
-  scheduled = false
-  try {
-    tasks.drain(call)
-  } finally {
-    // a task threw: the ones after it run in the next immediate, first
-    if (tasks.length > 0 && !scheduled) {
-      scheduled = true
-      setImmediate(run)
+  add(item: T): void {
+    this.items.push(item)
+    this.schedule()
+  }
+
+  private schedule(): void {
+    if (!this.scheduled) {
+      this.scheduled = true
+      this.later(this.run)
+    }
+  }
+
+  private readonly run = (): void => {
+    this.scheduled = false
+    try {
+      this.items.drain(this.each)
+    } finally {
+      if (this.items.length > 0) this.schedule()
     }
   }
 }
 
+const tasks = new TurnQueue<() => void>(
+  (task) => task(),
+  (run) => setImmediate(run)
+)
+
 /** Run `task` once at the end of this turn (with whatever else is queued for it). */
-export const atEndOfTurn = (task: () => void): void => {
-  tasks.push(task)
-  if (!scheduled) {
-    scheduled = true
-    setImmediate(run)
-  }
-}
+export const atEndOfTurn = (task: () => void): void => tasks.add(task)

@@ -7,7 +7,7 @@ import { Router } from "../routing/Router.js"
 import type { Log } from "../log/Log.js"
 import type { StoredWill, StoreWriter } from "../persistence/Persistence.js"
 import type { ClientAcl } from "../security/Auth.js"
-import { atEndOfTurn, TurnList } from "../runtime/endOfTurn.js"
+import { atEndOfTurn, TurnQueue } from "../runtime/endOfTurn.js"
 import { Message, type QoS } from "./Message.js"
 import type { FlowLimits, Outgoing } from "./OutboundFlow.js"
 import { Session } from "./Session.js"
@@ -92,31 +92,13 @@ export interface Flushable {
  * (`atEndOfTurn`: the immediate the log's lines of the turn share).
  */
 export class FlushScheduler {
-  private readonly pending = new TurnList<Flushable>()
-  private scheduled = false
-  private readonly run = (): void => {
-    this.scheduled = false
-    try {
-      this.pending.drain(flushOne)
-    } finally {
-      // a flush threw: the connections after it flush in the next immediate
-      if (this.pending.length > 0 && !this.scheduled) {
-        this.scheduled = true
-        atEndOfTurn(this.run)
-      }
-    }
-  }
+  // a flush that throws leaves the connections after it to the next turn's flush
+  private readonly pending = new TurnQueue<Flushable>((f) => f.flush(), atEndOfTurn)
 
   schedule(f: Flushable): void {
-    this.pending.push(f)
-    if (!this.scheduled) {
-      this.scheduled = true
-      atEndOfTurn(this.run)
-    }
+    this.pending.add(f)
   }
 }
-
-const flushOne = (f: Flushable): void => f.flush()
 
 export interface Stats {
   messagesReceived: number
