@@ -60,6 +60,7 @@ import {
   type WireDelivery,
   type WireSession
 } from "./internal/codec.js"
+import { RouteView } from "./internal/routes.js"
 
 export interface ClusterOptions {
   /** `cluster_redis_url`: redis://host:port[/db] (Valkey speaks the same) */
@@ -95,7 +96,7 @@ const PEER_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPubl
 /** Another node, as a subscriber in this node's trie. */
 class RemoteNode implements Subscriber {
   readonly clientId: string
-  readonly filters = new Set<string>()
+  readonly routes = new RouteView()
   /** when (Date.now()) the routes channel last changed this node's routes here */
   changedAt = 0
   constructor(
@@ -1078,6 +1079,8 @@ class ClusterImpl implements ClusterHooks, Congestible {
 
   /** Settles once every route change announced so far is stored in Redis (and notified). */
   announced: Promise<unknown> = Promise.resolve()
+  /** the routes channel's changes applied here, all nodes together (RouteView) */
+  private routeChanges = 0
 
   private remote(node: string): RemoteNode {
     let r = this.remotes.get(node)
@@ -1105,38 +1108,28 @@ class ClusterImpl implements ClusterHooks, Congestible {
       this.schedule()
       return
     }
+    if (change.op !== "+" && change.op !== "-") return
     const r = this.remote(change.n)
     r.changedAt = Date.now()
-    if (change.op === "+" && !r.filters.has(change.f)) {
-      r.filters.add(change.f)
-      this.core.router.subscribe(r, change.f, PEER_OPTIONS)
-    } else if (change.op === "-" && r.filters.delete(change.f)) {
-      this.core.router.unsubscribe(r, change.f)
+    if (r.routes.change(change.op, change.f, ++this.routeChanges)) {
+      if (change.op === "+") this.core.router.subscribe(r, change.f, PEER_OPTIONS)
+      else this.core.router.unsubscribe(r, change.f)
     }
   }
 
-  private syncRemote(node: string, filters: ReadonlyArray<string>): void {
+  /** `filters`: the node's route set as read from Redis by a request sent when `routeChanges` was `since` */
+  private syncRemote(node: string, filters: ReadonlyArray<string>, since: number): void {
     const r = this.remote(node)
-    const wanted = new Set(filters)
-    for (const f of r.filters) {
-      if (!wanted.has(f)) {
-        r.filters.delete(f)
-        this.core.router.unsubscribe(r, f)
-      }
-    }
-    for (const f of wanted) {
-      if (!r.filters.has(f)) {
-        r.filters.add(f)
-        this.core.router.subscribe(r, f, PEER_OPTIONS)
-      }
-    }
+    const { added, removed } = r.routes.sync(filters, since)
+    for (const f of removed) this.core.router.unsubscribe(r, f)
+    for (const f of added) this.core.router.subscribe(r, f, PEER_OPTIONS)
   }
 
   private dropRemote(node: string): void {
     const r = this.remotes.get(node)
     if (r === undefined) return
-    for (const f of r.filters) this.core.router.unsubscribe(r, f)
-    r.filters.clear()
+    for (const f of r.routes.filters) this.core.router.unsubscribe(r, f)
+    r.routes.clear()
     this.remotes.delete(node)
     this.core.log.notice(`Cluster: node ${node} left.`)
   }
@@ -1214,7 +1207,11 @@ class ClusterImpl implements ClusterHooks, Congestible {
         continue
       }
       live.add(node)
-      if (alive[i] !== null) this.syncRemote(node, await this.main.sMembers(k.routesOf(node)))
+      if (alive[i] !== null) {
+        // the channel's changes from now on may be newer than what the read returns
+        const since = this.routeChanges
+        this.syncRemote(node, await this.main.sMembers(k.routesOf(node)), since)
+      }
     }
     // a node whose routes the channel announced lately is kept: a (re)starting node announces its
     // routes before its first heartbeat makes it a member, and a read of the members from before
@@ -2492,7 +2489,7 @@ export const make = (core: Core, options: ClusterOptions): Effect.Effect<Cluster
     return {
       nodeId,
       peers: () => [...node.remotes.keys()],
-      remoteFilters: (id: string) => node.remotes.get(id)?.filters ?? new Set<string>(),
+      remoteFilters: (id: string) => node.remotes.get(id)?.routes.filters ?? new Set<string>(),
       stats: () => ({ forwarded: node.forwarded, received: node.received })
     } satisfies ClusterNode
   })
