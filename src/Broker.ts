@@ -44,13 +44,11 @@ export interface BrokerOptions {
 
 /** The broker options a `mosquitto.conf` (see config/Config.ts) asks for. */
 export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): BrokerOptions => {
-  // psk_file is a security option (global, or per listener under per_listener_settings): the last one read
-  let pskFile: string | undefined
-  for (const d of config.directives) if (d.option === "psk_file") pskFile = d.value
   return {
   listeners: config.listeners.map((l) => ({
       protocol: l.protocol,
-      tls: l.tls !== undefined ? { ...l.tls, pskFile: l.tls.pskHint !== undefined ? pskFile : undefined } : undefined,
+      // psk_file: the broker's, or the listener's own with per_listener_settings (config/Config.ts)
+      tls: l.tls,
       httpDir: l.httpDir,
       port: l.port,
       host: l.bindAddress,

@@ -215,7 +215,8 @@ const securityOf = (
 const listenerOf = (
   l: DecodedListener | DecodedDefaultListener,
   where: { readonly port: number; readonly bindAddress: string | undefined; readonly socketPath: string | undefined },
-  security: Security
+  security: Security,
+  pskFile: string | undefined
 ): ListenerConfig => ({
   port: where.port,
   bindAddress: where.bindAddress,
@@ -227,16 +228,18 @@ const listenerOf = (
   socketDomain: l.socketDomain,
   ...security,
   bindOptional: false,
-  tls: tlsOf(l),
+  tls: tlsOf(l, pskFile),
   httpDir: "httpDir" in l ? l.httpDir : undefined
 })
 
 /** A listener is TLS when it has a certfile or a psk_hint (Mosquitto's rule). */
-const tlsOf = (l: DecodedListener | DecodedDefaultListener): ListenerTls | undefined => {
+const tlsOf = (l: DecodedListener | DecodedDefaultListener, pskFile: string | undefined): ListenerTls | undefined => {
   if (!("certfile" in l) && !("pskHint" in l)) return undefined
   const t = l as DecodedListener
   if (t.certfile === undefined && t.pskHint === undefined) return undefined
   return {
+    // the keys of a TLS-PSK listener: its own psk_file with per_listener_settings, else the broker's
+    pskFile: t.pskHint !== undefined ? pskFile : undefined,
     cafile: t.cafile,
     capath: t.capath,
     certfile: t.certfile,
@@ -279,7 +282,8 @@ const build = (
       listenerOf(
         l,
         { port: l.listener.port, bindAddress: l.listener.address, socketPath: l.listener.socketPath },
-        securityOf(perListener, l, false)
+        securityOf(perListener, l, false),
+        perListener ? l.pskFile : g.pskFile
       )
     )
   })
@@ -307,7 +311,12 @@ const build = (
     }
     // appended after the explicit listeners, as conf.c does
     listeners.push(
-      listenerOf(dl, { port: dl.port ?? 1883, bindAddress: dl.bindAddress, socketPath: undefined }, securityOf(perListener, dl, false))
+      listenerOf(
+        dl,
+        { port: dl.port ?? 1883, bindAddress: dl.bindAddress, socketPath: undefined },
+        securityOf(perListener, dl, false),
+        perListener ? dl.pskFile : g.pskFile
+      )
     )
   } else if (!s.localOnly) {
     for (const sd of s.securityOnDefaultListener) {

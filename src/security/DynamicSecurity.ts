@@ -46,6 +46,7 @@
 import { Cause, Context, Effect, Layer, Option, Queue, type Scope } from "effect"
 import { Broker, type BrokerService } from "../Broker.js"
 import type { BrokerConfig } from "../config/Config.js"
+import { isDynsecPlugin } from "../config/internal/options.js"
 import { type AuthDecision, type AuthResult, Authentication, type AuthenticationService, Authorization, type AuthorizationService, tlsUsernameOf } from "./Auth.js"
 import { registerControlHandler } from "./control.js"
 import { DynsecClientAcl, DynsecState } from "./dynsec/access.js"
@@ -233,8 +234,8 @@ const answer = (requests: Queue.Queue<Uint8Array>): Effect.Effect<never, never, 
 // ---------------------------------------------------------------------------
 // mosquitto.conf
 
-/** The plugin's file name, wherever its path points (`.so` on Linux, `.dll` on Windows, `.dylib` on macOS). */
-export const isDynsecPlugin = (path: string): boolean => /(^|[\\/])(lib)?mosquitto_dynamic_security(\.so(\.\d+)*|\.dll|\.dylib)$/.test(path.trim())
+/** The plugin's file name, wherever its path points. */
+export { isDynsecPlugin }
 
 /**
  * The options a mosquitto.conf asks for: a `plugin` (or `auth_plugin` /

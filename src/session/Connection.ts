@@ -607,12 +607,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
     this.clientId = clientId
 
-    // keepalive: v3/v4 above max_keepalive is refused; v5 is told the Server Keep Alive
+    // keepalive: v3/v4 above max_keepalive is refused; v5 is told the Server Keep Alive; `max_keepalive 0`: no maximum (handle_connect.c)
     let keepalive = packet.keepalive ?? 0
     let serverKeepAlive: number | undefined
-    if (keepalive > settings.maxKeepalive || (keepalive === 0 && settings.maxKeepalive < 65535)) {
+    const maxKeepalive = settings.maxKeepalive
+    if (maxKeepalive !== 0 && (keepalive > maxKeepalive || (keepalive === 0 && maxKeepalive < 65535))) {
       if (!v5) return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.ClientIdentifierNotValid, "keepalive above max_keepalive")
-      keepalive = settings.maxKeepalive
+      keepalive = maxKeepalive
       serverKeepAlive = keepalive
     }
     this.keepalive = keepalive

@@ -356,7 +356,14 @@ describe("listeners", () => {
   it("listener options before any listener configure the default listener (local-only unless port/bind_address)", () => {
     const local = ok("max_connections 5\n")
     expect(local.localOnly).toBe(true)
-    expect(local.listeners.map((l) => l.bindAddress)).toEqual(["127.0.0.1", "::1"])
+    expect(local.listeners.map((l) => [l.bindAddress, l.maxConnections])).toEqual([
+      ["127.0.0.1", -1],
+      ["::1", -1]
+    ])
+    // dropped in local-only mode, and said so
+    expect(local.warnings).toEqual([
+      "t.conf:1 max_connections: has no effect: without a listener line Midge, as Mosquitto 2, listens on the loopback only, with the default listener settings"
+    ])
     const c = ok("max_connections 5\nlistener 1885\n")
     expect(c.listeners.map((l) => [l.port, l.maxConnections])).toEqual([
       [1885, -1],
@@ -451,6 +458,54 @@ describe("per_listener_settings", () => {
   })
 })
 
+describe("TLS listener options", () => {
+  it("a keyfile without its certfile, or a certfile without its keyfile, is an error naming the line", () => {
+    const message = "both certfile and keyfile must be provided if one of them is set"
+    expect(fails("listener 8883\nkeyfile /etc/k.pem\ncafile /etc/ca.pem\nrequire_certificate true\n")).toEqual([`t.conf:2 keyfile: ${message}`])
+    expect(fails("listener 8883\ncertfile /etc/c.pem\nlistener 8884\ncertfile /etc/c.pem\nkeyfile /etc/k.pem\n")).toEqual([`t.conf:2 certfile: ${message}`])
+    // the default listener's too
+    expect(fails("keyfile /etc/k.pem\nlistener 1883\n")).toEqual([`t.conf:1 keyfile: ${message}`])
+  })
+
+  it("TLS options on a listener without certfile / keyfile or psk_hint are named: the listener stays plain", () => {
+    const c = ok("listener 1883\ncafile /etc/ca.pem\nrequire_certificate true\nuse_identity_as_username true\nlistener 8883\ncafile /etc/ca.pem\ncertfile /c\nkeyfile /k\n")
+    expect(c.listeners.map((l) => [l.port, l.tls?.cafile])).toEqual([
+      [1883, undefined],
+      [8883, "/etc/ca.pem"]
+    ])
+    const why = "has no effect: this listener has no certfile and keyfile, nor psk_hint, so it is not TLS"
+    expect(c.warnings).toEqual([`t.conf:2 cafile: ${why}`, `t.conf:3 require_certificate: ${why}`, `t.conf:4 use_identity_as_username: ${why}`])
+    // a PSK listener is TLS without a certificate
+    expect(ok("listener 8884\npsk_hint h\ntls_version tlsv1.2\npsk_file /etc/psk\n").warnings).toEqual([])
+  })
+})
+
+describe("options read once, as conf.c reads strings", () => {
+  it("clientid_prefixes and psk_file given twice are errors naming both lines", () => {
+    expect(fails("clientid_prefixes a-\nclientid_prefixes b-\n")).toEqual(["t.conf:2 clientid_prefixes: duplicate value: already set at t.conf:1"])
+    expect(fails("listener 8883\npsk_hint h\npsk_file /a\npsk_file /b\n")).toEqual(["t.conf:4 psk_file: duplicate value: already set at t.conf:3"])
+  })
+
+  it("psk_file: the broker's for every PSK listener, or each listener's own with per_listener_settings", () => {
+    const global = ok("psk_file /etc/psk\nlistener 8883\npsk_hint a\nlistener 8884\npsk_hint b\nlistener 1883\n")
+    expect(global.listeners.map((l) => [l.port, l.tls?.pskFile])).toEqual([
+      [8883, "/etc/psk"],
+      [8884, "/etc/psk"],
+      [1883, undefined]
+    ])
+    const own = ok("per_listener_settings true\nlistener 8883\npsk_hint a\npsk_file /etc/a.psk\nlistener 8884\npsk_hint b\npsk_file /etc/b.psk\n")
+    expect(own.listeners.map((l) => [l.port, l.tls?.pskFile])).toEqual([
+      [8883, "/etc/a.psk"],
+      [8884, "/etc/b.psk"]
+    ])
+  })
+
+  it("check_retain_source is broker-wide, also with per_listener_settings", () => {
+    expect(ok("per_listener_settings true\nlistener 1883\ncheck_retain_source false\n").checkRetainSource).toBe(false)
+    expect(ok("listener 1883\ncheck_retain_source false\n").checkRetainSource).toBe(false)
+  })
+})
+
 describe("file format", () => {
   it("comments (# in the first column), blank lines, trailing whitespace and CRLF", () => {
     const c = ok("# a comment\r\n\r\n   \r\nlistener 1883   \r\n#listener 1884\r\n\tmax_connections\t7 \r\n")
@@ -493,8 +548,22 @@ describe("file format", () => {
   it("plugin options need a plugin first; auth_opt_/plugin_opt_ match by prefix", () => {
     expect(fails("plugin_opt_x 1\n")).toEqual(["t.conf:1 plugin_opt_x: this option must follow a plugin line"])
     // plugin / plugin_opt_* are read (the dynamic security plugin is built in); auth_opt_* is not yet
-    expect(ok("plugin /usr/lib/p.so\nplugin_opt_key value\nauth_opt_other v\n").warnings).toEqual(["t.conf:3 auth_opt_other: not supported yet by Midge"])
-    expect(fails("plugin /p.so\nplugin_opt_ x\n")).toEqual(["t.conf:2 plugin_opt_: unknown option"])
+    const dynsec = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+    expect(ok(`plugin ${dynsec}\nplugin_opt_key value\nauth_opt_other v\n`).warnings).toEqual(["t.conf:3 auth_opt_other: not supported yet by Midge"])
+    expect(fails(`plugin ${dynsec}\nplugin_opt_ x\n`)).toEqual(["t.conf:2 plugin_opt_: unknown option"])
+  })
+
+  it("a plugin Midge cannot load is an error (as Mosquitto refuses to start without it); dynamic security is built in under any of the three names", () => {
+    const refused =
+      "cannot be loaded: Midge has Mosquitto's dynamic security plugin built in and loads no other plugin (authentication and authorisation plug in as services of an embedding application)"
+    expect(fails("listener 1883\nplugin /usr/lib/mosquitto_go_auth.so\nplugin_opt_backends files\nauth_plugin /usr/lib/auth-plug.so\nglobal_plugin /x/y.so\n")).toEqual([
+      `t.conf:2 plugin: ${refused}`,
+      `t.conf:4 auth_plugin: ${refused}`,
+      `t.conf:5 global_plugin: ${refused}`
+    ])
+    // auth_plugin / global_plugin naming dynamic security work as plugin does: no "not supported yet" for them
+    const c = ok("listener 1883\nglobal_plugin /usr/lib/mosquitto_dynamic_security.so\nplugin_opt_config_file /var/lib/d.json\n")
+    expect(c.warnings).toEqual([])
   })
 
   it("a bad file reports ALL its problems, in file order, as file:line option: message", () => {
@@ -520,6 +589,7 @@ describe("file format", () => {
     expect(error.problems.map((p) => [p.line, p.option])).toEqual([
       [2, "max_inflight_messages"],
       [3, "allow_anonymous"],
+      [4, "certfile"],
       [5, "no_such_option"],
       [7, "max_connections"],
       [8, "mount_point"],
@@ -529,6 +599,7 @@ describe("file format", () => {
       [
         '/etc/mosquitto/mosquitto.conf:2 max_inflight_messages: invalid value "lots": expected an integer',
         '/etc/mosquitto/mosquitto.conf:3 allow_anonymous: invalid value "maybe": expected true or false',
+        "/etc/mosquitto/mosquitto.conf:4 certfile: both certfile and keyfile must be provided if one of them is set",
         "/etc/mosquitto/mosquitto.conf:5 no_such_option: unknown option",
         '/etc/mosquitto/mosquitto.conf:7 max_connections: expected one value, got 2: "1 2"',
         '/etc/mosquitto/mosquitto.conf:8 mount_point: invalid mount_point "a/+/b": it must not contain a wildcard (+ or #)',

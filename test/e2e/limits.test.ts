@@ -123,6 +123,21 @@ describe("limits", () => {
     })
   )
 
+  it.scopedLive("max_keepalive 0 means no maximum (as Mosquitto): any keepalive, 0 included, is accepted unchanged", () =>
+    Effect.gen(function* () {
+      const { port, url } = yield* startBroker({ settings: { maxKeepalive: 0 } })
+      for (const keepalive of [0, 60, 65535]) {
+        const c = yield* rawClient(port)
+        yield* c.write(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId: `ka${keepalive}`, clean: true, keepalive }))
+        yield* waitFor(() => c.data().length >= 4, "CONNACK")
+        expect([...c.data()]).toEqual([0x20, 0x02, 0x00, 0x00])
+      }
+      const v5 = yield* connectCollecting(url, { protocolVersion: 5, keepalive: 0 })
+      expect(v5.connack.reasonCode ?? 0).toBe(0)
+      expect(v5.connack.properties?.serverKeepAlive).toBeUndefined()
+    })
+  )
+
   it.scopedLive("message_size_limit: a larger payload is not delivered; v5 PUBACK says 0x83 (as Mosquitto)", () =>
     Effect.gen(function* () {
       const { url } = yield* startBroker({ settings: { messageSizeLimit: 4 } })

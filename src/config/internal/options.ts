@@ -56,7 +56,8 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("auto_id_prefix", "security", S),
   spec("autosave_interval", "global", S),
   spec("autosave_on_changes", "global", S),
-  spec("check_retain_source", "security", S),
+  // broker-wide, also with per_listener_settings (as Mosquitto 2.1 documents it)
+  spec("check_retain_source", "global", S),
   spec("clientid_prefixes", "global", S),
   spec("connection_messages", "global", S),
   spec("enable_control_api", "global", N),
@@ -214,6 +215,12 @@ export const lookupOption = (option: string): OptionSpec | undefined => {
 
 /** Options that open a plugin, after which `plugin_opt_*` / `auth_opt_*` are valid. */
 export const pluginOptions: ReadonlySet<string> = new Set(["plugin", "auth_plugin", "global_plugin"])
+
+/**
+ * The one Mosquitto plugin Midge has, built in: dynamic security, recognised by its file name
+ * wherever its path points (`.so` on Linux, `.dll` on Windows, `.dylib` on macOS).
+ */
+export const isDynsecPlugin = (path: string): boolean => /(^|[\\/])(lib)?mosquitto_dynamic_security(\.so(\.\d+)*|\.dll|\.dylib)$/.test(path.trim())
 
 /** Options conf.c routes through `conf__set_cur_security_options` (or sets it for global_plugin):
  * once one is seen, `per_listener_settings true` is an error. */

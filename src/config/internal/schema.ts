@@ -362,12 +362,15 @@ const securityFields = {
   allowZeroLengthClientid: opt("allow_zero_length_clientid", last(Bool)),
   autoIdPrefix: opt("auto_id_prefix", once(Str)),
   passwordFile: opt("password_file", once(Str)),
-  aclFile: opt("acl_file", once(Str))
+  aclFile: opt("acl_file", once(Str)),
+  pskFile: opt("psk_file", once(Str))
 }
 
 export const GlobalSection = Schema.Struct({
   ...securityFields,
   perListenerSettings: def("per_listener_settings", last(Bool), false),
+  // conf.c parses it as a string: given twice, "Duplicate clientid_prefixes value" (read by src/security/Auth.ts)
+  clientidPrefixes: opt("clientid_prefixes", once(Str)),
   // conf.c: negative or 65535 means "no maximum" (0)
   maxInflightMessages: def(
     "max_inflight_messages",

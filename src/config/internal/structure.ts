@@ -7,7 +7,7 @@
  * option). Values are not checked here but in the Schema pass.
  */
 import type { Directive, Problem } from "./lexer.js"
-import { lookupOption, pluginOptions, securityMarking } from "./options.js"
+import { isDynsecPlugin, lookupOption, pluginOptions, securityMarking } from "./options.js"
 import type { RawInput, Section } from "./schema.js"
 
 export interface Structured {
@@ -27,6 +27,9 @@ export interface Structured {
 }
 
 const NOT_YET = "not supported yet by Midge"
+
+/** listener options that only matter on a TLS listener */
+const tlsOnlyOptions = ["cafile", "capath", "crlfile", "require_certificate", "tls_version", "ciphers", "ciphers_tls1.3", "use_identity_as_username", "use_subject_as_username"]
 
 const push = (section: Section, d: Directive): void => {
   const list = section[d.option]
@@ -53,6 +56,7 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
   let defaultListenerTouched = false
   let current: Section | undefined // undefined: the default listener
   let firstOnDefaultListener: Directive | undefined
+  let firstListenerOptionOnDefault: Directive | undefined
 
   for (const d of directives) {
     const spec = lookupOption(d.option)
@@ -92,6 +96,19 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
     }
     if (spec.scope === "listener-start") localOnly = false
 
+    // a plugin Midge cannot load is refused, as Mosquitto refuses to start without a plugin it was given;
+    // the dynamic security plugin is built in, whichever of plugin / auth_plugin / global_plugin names it
+    if (pluginOptions.has(spec.name)) {
+      if (!isDynsecPlugin(d.value)) {
+        problems.push(
+          problem(d, "cannot be loaded: Midge has Mosquitto's dynamic security plugin built in and loads no other plugin (authentication and authorisation plug in as services of an embedding application)")
+        )
+        continue
+      }
+      // auth_plugin / global_plugin (otherwise not yet): read from the directives by src/security/DynamicSecurity
+      if (spec.name !== "plugin") continue
+    }
+
     if (spec.status === "not yet") {
       warnings.push(problem(d, NOT_YET))
       if (spec.scope === "listener" && current === undefined) {
@@ -125,7 +142,10 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
           warnings.push(problem(d, `protocol ${d.args[0]} is ${NOT_YET}: this listener is not opened`))
           break
         }
-        if (current === undefined) firstOnDefaultListener ??= d
+        if (current === undefined) {
+          firstOnDefaultListener ??= d
+          firstListenerOptionOnDefault ??= d
+        }
         push(current ?? defaultListener, d)
         break
       case "security":
@@ -164,6 +184,31 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
         // plugin options: the built-in dynamic security reads them (and warns about other plugins)
         if (spec.scope !== "bridge" && spec.scope !== "bridge-start" && spec.scope !== "plugin-option") warnings.push(problem(d, NOT_YET))
     }
+  }
+
+  // conf.c leaves a listener plain unless it has a certfile and keyfile (or a psk_hint): a key without
+  // its certificate is refused (as net__tls_server_ctx does for one without the other), and TLS
+  // options on a plain listener are named, since they would be dropped
+  const tlsSections = localOnly ? listeners : [...listeners, defaultListener]
+  for (const section of tlsSections) {
+    const certfile = section.certfile?.[0]
+    const keyfile = section.keyfile?.[0]
+    if ((certfile === undefined) !== (keyfile === undefined)) {
+      problems.push(problem((certfile ?? keyfile)!, "both certfile and keyfile must be provided if one of them is set"))
+    } else if (certfile === undefined && section.psk_hint === undefined) {
+      for (const option of tlsOnlyOptions) {
+        for (const d of section[option] ?? []) warnings.push(problem(d, "has no effect: this listener has no certfile and keyfile, nor psk_hint, so it is not TLS"))
+      }
+    }
+  }
+  // local-only mode (no listener, port or bind_address line): the loopback listeners have the defaults
+  if (localOnly && firstListenerOptionOnDefault !== undefined) {
+    warnings.push(
+      problem(
+        firstListenerOptionOnDefault,
+        "has no effect: without a listener line Midge, as Mosquitto 2, listens on the loopback only, with the default listener settings"
+      )
+    )
   }
 
   return {

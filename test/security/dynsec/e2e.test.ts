@@ -8,7 +8,7 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Either, Layer } from "effect"
 import { Broker } from "../../../src/Broker.js"
 import { parseConfigText } from "../../../src/config/Config.js"
 import { DynamicSecurity, isDynsecPlugin, optionsFromConfig, RESPONSE_TOPIC } from "../../../src/security/DynamicSecurity.js"
@@ -484,8 +484,9 @@ describe("mosquitto.conf", () => {
       const warnings: Array<string> = []
       expect(optionsFromConfig(yield* conf("plugin /usr/lib/mosquitto_dynamic_security.so\nlistener 1883\n"), (w) => warnings.push(w))).toBeUndefined()
       expect(warnings).toEqual(["mosquitto.conf:1: Warning: Dynamic security plugin has no plugin_opt_config_file defined. The plugin will not be activated."])
-      // another plugin's config_file is not ours
-      expect(optionsFromConfig(yield* conf("plugin /usr/lib/other.so\nplugin_opt_config_file /x.json\nlistener 1883\n"))).toBeUndefined()
+      // another plugin is not loaded at all: the file is refused (test/config/Config.test.ts)
+      const other = yield* Effect.either(parseConfigText("plugin /usr/lib/other.so\nplugin_opt_config_file /x.json\nlistener 1883\n", "mosquitto.conf"))
+      expect(Either.isLeft(other) && other.left.message).toMatch(/^mosquitto.conf:1 plugin: cannot be loaded/)
       expect(optionsFromConfig(yield* conf("listener 1883\n"))).toBeUndefined()
     })
   )
