@@ -14,3 +14,36 @@ export {
   type BrokerConfig,
   type ListenerConfig
 } from "./config/Config.js"
+// security: your own services (docs/security.md "Plugging in your own services"), or Mosquitto's file-based security from a mosquitto.conf
+export {
+  allowAll,
+  allowAllAcl,
+  Authentication,
+  AuthConfigError,
+  Authorization,
+  layerFromConfig as securityLayerFromConfig,
+  optionsFromConfig as securityOptionsFromConfig,
+  SecurityFiles,
+  type AuthClient,
+  type AuthDecision,
+  type AuthenticationService,
+  type AuthOptions,
+  type AuthorizationService,
+  type AuthRequest,
+  type AuthResult,
+  type ClientAcl,
+  type SecurityFilesService
+} from "./security/Auth.js"
+export {
+  EnhancedAuthentication,
+  type AuthStepRequest,
+  type AuthStepResult,
+  type EnhancedAuthenticationService
+} from "./security/EnhancedAuth.js"
+export {
+  DynamicSecurity,
+  DynamicSecurityError,
+  layerFromConfig as dynamicSecurityLayerFromConfig,
+  type DynamicSecurityOptions,
+  type DynamicSecurityService
+} from "./security/DynamicSecurity.js"
