@@ -91,6 +91,35 @@ describe.skipIf(!rawTcpAvailable())("raw TCP sockets", () => {
       yield* waitFor(() => c.events.includes("end"))
     }))
 
+  it.scopedLive("every read's chunk keeps its bytes after later reads, on this connection and others (nothing handed up is reused)", () =>
+    Effect.gen(function* () {
+      const { port, accepted } = yield* rawServer
+      const clients = [yield* client(port), yield* client(port), yield* client(port)]
+      yield* waitFor(() => accepted.length === 3)
+      // the chunks as delivered, not copied: a chunk that shared memory with a later read would change
+      const kept = accepted.map((socket) => {
+        const chunks: Array<Buffer> = []
+        socket.on("data", (d) => chunks.push(d))
+        return chunks
+      })
+      const sent: Array<Array<Buffer>> = [[], [], []]
+      let seed = 7
+      const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648
+      // short reads (byte-copied), middling ones (a slab's), large ones (their own buffer); 40 rounds fill slabs several times
+      for (let round = 0; round < 40; round++) {
+        for (let i = 0; i < 3; i++) {
+          const size = [1 + Math.floor(random() * 127), 129 + Math.floor(random() * 8000), 8193 + Math.floor(random() * 30000)][(round + i) % 3]
+          const data = Buffer.alloc(size)
+          for (let j = 0; j < size; j++) data[j] = Math.floor(random() * 256)
+          sent[i].push(data)
+          clients[i].socket.write(data)
+        }
+        const expected = sent.map(bytes)
+        yield* waitFor(() => kept.every((chunks, i) => bytes(chunks) === expected[i]), `round ${round}`)
+      }
+      for (let i = 0; i < 3; i++) expect(Buffer.concat(kept[i]).equals(Buffer.concat(sent[i]))).toBe(true)
+    }))
+
   it.scopedLive("a peer that does not read: write says false from 16 KiB queued, drain once all is taken, nothing lost or reordered", () =>
     Effect.gen(function* () {
       const { c, socket } = yield* connectedPair(true)
