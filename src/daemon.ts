@@ -21,6 +21,7 @@ import { clusterOptionsFromConfig, clusterReloadWarnings } from "./cluster/confi
 import { layerFile } from "./persistence/FilePersistence.js"
 import { Metrics } from "./sys/Metrics.js"
 import { isScavenge, semiSpaceBytes, watchYoungGeneration } from "./runtime/YoungGeneration.js"
+import { privilegeTarget } from "./runtime/privileges.js"
 import * as SysTopics from "./sys/SysTopics.js"
 
 export const VERSION = "0.1.0"
@@ -166,22 +167,19 @@ const daemonize = (): never => {
 
 /** `user`: when started as root, drop to that user after the listeners are open, as Mosquitto does. */
 const dropPrivileges = (user: string, log: Log): void => {
-  if (typeof process.getuid !== "function" || process.getuid() !== 0 || user === "root") return
-  const entry = fs
-    .readFileSync("/etc/passwd", "utf8")
-    .split("\n")
-    .map((line) => line.split(":"))
-    .find((fields) => fields[0] === user)
-  if (entry === undefined) {
-    log.error(`Error: Unable to drop privileges to '${user}' because this user does not exist.`)
+  const uid = typeof process.getuid === "function" ? process.getuid() : undefined
+  const target = privilegeTarget(user, uid, uid === 0 && user !== "root" ? fs.readFileSync("/etc/passwd", "utf8") : "")
+  if (target._tag === "Stay") return
+  // Mosquitto logs its warning at the error level too
+  if (target.warning !== undefined) log.error(target.warning)
+  if (target._tag === "Fail") {
+    log.error(target.error)
     throw new Error(`cannot drop privileges to '${user}'`)
   }
-  const uid = Number(entry[2])
-  const gid = Number(entry[3])
-  ;(process as unknown as { initgroups?: (u: string, g: number) => void }).initgroups?.(user, gid)
-  process.setgid!(gid)
-  process.setuid!(uid)
-  log.debug(`Dropped privileges to '${user}' (uid ${uid}, gid ${gid}).`)
+  ;(process as unknown as { initgroups?: (u: string, g: number) => void }).initgroups?.(target.name, target.gid)
+  process.setgid!(target.gid)
+  process.setuid!(target.uid)
+  log.debug(`Dropped privileges to '${target.name}' (uid ${target.uid}, gid ${target.gid}).`)
 }
 
 const main = Effect.gen(function* () {
