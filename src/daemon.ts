@@ -282,7 +282,7 @@ const main = Effect.gen(function* () {
         yield* DynamicSecurity.start.pipe(Effect.provide(security as Context.Context<DynamicSecurity>), Effect.provideService(Broker, broker))
       }
       // $SYS topics every sys_interval seconds, and the Midge-only Prometheus endpoint
-      yield* SysTopics.make({ interval: config.sysInterval, version: VERSION }).pipe(Effect.provideService(Broker, broker))
+      const sys = yield* SysTopics.make({ interval: config.sysInterval, version: VERSION }).pipe(Effect.provideService(Broker, broker))
       if (config.metricsListener !== undefined) {
         const metrics = yield* Metrics.make({ ...config.metricsListener, version: VERSION }).pipe(Effect.provideService(Broker, broker))
         log.notice(`Opening metrics listener on ${metrics.host ?? "*"}:${metrics.port}.`)
@@ -310,6 +310,8 @@ const main = Effect.gen(function* () {
         yield* broker.reload(brokerOptionsFromConfig(next, log))
         // password and ACL files are read again; connected clients stay connected
         yield* files.reload
+        // sys_interval, as Mosquitto re-reads it
+        yield* sys.reconfigure(next.sysInterval)
         // bridges: only the added, removed or changed blocks are touched (beyond Mosquitto)
         const b = yield* bridging.reload(nextBridges)
         for (const name of b.added) log.notice(`Bridge ${name} added.`)

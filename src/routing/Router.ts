@@ -168,8 +168,18 @@ export class Router {
   /** `upgrade_outgoing_qos`: deliver at the subscription's QoS rather than min(published, granted) */
   upgradeOutgoingQos = false
 
+  /** shared groups (one trie entry each) and their members, for $SYS */
+  private sharedGroupCount = 0
+  private sharedMemberCount = 0
+
+  /** subscriptions other than shared ones, as Mosquitto's `$SYS/broker/subscriptions/count` */
   get subscriptionCount(): number {
-    return this.trie.size
+    return this.trie.size - this.sharedGroupCount
+  }
+
+  /** members of shared groups, each counted (`$SYS/broker/shared_subscriptions/count`) */
+  get sharedSubscriptionCount(): number {
+    return this.sharedMemberCount
   }
 
   /** told of every subscription added or removed (the cluster announces filters to other nodes) */
@@ -192,6 +202,7 @@ export class Router {
       if (entry === undefined) {
         entry = { shared: new SharedGroup(shared.group, shared.filter) }
         this.trie.add(shared.filter, key, entry)
+        this.sharedGroupCount++
       }
       const member = entry.shared.members.find((m) => m.subscriber === subscriber)
       if (member !== undefined) {
@@ -199,6 +210,7 @@ export class Router {
         return false
       }
       entry.shared.members.push({ subscriber, options })
+      this.sharedMemberCount++
       return true
     }
     const previous = this.trie.add(filter, subscriber.clientId, { ...options, subscriber })
@@ -219,7 +231,11 @@ export class Router {
       const entry = this.trie.get(shared.filter, key) as SharedEntry | undefined
       if (entry === undefined) return false
       if (!entry.shared.remove(subscriber)) return false
-      if (entry.shared.members.length === 0) this.trie.remove(shared.filter, key)
+      this.sharedMemberCount--
+      if (entry.shared.members.length === 0) {
+        this.trie.remove(shared.filter, key)
+        this.sharedGroupCount--
+      }
       return true
     }
     return this.trie.remove(filter, subscriber.clientId) !== undefined

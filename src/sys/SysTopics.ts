@@ -16,7 +16,7 @@
  * driven by `Schedule.spaced` and the Clock (so TestClock drives it in tests);
  * nothing here runs per message.
  */
-import { Cause, Duration, Effect, Layer, Schedule, type Scope } from "effect"
+import { Cause, Duration, Effect, FiberHandle, Layer, Schedule, type Scope } from "effect"
 import { Broker } from "../Broker.js"
 import type { Core } from "../session/Core.js"
 import { Sampler, type Sample, type SampleKey } from "./internal/sample.js"
@@ -177,21 +177,44 @@ export class SysTree {
   }
 }
 
+/** The running `$SYS` publisher: SIGHUP gives it the reloaded `sys_interval`. */
+export interface SysTopicsHandle {
+  /**
+   * A new `sys_interval`, as a reload reads it (Mosquitto re-reads it on SIGHUP): the next round
+   * comes that many seconds from now; 0 stops the rounds (what was published stays retained); from
+   * 0, publishing starts (the version and a first round now).
+   */
+  readonly reconfigure: (interval: number) => Effect.Effect<void>
+}
+
 /**
  * Publish `$SYS` in the current scope: the version and a first round now, then
  * a round every `interval` seconds until the scope closes.
  */
-export const make = (options: SysTopicsOptions): Effect.Effect<void, never, Broker | Scope.Scope> =>
+export const make = (options: SysTopicsOptions): Effect.Effect<SysTopicsHandle, never, Broker | Scope.Scope> =>
   Effect.gen(function* () {
-    if (options.interval <= 0) return
     const broker = yield* Broker
-    const tree = new SysTree(broker.core, options.version)
-    tree.start()
-    // a failing round (a bug further down the delivery path) is logged; the next one still runs
-    const round = Effect.sync(() => tree.round()).pipe(
-      Effect.catchAllCause((cause) => Effect.sync(() => broker.core.log.error(`Error: $SYS update failed: ${Cause.pretty(cause)}`)))
-    )
-    yield* round.pipe(Effect.schedule(Schedule.spaced(Duration.seconds(options.interval))), Effect.forkScoped)
+    const rounds = yield* FiberHandle.make<void, never>()
+    let tree: SysTree | undefined
+    let current = 0
+    const start = (interval: number): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        current = interval
+        if (interval <= 0) return FiberHandle.clear(rounds)
+        if (tree === undefined) {
+          tree = new SysTree(broker.core, options.version)
+          tree.start()
+        }
+        const t = tree
+        // a failing round (a bug further down the delivery path) is logged; the next one still runs
+        const round = Effect.sync(() => t.round()).pipe(
+          Effect.catchAllCause((cause) => Effect.sync(() => broker.core.log.error(`Error: $SYS update failed: ${Cause.pretty(cause)}`)))
+        )
+        // the previous schedule, if any, is interrupted
+        return Effect.asVoid(FiberHandle.run(rounds, round.pipe(Effect.schedule(Schedule.spaced(Duration.seconds(interval))), Effect.asVoid)))
+      })
+    yield* start(options.interval)
+    return { reconfigure: (interval) => Effect.suspend(() => (interval === current ? Effect.void : start(interval))) }
   })
 
 /** `$SYS` as a Layer over the {@link Broker}. */

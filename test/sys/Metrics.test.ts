@@ -95,6 +95,7 @@ describe("GET /metrics", () => {
           "midge_connections_total",
           "midge_sockets_total",
           "midge_subscriptions",
+          "midge_shared_subscriptions",
           "midge_retained_messages",
           "midge_store_messages",
           "midge_store_bytes",

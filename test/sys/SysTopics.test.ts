@@ -256,6 +256,41 @@ describe("$SYS topics over MQTT", () => {
     })
   )
 
+  it.scoped("a reloaded sys_interval (SIGHUP) sets the next rounds' spacing; 0 stops them; from 0 they start", () =>
+    Effect.gen(function* () {
+      const { broker } = yield* startBroker()
+      const got: Array<string> = []
+      yield* broker.subscribe("$SYS/broker/uptime").pipe(
+        Stream.runForEach((m) => Effect.sync(() => got.push(m.payload.toString()))),
+        Effect.forkScoped
+      )
+      const sys = yield* SysTopics.make({ interval: 10, version: "0.1.0" }).pipe(Effect.provideService(Broker, broker))
+      yield* waitFor(() => got.length === 1, "the first round")
+      yield* sys.reconfigure(2)
+      yield* TestClock.adjust("2 seconds")
+      yield* waitFor(() => got.length === 2, "a round 2 s later")
+      yield* TestClock.adjust("2 seconds")
+      yield* waitFor(() => got.length === 3, "and again")
+      expect(got).toEqual(["0 seconds", "2 seconds", "4 seconds"])
+      yield* sys.reconfigure(0)
+      yield* TestClock.adjust("1 minutes")
+      yield* settle(50)
+      expect(got).toHaveLength(3)
+      // retained values stay
+      expect(broker.core.router.retained.get("$SYS/broker/uptime")?.payload.toString()).toBe("4 seconds")
+      yield* sys.reconfigure(5)
+      yield* TestClock.adjust("5 seconds")
+      yield* waitFor(() => got.length === 4, "rounds again")
+      expect(got[3]).toBe("69 seconds")
+      // started with 0: nothing until a reload sets an interval
+      const { broker: quiet } = yield* startBroker()
+      const off = yield* SysTopics.make({ interval: 0, version: "0.1.0" }).pipe(Effect.provideService(Broker, quiet))
+      expect(quiet.stats().retained).toBe(0)
+      yield* off.reconfigure(10)
+      expect(quiet.core.router.retained.get("$SYS/broker/version")?.payload.toString()).toBe("midge version 0.1.0")
+    })
+  )
+
   it.scoped("the layer stops with its scope", () =>
     Effect.gen(function* () {
       const { broker } = yield* startBroker()
@@ -385,6 +420,31 @@ describe("the message store reading", () => {
         })
       ),
     { fastCheck: { seed: 1883, numRuns: 25 } }
+  )
+})
+
+describe("subscriptions/count and shared_subscriptions/count (as Mosquitto counts them)", () => {
+  it.scoped("each shared member counts in shared_subscriptions, none in subscriptions", () =>
+    Effect.gen(function* () {
+      const { core } = yield* Broker.make({})
+      const sampler = new Sampler(core, core.now(), () => 1)
+      const options: SubscriptionOptions = { qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0, subscriptionId: undefined }
+      const sessions = ["a", "b", "c"].map((id) => core.openSession(id, true).session)
+      core.router.subscribe(sessions[0], "plain/#", options)
+      core.router.subscribe(sessions[1], "plain/#", options)
+      core.router.subscribe(sessions[0], "$share/g/s", options)
+      core.router.subscribe(sessions[1], "$share/g/s", options)
+      core.router.subscribe(sessions[2], "$share/h/s", options)
+      // a repeated SUBSCRIBE replaces, it does not add
+      core.router.subscribe(sessions[2], "$share/h/s", options)
+      let s = sampler.read()
+      expect([s.subscriptions, s.sharedSubscriptions]).toEqual([2, 3])
+      core.router.unsubscribe(sessions[1], "$share/g/s")
+      core.router.unsubscribe(sessions[2], "$share/h/s")
+      core.router.unsubscribe(sessions[2], "$share/h/s")
+      s = sampler.read()
+      expect([s.subscriptions, s.sharedSubscriptions]).toEqual([2, 1])
+    })
   )
 })
 

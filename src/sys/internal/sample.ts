@@ -102,7 +102,7 @@ export class Sampler {
     s.clientsExpired = stats.clientsExpired
     this.readStore(s)
     s.subscriptions = core.router.subscriptionCount
-    s.sharedSubscriptions = 0
+    s.sharedSubscriptions = core.router.sharedSubscriptionCount
     s.retained = core.router.retained.size
     const heap = this.heapUsed()
     if (heap > this.heapMaximum) this.heapMaximum = heap
