@@ -70,6 +70,17 @@ const sysInProcess = (broker: BrokerService) =>
     return got
   })
 
+/** The uptime payloads an in-process subscriber receives, from now until the scope closes. */
+const uptimes = (broker: BrokerService) =>
+  Effect.gen(function* () {
+    const got: Array<string> = []
+    yield* broker.subscribe("$SYS/broker/uptime").pipe(
+      Stream.runForEach((m) => Effect.sync(() => got.push(m.payload.toString()))),
+      Effect.forkScoped
+    )
+    return got
+  })
+
 const lastPayload = (got: ReadonlyArray<ReceivedMessage>, topic: string): string | undefined => {
   for (let i = got.length - 1; i >= 0; i--) if (got[i].topic === topic) return got[i].payload.toString()
   return undefined
@@ -259,11 +270,7 @@ describe("$SYS topics over MQTT", () => {
   it.scoped("a reloaded sys_interval (SIGHUP) sets the next rounds' spacing; 0 stops them; from 0 they start", () =>
     Effect.gen(function* () {
       const { broker } = yield* startBroker()
-      const got: Array<string> = []
-      yield* broker.subscribe("$SYS/broker/uptime").pipe(
-        Stream.runForEach((m) => Effect.sync(() => got.push(m.payload.toString()))),
-        Effect.forkScoped
-      )
+      const got = yield* uptimes(broker)
       const sys = yield* SysTopics.make({ interval: 10, version: "0.1.0" }).pipe(Effect.provideService(Broker, broker))
       yield* waitFor(() => got.length === 1, "the first round")
       yield* sys.reconfigure(2)
@@ -295,11 +302,7 @@ describe("$SYS topics over MQTT", () => {
     Effect.gen(function* () {
       const { broker } = yield* startBroker()
       // the subscriber outlives the layer
-      const got: Array<string> = []
-      yield* broker.subscribe("$SYS/broker/uptime").pipe(
-        Stream.runForEach((m) => Effect.sync(() => got.push(m.payload.toString()))),
-        Effect.forkScoped
-      )
+      const got = yield* uptimes(broker)
       yield* Effect.scoped(
         Effect.gen(function* () {
           yield* startSys(broker)
