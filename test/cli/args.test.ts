@@ -29,6 +29,9 @@ const pubCases: ReadonlyArray<ReadonlyArray<string>> = [
   ["-V", "5", "-D", "subscribe", "content-type", "x"],
   ["-D", "auth", "reason-string", "x"],
   // invalid combinations
+  ["-i", "", "-t", "t", "-m", "m"],
+  ["-P", "secret", "-t", "t", "-m", "m"],
+  ["-V", "mqttv31", "-P", "secret", "-t", "t", "-m", "m"],
   ["-i", "id", "-I", "id-prefix"],
   ["-I", "id-prefix", "-i", "id"],
   ["--will-payload", "payload"],
@@ -87,6 +90,8 @@ const subCases: ReadonlyArray<ReadonlyArray<string>> = [
   ...["-C", "-F", "-T", "-U", "-W", "--random-filter", "-t", "-h", "-q"].map((f) => [f]),
   [],
   ["-q", "1"],
+  ["-i", "", "-t", "t"],
+  ["-P", "secret", "-t", "t"],
   ["-C", "0", "-t", "x"],
   ["-C", "x", "-t", "x"],
   ["-W", "0", "-t", "x"],

@@ -89,14 +89,15 @@ describe("midge passwd", () => {
     })
   )
 
-  it.scopedLive("interactive: Password / Reenter password from stdin; mismatch exits 2, empty exits 1 (as mosquitto_passwd)", () =>
+  it.scopedLive("interactive: Password / Reenter password from stdin; mismatch exits 2, an empty or missing one exits 1 (as mosquitto_passwd)", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const file = path.join(dir, "pw")
       const ok = yield* midge("passwd", ["-c", file, "eve"], { input: "hidden\nhidden\n" })
       expect(ok).toEqual({ code: 0, stdout: "Password: \nReenter password: \n", stderr: "" })
       expect(yield* verifyPassword(decodePasswordFile(read(file)).users.get("eve")!.hash, "hidden")).toBe(true)
-      for (const [input, code] of [["a\nb\n", 2], ["\n\n", 1]] as const) {
+      // a mismatch; an empty first one; an empty second one; the input ending before the second
+      for (const [input, code] of [["a\nb\n", 2], ["\n\n", 1], ["a\n\n", 1], ["a\n", 1]] as const) {
         const theirs = yield* run("mosquitto_passwd", ["-c", path.join(dir, "theirs"), "eve"], { input })
         const ours = yield* midge("passwd", ["-c", path.join(dir, "ours"), "eve"], { input })
         expect(ours).toEqual(theirs)

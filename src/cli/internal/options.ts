@@ -663,6 +663,11 @@ export const parseClientArgs = (tool: Tool, argv: ReadonlyArray<string>, options
     if (cfg.willTopic !== undefined) {
       cfg.will = { topic: cfg.willTopic, payload: cfg.willPayload ?? Buffer.alloc(0), qos: cfg.willQos, retain: cfg.willRetain }
     }
+    // mosquitto_new: an empty client id is EINVAL (pub_client.c / sub_client.c say so, exit 1)
+    if (cfg.id === "") throw new ArgError(tool === "sub" ? "Error: Invalid id and/or clean_session.\n" : "Error: Invalid id.\n", false)
+    // mosquitto_username_pw_set: MQTT 3.x has no password without a username (MQTT 5 has, but MQTT.js
+    // cannot send one: refused here for every version rather than lost on the wire)
+    if (cfg.password !== undefined && cfg.username === undefined) throw new ArgError("Error: Problem setting username and/or password.\n", false)
     const { willTopic: _t, willPayload: _p, willQos: _q, willRetain: _r, ...config } = cfg
     return { _tag: "Config", config }
   } catch (error) {

@@ -65,7 +65,7 @@ const lineReader = (stdin: NodeJS.ReadableStream) => {
   return { next, close }
 }
 
-/** mosquitto_passwd's get_password: "Password: ", "Reenter password: "; 1 for empty, 2 for a mismatch. */
+/** mosquitto_passwd's get_password: "Password: ", "Reenter password: "; 1 for an empty (or missing) one, 2 for a mismatch. */
 const getPassword = (env: ToolEnv): Effect.Effect<Either.Either<string, number>> =>
   Effect.promise(async () => {
     const reader = lineReader(env.stdin)
@@ -77,7 +77,12 @@ const getPassword = (env: ToolEnv): Effect.Effect<Either.Either<string, number>>
         return Either.left(1)
       }
       env.io.stdout("\nReenter password: ")
-      const second = (await reader.next()) ?? ""
+      const second = await reader.next()
+      // an empty second one, or the input ending before it: as an empty first one (no newline either)
+      if (second === undefined || second.length === 0) {
+        env.io.stderr("Error: Empty password.\n")
+        return Either.left(1)
+      }
       env.io.stdout("\n")
       if (first !== second) {
         env.io.stderr("Error: Passwords do not match.\n")
