@@ -2,12 +2,13 @@
  * `midge sub` end to end against a running Midge: each flag, with messages
  * published by MQTT.js, and the tool's output and exit code checked.
  */
+import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { vi } from "vitest"
 import type { BrokerService } from "../../src/Broker.js"
 import { connectClient, publish, startBroker, waitFor } from "../e2e/harness.js"
-import { bins, midge, spawnLive } from "./helpers.js"
+import { bins, midge, run, spawnLive } from "./helpers.js"
 
 // each test starts several processes (Node start-ups, mosquitto, openssl): generous bounds for a loaded machine
 vi.setConfig({ testTimeout: 90_000 })
@@ -55,6 +56,34 @@ describe("midge sub against Midge", () => {
       const { port } = yield* startBroker()
       const r = yield* midge("sub", ["-p", String(port), "-t", "quiet", "-W", "1"])
       expect(r).toEqual({ code: 27, stdout: "", stderr: "Timed out\n" })
+    })
+  )
+
+  it.scopedLive("before the first CONNACK, -W and SIGINT / SIGTERM end it at once, silently, with 255 (mosquitto_sub's exit(-1))", () =>
+    Effect.gen(function* () {
+      // a server that accepts and never answers the CONNECT
+      const silent = yield* Effect.acquireRelease(
+        Effect.async<net.Server>((resume) => {
+          const server = net.createServer(() => {})
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.sync(() => server.close())
+      )
+      const port = String((silent.address() as net.AddressInfo).port)
+      const args = ["-p", port, "-t", "t", "-W", "1"]
+      const [theirs, ours] = yield* Effect.all([run("mosquitto_sub", args), midge("sub", args)], { concurrency: 2 })
+      expect(theirs).toMatchObject({ code: 255, stdout: "", stderr: "" })
+      expect(ours).toEqual({ code: theirs.code, stdout: theirs.stdout, stderr: theirs.stderr })
+      for (const signal of ["SIGINT", "SIGTERM"] as const) {
+        const them = yield* spawnLive("mosquitto_sub", ["-p", port, "-t", "t"])
+        const us = yield* spawnLive("node", [bins.midge, "sub", "-p", port, "-t", "t"])
+        yield* Effect.sleep("1 second")
+        them.child.kill(signal)
+        us.child.kill(signal)
+        yield* waitFor(() => them.out.exited && us.out.exited, `both to exit on ${signal}`, 10_000)
+        expect([them.out.code, them.out.stderr]).toEqual([255, ""])
+        expect([us.out.code, us.out.stderr]).toEqual([255, ""])
+      }
     })
   )
 

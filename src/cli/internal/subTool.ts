@@ -59,7 +59,13 @@ export const runSub = (config: ClientConfig, env: ToolEnv, options: SubOptions):
       }
       c.end(false, { reasonCode, ...disconnectProperties(config) }, () => finish(code))
     }
-    const onSignal = () => disconnect(0, config.protocolVersion === 5 ? 4 : 0)
+    /** sub_client.c's signal handler: before the first CONNACK it calls exit(-1), silently */
+    const abandon = () => {
+      c.options.reconnectPeriod = 0
+      c.end(true)
+      finish(255)
+    }
+    const onSignal = () => (everConnected ? disconnect(0, config.protocolVersion === 5 ? 4 : 0) : abandon())
     for (const s of options.signals ?? []) process.on(s, onSignal)
 
     const subOptions: IClientSubscribeOptions = {
@@ -148,6 +154,8 @@ export const runSub = (config: ClientConfig, env: ToolEnv, options: SubOptions):
     })
     if (config.timeout > 0) {
       timer = setTimeout(() => {
+        // -W is SIGALRM to mosquitto_sub: before the first CONNACK, its exit(-1)
+        if (!everConnected) return abandon()
         const code = MosqErr.TIMEOUT
         processing = false
         if (c.connected) {
