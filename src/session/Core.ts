@@ -121,6 +121,8 @@ export interface Stats {
   connectsReceived: number
   /** sockets accepted by the listeners ($SYS/broker/load/sockets/+) */
   socketsOpened: number
+  /** bridges whose link to the remote broker is up: connected clients without a session ($SYS clients/total) */
+  bridgesConnected: number
 }
 
 /** The connection-side handle the core keeps for an attached session. */
@@ -210,7 +212,8 @@ export class Core {
     publishBytesReceived: 0,
     publishBytesSent: 0,
     connectsReceived: 0,
-    socketsOpened: 0
+    socketsOpened: 0,
+    bridgesConnected: 0
   }
 
   private memoryCheckedAt = -Infinity

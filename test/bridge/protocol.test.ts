@@ -291,6 +291,39 @@ describe("the bridge as an MQTT client", () => {
     })
   )
 
+  it.scopedLive("$SYS counts the bridge as a client, as Mosquitto does: connected while the link is up, its packets, PUBLISHes and bytes both ways", () =>
+    Effect.gen(function* () {
+      const fake = yield* fakeBroker(polite)
+      const local = yield* startBroker()
+      const stats = local.broker.core.stats
+      const before = { ...stats }
+      const { bridge } = yield* bridgeTo(fake.port, ["topic a/# both 1"], local)
+      yield* waitFor(() => bridge.status()[0].state === "connected" && of(fake.connections[0], "subscribe").length === 1, "the link", 10_000)
+      expect([stats.clientsConnected, stats.bridgesConnected]).toEqual([before.clientsConnected + 1, 1])
+      expect(stats.clientsMaximum).toBeGreaterThanOrEqual(1)
+      // the state notification ("1") went to the remote broker as a PUBLISH
+      yield* waitFor(() => of(fake.connections[0], "publish").length === 1, "the notification")
+      expect([stats.messagesSent - before.messagesSent, stats.publishBytesSent - before.publishBytesSent]).toEqual([1, 1])
+      // out: a local message to the remote broker
+      yield* local.broker.publish({ topic: "a/out", payload: "12345", qos: 1 })
+      yield* waitFor(() => of(fake.connections[0], "publish").length === 2, "the PUBLISH on the remote side")
+      expect([stats.messagesSent - before.messagesSent, stats.publishBytesSent - before.publishBytesSent]).toEqual([2, 6])
+      // in: the remote broker's message
+      fake.connections[0].send({ cmd: "publish", topic: "a/in", payload: Buffer.from("abc"), qos: 0, retain: false, dup: false })
+      yield* waitFor(() => stats.messagesReceived - before.messagesReceived === 1, "the PUBLISH from the remote side")
+      expect(stats.publishBytesReceived - before.publishBytesReceived).toBe(3)
+      // CONNACK, SUBACK, PUBACK, PUBLISH received; CONNECT, SUBSCRIBE, PUBLISH sent at least
+      expect(stats.packetsReceived - before.packetsReceived).toBeGreaterThanOrEqual(4)
+      expect(stats.packetsSent - before.packetsSent).toBeGreaterThanOrEqual(3)
+      expect(stats.bytesReceived).toBeGreaterThan(before.bytesReceived)
+      expect(stats.bytesSent).toBeGreaterThan(before.bytesSent)
+      // the link down: no longer connected
+      fake.connections[0].socket.destroy()
+      yield* waitFor(() => bridge.status()[0].state !== "connected", "the link to drop")
+      expect([stats.clientsConnected, stats.bridgesConnected]).toEqual([before.clientsConnected, 0])
+    })
+  )
+
   it.scopedLive("a DISCONNECT from the remote ends the link; it comes back after restart_timeout", () =>
     Effect.gen(function* () {
       const fake = yield* fakeBroker((c, p, i) => {

@@ -227,6 +227,16 @@ export class BridgeRuntime implements Subscriber {
     }
     wire.socket.write(buffer)
     wire.lastOut = this.core.now()
+    // $SYS: a bridge is a client of the broker, as in Mosquitto (messages/sent, bytes/sent)
+    const stats = this.core.stats
+    stats.packetsSent++
+    stats.bytesSent += buffer.length
+  }
+
+  /** $SYS publish/messages/sent and publish/bytes/sent, for a PUBLISH written to the remote broker */
+  private countPublishSent(payloadLength: number): void {
+    this.core.stats.messagesSent++
+    this.core.stats.publishBytesSent += payloadLength
   }
 
   /**
@@ -271,6 +281,7 @@ export class BridgeRuntime implements Subscriber {
       this.inflight.set(id, o)
     }
     this.write(wire, frame)
+    this.countPublishSent(message.payload.length)
     this.lastSentAt = now
   }
 
@@ -389,6 +400,8 @@ export class BridgeRuntime implements Subscriber {
   /** A message from the remote broker: published locally as the bridge (bridge__remap_topic_in). */
   private onPublish(wire: Wire, p: Packet & { cmd: "publish" }): void {
     if (!wire.up) return this.fail(wire, "Protocol", "PUBLISH before CONNACK")
+    this.core.stats.messagesReceived++
+    this.core.stats.publishBytesReceived += p.payload.length
     let topic = p.topic
     const alias = wire.version === 5 ? p.properties?.topicAlias : undefined
     if (alias !== undefined) {
@@ -439,6 +452,10 @@ export class BridgeRuntime implements Subscriber {
     const sessionPresent = connack.sessionPresent === true
     wire.up = true
     this.state = "connected"
+    // $SYS clients/connected: the bridge is a connected client while its link is up, as in Mosquitto
+    const stats = this.core.stats
+    stats.bridgesConnected++
+    if (++stats.clientsConnected > stats.clientsMaximum) stats.clientsMaximum = stats.clientsConnected
     const now = this.core.now()
     // in flight before this connection: resent after the notification and the subscriptions
     const resend = [...this.inflight.values()]
@@ -501,10 +518,15 @@ export class BridgeRuntime implements Subscriber {
       this.inflight.set(out.id, out)
     }
     this.write(wire, frame)
+    this.countPublishSent(message.payload.length)
   }
 
   private onDisconnected(wasUp: boolean): void {
     this.wire = undefined
+    if (wasUp) {
+      this.core.stats.clientsConnected--
+      this.core.stats.bridgesConnected--
+    }
     if (this.state !== "stopped") this.state = "down"
     if (wasUp && this.config.notifications) this.notifyLocal(ZERO)
   }
@@ -584,7 +606,9 @@ export class BridgeRuntime implements Subscriber {
       const packets: Array<Packet> = []
       socket.on("data", (chunk: Buffer) => {
         wire.lastIn = this.core.now()
+        this.core.stats.bytesReceived += chunk.length
         const error = parser.parse(chunk, packets)
+        this.core.stats.packetsReceived += packets.length
         for (let i = 0; i < packets.length && !socket.destroyed; i++) this.onPacket(wire, packets[i])
         packets.length = 0
         if (error !== undefined) this.fail(wire, "Protocol", `malformed packet from the remote broker: ${error.message}`)

@@ -93,7 +93,8 @@ export class Sampler {
     const stats = core.stats
     const s = this.sample
     s.uptime = Math.floor((core.now() - this.startedAt) / 1000)
-    const total = core.sessions.size
+    // connected bridges are clients without a session
+    const total = core.sessions.size + stats.bridgesConnected
     const connected = stats.clientsConnected
     s.clientsTotal = total
     s.clientsConnected = connected
