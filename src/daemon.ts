@@ -18,7 +18,7 @@ import { Authentication, Authorization, layerFromConfig, optionsFromConfig, Secu
 import { DynamicSecurity, layerFromConfig as dynsecLayerFromConfig } from "./security/DynamicSecurity.js"
 import { Bridge } from "./bridge/Bridge.js"
 import { clusterOptionsFromConfig, clusterReloadWarnings } from "./cluster/config.js"
-import { layerFile } from "./persistence/FilePersistence.js"
+import { FilePersistence, layerFile } from "./persistence/FilePersistence.js"
 import { Metrics } from "./sys/Metrics.js"
 import { isScavenge, semiSpaceBytes, watchYoungGeneration } from "./runtime/YoungGeneration.js"
 import { privilegeTarget } from "./runtime/privileges.js"
@@ -188,6 +188,10 @@ const main = Effect.gen(function* () {
   let earlyHangups = 0
   const onEarlyHup = () => void earlyHangups++
   process.on("SIGHUP", onEarlyHup)
+  // SIGUSR1 likewise (Node's default opens its inspector): one that comes while starting saves once up
+  let earlySaves = 0
+  const onEarlyUsr1 = () => void earlySaves++
+  process.on("SIGUSR1", onEarlyUsr1)
   const parsed = parseCommandLine(process.argv.slice(2))
   if (Either.isLeft(parsed)) {
     process.stderr.write(`Error: ${parsed.left.message}\n\n${usage}\n`)
@@ -323,6 +327,24 @@ const main = Effect.gen(function* () {
         Effect.ensuring(Effect.sync(() => log.flush()))
       )
       yield* Stream.fromQueue(hangups).pipe(Stream.runForEach(() => reload), Effect.forkScoped)
+      // SIGUSR1: as Mosquitto, write the database now (with persistence: a snapshot of the store). Taken
+      // in any case: Node's default for it is to open its inspector on 127.0.0.1:9229
+      const saves = yield* Queue.unbounded<void>()
+      const onUsr1 = () => void Queue.unsafeOffer(saves, undefined)
+      process.on("SIGUSR1", onUsr1)
+      process.off("SIGUSR1", onEarlyUsr1)
+      if (earlySaves > 0) Queue.unsafeOffer(saves, undefined)
+      yield* Effect.addFinalizer(() => Effect.sync(() => process.off("SIGUSR1", onUsr1)))
+      const fileStore = Context.getOption(store as Context.Context<FilePersistence>, FilePersistence)
+      const save = Option.match(fileStore, {
+        onNone: () => Effect.void,
+        onSome: (files) =>
+          Effect.sync(() => log.notice(`Saving in-memory database to ${files.snapshotFile}.`)).pipe(
+            Effect.zipRight(files.compact),
+            Effect.catchAll((error) => Effect.sync(() => log.error(`Error saving in-memory database: ${error.message}`)))
+          )
+      })
+      yield* Stream.fromQueue(saves).pipe(Stream.runForEach(() => save), Effect.forkScoped)
       yield* Effect.try(() => dropPrivileges(config.user, log))
       // the start-up lines (restored sessions, the listeners opened) are out before the collection below
       log.flush()

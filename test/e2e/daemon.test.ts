@@ -164,6 +164,32 @@ describe("node dist/main.js", () => {
     })
   )
 
+  it.scopedLive("SIGUSR1 saves the store now, as Mosquitto's does; without persistence it is ignored; it never opens Node's inspector", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const { conf, dir } = yield* confFile([`listener ${port} 127.0.0.1`, "allow_anonymous true", "persistence true", "user root"])
+      fs.writeFileSync(conf, fs.readFileSync(conf, "utf8") + `persistence_location ${dir}\n`)
+      const daemon = yield* startDaemon(["-c", conf], { port })
+      yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-t", "kept", "-m", "retained", "-r", "-q", "1"])
+      const snapshot = path.join(dir, "mosquitto.db")
+      const before = fs.statSync(snapshot).mtimeMs
+      daemon.child.kill("SIGUSR1")
+      yield* waitFor(() => daemon.out.stderr.includes(`Saving in-memory database to ${snapshot}.`), "the save line", 10_000)
+      yield* waitFor(() => fs.statSync(snapshot).mtimeMs > before, "a new snapshot", 10_000)
+      expect(daemon.out.exited).toBe(false)
+      expect(daemon.out.stderr).not.toContain("Debugger listening")
+      // and a daemon without persistence: nothing to save, still running, no inspector
+      const plainPort = yield* freePort
+      const { conf: plainConf } = yield* confFile([`listener ${plainPort} 127.0.0.1`, "allow_anonymous true", "user root"])
+      const plain = yield* startDaemon(["-c", plainConf], { port: plainPort })
+      plain.child.kill("SIGUSR1")
+      yield* Effect.sleep("500 millis")
+      expect(yield* Effect.promise(() => canConnect(plainPort))).toBe(true)
+      expect(plain.out.exited).toBe(false)
+      expect(plain.out.stderr).not.toContain("Debugger listening")
+    })
+  )
+
   it.scopedLive("log_dest file and SIGHUP: a rotated log is reopened, lines before the reload in the old file, after it in the new one", () =>
     Effect.gen(function* () {
       const port = yield* freePort
