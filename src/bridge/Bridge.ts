@@ -75,8 +75,11 @@ interface Running {
   readonly scope: Scope.CloseableScope
 }
 
-/** Two configurations are the same bridge when they decode to the same values. */
-const keyOf = (config: BridgeConfig): string => JSON.stringify(config, (_k, v) => (typeof v === "bigint" ? v.toString() : v))
+/** Two configurations are the same bridge when they decode to the same values (where the block sits in the file aside). */
+const keyOf = (config: BridgeConfig): string => {
+  const { file: _file, line: _line, ...settings } = config
+  return JSON.stringify(settings, (_k, v) => (typeof v === "bigint" ? v.toString() : v))
+}
 
 const run = (rt: BridgeRuntime): Effect.Effect<void> => {
   const c = rt.config

@@ -310,6 +310,12 @@ describe("Midge bridging to Debian mosquitto", () => {
       yield* settle(200)
       expect(remoteGot.map((m) => m.topic).sort()).toEqual(["a/1", "a/2", "b/1", "c/1"])
       expect(connects("a")).toBe(1)
+
+      // the same block further down the file (lines added above it): not a change, the link stays
+      const third = yield* bridge.reload(bridgesOf(["# a comment", "sys_interval 10", "", blockOf("a", "topic a/# out 1")].join("\n")))
+      expect(third).toEqual({ added: [], removed: [], restarted: [] })
+      yield* settle(200)
+      expect(connects("a")).toBe(1)
     })
   )
 })
