@@ -296,7 +296,20 @@ const build = (
     dl.protocol !== "mqtt" ||
     dl.socketDomain !== undefined ||
     dl.passwordFile !== undefined ||
+    dl.pskFile !== undefined ||
     dl.allowZeroLengthClientid === false ||
+    (dl.maxQos ?? dl.maximumQos ?? 2) !== 2 ||
+    dl.certfile !== undefined ||
+    dl.keyfile !== undefined ||
+    dl.cafile !== undefined ||
+    dl.capath !== undefined ||
+    dl.crlfile !== undefined ||
+    dl.ciphers !== undefined ||
+    dl.ciphersTls13 !== undefined ||
+    dl.pskHint !== undefined ||
+    dl.requireCertificate === true ||
+    dl.useIdentityAsUsername === true ||
+    dl.useSubjectAsUsername === true ||
     s.defaultListenerTouched
   if (!s.localOnly && defaultListenerSet && !s.skippedListeners.has(-1)) {
     const first = s.firstOnDefaultListener

@@ -374,6 +374,19 @@ describe("listeners", () => {
     ])
     // default values do not create the default listener
     expect(ok("max_connections -1\nprotocol mqtt\nlistener 1885\n").listeners.map((l) => l.port)).toEqual([1885])
+    // TLS options or max_qos before any listener create it too (conf.c config__parse_args), never dropped silently
+    const tls = ok("certfile /c\nkeyfile /k\nlistener 1885\n")
+    expect(tls.listeners.map((l) => [l.port, l.tls?.certfile])).toEqual([
+      [1885, undefined],
+      [1883, "/c"]
+    ])
+    expect(tls.warnings).toEqual([
+      "t.conf:1 certfile: set before any listener line: it configures Mosquitto's default listener, which opens on port 1883 on all interfaces"
+    ])
+    expect(ok("max_qos 1\nlistener 1885\n").listeners.map((l) => [l.port, l.maxQos])).toEqual([
+      [1885, 2],
+      [1883, 1]
+    ])
   })
 
   it("mount_point needs a listener and no wildcards", () => {
