@@ -276,6 +276,7 @@ const main = Effect.gen(function* () {
             })
           )
         : Context.empty()
+      const fileStore = Context.getOption(store as Context.Context<FilePersistence>, FilePersistence)
       // Midge-only: join a cluster through Redis when cluster_redis_url is set (docs/cluster.md)
       const cluster = clusterOptionsFromConfig(config)
       const broker = yield* Broker.make({ ...brokerOptionsFromConfig(config, log), ...(cluster !== undefined ? { cluster } : {}) }).pipe(Effect.provide(Context.merge(security as Context.Context<Authentication | Authorization>, store)))
@@ -314,8 +315,9 @@ const main = Effect.gen(function* () {
         yield* broker.reload(brokerOptionsFromConfig(next, log))
         // password and ACL files are read again; connected clients stay connected
         yield* files.reload
-        // sys_interval, as Mosquitto re-reads it
+        // sys_interval, autosave_interval and autosave_on_changes, as Mosquitto re-reads them
         yield* sys.reconfigure(next.sysInterval)
+        if (Option.isSome(fileStore)) yield* fileStore.value.reconfigure({ autosaveInterval: next.autosaveInterval, autosaveOnChanges: next.autosaveOnChanges })
         // bridges: only the added, removed or changed blocks are touched (beyond Mosquitto)
         const b = yield* bridging.reload(nextBridges)
         for (const name of b.added) log.notice(`Bridge ${name} added.`)
@@ -335,7 +337,6 @@ const main = Effect.gen(function* () {
       process.off("SIGUSR1", onEarlyUsr1)
       if (earlySaves > 0) Queue.unsafeOffer(saves, undefined)
       yield* Effect.addFinalizer(() => Effect.sync(() => process.off("SIGUSR1", onUsr1)))
-      const fileStore = Context.getOption(store as Context.Context<FilePersistence>, FilePersistence)
       const save = Option.match(fileStore, {
         onNone: () => Effect.void,
         onSome: (files) =>

@@ -16,7 +16,7 @@
  * image as a fresh snapshot; a fiber compacts every `autosaveInterval`
  * seconds; close = a last snapshot, then the files are closed.
  */
-import { Clock, Context, Duration, Effect, Layer, Runtime, Schedule, type Scope } from "effect"
+import { Clock, Context, Duration, Effect, FiberHandle, Layer, Runtime, Schedule, type Scope } from "effect"
 import { Persistence, StoreError, type PersistenceService, type StoredMessage } from "./Persistence.js"
 import { FileEngine, logPath, snapshotPath, type EngineStats } from "./internal/engine.js"
 import { openStore, type RecoveryReport } from "./internal/open.js"
@@ -59,6 +59,11 @@ export interface FilePersistenceService extends PersistenceService {
   /** the snapshot file; logs are `<snapshot>.<generation>.log` beside it */
   readonly snapshotFile: string
   readonly logFile: (generation: number) => string
+  /**
+   * `autosave_interval` / `autosave_on_changes` as a reload reads them (Mosquitto re-reads both on
+   * SIGHUP): a timed snapshot every `autosaveInterval` seconds from now, or one per that many changes.
+   */
+  readonly reconfigure: (options: { readonly autosaveInterval: number; readonly autosaveOnChanges: boolean }) => Effect.Effect<void>
 }
 
 export class FilePersistence extends Context.Tag("midge/FilePersistence")<FilePersistence, FilePersistenceService>() {}
@@ -136,13 +141,25 @@ export const make = (options: FileStoreOptions): Effect.Effect<FilePersistenceSe
     )
     // the recovered image becomes the new snapshot, with a fresh log
     yield* compact
-    if (o.autosaveInterval > 0 && !o.autosaveOnChanges) {
-      yield* compact.pipe(
-        Effect.catchAll((e) => Effect.logError(`persistence: ${e.message}`)),
-        Effect.schedule(Schedule.spaced(Duration.seconds(o.autosaveInterval))),
-        Effect.forkScoped
-      )
-    }
+    const timed = yield* FiberHandle.make<void, never>()
+    const autosave = (interval: number, onChanges: boolean): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        engine.setCompactAfterRecords(onChanges ? interval : 0)
+        if (interval <= 0 || onChanges) return FiberHandle.clear(timed)
+        // the previous schedule, if any, is interrupted
+        return Effect.asVoid(
+          FiberHandle.run(
+            timed,
+            compact.pipe(
+              Effect.catchAll((e) => Effect.logError(`persistence: ${e.message}`)),
+              Effect.schedule(Schedule.spaced(Duration.seconds(interval))),
+              Effect.asVoid
+            )
+          )
+        )
+      })
+    yield* autosave(o.autosaveInterval, o.autosaveOnChanges)
+    let current = { autosaveInterval: o.autosaveInterval, autosaveOnChanges: o.autosaveOnChanges }
     const service: FilePersistenceService = {
       writer: engine,
       load: ((revive?: (m: StoredMessage) => StoredMessage) =>
@@ -153,7 +170,13 @@ export const make = (options: FileStoreOptions): Effect.Effect<FilePersistenceSe
       recovery,
       stats: () => ({ ...engine.stats }),
       snapshotFile: snapshotPath(directory, o.file),
-      logFile: (generation) => logPath(directory, o.file, generation)
+      logFile: (generation) => logPath(directory, o.file, generation),
+      reconfigure: (next) =>
+        Effect.suspend(() => {
+          if (next.autosaveInterval === current.autosaveInterval && next.autosaveOnChanges === current.autosaveOnChanges) return Effect.void
+          current = { ...next }
+          return autosave(next.autosaveInterval, next.autosaveOnChanges)
+        })
     }
     return service
   })

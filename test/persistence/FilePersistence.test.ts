@@ -618,6 +618,32 @@ describe("file store: group commit and compaction", () => {
     })
   )
 
+  it.scoped("autosave_interval / autosave_on_changes reloaded (SIGHUP): the new interval counts from now; by changes; 0 stops the timed ones", () =>
+    Effect.gen(function* () {
+      const ctx = yield* Layer.build(layerFile({ location: freshDir(), autosaveInterval: 1800 }))
+      const s = Context.get(ctx, FilePersistence)
+      expect(s.stats().compactions).toBe(1) // the one at open
+      yield* s.reconfigure({ autosaveInterval: 10, autosaveOnChanges: false })
+      yield* TestClock.adjust("10 seconds")
+      yield* until("a compaction 10 s after the reload", () => s.stats().compactions === 2)
+      // by changes: no timed compaction any more, one after 4 changes
+      yield* s.reconfigure({ autosaveInterval: 4, autosaveOnChanges: true })
+      yield* TestClock.adjust("1 minutes")
+      yield* sleepReal(100)
+      expect(s.stats().compactions).toBe(2)
+      for (let i = 0; i < 4; i++) s.writer.retainedSet(msg(`t/${i}`, "v", { retain: true }))
+      yield* s.sync
+      yield* until("a compaction after 4 changes", () => s.stats().compactions === 3)
+      // 0: neither
+      yield* s.reconfigure({ autosaveInterval: 0, autosaveOnChanges: false })
+      for (let i = 0; i < 8; i++) s.writer.retainedSet(msg(`u/${i}`, "v", { retain: true }))
+      yield* s.sync
+      yield* TestClock.adjust("1 hours")
+      yield* sleepReal(100)
+      expect(s.stats().compactions).toBe(3)
+    })
+  )
+
   it.live("autosave_on_changes: autosave_interval counts changes", () =>
     withFile({ location: freshDir(), autosaveInterval: 50, autosaveOnChanges: true }, (s) =>
       Effect.gen(function* () {

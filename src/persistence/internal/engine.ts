@@ -158,7 +158,7 @@ export class FileEngine implements StoreWriter {
 
   constructor(
     readonly state: StoreState,
-    private readonly options: EngineOptions,
+    private options: EngineOptions,
     /** the highest generation found on disk */
     generation: number,
     logsOnDisk: Iterable<number>
@@ -213,6 +213,11 @@ export class FileEngine implements StoreWriter {
     if (this.closed || !this.state.sessionDelete(clientId)) return
     this.enc.clientOnly(Tag.SessionDelete, clientId)
     this.wrote()
+  }
+
+  /** `autosave_on_changes` re-read on SIGHUP: compact after this many logged changes (0: not by count) */
+  setCompactAfterRecords(records: number): void {
+    this.options = { ...this.options, compactAfterRecords: records }
   }
 
   subscriptionSet(clientId: string, filter: string, options: SubscriptionOptions): void {
