@@ -14,7 +14,7 @@ import { runInNewContext } from "node:vm"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
 import { Log, logTopic, stderrSink, syslogSeverity, TurnBatchedSink, type LogSink } from "./log/Log.js"
-import { Authentication, Authorization, layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
+import { Authentication, Authorization, layerFromConfig, optionsFromConfig, SecurityFiles, securityRestartNeeded } from "./security/Auth.js"
 import { DynamicSecurity, layerFromConfig as dynsecLayerFromConfig } from "./security/DynamicSecurity.js"
 import { Bridge } from "./bridge/Bridge.js"
 import { clusterOptionsFromConfig, clusterReloadWarnings } from "./cluster/config.js"
@@ -313,7 +313,13 @@ const main = Effect.gen(function* () {
         // cluster_* options are read at start only: a change is named, and waits for a restart
         for (const warning of clusterReloadWarnings(cluster, clusterOptionsFromConfig(next))) log.warning(`Warning: ${warning}`)
         yield* broker.reload(brokerOptionsFromConfig(next, log))
-        // password and ACL files are read again; connected clients stay connected
+        // password and ACL files are read again; connected clients stay connected. What the running
+        // file-based security was built with (allow_anonymous, the paths, ...) waits for a restart: named
+        if (Option.isNone(dynsec)) {
+          for (const option of securityRestartNeeded(optionsFromConfig(config), optionsFromConfig(next))) {
+            log.warning(`Warning: ${option} changed: it needs a restart; the running value stays.`)
+          }
+        }
         yield* files.reload
         // sys_interval, autosave_interval and autosave_on_changes, as Mosquitto re-reads them
         yield* sys.reconfigure(next.sysInterval)

@@ -283,6 +283,23 @@ export const optionsFromConfig = (config: BrokerConfig): AuthOptions => {
   }
 }
 
+/**
+ * What a reload (SIGHUP) cannot change in the running file-based security: the options of
+ * `before` (read at start) that differ in `after`, by their mosquitto.conf names. The files
+ * themselves are read again; these wait for a restart, and the daemon says so.
+ */
+export const securityRestartNeeded = (before: AuthOptions, after: AuthOptions): Array<string> => {
+  const changed: Array<string> = []
+  if (before.allowAnonymous !== after.allowAnonymous) changed.push("allow_anonymous")
+  if (before.passwordFile !== after.passwordFile) changed.push("password_file")
+  if (before.aclFile !== after.aclFile) changed.push("acl_file")
+  if (before.clientidPrefixes !== after.clientidPrefixes) changed.push("clientid_prefixes")
+  if ((before.subscribeCheck ?? "read-access") !== (after.subscribeCheck ?? "read-access")) changed.push("acl_subscribe_check")
+  const scopes = (o: AuthOptions) => JSON.stringify(o.perListener ?? null)
+  if (scopes(before) !== scopes(after)) changed.push("per_listener_settings and the listeners' security options")
+  return changed
+}
+
 /** `clientid_prefixes`: a client id must start with the prefix when one is set (Mosquitto: CONNACK not authorised). */
 export const clientIdAllowed = (prefixes: string | undefined, clientId: string): boolean =>
   prefixes === undefined || prefixes.length === 0 || clientId.startsWith(prefixes)

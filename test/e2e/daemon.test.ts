@@ -164,6 +164,19 @@ describe("node dist/main.js", () => {
     })
   )
 
+  it.scopedLive("SIGHUP: a security option the running file-based security cannot take (allow_anonymous) is named in a warning, and stays", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const { conf } = yield* confFile([`listener ${port} 127.0.0.1`, "allow_anonymous true", "user root"])
+      const daemon = yield* startDaemon(["-c", conf], { port })
+      fs.writeFileSync(conf, [`listener ${port} 127.0.0.1`, "allow_anonymous false", "user root", ""].join("\n"))
+      daemon.child.kill("SIGHUP")
+      yield* waitFor(() => daemon.out.stderr.includes("Warning: allow_anonymous changed: it needs a restart; the running value stays."), "the warning", 10_000)
+      // as it says: anonymous clients still get in
+      expect((yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-t", "t", "-m", "m"])).code).toBe(0)
+    })
+  )
+
   it.scopedLive("SIGUSR1 saves the store now, as Mosquitto's does; without persistence it is ignored; it never opens Node's inspector", () =>
     Effect.gen(function* () {
       const port = yield* freePort

@@ -21,7 +21,8 @@ import {
   layerFromConfig,
   make,
   optionsFromConfig,
-  SecurityFiles
+  SecurityFiles,
+  securityRestartNeeded
 } from "../../src/security/Auth.js"
 import { formatEntry } from "../../src/security/passwordFile.js"
 import { hashPassword } from "../../src/security/passwordHash.js"
@@ -400,6 +401,26 @@ describe("layers", () => {
       })
       expect(yield* program.pipe(Effect.provide(allowAll))).toEqual([true, true, true])
       expect(yield* program.pipe(Effect.provide(custom))).toEqual([false, true, false])
+    })
+  )
+})
+
+describe("securityRestartNeeded (SIGHUP)", () => {
+  const options = (text: string) => Effect.map(parseConfigText(`listener 1883\n${text}`, "t.conf"), optionsFromConfig)
+  it.effect("names what the running file-based security cannot take from a reload; nothing when only other options changed", () =>
+    Effect.gen(function* () {
+      const before = yield* options("allow_anonymous false\npassword_file /etc/pw\nacl_file /etc/acl\n")
+      expect(securityRestartNeeded(before, yield* options("allow_anonymous false\npassword_file /etc/pw\nacl_file /etc/acl\nmax_queued_messages 5\n"))).toEqual([])
+      expect(securityRestartNeeded(before, yield* options("allow_anonymous true\npassword_file /etc/pw2\nacl_file /etc/acl\nclientid_prefixes x-\n"))).toEqual([
+        "allow_anonymous",
+        "password_file",
+        "clientid_prefixes"
+      ])
+      expect(securityRestartNeeded(before, yield* options("allow_anonymous false\npassword_file /etc/pw\nacl_subscribe_check mosquitto\n"))).toEqual(["acl_file", "acl_subscribe_check"])
+      const perListener = yield* options("per_listener_settings true\nallow_anonymous true\n")
+      expect(securityRestartNeeded(perListener, yield* options("per_listener_settings true\nallow_anonymous false\n"))).toEqual([
+        "per_listener_settings and the listeners' security options"
+      ])
     })
   )
 })
