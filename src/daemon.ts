@@ -5,7 +5,7 @@
  * clients get DISCONNECT 0x8B, the pid file is removed, the process exits 0.
  */
 import { runMain } from "@effect/platform-node/NodeRuntime"
-import { Context, Effect, Either, Layer, Option, Queue, Stream } from "effect"
+import { Context, Effect, Either, Layer, Option, Queue, type Scope, Stream } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks"
@@ -182,16 +182,31 @@ const dropPrivileges = (user: string, log: Log): void => {
   log.debug(`Dropped privileges to '${target.name}' (uid ${target.uid}, gid ${target.gid}).`)
 }
 
+/**
+ * A signal taken from now on, so that Node's default for it never applies (SIGHUP would end the
+ * process, SIGUSR1 open the inspector). Those that come before the broker is up are counted; the
+ * returned effect queues the signal from then on, with one entry for the early ones, until its
+ * scope closes.
+ */
+const holdSignal = (signal: NodeJS.Signals): Effect.Effect<Queue.Dequeue<void>, never, Scope.Scope> => {
+  let early = 0
+  const onEarly = () => void early++
+  process.on(signal, onEarly)
+  return Effect.gen(function* () {
+    const queue = yield* Queue.unbounded<void>()
+    const onSignal = () => void Queue.unsafeOffer(queue, undefined)
+    process.on(signal, onSignal)
+    process.off(signal, onEarly)
+    if (early > 0) Queue.unsafeOffer(queue, undefined)
+    yield* Effect.addFinalizer(() => Effect.sync(() => process.off(signal, onSignal)))
+    return queue
+  })
+}
+
 const main = Effect.gen(function* () {
-  // SIGHUP is taken from the start (Node's default would end the process); one that comes while
-  // the broker starts is answered by a reload once it is up
-  let earlyHangups = 0
-  const onEarlyHup = () => void earlyHangups++
-  process.on("SIGHUP", onEarlyHup)
-  // SIGUSR1 likewise (Node's default opens its inspector): one that comes while starting saves once up
-  let earlySaves = 0
-  const onEarlyUsr1 = () => void earlySaves++
-  process.on("SIGUSR1", onEarlyUsr1)
+  // SIGHUP: a reload; SIGUSR1: save the store (one that comes while the broker starts is answered once it is up)
+  const heldHangups = holdSignal("SIGHUP")
+  const heldSaves = holdSignal("SIGUSR1")
   const parsed = parseCommandLine(process.argv.slice(2))
   if (Either.isLeft(parsed)) {
     process.stderr.write(`Error: ${parsed.left.message}\n\n${usage}\n`)
@@ -236,12 +251,7 @@ const main = Effect.gen(function* () {
 
   yield* Effect.scoped(
     Effect.gen(function* () {
-      const hangups = yield* Queue.unbounded<void>()
-      const onHup = () => void Queue.unsafeOffer(hangups, undefined)
-      process.on("SIGHUP", onHup)
-      process.off("SIGHUP", onEarlyHup)
-      if (earlyHangups > 0) Queue.unsafeOffer(hangups, undefined)
-      yield* Effect.addFinalizer(() => Effect.sync(() => process.off("SIGHUP", onHup)))
+      const hangups = yield* heldHangups
       if (config.pidFile !== undefined) {
         const pidFile = config.pidFile
         yield* Effect.acquireRelease(
@@ -259,9 +269,11 @@ const main = Effect.gen(function* () {
       // Mosquitto's file-based security: allow_anonymous, password_file, acl_file, clientid_prefixes
       // or the dynamic security plugin's equivalent, when a `plugin` line names it
       const dynsec = dynsecLayerFromConfig(config, (message) => log.warning(`Warning: ${message}`))
+      // what the running file-based security is built with (a reload compares against it)
+      const startSecurity = optionsFromConfig(config)
       const security = Option.isSome(dynsec)
         ? yield* Layer.build(dynsec.value)
-        : yield* Layer.build(layerFromConfig({ ...optionsFromConfig(config), onWarning: (message) => log.warning(`Warning: ${message}`) }))
+        : yield* Layer.build(layerFromConfig({ ...startSecurity, onWarning: (message) => log.warning(`Warning: ${message}`) }))
       const files = Option.isSome(dynsec) ? SecurityFiles.none : Context.get(security as Context.Context<SecurityFiles>, SecurityFiles)
       // persistence: Midge's crash-safe store at persistence_location / persistence_file
       const store = config.persistence
@@ -316,7 +328,7 @@ const main = Effect.gen(function* () {
         // password and ACL files are read again; connected clients stay connected. What the running
         // file-based security was built with (allow_anonymous, the paths, ...) waits for a restart: named
         if (Option.isNone(dynsec)) {
-          for (const option of securityRestartNeeded(optionsFromConfig(config), optionsFromConfig(next))) {
+          for (const option of securityRestartNeeded(startSecurity, optionsFromConfig(next))) {
             log.warning(`Warning: ${option} changed: it needs a restart; the running value stays.`)
           }
         }
@@ -337,12 +349,7 @@ const main = Effect.gen(function* () {
       yield* Stream.fromQueue(hangups).pipe(Stream.runForEach(() => reload), Effect.forkScoped)
       // SIGUSR1: as Mosquitto, write the database now (with persistence: a snapshot of the store). Taken
       // in any case: Node's default for it is to open its inspector on 127.0.0.1:9229
-      const saves = yield* Queue.unbounded<void>()
-      const onUsr1 = () => void Queue.unsafeOffer(saves, undefined)
-      process.on("SIGUSR1", onUsr1)
-      process.off("SIGUSR1", onEarlyUsr1)
-      if (earlySaves > 0) Queue.unsafeOffer(saves, undefined)
-      yield* Effect.addFinalizer(() => Effect.sync(() => process.off("SIGUSR1", onUsr1)))
+      const saves = yield* heldSaves
       const save = Option.match(fileStore, {
         onNone: () => Effect.void,
         onSome: (files) =>

@@ -16,7 +16,8 @@
  * image as a fresh snapshot; a fiber compacts every `autosaveInterval`
  * seconds; close = a last snapshot, then the files are closed.
  */
-import { Clock, Context, Duration, Effect, FiberHandle, Layer, Runtime, Schedule, type Scope } from "effect"
+import { Clock, Context, Effect, FiberHandle, Layer, Runtime, type Scope } from "effect"
+import { runEvery } from "../runtime/periodic.js"
 import { Persistence, StoreError, type PersistenceService, type StoredMessage } from "./Persistence.js"
 import { FileEngine, logPath, snapshotPath, type EngineStats } from "./internal/engine.js"
 import { openStore, type RecoveryReport } from "./internal/open.js"
@@ -145,18 +146,8 @@ export const make = (options: FileStoreOptions): Effect.Effect<FilePersistenceSe
     const autosave = (interval: number, onChanges: boolean): Effect.Effect<void> =>
       Effect.suspend(() => {
         engine.setCompactAfterRecords(onChanges ? interval : 0)
-        if (interval <= 0 || onChanges) return FiberHandle.clear(timed)
-        // the previous schedule, if any, is interrupted
-        return Effect.asVoid(
-          FiberHandle.run(
-            timed,
-            compact.pipe(
-              Effect.catchAll((e) => Effect.logError(`persistence: ${e.message}`)),
-              Effect.schedule(Schedule.spaced(Duration.seconds(interval))),
-              Effect.asVoid
-            )
-          )
-        )
+        // by time unless by changes; the previous schedule, if any, is interrupted
+        return runEvery(timed, onChanges ? 0 : interval, compact.pipe(Effect.catchAll((e) => Effect.logError(`persistence: ${e.message}`))))
       })
     yield* autosave(o.autosaveInterval, o.autosaveOnChanges)
     let current = { autosaveInterval: o.autosaveInterval, autosaveOnChanges: o.autosaveOnChanges }

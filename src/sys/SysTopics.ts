@@ -16,8 +16,9 @@
  * driven by `Schedule.spaced` and the Clock (so TestClock drives it in tests);
  * nothing here runs per message.
  */
-import { Cause, Duration, Effect, FiberHandle, Layer, Schedule, type Scope } from "effect"
+import { Cause, Effect, FiberHandle, Layer, type Scope } from "effect"
 import { Broker } from "../Broker.js"
+import { runEvery } from "../runtime/periodic.js"
 import type { Core } from "../session/Core.js"
 import { Sampler, type Sample, type SampleKey } from "./internal/sample.js"
 
@@ -211,7 +212,7 @@ export const make = (options: SysTopicsOptions): Effect.Effect<SysTopicsHandle, 
           Effect.catchAllCause((cause) => Effect.sync(() => broker.core.log.error(`Error: $SYS update failed: ${Cause.pretty(cause)}`)))
         )
         // the previous schedule, if any, is interrupted
-        return Effect.asVoid(FiberHandle.run(rounds, round.pipe(Effect.schedule(Schedule.spaced(Duration.seconds(interval))), Effect.asVoid)))
+        return runEvery(rounds, interval, round)
       })
     yield* start(options.interval)
     return { reconfigure: (interval) => Effect.suspend(() => (interval === current ? Effect.void : start(interval))) }
