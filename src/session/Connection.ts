@@ -810,8 +810,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     session.stats = core.stats
     core.attached.set(clientId, this)
     this.state = "connected"
-    core.stats.clientsConnected++
-    if (core.stats.clientsConnected > core.stats.clientsMaximum) core.stats.clientsMaximum = core.stats.clientsConnected
+    core.clientConnected()
 
     if (v5) {
       const properties: NonNullable<mqtt.IConnackPacket["properties"]> = {

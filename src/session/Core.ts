@@ -216,6 +216,12 @@ export class Core {
     bridgesConnected: 0
   }
 
+  /** a client connected, or a bridge's link came up: $SYS clients/connected and its high-water mark */
+  clientConnected(): void {
+    const s = this.stats
+    if (++s.clientsConnected > s.clientsMaximum) s.clientsMaximum = s.clientsConnected
+  }
+
   private memoryCheckedAt = -Infinity
   private memoryOver = false
 

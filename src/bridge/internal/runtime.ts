@@ -453,9 +453,8 @@ export class BridgeRuntime implements Subscriber {
     wire.up = true
     this.state = "connected"
     // $SYS clients/connected: the bridge is a connected client while its link is up, as in Mosquitto
-    const stats = this.core.stats
-    stats.bridgesConnected++
-    if (++stats.clientsConnected > stats.clientsMaximum) stats.clientsMaximum = stats.clientsConnected
+    this.core.stats.bridgesConnected++
+    this.core.clientConnected()
     const now = this.core.now()
     // in flight before this connection: resent after the notification and the subscriptions
     const resend = [...this.inflight.values()]
