@@ -15,7 +15,7 @@ import { Context, Effect, ExecutionStrategy, Exit, FiberMap, Layer, Option, Scop
 import type { BrokerConfig } from "./config/Config.js"
 import { Log, silentLog } from "./log/Log.js"
 import { validateTopicFilter, validateTopicName } from "./protocol/topic.js"
-import { Persistence, type PersistenceService, type StoreError } from "./persistence/Persistence.js"
+import { bridgeNameOfSessionKey, Persistence, type PersistenceService, type StoreError } from "./persistence/Persistence.js"
 import { Authentication, Authorization } from "./security/Auth.js"
 import { makeAuthHook } from "./security/connectAuth.js"
 import { EnhancedAuthentication } from "./security/EnhancedAuth.js"
@@ -166,7 +166,15 @@ const restore = (core: Core, persistence: PersistenceService): Effect.Effect<Arr
     const offline: Array<Session> = []
     const shared = (s: { readonly group: string; readonly filter: string } | undefined) =>
       s === undefined ? undefined : core.router.sharedGroup(s.group, s.filter)
+    let bridges = 0
     for (const stored of snapshot.sessions) {
+      const bridge = bridgeNameOfSessionKey(stored.clientId)
+      if (bridge !== undefined) {
+        // a bridge's local session: the bridge of that name takes it when it starts
+        core.storedBridges.set(bridge, stored)
+        bridges++
+        continue
+      }
       const session = new Session(stored.clientId, core.flowLimits())
       session.expiryInterval = stored.expiryInterval
       session.disconnectedAt = stored.disconnectedAt ?? now
@@ -196,7 +204,9 @@ const restore = (core: Core, persistence: PersistenceService): Effect.Effect<Arr
       )
       offline.push(session)
     }
-    core.log.notice(`Restored ${snapshot.retained.length} retained messages and ${snapshot.sessions.length} sessions from the store.`)
+    core.log.notice(
+      `Restored ${snapshot.retained.length} retained messages and ${snapshot.sessions.length - bridges} sessions${bridges > 0 ? ` and ${bridges} bridge sessions` : ""} from the store.`
+    )
     return offline
   })
 

@@ -19,7 +19,8 @@ import { Context, Duration, Effect, Either, ExecutionStrategy, Exit, Layer, Sche
 import { Broker } from "../Broker.js"
 import type { ConfigError, Directive } from "../config/Config.js"
 import { type BridgeConfig, decodeBridges } from "./internal/config.js"
-import { type BridgeError, BridgeRuntime, type BridgeState } from "./internal/runtime.js"
+import { bridgeSessionKey } from "../persistence/Persistence.js"
+import { type BridgeCarry, type BridgeError, BridgeRuntime, type BridgeState } from "./internal/runtime.js"
 import { automatic, lazy, once, restartSchedule } from "./internal/schedule.js"
 
 export type {
@@ -113,10 +114,11 @@ export class Bridge extends Context.Tag("midge/Bridge")<Bridge, BridgeService>()
       const core = broker.core
       const parent = yield* Effect.scope
       const running = new Map<string, Running>()
-      const start = (config: BridgeConfig) =>
+      const start = (config: BridgeConfig, carried?: BridgeCarry) =>
         Effect.gen(function* () {
           const scope = yield* Scope.fork(parent, ExecutionStrategy.sequential)
-          const rt = new BridgeRuntime(config, core, core.log)
+          // its local session: from the store at start, from the previous runtime on a reload
+          const rt = new BridgeRuntime(config, core, core.log, carried)
           // the local subscriptions live as long as the bridge: a down or lazy bridge queues;
           // the fiber (and its socket) is added after them, so it is closed before them
           yield* Scope.addFinalizer(scope, Effect.sync(() => rt.detach()))
@@ -130,6 +132,12 @@ export class Bridge extends Context.Tag("midge/Bridge")<Bridge, BridgeService>()
           return Scope.close(r.scope, Exit.void)
         })
       for (const config of bridges) yield* start(config)
+      // stored sessions of bridges no longer configured go, as their queues would at a reload
+      for (const [name, stored] of core.storedBridges) {
+        core.log.notice(`Bridge ${name} is no longer configured: dropping the ${stored.queue.length + stored.inflight.length} messages the store kept for it.`)
+        core.store?.sessionDelete(bridgeSessionKey(name))
+      }
+      core.storedBridges.clear()
       return {
         status: () =>
           [...running.values()].map(({ rt }) => {
@@ -148,23 +156,26 @@ export class Bridge extends Context.Tag("midge/Bridge")<Bridge, BridgeService>()
             const wanted = new Map(next.map((c) => [c.name, c]))
             const added: Array<string> = []
             const removed: Array<string> = []
-            const restarted: Array<string> = []
+            const restarted = new Map<string, BridgeCarry>()
             for (const r of [...running.values()]) {
               const c = wanted.get(r.config.name)
               if (c === undefined) {
                 removed.push(r.config.name)
+                r.rt.forget()
                 yield* stop(r)
               } else if (keyOf(c) !== r.key) {
-                restarted.push(r.config.name)
+                // its queue and in-flight messages go on with the new configuration (Mosquitto keeps the bridge's session over a restart)
+                restarted.set(r.config.name, r.rt.carry())
                 yield* stop(r)
               }
             }
             for (const c of next) {
               if (running.has(c.name)) continue
-              if (!restarted.includes(c.name)) added.push(c.name)
-              yield* start(c)
+              const carried = restarted.get(c.name)
+              if (carried === undefined) added.push(c.name)
+              yield* start(c, carried)
             }
-            return { added, removed, restarted }
+            return { added, removed, restarted: [...restarted.keys()] }
           })
       } satisfies BridgeService
     })

@@ -95,6 +95,19 @@ export interface StoredSession<M = StoredMessage> extends StoredSessionMeta {
   readonly inboundQos2: ReadonlyArray<number>
 }
 
+/**
+ * A bridge's local session (its queue, in-flight messages and inbound QoS 2
+ * ids, kept when its `local_cleansession` is false, as Mosquitto keeps the
+ * bridge's client in its database) is stored under this key. It starts with
+ * U+0000, which no client id can hold [MQTT-1.5.4-2], so a client never
+ * shares it; the broker hands such sessions to the bridges, not to clients.
+ */
+export const bridgeSessionKey = (bridgeName: string): string => `\u0000bridge/${bridgeName}`
+
+/** The bridge name of a `bridgeSessionKey`, or undefined for a client's session. */
+export const bridgeNameOfSessionKey = (key: string): string | undefined =>
+  key.startsWith("\u0000bridge/") ? key.slice(8) : undefined
+
 /** Everything the store holds; a message referenced several times is one object. */
 export interface StoreSnapshot<M = StoredMessage> {
   readonly retained: ReadonlyArray<M>

@@ -5,7 +5,7 @@
  */
 import { Router } from "../routing/Router.js"
 import type { Log } from "../log/Log.js"
-import type { StoredWill, StoreWriter } from "../persistence/Persistence.js"
+import type { StoredSession, StoredWill, StoreWriter } from "../persistence/Persistence.js"
 import type { ClientAcl } from "../security/Auth.js"
 import { atEndOfTurn, TurnQueue } from "../runtime/endOfTurn.js"
 import { Message, type QoS } from "./Message.js"
@@ -169,6 +169,11 @@ export class Core {
   readonly attached = new Map<string, AttachedConnection>()
   /** the persistence store's writer, when persistence is on */
   store: StoreWriter | undefined = undefined
+  /**
+   * The bridges' local sessions read from the store at start, by bridge name:
+   * each bridge takes its own when it starts (src/bridge/internal/runtime.ts).
+   */
+  readonly storedBridges = new Map<string, StoredSession<Message>>()
   /** start an offline session's expiry timer (delayed will, expiry): set by the Broker; used for sessions made outside a connection (cluster adoption) */
   expireLater: ((session: Session) => void) | undefined = undefined
 

@@ -3,7 +3,8 @@
  * test runs the sources, not whatever dist/ holds): retained messages, a
  * persistent session's subscription and queued messages survive a restart
  * (SIGTERM) and, in durable mode, a kill -9 loses no acknowledged QoS 1
- * message.
+ * message; a bridge's queue (local_cleansession false) survives a kill -9 and
+ * reaches a real Debian mosquitto once it is up.
  */
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -11,8 +12,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import mqtt from "mqtt"
-import { bundleEntry, freePort, listening } from "../support/processes.js"
-import { collect, connectClient, connectCollecting, publish, spawnScoped, subscribe, waitFor } from "./harness.js"
+import { bundleEntry, freePort, listening, startMosquitto } from "../support/processes.js"
+import { collect, connectClient, connectCollecting, publish, run, spawnScoped, subscribe, waitFor } from "./harness.js"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "midge-persist-e2e-"))
 const main = path.join(root, "main.mjs")
@@ -101,6 +102,51 @@ describe("persistence through the daemon", () => {
       const back = yield* connectCollecting(url, { clientId: "sink", clean: false })
       yield* waitFor(() => [...ackedNow].every((n) => back.got.some((m) => m.payload === String(n))), "every acknowledged message", 30_000)
       expect(ackedNow.size).toBeGreaterThanOrEqual(500)
+    }),
+    60_000
+  )
+
+  it.scopedLive("a bridge's queue survives a kill -9: published with mosquitto_pub while the remote mosquitto is down, it reaches the remote after the restart", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const remotePort = yield* freePort
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-bridge-persist-"))
+      const conf = path.join(dir, "mosquitto.conf")
+      fs.writeFileSync(
+        conf,
+        [
+          `listener ${port} 127.0.0.1`,
+          "allow_anonymous true",
+          "user root",
+          "persistence true",
+          `persistence_location ${dir}`,
+          "connection up",
+          `address 127.0.0.1:${remotePort}`,
+          "remote_clientid midge-up",
+          "restart_timeout 1",
+          "notifications false",
+          "topic out/# out 1",
+          ""
+        ].join("\n")
+      )
+      const first = yield* daemon(conf)
+      yield* listening(port, 30_000)
+      for (let i = 0; i < 5; i++) {
+        const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-q", "1", "-t", "out/x", "-m", `m${i}`])
+        expect(r.code).toBe(0)
+      }
+      first.child.kill("SIGKILL")
+      yield* waitFor(() => first.out.exited, "the kill", 10_000)
+
+      const remote = yield* startMosquitto(["allow_anonymous true"], { port: remotePort })
+      const watcher = yield* connectClient(`mqtt://127.0.0.1:${remote.port}`)
+      const got = collect(watcher)
+      yield* subscribe(watcher, "out/#", { qos: 1 })
+      const second = yield* daemon(conf)
+      yield* listening(port, 30_000)
+      yield* waitFor(() => got.length === 5, "the 5 queued messages on the remote mosquitto", 20_000)
+      expect(got.map((m) => [m.topic, m.payload, m.qos])).toEqual([0, 1, 2, 3, 4].map((i) => ["out/x", `m${i}`, 1]))
+      expect(second.out.stderr).toContain("Bridge up: restored 5 queued and 0 in-flight messages from the store.")
     }),
     60_000
   )

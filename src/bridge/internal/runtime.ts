@@ -21,6 +21,7 @@
 import type * as net from "node:net"
 import { Clock, Data, Deferred, Duration, Effect, Exit, type Scope } from "effect"
 import type { Log } from "../../log/Log.js"
+import { bridgeSessionKey, type StoredSession, type StoreWriter } from "../../persistence/Persistence.js"
 import { encode, encodeAck, encodePublish, type Packet, PacketParser, PINGREQ } from "../../protocol/codec.js"
 import { validateTopicName } from "../../protocol/topic.js"
 import type { PublishSource, SharedGroup, Subscriber, SubscriptionOptions } from "../../routing/Router.js"
@@ -43,7 +44,7 @@ export class BridgeError extends Data.TaggedError("BridgeError")<{
 export type BridgeState = "down" | "connecting" | "connected" | "stopped"
 
 /** An outgoing message: queued (id 0), or in flight waiting for PUBACK / PUBREC (1) or PUBCOMP (2). */
-interface Out {
+export interface Out {
   readonly message: Message
   readonly qos: QoS
   readonly retain: boolean
@@ -65,6 +66,21 @@ interface Wire {
   lastOut: number
   pingSentAt: number | undefined
   inAliases: Map<number, string> | undefined
+}
+
+/**
+ * Where a message handed to `send` was: a new one from the router, the head of
+ * the queue, or in flight already (resent at a new connection). The store is
+ * told what became of it accordingly.
+ */
+type From = "new" | "queued" | "inflight"
+
+/** What a bridge carries from one runtime to the next (a reload that changed its block) or from the store. */
+export interface BridgeCarry {
+  readonly queue: ReadonlyArray<Out>
+  /** in the order sent */
+  readonly inflight: ReadonlyArray<Out>
+  readonly awaitingRel: ReadonlyArray<number>
 }
 
 /** above this many bytes waiting in the socket, new messages queue instead (read backpressure of the remote) */
@@ -104,15 +120,83 @@ export class BridgeRuntime implements Subscriber {
   private remoteReceiveMax = 65535
   private remoteMaxPacket = 0
   private initialNotificationDone = false
+  /**
+   * The persistence store's writer while the bridge's local session is kept
+   * (`local_cleansession false` with persistence on): every change to the
+   * queue, the in-flight window and the inbound QoS 2 ids is written under
+   * `storeKey`, as a client session's flow does.
+   */
+  private store: StoreWriter | undefined = undefined
+  private readonly storeKey: string
 
   constructor(
     readonly config: BridgeConfig,
     readonly core: Core,
-    readonly log: Log
+    readonly log: Log,
+    carried?: BridgeCarry
   ) {
     this.clientId = config.localClientId
     this.remap = hasRemapping(config.topics)
     this.demand = new Demand(() => this.state !== "connected" && this.queued >= config.threshold)
+    this.storeKey = bridgeSessionKey(config.name)
+    this.resume(carried)
+  }
+
+  /**
+   * Take up the state a previous runtime of this bridge left (a reload), or
+   * what the store kept of it (a restart); with `local_cleansession true` the
+   * in-flight messages and the stored session go.
+   */
+  private resume(carried: BridgeCarry | undefined): void {
+    const name = this.config.name
+    const store = this.core.store
+    const stored = this.core.storedBridges.get(name)
+    this.core.storedBridges.delete(name)
+    if (this.config.localCleanSession) {
+      // a clean local session is not stored (what the store held came from an earlier configuration);
+      // across a reload the queue stays and what was in flight goes, as at every new connection
+      store?.sessionDelete(this.storeKey)
+      if (carried !== undefined) this.queue = carried.queue.slice()
+      return
+    }
+    const from = carried ?? (stored === undefined ? undefined : fromStored(stored))
+    if (from !== undefined) {
+      this.queue = from.queue.slice()
+      for (const out of from.inflight) this.inflight.set(out.id, out)
+      for (const id of from.awaitingRel) this.awaitingRel.add(id)
+      if (carried === undefined) this.log.notice(`Bridge ${name}: restored ${this.queued} queued and ${this.inflight.size} in-flight messages from the store.`)
+    }
+    if (store === undefined) return
+    this.store = store
+    // from the store, it is there already; otherwise it is written out whole (the previous runtime's may have been a clean one)
+    if (carried !== undefined || stored === undefined) {
+      store.sessionDelete(this.storeKey)
+      this.writeWhole(store)
+    }
+  }
+
+  private writeWhole(store: StoreWriter): void {
+    const key = this.storeKey
+    store.sessionUpsert({ clientId: key, expiryInterval: 0xffffffff, disconnectedAt: undefined, will: undefined })
+    for (const out of this.inflight.values()) {
+      store.outboundSend(key, out.id, delivery(out))
+      if (out.stage === 2) store.outboundPubrec(key, out.id)
+    }
+    for (let i = this.head; i < this.queue.length; i++) store.outboundQueue(key, delivery(this.queue[i]!))
+    for (const id of this.awaitingRel) store.inboundQos2Add(key, id)
+  }
+
+  /** What a runtime started for this bridge after this one (a reload that changed its block) takes over. */
+  carry(): BridgeCarry {
+    const queue: Array<Out> = []
+    for (let i = this.head; i < this.queue.length; i++) queue.push(this.queue[i]!)
+    return { queue, inflight: [...this.inflight.values()], awaitingRel: [...this.awaitingRel] }
+  }
+
+  /** The bridge is removed (a reload without its block): its stored session goes. */
+  forget(): void {
+    this.core.store?.sessionDelete(this.storeKey)
+    this.store = undefined
   }
 
   get queued(): number {
@@ -157,7 +241,7 @@ export class BridgeRuntime implements Subscriber {
     if (wire !== undefined && wire.up && this.queued === 0 && this.canSend(wire, qos)) {
       // kept in flight until acknowledged: it must not pin the socket chunk it arrived in
       if (qos > 0) message.ownPayload()
-      this.send(wire, message, qos, retain, undefined)
+      this.send(wire, message, qos, retain, undefined, "new")
       return
     }
     // QoS 0 waits only for a lazy bridge or with queue_qos0_messages (db__message_insert)
@@ -171,7 +255,9 @@ export class BridgeRuntime implements Subscriber {
       return
     }
     message.ownPayload()
-    this.queue.push({ message, qos, retain, id: 0, stage: 0 })
+    const out: Out = { message, qos, retain, id: 0, stage: 0 }
+    this.queue.push(out)
+    this.store?.outboundQueue(this.storeKey, delivery(out))
     this.demand.notify()
   }
 
@@ -225,6 +311,8 @@ export class BridgeRuntime implements Subscriber {
         wire.socket.uncork()
       })
     }
+    // persistence: the store's records go to the OS before any packet that depends on them (docs/persistence.md)
+    this.core.store?.handOff()
     wire.socket.write(buffer)
     wire.lastOut = this.core.now()
     // $SYS: a bridge is a client of the broker, as in Mosquitto (messages/sent, bytes/sent)
@@ -243,9 +331,9 @@ export class BridgeRuntime implements Subscriber {
    * Send one PUBLISH (remapped, QoS and retain as the remote allows); QoS > 0
    * goes in flight as `out` (made here for a message that was never queued).
    */
-  private send(wire: Wire, message: Message, wantedQos: QoS, wantedRetain: boolean, out: Out | undefined, dup = false): void {
+  private send(wire: Wire, message: Message, wantedQos: QoS, wantedRetain: boolean, out: Out | undefined, from: From, dup = false): void {
     const now = this.core.now()
-    if (message.expired(now)) return
+    if (message.expired(now)) return this.gone(from, out)
     const qos = wantedQos > this.remoteMaxQos ? this.remoteMaxQos : wantedQos
     const retain = wantedRetain && this.config.outgoingRetain && this.remoteRetain
     const topic = this.remap ? remapOutgoing(this.config.topics, message.topic) : message.topic
@@ -253,8 +341,11 @@ export class BridgeRuntime implements Subscriber {
     if (qos > 0 && id === 0) {
       id = this.allocateId()
       if (id === 0) {
-        // every packet id in use: wait
-        this.queue.push(out ?? { message, qos: wantedQos, retain: wantedRetain, id: 0, stage: 0 })
+        // every packet id in use: wait, at the tail of the queue
+        const o = out ?? { message, qos: wantedQos, retain: wantedRetain, id: 0, stage: 0 }
+        this.queue.push(o)
+        if (from === "queued") this.store?.outboundDequeue(this.storeKey, 0)
+        this.store?.outboundQueue(this.storeKey, delivery(o))
         return
       }
     }
@@ -272,17 +363,30 @@ export class BridgeRuntime implements Subscriber {
       this.dropped++
       this.core.stats.publishDropped++
       this.log.notice(`Bridge ${this.config.name}: dropping a ${frame.length} byte PUBLISH on '${topic}' (bridge_max_packet_size / remote maximum ${limit}).`)
-      return
+      return this.gone(from, out)
     }
     if (qos > 0) {
       const o = out ?? { message, qos: wantedQos, retain: wantedRetain, id, stage: 1 }
       o.id = id
       o.stage = 1
       this.inflight.set(id, o)
+      // (resent in flight: stored already, with this id)
+      if (from === "new") this.store?.outboundSend(this.storeKey, id, delivery(o))
+      else if (from === "queued") this.store?.outboundDequeue(this.storeKey, id)
+    } else {
+      this.gone(from, out)
     }
     this.write(wire, frame)
     this.countPublishSent(message.payload.length)
     this.lastSentAt = now
+  }
+
+  /** A message that leaves the bridge without going in flight (sent at QoS 0, expired, too large): the store lets it go. */
+  private gone(from: From, out: Out | undefined): void {
+    const store = this.store
+    if (store === undefined || from === "new") return
+    if (from === "queued") store.outboundDequeue(this.storeKey, 0)
+    else store.outboundDone(this.storeKey, out!.id)
   }
 
   private maxPacket(): number {
@@ -297,7 +401,7 @@ export class BridgeRuntime implements Subscriber {
       const next = this.queue[this.head]!
       if (!this.canSend(wire, next.qos)) return
       this.shift()
-      this.send(wire, next.message, next.qos, next.retain, next)
+      this.send(wire, next.message, next.qos, next.retain, next, "queued")
     }
   }
 
@@ -346,7 +450,10 @@ export class BridgeRuntime implements Subscriber {
       case "pubcomp": {
         const id = p.messageId ?? 0
         const out = this.inflight.get(id)
-        if (out !== undefined && out.stage === (p.cmd === "puback" ? 1 : 2)) this.inflight.delete(id)
+        if (out !== undefined && out.stage === (p.cmd === "puback" ? 1 : 2)) {
+          this.inflight.delete(id)
+          this.store?.outboundDone(this.storeKey, id)
+        }
         return this.pump(wire)
       }
       case "pubrec": {
@@ -355,15 +462,19 @@ export class BridgeRuntime implements Subscriber {
         if (wire.version === 5 && (p.reasonCode ?? 0) >= 0x80) {
           // a v5 PUBREC failure ends the flow
           this.inflight.delete(id)
+          this.store?.outboundDone(this.storeKey, id)
           return this.pump(wire)
         }
-        if (out !== undefined) out.stage = 2
+        if (out !== undefined) {
+          out.stage = 2
+          this.store?.outboundPubrec(this.storeKey, id)
+        }
         this.write(wire, encodeAck("pubrel", id, wire.version))
         return
       }
       case "pubrel": {
         const id = p.messageId ?? 0
-        this.awaitingRel.delete(id)
+        if (this.awaitingRel.delete(id)) this.store?.inboundQos2Release(this.storeKey, id)
         this.write(wire, encodeAck("pubcomp", id, wire.version))
         return
       }
@@ -426,10 +537,17 @@ export class BridgeRuntime implements Subscriber {
       const message = new Message(topic, payload, qos, p.retain, properties, this.clientId, core.now())
       core.router.publish(message)
       if (qos > 0 || p.retain || core.settings.queueQos0Messages) message.ownPayload()
-      if (qos === 2) this.awaitingRel.add(id)
+      if (qos === 2) {
+        this.awaitingRel.add(id)
+        this.store?.inboundQos2Add(this.storeKey, id)
+      }
     }
-    if (qos === 1) this.write(wire, encodeAck("puback", id, wire.version))
-    else if (qos === 2) this.write(wire, encodeAck("pubrec", id, wire.version))
+    if (qos === 0) return
+    const ack = encodeAck(qos === 1 ? "puback" : "pubrec", id, wire.version)
+    // durable persistence: acknowledged only once what the message became is on disk, as for a client
+    const store = this.core.store
+    if (store !== undefined && store.durable) store.whenDurable(() => !wire.socket.destroyed && this.write(wire, ack))
+    else this.write(wire, ack)
   }
 
   private fail(wire: Wire, reason: BridgeError["reason"], message: string): void {
@@ -456,7 +574,7 @@ export class BridgeRuntime implements Subscriber {
     this.core.stats.bridgesConnected++
     this.core.clientConnected()
     const now = this.core.now()
-    // in flight before this connection: resent after the notification and the subscriptions
+    // in flight before this connection (or restored from the store): resent after the notification and the subscriptions
     const resend = [...this.inflight.values()]
     this.lastSentAt = now
     if (c.notifications) {
@@ -481,13 +599,15 @@ export class BridgeRuntime implements Subscriber {
     for (const out of resend) {
       if (out.stage === 2) {
         if (sessionPresent) this.write(wire, encodeAck("pubrel", out.id, wire.version))
-        else this.inflight.delete(out.id)
+        else {
+          this.inflight.delete(out.id)
+          this.store?.outboundDone(this.storeKey, out.id)
+        }
         continue
       }
+      // with its packet id (a remote without the session takes it as a new message)
       this.inflight.delete(out.id)
-      const dup = sessionPresent
-      if (!dup) out.id = 0
-      this.send(wire, out.message, out.qos, out.retain, out, dup)
+      this.send(wire, out.message, out.qos, out.retain, out, "inflight", sessionPresent)
     }
     // the local retained messages of the out topics (retain__queue), not those the bridge itself brought in
     const seen = new Set<Message>()
@@ -499,7 +619,9 @@ export class BridgeRuntime implements Subscriber {
           if (m.origin === this.clientId || seen.has(m)) return
           seen.add(m)
           const qos = (m.qos < t.qos ? m.qos : t.qos) as QoS
-          this.queue.push({ message: m, qos, retain: true, id: 0, stage: 0 })
+          const out: Out = { message: m, qos, retain: true, id: 0, stage: 0 }
+          this.queue.push(out)
+          this.store?.outboundQueue(this.storeKey, delivery(out))
         },
         now
       )
@@ -532,7 +654,10 @@ export class BridgeRuntime implements Subscriber {
 
   /** Drop the in-flight state at a new connection when the local session is clean (local_cleansession). */
   private beforeConnect(): void {
-    if (this.config.cleanSession) this.awaitingRel.clear()
+    if (this.config.cleanSession) {
+      for (const id of this.awaitingRel) this.store?.inboundQos2Release(this.storeKey, id)
+      this.awaitingRel.clear()
+    }
     if (this.config.localCleanSession) this.inflight.clear()
     this.pendingAcks.clear()
     this.remoteMaxQos = 2
@@ -696,3 +821,13 @@ export class BridgeRuntime implements Subscriber {
     })
   }
 }
+
+/** The store's record of a delivery the bridge holds. */
+const delivery = (out: Out) => ({ message: out.message, qos: out.qos, retain: out.retain, subscriptionIds: undefined })
+
+/** A bridge's stored local session as the runtime holds it: in flight awaiting PUBACK / PUBREC (1) or PUBCOMP (2), then queued. */
+const fromStored = (stored: StoredSession<Message>): BridgeCarry => ({
+  inflight: stored.inflight.map((e): Out => ({ message: e.message, qos: e.qos, retain: e.retain, id: e.messageId, stage: e.state === "await-pubcomp" ? 2 : 1 })),
+  queue: stored.queue.map((q): Out => ({ message: q.message, qos: q.qos, retain: q.retain, id: 0, stage: 0 })),
+  awaitingRel: stored.inboundQos2
+})
