@@ -14,7 +14,8 @@ import { runInNewContext } from "node:vm"
 import { Broker, brokerOptionsFromConfig } from "./Broker.js"
 import { parseCommandLine, resolveConfig, usage, type BrokerConfig } from "./config/Config.js"
 import { Log, logTopic, stderrSink, syslogSeverity, TurnBatchedSink, type LogSink } from "./log/Log.js"
-import { Authentication, Authorization, layerFromConfig, optionsFromConfig, SecurityFiles, securityRestartNeeded } from "./security/Auth.js"
+import { Authentication, Authorization, layerFromConfig, optionsFromConfig, SecurityFiles } from "./security/Auth.js"
+import { recheckConnected } from "./security/connectAuth.js"
 import { DynamicSecurity, layerFromConfig as dynsecLayerFromConfig } from "./security/DynamicSecurity.js"
 import { Bridge } from "./bridge/Bridge.js"
 import { clusterOptionsFromConfig, clusterReloadWarnings } from "./cluster/config.js"
@@ -269,11 +270,8 @@ const main = Effect.gen(function* () {
       // Mosquitto's file-based security: allow_anonymous, password_file, acl_file, clientid_prefixes
       // or the dynamic security plugin's equivalent, when a `plugin` line names it
       const dynsec = dynsecLayerFromConfig(config, (message) => log.warning(`Warning: ${message}`))
-      // what the running file-based security is built with (a reload compares against it)
-      const startSecurity = optionsFromConfig(config)
-      const security = Option.isSome(dynsec)
-        ? yield* Layer.build(dynsec.value)
-        : yield* Layer.build(layerFromConfig({ ...startSecurity, onWarning: (message) => log.warning(`Warning: ${message}`) }))
+      const onWarning = (message: string) => log.warning(`Warning: ${message}`)
+      const security = Option.isSome(dynsec) ? yield* Layer.build(dynsec.value) : yield* Layer.build(layerFromConfig({ ...optionsFromConfig(config), onWarning }))
       const files = Option.isSome(dynsec) ? SecurityFiles.none : Context.get(security as Context.Context<SecurityFiles>, SecurityFiles)
       // persistence: Midge's crash-safe store at persistence_location / persistence_file
       const store = config.persistence
@@ -325,14 +323,13 @@ const main = Effect.gen(function* () {
         // cluster_* options are read at start only: a change is named, and waits for a restart
         for (const warning of clusterReloadWarnings(cluster, clusterOptionsFromConfig(next))) log.warning(`Warning: ${warning}`)
         yield* broker.reload(brokerOptionsFromConfig(next, log))
-        // password and ACL files are read again; connected clients stay connected. What the running
-        // file-based security was built with (allow_anonymous, the paths, ...) waits for a restart: named
+        // the file-based security takes the new options and reads its files again; then, as Mosquitto's
+        // mosquitto_security_apply, every connected client is checked again and those now refused go
         if (Option.isNone(dynsec)) {
-          for (const option of securityRestartNeeded(startSecurity, optionsFromConfig(next))) {
-            log.warning(`Warning: ${option} changed: it needs a restart; the running value stays.`)
-          }
+          yield* files.reconfigure({ ...optionsFromConfig(next), onWarning })
+          const refused = yield* recheckConnected(broker.core, Context.get(security as Context.Context<Authentication>, Authentication))
+          for (const clientId of refused) log.notice(`Client ${clientId} disconnected, not authorised.`)
         }
-        yield* files.reload
         // sys_interval, autosave_interval and autosave_on_changes, as Mosquitto re-reads them
         yield* sys.reconfigure(next.sysInterval)
         if (Option.isSome(fileStore)) yield* fileStore.value.reconfigure({ autosaveInterval: next.autosaveInterval, autosaveOnChanges: next.autosaveOnChanges })

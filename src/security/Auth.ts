@@ -198,6 +198,14 @@ export interface SecuritySnapshot {
 export interface SecurityFilesService {
   /** Re-read password and ACL files (SIGHUP). On an error nothing changes. */
   readonly reload: Effect.Effect<void, AuthConfigError>
+  /**
+   * Apply new options and read the files they name (SIGHUP with a changed
+   * mosquitto.conf: `allow_anonymous`, the file paths, `clientid_prefixes`,
+   * `acl_subscribe_check`, per-listener security), as Mosquitto does. New
+   * connections and every connected client's ACL checks follow at once. On
+   * an error nothing changes.
+   */
+  readonly reconfigure: (options: AuthOptions) => Effect.Effect<void, AuthConfigError>
   readonly snapshot: () => SecuritySnapshot
 }
 
@@ -205,6 +213,7 @@ export class SecurityFiles extends Context.Tag("midge/SecurityFiles")<SecurityFi
   /** for layers without files: reloading does nothing */
   static readonly none: SecurityFilesService = {
     reload: Effect.void,
+    reconfigure: () => Effect.void,
     snapshot: () => ({ version: 0, passwordFiles: new Map(), aclFiles: new Map() })
   }
 }
@@ -283,23 +292,6 @@ export const optionsFromConfig = (config: BrokerConfig): AuthOptions => {
   }
 }
 
-/**
- * What a reload (SIGHUP) cannot change in the running file-based security: the options of
- * `before` (read at start) that differ in `after`, by their mosquitto.conf names. The files
- * themselves are read again; these wait for a restart, and the daemon says so.
- */
-export const securityRestartNeeded = (before: AuthOptions, after: AuthOptions): Array<string> => {
-  const changed: Array<string> = []
-  if (before.allowAnonymous !== after.allowAnonymous) changed.push("allow_anonymous")
-  if (before.passwordFile !== after.passwordFile) changed.push("password_file")
-  if (before.aclFile !== after.aclFile) changed.push("acl_file")
-  if (before.clientidPrefixes !== after.clientidPrefixes) changed.push("clientid_prefixes")
-  if ((before.subscribeCheck ?? "read-access") !== (after.subscribeCheck ?? "read-access")) changed.push("acl_subscribe_check")
-  const scopes = (o: AuthOptions) => JSON.stringify(o.perListener ?? null)
-  if (scopes(before) !== scopes(after)) changed.push("per_listener_settings and the listeners' security options")
-  return changed
-}
-
 /** `clientid_prefixes`: a client id must start with the prefix when one is set (Mosquitto: CONNACK not authorised). */
 export const clientIdAllowed = (prefixes: string | undefined, clientId: string): boolean =>
   prefixes === undefined || prefixes.length === 0 || clientId.startsWith(prefixes)
@@ -319,6 +311,11 @@ interface LoadedScope {
 
 interface State {
   readonly version: number
+  /** what it was loaded with (a reload of the files reads the same paths) */
+  readonly options: AuthOptions
+  readonly prefixes: string | undefined
+  /** acl_subscribe_check read-access */
+  readonly strict: boolean
   readonly global: LoadedScope
   readonly byPort: ReadonlyMap<number, LoadedScope>
   readonly passwordFiles: ReadonlyMap<string, ReadonlyMap<string, HashedEntry>>
@@ -367,7 +364,16 @@ const load = (options: AuthOptions, version: number): Effect.Effect<State, AuthC
     })
     const byPort = new Map<number, LoadedScope>()
     for (const l of options.perListener ?? []) if (!byPort.has(l.port)) byPort.set(l.port, scope(l))
-    return { version, global: scope(options), byPort, passwordFiles, aclFiles }
+    return {
+      version,
+      options,
+      prefixes: options.clientidPrefixes,
+      strict: options.subscribeCheck !== "mosquitto",
+      global: scope(options),
+      byPort,
+      passwordFiles,
+      aclFiles
+    }
   })
 
 const scopeOf = (state: State, port: number | undefined): LoadedScope =>
@@ -376,8 +382,8 @@ const scopeOf = (state: State, port: number | undefined): LoadedScope =>
 const REFUSED: AuthResult = { ok: false, reason: "not-authorised" }
 const BAD_CREDENTIALS: AuthResult = { ok: false, reason: "bad-credentials" }
 
-const decideWith = (store: Store, prefixes: string | undefined): AuthDecision => (request, done) => {
-  if (!clientIdAllowed(prefixes, request.clientId)) return done(REFUSED)
+const decideWith = (store: Store): AuthDecision => (request, done) => {
+  if (!clientIdAllowed(store.state.prefixes, request.clientId)) return done(REFUSED)
   const tlsUsername = tlsUsernameOf(request)
   if (tlsUsername !== undefined) {
     // handle_connect.c: "Authentication assumed to be cleared"
@@ -425,8 +431,7 @@ class FileClientAcl implements ClientAcl {
 
   constructor(
     private readonly store: Store,
-    private readonly client: AuthClient,
-    private readonly strictSubscribe: boolean
+    private readonly client: AuthClient
   ) {
     this.refresh()
   }
@@ -479,23 +484,13 @@ class FileClientAcl implements ClientAcl {
   }
 
   canSubscribe(filter: string): boolean {
-    if (!this.strictSubscribe) return true
     if (this.version !== this.store.state.version) this.refresh()
+    if (!this.store.state.strict) return true
     if (this.rules === undefined) return true
     // a shared subscription reads the topics of its inner filter
     const shared = parseSharedFilter(filter)
     return maySubscribe(this.rules, shared === undefined ? filter : shared.filter)
   }
-}
-
-/**
- * What a FileClientAcl does when no scope has an acl_file (the default configuration, and it stays
- * so across reloads: the options do not change): only the `$` rules. One object for every client.
- */
-const dollarRulesAcl: ClientAcl = {
-  canPublish: (topic) => dollarAllows(topic, WRITE),
-  canSubscribe: () => true,
-  canReceive: (topic) => dollarAllows(topic, READ)
 }
 
 const snapshotOf = (state: State): SecuritySnapshot => {
@@ -513,22 +508,22 @@ export const make = (
 > =>
   Effect.map(options.configError === undefined ? load(options, 0) : Effect.fail(options.configError), (initial) => {
     const store: Store = { state: initial }
-    const strict = options.subscribeCheck !== "mosquitto"
-    const anyAclFile = options.aclFile !== undefined || (options.perListener ?? []).some((l) => l.aclFile !== undefined)
+    const install = (state: State) =>
+      Effect.sync(() => {
+        store.state = state
+      })
     const files: SecurityFilesService = {
-      reload: Effect.suspend(() => load(options, store.state.version + 1)).pipe(
-        Effect.tap((state) =>
-          Effect.sync(() => {
-            store.state = state
-          })
-        ),
-        Effect.asVoid
-      ),
+      reload: Effect.suspend(() => load(store.state.options, store.state.version + 1)).pipe(Effect.flatMap(install)),
+      reconfigure: (next) =>
+        Effect.suspend(() =>
+          next.configError !== undefined ? Effect.fail(next.configError) : load({ onWarning: options.onWarning, ...next }, store.state.version + 1)
+        ).pipe(Effect.flatMap(install)),
       snapshot: () => snapshotOf(store.state)
     }
     return {
-      authentication: Authentication.fromDecision(decideWith(store, options.clientidPrefixes)),
-      authorization: Authorization.make(anyAclFile ? (client) => new FileClientAcl(store, client, strict) : () => dollarRulesAcl),
+      authentication: Authentication.fromDecision(decideWith(store)),
+      // every client reads the current state, so a reload that adds an acl_file applies to those connected
+      authorization: Authorization.make((client) => new FileClientAcl(store, client)),
       files
     }
   })

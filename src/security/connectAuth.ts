@@ -11,6 +11,7 @@
 import { Effect, Exit, Option, Runtime } from "effect"
 import { ConnackV4, ReasonCode } from "../protocol/reasonCodes.js"
 import type { ConnectAuthOutcome, ConnectAuthRequest, ConnectionHooks } from "../session/Connection.js"
+import type { AttachedConnection } from "../session/Core.js"
 import type { AuthenticationService, AuthRequest, AuthResult } from "./Auth.js"
 import type { AuthStepResult, EnhancedAuthenticationService } from "./EnhancedAuth.js"
 
@@ -136,3 +137,47 @@ export const makeAuthHook = (
     }
   }
 }
+
+/**
+ * After a reload (SIGHUP), as Mosquitto's `mosquitto_security_apply`: the
+ * CONNECT of every connected client is decided again by `authentication`
+ * (with the credentials it connected with), and a client now refused
+ * (`allow_anonymous false` for an anonymous client, a user gone from the
+ * password file or with another password, a client id outside
+ * `clientid_prefixes`) is disconnected: v5 DISCONNECT 0x87 Not authorized,
+ * and its will goes as for any connection the broker closes. A client of v5
+ * enhanced authentication is left to its method. Returns the client ids
+ * disconnected.
+ */
+export const recheckConnected = (
+  core: { readonly attached: ReadonlyMap<string, AttachedConnection> },
+  authentication: AuthenticationService
+): Effect.Effect<ReadonlyArray<string>> =>
+  Effect.suspend(() => {
+    const checks: Array<{ readonly clientId: string; readonly connection: AttachedConnection; readonly request: AuthRequest }> = []
+    for (const [clientId, connection] of core.attached) {
+      const r = connection.authRequest?.()
+      if (r === undefined) continue
+      checks.push({
+        clientId,
+        connection,
+        request: { clientId: r.clientId, username: r.username, password: r.password, listenerPort: r.listenerPort, remoteAddress: r.remoteAddress, ...r.tls }
+      })
+    }
+    const decide = authentication.decide
+    const decision = (request: AuthRequest): Effect.Effect<AuthResult | undefined> =>
+      decide !== undefined ? Effect.async<AuthResult | undefined>((resume) => decide(request, (result) => resume(Effect.succeed(result)))) : authentication.authenticate(request).pipe(Effect.catchAllCause(() => Effect.succeed(undefined)))
+    return Effect.forEach(
+      checks,
+      ({ clientId, connection, request }) =>
+        Effect.map(decision(request), (result) => {
+          // a failing service keeps the client: only a refusal disconnects
+          if (result === undefined || result.ok) return undefined
+          // still the connection that was checked (not one that took the client id over meanwhile)
+          if (core.attached.get(clientId) !== connection) return undefined
+          connection.kick(ReasonCode.NotAuthorized, "not authorised after a configuration reload")
+          return clientId
+        }),
+      { concurrency: 16 }
+    ).pipe(Effect.map((ids) => ids.filter((id): id is string => id !== undefined)))
+  })

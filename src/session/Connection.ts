@@ -200,6 +200,8 @@ class RareState {
   authContinue: ((data: Buffer | undefined) => void) | undefined = undefined
   /** v5: User Properties the authentication service put on its acceptance (for the CONNACK) */
   acceptProperties: UserProperties | undefined = undefined
+  /** the CONNECT's username and password (the password copied), for a check again after a reload (`authRequest`) */
+  connectCredentials: { readonly username: string | undefined; readonly password: Buffer | undefined } | undefined = undefined
 }
 
 /** what `Connection.rare` is until a field gets another value than its default: shared, frozen */
@@ -360,6 +362,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   }
   private set authContinue(value: ((data: Buffer | undefined) => void) | undefined) {
     if (value !== this.rare.authContinue) this.more().authContinue = value
+  }
+  private get connectCredentials(): RareState["connectCredentials"] {
+    return this.rare.connectCredentials
+  }
+  private set connectCredentials(value: RareState["connectCredentials"]) {
+    if (value !== this.rare.connectCredentials) this.more().connectCredentials = value
   }
   private get acceptProperties(): UserProperties | undefined {
     return this.rare.acceptProperties
@@ -775,6 +783,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const clientId = this.clientId
     const keepalive = this.keepalive
     this.username = username
+    if (packet.username !== undefined || packet.password !== undefined) {
+      this.connectCredentials = { username: packet.username, password: packet.password === undefined ? undefined : Buffer.from(packet.password) }
+    }
 
     const old = core.attached.get(clientId)
     if (old !== undefined && old !== this) {
@@ -1583,6 +1594,20 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (!publishWill) this.will = undefined
     if (this.protocolVersion === 5 && this.state === "connected") this.sendDisconnect(ReasonCode.SessionTakenOver)
     this.close("takeover")
+  }
+
+  authRequest(): ConnectAuthRequest | undefined {
+    // a v5 enhanced authentication is the method's to repeat (re-authentication), not a reload's
+    if (this.state !== "connected" || this.authMethod !== undefined) return undefined
+    const credentials = this.connectCredentials
+    return {
+      clientId: this.clientId,
+      username: credentials?.username,
+      password: credentials?.password,
+      listenerPort: this.listener.port,
+      remoteAddress: this.socket.remoteAddress,
+      tls: this.tlsIdentity
+    }
   }
 
   kick(reasonCode: number, reasonString?: string): void {

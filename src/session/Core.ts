@@ -7,6 +7,7 @@ import { Router } from "../routing/Router.js"
 import type { Log } from "../log/Log.js"
 import type { StoredSession, StoredWill, StoreWriter } from "../persistence/Persistence.js"
 import type { ClientAcl } from "../security/Auth.js"
+import type { ConnectAuthRequest } from "./Connection.js"
 import { atEndOfTurn, TurnQueue } from "../runtime/endOfTurn.js"
 import { Message, type QoS } from "./Message.js"
 import type { FlowLimits, Outgoing } from "./OutboundFlow.js"
@@ -131,6 +132,8 @@ export interface AttachedConnection {
   takenOver(publishWill?: boolean): void
   /** close on the broker's initiative (an administrator, a revoked client): v5 DISCONNECT with `reasonCode` */
   kick(reasonCode: number, reasonString?: string): void
+  /** what its CONNECT asked the authentication service, to ask again after a reload; undefined: not to be checked again (v5 enhanced authentication) */
+  authRequest?(): ConnectAuthRequest | undefined
 }
 
 /**

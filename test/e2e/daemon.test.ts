@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { spawn } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as mqttPacket from "mqtt-packet"
@@ -164,16 +164,42 @@ describe("node dist/main.js", () => {
     })
   )
 
-  it.scopedLive("SIGHUP: a security option the running file-based security cannot take (allow_anonymous) is named in a warning, and stays", () =>
+  it.scopedLive("SIGHUP applies changed security options as Mosquitto does: allow_anonymous false and a changed password disconnect those connected clients, the others stay", () =>
     Effect.gen(function* () {
       const port = yield* freePort
-      const { conf } = yield* confFile([`listener ${port} 127.0.0.1`, "allow_anonymous true", "user root"])
+      const { conf, dir } = yield* confFile([`listener ${port} 127.0.0.1`, "allow_anonymous true", "user root"])
+      const pw = path.join(dir, "passwd")
+      execFileSync("/usr/bin/mosquitto_passwd", ["-c", "-b", pw, "alice", "one"], { stdio: "ignore" })
+      execFileSync("/usr/bin/mosquitto_passwd", ["-b", pw, "bob", "two"], { stdio: "ignore" })
+      fs.writeFileSync(conf, fs.readFileSync(conf, "utf8") + `password_file ${pw}\n`)
       const daemon = yield* startDaemon(["-c", conf], { port })
-      fs.writeFileSync(conf, [`listener ${port} 127.0.0.1`, "allow_anonymous false", "user root", ""].join("\n"))
+      const url = `mqtt://127.0.0.1:${port}`
+      const anon = yield* connectClient(url, { clientId: "anon", protocolVersion: 5 })
+      const anonDisconnect: Array<number | undefined> = []
+      anon.on("disconnect", (p) => anonDisconnect.push(p.reasonCode))
+      const alice = yield* connectClient(url, { clientId: "alice-1", username: "alice", password: "one" })
+      const bob = yield* connectClient(url, { clientId: "bob-1", username: "bob", password: "two" })
+      let bobClosed = false
+      bob.on("close", () => (bobClosed = true))
+      const aliceGot = collect(alice)
+      yield* subscribe(alice, "t", { qos: 1 })
+
+      execFileSync("/usr/bin/mosquitto_passwd", ["-b", pw, "bob", "changed"], { stdio: "ignore" })
+      fs.writeFileSync(conf, fs.readFileSync(conf, "utf8").replace("allow_anonymous true", "allow_anonymous false"))
       daemon.child.kill("SIGHUP")
-      yield* waitFor(() => daemon.out.stderr.includes("Warning: allow_anonymous changed: it needs a restart; the running value stays."), "the warning", 10_000)
-      // as it says: anonymous clients still get in
-      expect((yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-t", "t", "-m", "m"])).code).toBe(0)
+      yield* waitFor(() => anonDisconnect.length === 1 && bobClosed, "the anonymous client and bob disconnected", 10_000)
+      expect(anonDisconnect).toEqual([0x87])
+      expect(daemon.out.stderr).toContain("Client anon disconnected, not authorised.")
+      expect(daemon.out.stderr).toContain("Client bob-1 disconnected, not authorised.")
+      expect(daemon.out.stderr).not.toContain("Client alice-1 disconnected")
+      // alice stays connected and subscribed
+      yield* publish(alice, "t", "still here", { qos: 1 })
+      yield* waitFor(() => aliceGot.length === 1, "alice's own message")
+      // new anonymous clients are refused, with mosquitto_pub
+      const refused = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-t", "t", "-m", "m"])
+      expect(refused.code).not.toBe(0)
+      expect(refused.stderr).toContain("not authorised")
+      expect((yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-u", "bob", "-P", "changed", "-t", "t", "-m", "m"])).code).toBe(0)
     })
   )
 

@@ -21,8 +21,7 @@ import {
   layerFromConfig,
   make,
   optionsFromConfig,
-  SecurityFiles,
-  securityRestartNeeded
+  SecurityFiles
 } from "../../src/security/Auth.js"
 import { formatEntry } from "../../src/security/passwordFile.js"
 import { hashPassword } from "../../src/security/passwordHash.js"
@@ -405,22 +404,50 @@ describe("layers", () => {
   )
 })
 
-describe("securityRestartNeeded (SIGHUP)", () => {
+describe("reconfigure (SIGHUP with a changed mosquitto.conf)", () => {
   const options = (text: string) => Effect.map(parseConfigText(`listener 1883\n${text}`, "t.conf"), optionsFromConfig)
-  it.effect("names what the running file-based security cannot take from a reload; nothing when only other options changed", () =>
+  it.effect("allow_anonymous, the password_file path, clientid_prefixes, the acl_file and acl_subscribe_check take effect at once, for ClientAcls made before too; a bad option changes nothing", () =>
     Effect.gen(function* () {
-      const before = yield* options("allow_anonymous false\npassword_file /etc/pw\nacl_file /etc/acl\n")
-      expect(securityRestartNeeded(before, yield* options("allow_anonymous false\npassword_file /etc/pw\nacl_file /etc/acl\nmax_queued_messages 5\n"))).toEqual([])
-      expect(securityRestartNeeded(before, yield* options("allow_anonymous true\npassword_file /etc/pw2\nacl_file /etc/acl\nclientid_prefixes x-\n"))).toEqual([
-        "allow_anonymous",
-        "password_file",
-        "clientid_prefixes"
-      ])
-      expect(securityRestartNeeded(before, yield* options("allow_anonymous false\npassword_file /etc/pw\nacl_subscribe_check mosquitto\n"))).toEqual(["acl_file", "acl_subscribe_check"])
-      const perListener = yield* options("per_listener_settings true\nallow_anonymous true\n")
-      expect(securityRestartNeeded(perListener, yield* options("per_listener_settings true\nallow_anonymous false\n"))).toEqual([
-        "per_listener_settings and the listeners' security options"
-      ])
+      const dir = tmp()
+      const pw1 = path.join(dir, "pw1")
+      const pw2 = path.join(dir, "pw2")
+      mosquittoPasswd(pw1, "alice", "one", true)
+      mosquittoPasswd(pw2, "bob", "two", true)
+      const acl = path.join(dir, "acl")
+      fs.writeFileSync(acl, "topic read public/#\n")
+      const s = yield* make(yield* options(`allow_anonymous true\npassword_file ${pw1}\n`))
+      const decide = (r: Partial<AuthRequest>) => s.authentication.authenticate(request(r))
+      expect((yield* decide({})).ok).toBe(true)
+      expect((yield* decide({ username: "alice", password: pw("one") })).ok).toBe(true)
+      // a client connected before the reload keeps its ClientAcl object
+      const before = s.authorization.forClient({ clientId: "c1", username: undefined })
+      expect(before.canReceive("private/x")).toBe(true)
+      expect(before.canSubscribe("private/#")).toBe(true)
+
+      yield* s.files.reconfigure(yield* options(`allow_anonymous false\npassword_file ${pw2}\nclientid_prefixes ok-\nacl_file ${acl}\n`))
+      expect(yield* decide({ clientId: "ok-1" })).toEqual({ ok: false, reason: "not-authorised" })
+      expect((yield* decide({ clientId: "ok-1", username: "alice", password: pw("one") })).ok).toBe(false)
+      expect((yield* decide({ clientId: "ok-1", username: "bob", password: pw("two") })).ok).toBe(true)
+      expect((yield* decide({ clientId: "other", username: "bob", password: pw("two") })).ok).toBe(false)
+      expect(before.canReceive("private/x")).toBe(false)
+      expect(before.canReceive("public/x")).toBe(true)
+      expect(before.canSubscribe("private/#")).toBe(false)
+      // a plain reload reads the files of the new options
+      mosquittoPasswd(pw2, "carol", "three")
+      yield* s.files.reload
+      expect((yield* decide({ clientId: "ok-1", username: "carol", password: pw("three") })).ok).toBe(true)
+
+      yield* s.files.reconfigure(yield* options(`allow_anonymous false\npassword_file ${pw2}\nclientid_prefixes ok-\nacl_file ${acl}\nacl_subscribe_check mosquitto\n`))
+      expect(before.canSubscribe("private/#")).toBe(true)
+      expect(before.canReceive("private/x")).toBe(false)
+
+      const version = s.files.snapshot().version
+      const bad = yield* Effect.exit(s.files.reconfigure(yield* options("allow_anonymous true\nacl_subscribe_check sometimes\n")))
+      expect(Exit.isFailure(bad)).toBe(true)
+      const missing = yield* Effect.exit(s.files.reconfigure(yield* options(`allow_anonymous true\npassword_file ${path.join(dir, "nope")}\n`)))
+      expect(Exit.isFailure(missing)).toBe(true)
+      expect(s.files.snapshot().version).toBe(version)
+      expect((yield* decide({ clientId: "ok-1" })).ok).toBe(false)
     })
   )
 })
