@@ -61,6 +61,8 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
       allowAnonymous: l.allowAnonymous,
       allowZeroLengthClientid: l.allowZeroLengthClientid,
       autoIdPrefix: l.autoIdPrefix,
+      maxTopicAlias: l.maxTopicAlias,
+      useUsernameAsClientid: l.useUsernameAsClientid,
       optional: l.bindOptional
     })),
   settings: {

@@ -46,6 +46,10 @@ export interface ListenerConfig {
   readonly maxQos: 0 | 1 | 2
   /** -1 = unlimited */
   readonly maxConnections: number
+  /** `max_topic_alias`: MQTT 5 topic aliases a client may create (CONNACK Topic Alias Maximum) */
+  readonly maxTopicAlias: number
+  /** `use_username_as_clientid`: the client id becomes the username */
+  readonly useUsernameAsClientid: boolean
   readonly socketDomain: "ipv4" | "ipv6" | undefined
   /** per-listener values, set only when per_listener_settings is true (otherwise use the BrokerConfig ones) */
   readonly allowAnonymous: boolean | undefined
@@ -186,6 +190,8 @@ const localListeners = (ports: ReadonlyArray<number>, security: Security): Array
         mountPoint: undefined,
         maxQos: 2,
         maxConnections: -1,
+        maxTopicAlias: 10,
+        useUsernameAsClientid: false,
         socketDomain: undefined,
         tls: undefined,
         httpDir: undefined,
@@ -225,6 +231,8 @@ const listenerOf = (
   mountPoint: l.mountPoint,
   maxQos: (l.maxQos ?? l.maximumQos ?? 2) as 0 | 1 | 2,
   maxConnections: l.maxConnections,
+  maxTopicAlias: l.maxTopicAlias,
+  useUsernameAsClientid: l.useUsernameAsClientid,
   socketDomain: l.socketDomain,
   ...security,
   bindOptional: false,
@@ -251,7 +259,8 @@ const tlsOf = (l: DecodedListener | DecodedDefaultListener, pskFile: string | un
     ciphersTls13: t.ciphersTls13,
     pskHint: t.pskHint,
     useIdentityAsUsername: t.useIdentityAsUsername,
-    useSubjectAsUsername: t.useSubjectAsUsername
+    useSubjectAsUsername: t.useSubjectAsUsername,
+    dhparamfile: t.dhparamfile
   }
 }
 
@@ -293,6 +302,8 @@ const build = (
     dl.port !== undefined ||
     dl.bindAddress !== undefined ||
     dl.maxConnections !== -1 ||
+    dl.useUsernameAsClientid ||
+    dl.dhparamfile !== undefined ||
     dl.protocol !== "mqtt" ||
     dl.socketDomain !== undefined ||
     dl.passwordFile !== undefined ||

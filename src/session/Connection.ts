@@ -100,6 +100,10 @@ export interface ListenerSettings {
   readonly allowAnonymous: boolean | undefined
   readonly allowZeroLengthClientid: boolean | undefined
   readonly autoIdPrefix: string | undefined
+  /** `max_topic_alias`: the CONNACK's Topic Alias Maximum (v5); undefined: the broker-wide setting */
+  readonly maxTopicAlias?: number | undefined
+  /** `use_username_as_clientid`: the client id becomes the username; a client without one is not authorised */
+  readonly useUsernameAsClientid?: boolean | undefined
 }
 
 /** What a CONNECT (or a v5 AUTH exchange) asks the authentication service. */
@@ -770,6 +774,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     authData: Buffer | undefined
   ): void {
     const core = this.core
+    // use_username_as_clientid (handle_connect.c): the username, from the CONNECT or the TLS identity, is the client id
+    if (this.listener.useUsernameAsClientid === true && this.clientId !== username) {
+      if (username === undefined) return this.refuse(ConnackV4.NotAuthorized, ReasonCode.NotAuthorized, "not authorised")
+      this.clientId = username
+      if (assigned !== undefined) assigned = username
+    }
     // cluster: this node becomes the client id's owner first (another node lets the session go)
     const cluster = core.cluster
     if (cluster !== undefined && !this.claimed) {
@@ -803,7 +813,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       this.clientMaxPacketSize = props?.maximumPacketSize ?? 0
       this.problemInformation = props?.requestProblemInformation !== false
       this.clientTopicAliasMax = props?.topicAliasMaximum ?? 0
-      this.topicAliasMax = settings.maxTopicAlias
+      this.topicAliasMax = this.listener.maxTopicAlias ?? settings.maxTopicAlias
       this.receiveMaximum = settings.maxInflightMessages > 0 ? settings.maxInflightMessages : 65535
       // [MQTT-3.1.2-?] the client's Receive Maximum bounds what the broker sends in flight
       const clientReceiveMaximum = props?.receiveMaximum ?? 65535

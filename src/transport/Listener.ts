@@ -44,6 +44,10 @@ export interface ListenerOptions {
   readonly allowAnonymous?: boolean | undefined
   readonly allowZeroLengthClientid?: boolean | undefined
   readonly autoIdPrefix?: string | undefined
+  /** `max_topic_alias` (undefined: the broker-wide setting) */
+  readonly maxTopicAlias?: number | undefined
+  /** `use_username_as_clientid` */
+  readonly useUsernameAsClientid?: boolean | undefined
   /** the broker's authentication, when a service is provided */
   readonly authenticate?: ConnectionHooks["authenticate"]
   /** `protocol`: MQTT over TCP (default) or over WebSockets */
@@ -130,7 +134,9 @@ export const listenTcp = (
       maxQos: options.maxQos ?? 2,
       allowAnonymous: options.allowAnonymous,
       allowZeroLengthClientid: options.allowZeroLengthClientid,
-      autoIdPrefix: options.autoIdPrefix
+      autoIdPrefix: options.autoIdPrefix,
+      maxTopicAlias: options.maxTopicAlias,
+      useUsernameAsClientid: options.useUsernameAsClientid
     }
     /** one accept path for TCP, TLS and WebSocket connections */
     const accept = (socket: MqttSocket & { destroy(): void }, identity: TlsIdentity | undefined) => {
@@ -188,7 +194,15 @@ export const listenTcp = (
         socketPath: undefined,
         update: (next: ListenerOptions) => {
           maxConnections = next.maxConnections ?? -1
-          Object.assign(settings, { mountPoint: next.mountPoint, maxQos: next.maxQos ?? 2, allowAnonymous: next.allowAnonymous, allowZeroLengthClientid: next.allowZeroLengthClientid, autoIdPrefix: next.autoIdPrefix })
+          Object.assign(settings, {
+            mountPoint: next.mountPoint,
+            maxQos: next.maxQos ?? 2,
+            allowAnonymous: next.allowAnonymous,
+            allowZeroLengthClientid: next.allowZeroLengthClientid,
+            autoIdPrefix: next.autoIdPrefix,
+            maxTopicAlias: next.maxTopicAlias,
+            useUsernameAsClientid: next.useUsernameAsClientid
+          })
         },
         reloadTls: tlsSetup !== undefined ? tlsSetup.reload(ws.server as tls.Server).pipe(Effect.orElse(() => Effect.void)) : Effect.void
       }
@@ -234,6 +248,8 @@ export const listenTcp = (
       s.allowAnonymous = next.allowAnonymous
       s.allowZeroLengthClientid = next.allowZeroLengthClientid
       s.autoIdPrefix = next.autoIdPrefix
+      s.maxTopicAlias = next.maxTopicAlias
+      s.useUsernameAsClientid = next.useUsernameAsClientid
     }
     const reloadTls = tlsSetup !== undefined ? tlsSetup.reload(server as tls.Server).pipe(Effect.orElse(() => Effect.void)) : Effect.void
     return typeof address === "string"

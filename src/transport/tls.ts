@@ -19,9 +19,10 @@
  * - `use_identity_as_username` (the certificate CN, or the PSK identity) and
  *   `use_subject_as_username` (the certificate subject in RFC 2253 form, as
  *   OpenSSL's `XN_FLAG_RFC2253` prints it) replace the MQTT username;
- * - `reload` re-reads certificate, key, CAs, CRL and psk_file, for new
+ * - `reload` re-reads certificate, key, CAs, CRL, DH parameters and psk_file, for new
  *   connections only ("reloaded on reload signal" in mosquitto.conf(5)).
  */
+import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as tls from "node:tls"
@@ -43,6 +44,8 @@ export interface TlsListenerOptions {
   readonly pskFile?: string | undefined
   readonly useIdentityAsUsername?: boolean | undefined
   readonly useSubjectAsUsername?: boolean | undefined
+  /** PEM Diffie-Hellman parameters: enables the DHE key exchanges (OpenSSL's `dhparam`) */
+  readonly dhparamfile?: string | undefined
 }
 
 export class TlsConfigError extends Schema.TaggedError<TlsConfigError>()("TlsConfigError", {
@@ -135,6 +138,50 @@ const tryContext = (option: string, options: tls.SecureContextOptions): Effect.E
     catch: (e) => new TlsConfigError({ reason: "InvalidCertificate", option, message: `${option}: ${(e as Error).message}` })
   })
 
+/**
+ * Why PEM Diffie-Hellman parameters (`-----BEGIN DH PARAMETERS-----`, DER
+ * `SEQUENCE { INTEGER p, INTEGER g, ... }`) cannot be used, or undefined: not
+ * that form, not a prime group OpenSSL accepts, or under 1024 bits (Node
+ * refuses those for TLS).
+ */
+export const dhParamsProblem = (pem: string): string | undefined => {
+  const m = /-----BEGIN DH PARAMETERS-----([\s\S]*?)-----END DH PARAMETERS-----/.exec(pem)
+  if (m === null) return "no DH PARAMETERS block"
+  const der = Buffer.from(m[1].replace(/\s+/g, ""), "base64")
+  let pos = 0
+  const length = (): number => {
+    const first = der[pos++]
+    if (first === undefined) return -1
+    if (first < 0x80) return first
+    const n = first & 0x7f
+    if (n === 0 || n > 3) return -1
+    let len = 0
+    for (let i = 0; i < n; i++) len = len * 256 + (der[pos++] ?? NaN)
+    return Number.isNaN(len) ? -1 : len
+  }
+  const integer = (): Buffer | undefined => {
+    if (der[pos++] !== 0x02) return undefined
+    const len = length()
+    if (len <= 0 || pos + len > der.length) return undefined
+    const value = der.subarray(pos, pos + len)
+    pos += len
+    return value
+  }
+  if (der[pos++] !== 0x30 || length() < 0) return "not DER-encoded DH parameters"
+  const p = integer()
+  const g = integer()
+  if (p === undefined || g === undefined) return "not DER-encoded DH parameters"
+  const prime = p[0] === 0 ? p.subarray(1) : p
+  const bits = prime.length * 8 - Math.clz32(prime[0] ?? 0) + 24
+  if (bits < 1024) return `a ${bits}-bit prime is too small (1024 bits at least)`
+  try {
+    crypto.createDiffieHellman(prime, g)
+  } catch (e) {
+    return (e as Error).message
+  }
+  return undefined
+}
+
 interface Loaded {
   readonly context: tls.SecureContextOptions
   readonly pskKeys: ReadonlyMap<string, Buffer> | undefined
@@ -171,6 +218,14 @@ const loadFiles = (o: TlsListenerOptions): Effect.Effect<Loaded, TlsConfigError>
       const crl = yield* readText("crlfile", o.crlfile)
       yield* tryContext("crlfile", { ca: ca.length > 0 ? ca : undefined, crl })
       context.crl = crl
+    }
+    if (o.dhparamfile !== undefined) {
+      const dhparam = yield* readText("dhparamfile", o.dhparamfile)
+      // OpenSSL's PEM_read_bio_DHparams, as Mosquitto: Node would drop parameters it cannot read silently
+      const problem = dhParamsProblem(dhparam)
+      if (problem !== undefined) return yield* fail("InvalidCertificate", "dhparamfile", `dhparamfile "${o.dhparamfile}": ${problem}`)
+      yield* tryContext("dhparamfile", { dhparam })
+      context.dhparam = dhparam
     }
     let pskKeys: ReadonlyMap<string, Buffer> | undefined
     if (o.pskFile !== undefined) {

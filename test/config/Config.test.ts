@@ -276,6 +276,8 @@ describe("listeners", () => {
         mountPoint: undefined,
         maxQos: 2,
         maxConnections: 100,
+        maxTopicAlias: 10,
+        useUsernameAsClientid: false,
         socketDomain: undefined,
         allowAnonymous: undefined,
         allowZeroLengthClientid: undefined,
@@ -292,6 +294,8 @@ describe("listeners", () => {
         mountPoint: "tenant/a/",
         maxQos: 1,
         maxConnections: -1,
+        maxTopicAlias: 10,
+        useUsernameAsClientid: false,
         socketDomain: "ipv4",
         allowAnonymous: undefined,
         allowZeroLengthClientid: undefined,
@@ -308,6 +312,8 @@ describe("listeners", () => {
         mountPoint: undefined,
         maxQos: 0,
         maxConnections: -1,
+        maxTopicAlias: 10,
+        useUsernameAsClientid: false,
         socketDomain: undefined,
         allowAnonymous: undefined,
         allowZeroLengthClientid: undefined,
@@ -316,6 +322,28 @@ describe("listeners", () => {
         aclFile: undefined,
         bindOptional: false
       }
+    ])
+  })
+
+  it("max_topic_alias (0 to 65535, default 10) and use_username_as_clientid are per listener (the latter before any listener makes the default one, max_topic_alias does not: conf.c); dhparamfile is a TLS option", () => {
+    const c = ok("listener 1883\nmax_topic_alias 0\nuse_username_as_clientid true\nlistener 1884\nmax_topic_alias 65535\n")
+    expect(c.listeners.map((l) => [l.port, l.maxTopicAlias, l.useUsernameAsClientid])).toEqual([
+      [1883, 0, true],
+      [1884, 65535, false]
+    ])
+    expect(fails("listener 1883\nmax_topic_alias 65536\nuse_username_as_clientid maybe\n").map((p) => p.slice(0, 31))).toEqual([
+      "t.conf:2 max_topic_alias: inval",
+      "t.conf:3 use_username_as_client"
+    ])
+    const dl = ok("use_username_as_clientid true\nlistener 1885\n")
+    expect(dl.listeners.map((l) => [l.port, l.useUsernameAsClientid])).toEqual([
+      [1885, false],
+      [1883, true]
+    ])
+    expect(ok("max_topic_alias 3\nlistener 1885\n").listeners.map((l) => [l.port, l.maxTopicAlias])).toEqual([[1885, 10]])
+    expect(ok("listener 8883\ndhparamfile /etc/dh.pem\ncertfile /c\nkeyfile /k\n").listeners[0].tls?.dhparamfile).toBe("/etc/dh.pem")
+    expect(ok("listener 1883\ndhparamfile /etc/dh.pem\n").warnings).toEqual([
+      "t.conf:2 dhparamfile: has no effect: this listener has no certfile and keyfile, nor psk_hint, so it is not TLS"
     ])
   })
 
@@ -540,9 +568,9 @@ describe("file format", () => {
   })
 
   it("a recognised option Midge does not support yet is a warning naming file:line, and is kept", () => {
-    const c = ok("listener 8883\ncertfile /etc/cert.pem\nkeyfile /etc/key.pem\nmax_topic_alias 5\ntls_engine x\n", "/etc/m.conf")
-    expect(c.warnings).toEqual(["/etc/m.conf:4 max_topic_alias: not supported yet by Midge", "/etc/m.conf:5 tls_engine: not supported yet by Midge"])
-    expect(c.directives.map((d) => d.option)).toEqual(["listener", "certfile", "keyfile", "max_topic_alias", "tls_engine"])
+    const c = ok("listener 8883\ncertfile /etc/cert.pem\nkeyfile /etc/key.pem\nmax_topic_alias_broker 5\ntls_engine x\n", "/etc/m.conf")
+    expect(c.warnings).toEqual(["/etc/m.conf:4 max_topic_alias_broker: not supported yet by Midge", "/etc/m.conf:5 tls_engine: not supported yet by Midge"])
+    expect(c.directives.map((d) => d.option)).toEqual(["listener", "certfile", "keyfile", "max_topic_alias_broker", "tls_engine"])
     expect(c.listeners.map((l) => l.port)).toEqual([8883])
     // certfile makes it a TLS listener
     expect(c.listeners[0].tls).toMatchObject({ certfile: "/etc/cert.pem", keyfile: "/etc/key.pem" })

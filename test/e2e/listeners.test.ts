@@ -1,7 +1,8 @@
 /**
  * Listener options from mosquitto.conf, through the same path as the daemon
  * (parseConfigText → brokerOptionsFromConfig → Broker): several listeners,
- * mount_point, per_listener_settings, Unix sockets, max_connections.
+ * mount_point, per_listener_settings, Unix sockets, max_connections,
+ * max_topic_alias, use_username_as_clientid.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -12,7 +13,7 @@ import * as path from "node:path"
 import { Broker, brokerOptionsFromConfig } from "../../src/Broker.js"
 import { parseConfigText } from "../../src/config/Config.js"
 import { Log } from "../../src/log/Log.js"
-import { collect, connectClient, publish, rawClient, run, spawnScoped, subscribe, waitFor } from "./harness.js"
+import { collect, connectClient, connectCollecting, publish, rawClient, run, spawnScoped, subscribe, waitFor } from "./harness.js"
 
 const freePorts = (n: number) =>
   Effect.promise(async () => {
@@ -103,6 +104,52 @@ describe("listeners from mosquitto.conf", () => {
       yield* subscribe(one, "still", { qos: 0 })
       yield* publish(one, "still", "working")
       yield* waitFor(() => got.length === 1, "the first client to work")
+    })
+  )
+
+  it.scopedLive("max_topic_alias per listener: the CONNACK's Topic Alias Maximum; an alias above it is DISCONNECT 0x94 (mosquitto_pub -D publish topic-alias); 0 allows none", () =>
+    Effect.gen(function* () {
+      const [a, b, c] = yield* freePorts(3)
+      yield* brokerFrom(`allow_anonymous true\nlistener ${a} 127.0.0.1\nmax_topic_alias 2\nlistener ${b} 127.0.0.1\nmax_topic_alias 0\nlistener ${c} 127.0.0.1\n`)
+      const maxOf = (port: number) =>
+        Effect.map(connectCollecting(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5 }), (r) => r.connack.properties?.topicAliasMaximum ?? 0)
+      expect([yield* maxOf(a), yield* maxOf(b), yield* maxOf(c)]).toEqual([2, 0, 10])
+      const aliasPub = (port: number, alias: number) =>
+        run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-V", "5", "-q", "1", "-t", "alias/x", "-m", "m", "-D", "publish", "topic-alias", String(alias), "-d"])
+      expect((yield* aliasPub(a, 2)).code).toBe(0)
+      const above = yield* aliasPub(a, 3)
+      expect(above.code).not.toBe(0)
+      expect(above.stdout).toContain("Received DISCONNECT (148)")
+      expect((yield* aliasPub(b, 1)).stdout).toContain("Received DISCONNECT (148)")
+      expect((yield* aliasPub(c, 10)).code).toBe(0)
+    })
+  )
+
+  it.scopedLive("use_username_as_clientid: the username is the client id (another client id cannot take the session over), no username is not authorised; other listeners unchanged", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* freePorts(2)
+      const broker = yield* brokerFrom(`allow_anonymous true\nlistener ${a} 127.0.0.1\nuse_username_as_clientid true\nlistener ${b} 127.0.0.1\n`)
+      const url = `mqtt://127.0.0.1:${a}`
+      const first = yield* connectCollecting(url, { clientId: "device-1", username: "alice", clean: false })
+      expect(broker.core.attached.has("alice")).toBe(true)
+      expect(broker.core.attached.has("device-1")).toBe(false)
+      let firstClosed = false
+      first.client.on("close", () => (firstClosed = true))
+      // the same user under another client id takes the one session over, and finds it
+      const second = yield* connectCollecting(url, { clientId: "device-2", username: "alice", clean: false })
+      expect(second.sessionPresent).toBe(true)
+      yield* waitFor(() => firstClosed, "the first connection taken over")
+      // v5 with an empty client id: the username comes back as the Assigned Client Identifier
+      const assigned = yield* connectCollecting(url, { clientId: "", username: "bob", protocolVersion: 5 })
+      expect(assigned.connack.properties?.assignedClientIdentifier).toBe("bob")
+      // no username: not authorised, with mosquitto_pub (CONNACK 5)
+      const refused = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(a), "-i", "anon", "-t", "t", "-m", "m"])
+      expect(refused.code).not.toBe(0)
+      expect(refused.stderr).toContain("not authorised")
+      // the other listener keeps client ids
+      expect((yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(b), "-i", "anon", "-t", "t", "-m", "m"])).code).toBe(0)
+      yield* connectCollecting(`mqtt://127.0.0.1:${b}`, { clientId: "device-3", username: "carol" })
+      expect(broker.core.attached.has("device-3")).toBe(true)
     })
   )
 })

@@ -12,7 +12,7 @@ import * as path from "node:path"
 import * as tls from "node:tls"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
-import { makeTls, rfc2253, type TlsIdentity, type TlsListenerOptions } from "../../src/transport/tls.js"
+import { dhParamsProblem, makeTls, rfc2253, type TlsIdentity, type TlsListenerOptions } from "../../src/transport/tls.js"
 import { run, spawnScoped, waitFor } from "../e2e/harness.js"
 import { makePki, selfSigned, subjectRfc2253, wireConnections } from "./fixtures.js"
 
@@ -162,6 +162,29 @@ describe("TLS listener (certfile, keyfile, cafile)", () => {
       const only12 = yield* startTls({ certfile: pki.serverCert, keyfile: pki.serverKey, ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256" })
       expect(yield* handshake(only12.port, {})).toMatchObject({ protocol: "TLSv1.3" })
       expect(yield* handshake(only12.port, { maxVersion: "TLSv1.2", ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384" })).toBe("failed")
+    })
+  )
+
+  it.scopedLive("dhparamfile enables the DHE suites of TLS 1.2 (RSA certificate); without it they are not offered; a bad file names the option", () =>
+    Effect.gen(function* () {
+      const dir = pki.dir
+      const sh = (...args: Array<string>) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" })
+      sh("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rsa.key", "-out", "rsa.crt", "-days", "1", "-subj", "/CN=localhost")
+      sh("genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "group:ffdhe2048", "-out", "dh.pem")
+      const rsa = { certfile: path.join(dir, "rsa.crt"), keyfile: path.join(dir, "rsa.key"), ciphers: "DHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256" }
+      const dhe = { maxVersion: "TLSv1.2" as const, ciphers: "DHE-RSA-AES128-GCM-SHA256", ca: fs.readFileSync(rsa.certfile) }
+      const withDh = yield* startTls({ ...rsa, dhparamfile: path.join(dir, "dh.pem") })
+      expect(yield* handshake(withDh.port, dhe)).toEqual({ protocol: "TLSv1.2", cipher: "DHE-RSA-AES128-GCM-SHA256" })
+      const without = yield* startTls(rsa)
+      expect(yield* handshake(without.port, dhe)).toBe("failed")
+      expect(yield* handshake(without.port, { maxVersion: "TLSv1.2", ca: fs.readFileSync(rsa.certfile) })).toMatchObject({ cipher: "ECDHE-RSA-AES128-GCM-SHA256" })
+      fs.writeFileSync(path.join(dir, "bad-dh.pem"), "-----BEGIN DH PARAMETERS-----\nbm90IGRo\n-----END DH PARAMETERS-----\n")
+      expect(yield* Effect.flip(makeTls({ ...rsa, dhparamfile: path.join(dir, "bad-dh.pem") }))).toMatchObject({ reason: "InvalidCertificate", option: "dhparamfile" })
+      sh("genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "dh_paramgen_prime_len:512", "-out", "dh512.pem")
+      expect(dhParamsProblem(fs.readFileSync(path.join(dir, "dh512.pem"), "utf8"))).toBe("a 512-bit prime is too small (1024 bits at least)")
+      expect(dhParamsProblem(fs.readFileSync(path.join(dir, "dh.pem"), "utf8"))).toBeUndefined()
+      expect(dhParamsProblem(fs.readFileSync(pki.serverCert, "utf8"))).toBe("no DH PARAMETERS block")
+      expect(yield* Effect.flip(makeTls({ ...rsa, dhparamfile: path.join(dir, "none.pem") }))).toMatchObject({ reason: "MissingFile", option: "dhparamfile" })
     })
   )
 

@@ -429,6 +429,10 @@ const listenerFields = {
   // `max_qos` (and conf.c's older spelling `maximum_qos`): the highest QoS this listener's clients may use
   maxQos: opt("max_qos", last(Int({ min: 0, max: 2 }))),
   maximumQos: opt("maximum_qos", last(Int({ min: 0, max: 2 }))),
+  // MQTT 5 topic aliases a client may create on this listener (CONNACK Topic Alias Maximum; 0: none)
+  maxTopicAlias: def("max_topic_alias", last(Int({ min: 0, max: 65535 })), 10),
+  // the client id is replaced by the username (a client without one is not authorised)
+  useUsernameAsClientid: def("use_username_as_clientid", last(Bool), false),
   // TLS / TLS-PSK (certificate-based and pre-shared-key listeners) and WebSocket static files
   cafile: opt("cafile", once(Str)),
   capath: opt("capath", once(Str)),
@@ -440,6 +444,7 @@ const listenerFields = {
   ciphers: opt("ciphers", once(Str)),
   ciphersTls13: opt("ciphers_tls1.3", once(Str)),
   pskHint: opt("psk_hint", once(Str)),
+  dhparamfile: opt("dhparamfile", once(Str)),
   useIdentityAsUsername: opt("use_identity_as_username", last(Bool)),
   useSubjectAsUsername: opt("use_subject_as_username", last(Bool)),
   httpDir: opt("http_dir", once(Str))
