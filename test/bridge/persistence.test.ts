@@ -56,6 +56,16 @@ const storedBridge = (store: { readonly load: () => Effect.Effect<{ readonly ses
 
 const publishes = (c: FakeConnection) => of(c, "publish")
 
+/** A remote that refuses connections (CONNACK 3, server unavailable) until `up()`, then answers politely. */
+const downUntilUp = Effect.gen(function* () {
+  let down = true
+  const fake = yield* fakeBroker((c, p) => {
+    if (p.cmd === "connect" && down) return c.send({ cmd: "connack", returnCode: 3, sessionPresent: false })
+    polite(c, p)
+  })
+  return { fake, up: () => (down = false) }
+})
+
 describe("a bridge's local session in the store (local_cleansession false)", () => {
   it.scopedLive("a restart keeps what was queued, what was in flight and the incoming QoS 2 ids; the kept remote session gets DUP, PUBREL, then the queue in order", () =>
     Effect.gen(function* () {
@@ -138,11 +148,7 @@ describe("a bridge's local session in the store (local_cleansession false)", () 
 
   it.scopedLive("local_cleansession true: nothing is stored, and a restart sends nothing again", () =>
     Effect.gen(function* () {
-      let down = true
-      const fake = yield* fakeBroker((c, p) => {
-        if (p.cmd === "connect" && down) return c.send({ cmd: "connack", returnCode: 3, sessionPresent: false })
-        polite(c, p)
-      })
+      const { fake, up } = yield* downUntilUp
       const dir = freshDir()
       const text = block(fake.port, "topic out/# out 1", "local_cleansession true")
       const first = yield* brokerWithBridge(dir, text)
@@ -152,7 +158,7 @@ describe("a bridge's local session in the store (local_cleansession false)", () 
       expect(yield* storedBridge(first.store)).toBeUndefined()
       yield* Effect.promise(() => client.endAsync())
       yield* first.stop
-      down = false
+      up()
       const second = yield* brokerWithBridge(dir, text)
       yield* waitFor(() => second.bridge.status()[0].state === "connected", "the connection", 10_000)
       yield* settle(200)
@@ -164,11 +170,7 @@ describe("a bridge's local session in the store (local_cleansession false)", () 
 
   it.scopedLive("a reload that changes the block keeps the queue; a bridge removed, or no longer configured at a start, has its stored session dropped", () =>
     Effect.gen(function* () {
-      let down = true
-      const fake = yield* fakeBroker((c, p) => {
-        if (p.cmd === "connect" && down) return c.send({ cmd: "connack", returnCode: 3, sessionPresent: false })
-        polite(c, p)
-      })
+      const { fake, up } = yield* downUntilUp
       const dir = freshDir()
       const text = block(fake.port, "topic out/# out 1")
       const first = yield* brokerWithBridge(dir, text)
@@ -201,7 +203,7 @@ describe("a bridge's local session in the store (local_cleansession false)", () 
       yield* Effect.promise(() => client2.endAsync())
       yield* again.stop
 
-      down = false
+      up()
       const last = yield* brokerWithBridge(dir, text)
       yield* waitFor(() => last.bridge.status()[0].state === "connected", "the connection", 10_000)
       yield* settle(200)
