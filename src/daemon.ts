@@ -327,6 +327,7 @@ const main = Effect.gen(function* () {
         // mosquitto_security_apply, every connected client is checked again and those now refused go
         if (Option.isNone(dynsec)) {
           yield* files.reconfigure({ ...optionsFromConfig(next), onWarning })
+          for (const connection of broker.core.attached.values()) connection.reauthorize?.()
           const refused = yield* recheckConnected(broker.core, Context.get(security as Context.Context<Authentication>, Authentication))
           for (const clientId of refused) log.notice(`Client ${clientId} disconnected, not authorised.`)
         }

@@ -316,6 +316,8 @@ interface State {
   readonly prefixes: string | undefined
   /** acl_subscribe_check read-access */
   readonly strict: boolean
+  /** some scope has an acl_file: clients get a FileClientAcl, else the shared `$`-rules one */
+  readonly anyAcl: boolean
   readonly global: LoadedScope
   readonly byPort: ReadonlyMap<number, LoadedScope>
   readonly passwordFiles: ReadonlyMap<string, ReadonlyMap<string, HashedEntry>>
@@ -369,6 +371,7 @@ const load = (options: AuthOptions, version: number): Effect.Effect<State, AuthC
       options,
       prefixes: options.clientidPrefixes,
       strict: options.subscribeCheck !== "mosquitto",
+      anyAcl: aclFiles.size > 0,
       global: scope(options),
       byPort,
       passwordFiles,
@@ -493,6 +496,17 @@ class FileClientAcl implements ClientAcl {
   }
 }
 
+/**
+ * What a client gets while no scope has an acl_file (the default configuration): only the `$`
+ * rules, one object for every client. A reload that adds an acl_file gives the clients connected
+ * a FileClientAcl of their own (`AttachedConnection.reauthorize`).
+ */
+const dollarRulesAcl: ClientAcl = {
+  canPublish: (topic) => dollarAllows(topic, WRITE),
+  canSubscribe: () => true,
+  canReceive: (topic) => dollarAllows(topic, READ)
+}
+
 const snapshotOf = (state: State): SecuritySnapshot => {
   const passwordFiles = new Map<string, ReadonlyArray<string>>()
   for (const [path, users] of state.passwordFiles) passwordFiles.set(path, [...users.keys()])
@@ -522,8 +536,9 @@ export const make = (
     }
     return {
       authentication: Authentication.fromDecision(decideWith(store)),
-      // every client reads the current state, so a reload that adds an acl_file applies to those connected
-      authorization: Authorization.make((client) => new FileClientAcl(store, client)),
+      // a FileClientAcl reads the current state at each check; after a reload the daemon asks again for every
+      // connected client (Mosquitto's security_apply), so one that had the shared object gets its rules
+      authorization: Authorization.make((client) => (store.state.anyAcl ? new FileClientAcl(store, client) : dollarRulesAcl)),
       files
     }
   })

@@ -1606,6 +1606,12 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.close("takeover")
   }
 
+  reauthorize(): void {
+    const session = this.session
+    if (this.state !== "connected" || session === undefined) return
+    session.acl = this.core.authorize?.({ clientId: this.clientId, username: this.username, listenerPort: this.listener.port })
+  }
+
   authRequest(): ConnectAuthRequest | undefined {
     // a v5 enhanced authentication is the method's to repeat (re-authentication), not a reload's
     if (this.state !== "connected" || this.authMethod !== undefined) return undefined

@@ -134,6 +134,8 @@ export interface AttachedConnection {
   kick(reasonCode: number, reasonString?: string): void
   /** what its CONNECT asked the authentication service, to ask again after a reload; undefined: not to be checked again (v5 enhanced authentication) */
   authRequest?(): ConnectAuthRequest | undefined
+  /** ask the Authorization service for its ClientAcl again (after a reload of the security options) */
+  reauthorize?(): void
 }
 
 /**

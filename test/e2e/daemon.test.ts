@@ -164,7 +164,7 @@ describe("node dist/main.js", () => {
     })
   )
 
-  it.scopedLive("SIGHUP applies changed security options as Mosquitto does: allow_anonymous false and a changed password disconnect those connected clients, the others stay", () =>
+  it.scopedLive("SIGHUP applies changed security options as Mosquitto does: allow_anonymous false and a changed password disconnect those connected clients, the others stay under the new acl_file", () =>
     Effect.gen(function* () {
       const port = yield* freePort
       const { conf, dir } = yield* confFile([`listener ${port} 127.0.0.1`, "allow_anonymous true", "user root"])
@@ -185,16 +185,22 @@ describe("node dist/main.js", () => {
       yield* subscribe(alice, "t", { qos: 1 })
 
       execFileSync("/usr/bin/mosquitto_passwd", ["-b", pw, "bob", "changed"], { stdio: "ignore" })
-      fs.writeFileSync(conf, fs.readFileSync(conf, "utf8").replace("allow_anonymous true", "allow_anonymous false"))
+      // an acl_file appears: alice may publish on t but no longer read it, and may read and write own/#
+      const acl = path.join(dir, "acl")
+      fs.writeFileSync(acl, "user alice\ntopic write t\ntopic readwrite own/#\nuser bob\ntopic readwrite #\n")
+      fs.writeFileSync(conf, fs.readFileSync(conf, "utf8").replace("allow_anonymous true", "allow_anonymous false") + `acl_file ${acl}\n`)
       daemon.child.kill("SIGHUP")
       yield* waitFor(() => anonDisconnect.length === 1 && bobClosed, "the anonymous client and bob disconnected", 10_000)
       expect(anonDisconnect).toEqual([0x87])
       expect(daemon.out.stderr).toContain("Client anon disconnected, not authorised.")
       expect(daemon.out.stderr).toContain("Client bob-1 disconnected, not authorised.")
       expect(daemon.out.stderr).not.toContain("Client alice-1 disconnected")
-      // alice stays connected and subscribed
-      yield* publish(alice, "t", "still here", { qos: 1 })
-      yield* waitFor(() => aliceGot.length === 1, "alice's own message")
+      // alice stays connected, under the new ACL: her message on t is not delivered to her, own/x is
+      yield* subscribe(alice, "own/#", { qos: 1 })
+      yield* publish(alice, "t", "not for alice now", { qos: 1 })
+      yield* publish(alice, "own/x", "still here", { qos: 1 })
+      yield* waitFor(() => aliceGot.length === 1, "alice's own/x message")
+      expect(aliceGot.map((m) => m.topic)).toEqual(["own/x"])
       // new anonymous clients are refused, with mosquitto_pub
       const refused = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-t", "t", "-m", "m"])
       expect(refused.code).not.toBe(0)
