@@ -61,6 +61,8 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
       allowAnonymous: l.allowAnonymous,
       allowZeroLengthClientid: l.allowZeroLengthClientid,
       autoIdPrefix: l.autoIdPrefix,
+      // websockets_headers_size is global in Mosquitto: every WebSocket listener gets it
+      websocketsHeadersSize: config.websocketsHeadersSize > 0 ? config.websocketsHeadersSize : undefined,
       maxTopicAlias: l.maxTopicAlias,
       useUsernameAsClientid: l.useUsernameAsClientid,
       optional: l.bindOptional

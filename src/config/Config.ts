@@ -97,6 +97,8 @@ export interface BrokerConfig {
   readonly upgradeOutgoingQos: boolean
   readonly setTcpNodelay: boolean
   readonly sysInterval: number
+  /** `websockets_headers_size`: bytes of HTTP headers a WebSocket upgrade may carry; 0: Node's default (16 KiB) */
+  readonly websocketsHeadersSize: number
   readonly logDest: ReadonlyArray<LogDest>
   readonly logTypes: ReadonlyArray<LogType>
   readonly connectionMessages: boolean
@@ -376,6 +378,7 @@ const build = (
     upgradeOutgoingQos: g.upgradeOutgoingQos,
     setTcpNodelay: g.setTcpNodelay,
     sysInterval: g.sysInterval,
+    websocketsHeadersSize: g.websocketsHeadersSize,
     logDest: g.logDest,
     logTypes: g.logTypes,
     connectionMessages: g.connectionMessages,

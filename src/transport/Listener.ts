@@ -48,6 +48,8 @@ export interface ListenerOptions {
   readonly maxTopicAlias?: number | undefined
   /** `use_username_as_clientid` */
   readonly useUsernameAsClientid?: boolean | undefined
+  /** WebSocket listeners: `websockets_headers_size`, the HTTP headers' limit of an upgrade (undefined: Node's 16 KiB) */
+  readonly websocketsHeadersSize?: number | undefined
   /** the broker's authentication, when a service is provided */
   readonly authenticate?: ConnectionHooks["authenticate"]
   /** `protocol`: MQTT over TCP (default) or over WebSockets */
@@ -176,6 +178,7 @@ export const listenTcp = (
           socketDomain: options.socketDomain,
           tls: tlsSetup?.serverOptions,
           httpDir: options.httpDir,
+          maxHeaderSize: options.websocketsHeadersSize,
           onHandshakeFailure: (line) => core.log.notice(line)
         },
         (socket, info) => accept(socket, info.tlsSocket !== undefined ? tlsSetup?.identity(info.tlsSocket) : undefined)

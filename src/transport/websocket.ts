@@ -101,6 +101,8 @@ export interface WebSocketListenerOptions {
   readonly tls?: tls.TlsOptions | undefined
   /** `http_dir` */
   readonly httpDir?: string | undefined
+  /** the HTTP headers' limit of a request or upgrade, bytes (`websockets_headers_size`); default Node's 16 KiB */
+  readonly maxHeaderSize?: number | undefined
   /** largest WebSocket message (bytes); default MQTT's largest packet */
   readonly maxPayload?: number | undefined
   /** wss://: where a failed TLS handshake's line goes (the socket is closed either way) */
@@ -195,8 +197,9 @@ export const listenWebSocket = (
       if (files === undefined) return reply(res, 404, "Not Found\n")
       files(req, res).catch(() => res.destroy())
     }
+    const limits = options.maxHeaderSize === undefined ? {} : { maxHeaderSize: options.maxHeaderSize }
     const server: http.Server | https.Server =
-      options.tls === undefined ? http.createServer(onRequest) : https.createServer(options.tls, onRequest)
+      options.tls === undefined ? http.createServer(limits, onRequest) : https.createServer({ ...options.tls, ...limits }, onRequest)
     const wss = new WebSocketServer({
       noServer: true,
       maxPayload: options.maxPayload ?? MAX_MQTT_PACKET,

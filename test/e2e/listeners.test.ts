@@ -152,4 +152,17 @@ describe("listeners from mosquitto.conf", () => {
       expect(broker.core.attached.has("device-3")).toBe(true)
     })
   )
+
+  it.scopedLive("websockets_headers_size limits the HTTP headers of a WebSocket upgrade (Node's 16 KiB without it)", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* freePorts(2)
+      yield* brokerFrom(`allow_anonymous true\nwebsockets_headers_size 2048\nlistener ${a} 127.0.0.1\nprotocol websockets\n`)
+      yield* brokerFrom(`allow_anonymous true\nlistener ${b} 127.0.0.1\nprotocol websockets\n`)
+      const withCookie = (port: number, size: number) =>
+        Effect.either(connectClient(`ws://127.0.0.1:${port}`, { wsOptions: { headers: { Cookie: `c=${"x".repeat(size)}` } } }))
+      expect((yield* withCookie(a, 100))._tag).toBe("Right")
+      expect((yield* withCookie(a, 4000))._tag).toBe("Left")
+      expect((yield* withCookie(b, 4000))._tag).toBe("Right")
+    })
+  )
 })

@@ -97,7 +97,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("sys_interval", "global", S),
   spec("upgrade_outgoing_qos", "global", S),
   spec("user", "global", S),
-  spec("websockets_headers_size", "global", N),
+  spec("websockets_headers_size", "global", S),
   spec("websockets_log_level", "global", N),
   // Listeners: general options
   spec("accept_protocol_versions", "listener-required", N),

@@ -392,6 +392,8 @@ export const GlobalSection = Schema.Struct({
   upgradeOutgoingQos: def("upgrade_outgoing_qos", last(Bool), false),
   setTcpNodelay: def("set_tcp_nodelay", last(Bool), false),
   sysInterval: def("sys_interval", last(Int({ min: 0, max: 65535 })), 10),
+  // the HTTP request headers a WebSocket upgrade may carry, bytes (0: Node's default, 16 KiB)
+  websocketsHeadersSize: def("websockets_headers_size", last(Int({ min: 0, max: 1048576 })), 0),
   logDest: def("log_dest", LogDests, [{ kind: "stderr" }] as ReadonlyArray<LogDest>),
   logTypes: def("log_type", LogTypes, defaultLogTypes),
   connectionMessages: def("connection_messages", last(Bool), true),
