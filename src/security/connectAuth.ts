@@ -52,6 +52,16 @@ const stepOutcome = (
   }
 }
 
+/** What the Authentication service is asked for a connection's CONNECT (at the CONNECT, and again after a reload). */
+const authRequestOf = (request: ConnectAuthRequest): AuthRequest => ({
+  clientId: request.clientId,
+  username: request.username,
+  password: request.password,
+  listenerPort: request.listenerPort,
+  remoteAddress: request.remoteAddress,
+  ...request.tls
+})
+
 /** The `authenticate` hook for connections, or undefined when no service is provided. */
 export const makeAuthHook = (
   runtime: Runtime.Runtime<never>,
@@ -112,14 +122,7 @@ export const makeAuthHook = (
       )
     }
     const service = authentication.value
-    const authRequest: AuthRequest = {
-      clientId: request.clientId,
-      username: request.username,
-      password: request.password,
-      listenerPort: request.listenerPort,
-      remoteAddress: request.remoteAddress,
-      ...request.tls
-    }
+    const authRequest = authRequestOf(request)
     const decided = (result: AuthResult | undefined): void =>
       done(result === undefined ? failed : result.ok ? { _tag: "Accept", username: result.username, userProperties: result.userProperties } : refuseOf(result))
     const decide = service.decide
@@ -161,7 +164,7 @@ export const recheckConnected = (
       checks.push({
         clientId,
         connection,
-        request: { clientId: r.clientId, username: r.username, password: r.password, listenerPort: r.listenerPort, remoteAddress: r.remoteAddress, ...r.tls }
+        request: authRequestOf(r)
       })
     }
     const decide = authentication.decide

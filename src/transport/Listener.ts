@@ -97,6 +97,17 @@ export const expiryFiber = (core: Core, session: Session): Effect.Effect<void> =
     }
   })
 
+/** What a connection reads from its listener at CONNECT (all but the port): made at start, swapped in place on a reload. */
+const settingsOf = (o: ListenerOptions): Omit<ListenerSettings, "port"> => ({
+  mountPoint: o.mountPoint,
+  maxQos: o.maxQos ?? 2,
+  allowAnonymous: o.allowAnonymous,
+  allowZeroLengthClientid: o.allowZeroLengthClientid,
+  autoIdPrefix: o.autoIdPrefix,
+  maxTopicAlias: o.maxTopicAlias,
+  useUsernameAsClientid: o.useUsernameAsClientid
+})
+
 /** Open one TCP listener in the current scope. */
 export const listenTcp = (
   core: Core,
@@ -130,16 +141,7 @@ export const listenTcp = (
       }
     }
 
-    const settings: ListenerSettings = {
-      port: options.port,
-      mountPoint: options.mountPoint,
-      maxQos: options.maxQos ?? 2,
-      allowAnonymous: options.allowAnonymous,
-      allowZeroLengthClientid: options.allowZeroLengthClientid,
-      autoIdPrefix: options.autoIdPrefix,
-      maxTopicAlias: options.maxTopicAlias,
-      useUsernameAsClientid: options.useUsernameAsClientid
-    }
+    const settings: ListenerSettings = { port: options.port, ...settingsOf(options) }
     /** one accept path for TCP, TLS and WebSocket connections */
     const accept = (socket: MqttSocket & { destroy(): void }, identity: TlsIdentity | undefined) => {
       if (maxConnections >= 0 && live.size >= maxConnections) {
@@ -197,15 +199,7 @@ export const listenTcp = (
         socketPath: undefined,
         update: (next: ListenerOptions) => {
           maxConnections = next.maxConnections ?? -1
-          Object.assign(settings, {
-            mountPoint: next.mountPoint,
-            maxQos: next.maxQos ?? 2,
-            allowAnonymous: next.allowAnonymous,
-            allowZeroLengthClientid: next.allowZeroLengthClientid,
-            autoIdPrefix: next.autoIdPrefix,
-            maxTopicAlias: next.maxTopicAlias,
-            useUsernameAsClientid: next.useUsernameAsClientid
-          })
+          Object.assign(settings, settingsOf(next))
         },
         reloadTls: tlsSetup !== undefined ? tlsSetup.reload(ws.server as tls.Server).pipe(Effect.orElse(() => Effect.void)) : Effect.void
       }
@@ -245,14 +239,7 @@ export const listenTcp = (
     // connections read `settings` at CONNECT time: a reload swaps the fields in place
     const update = (next: ListenerOptions) => {
       maxConnections = next.maxConnections ?? -1
-      const s = settings as { -readonly [K in keyof ListenerSettings]: ListenerSettings[K] }
-      s.mountPoint = next.mountPoint
-      s.maxQos = next.maxQos ?? 2
-      s.allowAnonymous = next.allowAnonymous
-      s.allowZeroLengthClientid = next.allowZeroLengthClientid
-      s.autoIdPrefix = next.autoIdPrefix
-      s.maxTopicAlias = next.maxTopicAlias
-      s.useUsernameAsClientid = next.useUsernameAsClientid
+      Object.assign(settings, settingsOf(next))
     }
     const reloadTls = tlsSetup !== undefined ? tlsSetup.reload(server as tls.Server).pipe(Effect.orElse(() => Effect.void)) : Effect.void
     return typeof address === "string"
