@@ -95,6 +95,8 @@ export interface StoredSession<M = StoredMessage> extends StoredSessionMeta {
   readonly inboundQos2: ReadonlyArray<number>
 }
 
+const BRIDGE_KEY_PREFIX = "\u0000bridge/"
+
 /**
  * A bridge's local session (its queue, in-flight messages and inbound QoS 2
  * ids, kept when its `local_cleansession` is false, as Mosquitto keeps the
@@ -102,11 +104,11 @@ export interface StoredSession<M = StoredMessage> extends StoredSessionMeta {
  * U+0000, which no client id can hold [MQTT-1.5.4-2], so a client never
  * shares it; the broker hands such sessions to the bridges, not to clients.
  */
-export const bridgeSessionKey = (bridgeName: string): string => `\u0000bridge/${bridgeName}`
+export const bridgeSessionKey = (bridgeName: string): string => BRIDGE_KEY_PREFIX + bridgeName
 
 /** The bridge name of a `bridgeSessionKey`, or undefined for a client's session. */
 export const bridgeNameOfSessionKey = (key: string): string | undefined =>
-  key.startsWith("\u0000bridge/") ? key.slice(8) : undefined
+  key.startsWith(BRIDGE_KEY_PREFIX) ? key.slice(BRIDGE_KEY_PREFIX.length) : undefined
 
 /** Everything the store holds; a message referenced several times is one object. */
 export interface StoreSnapshot<M = StoredMessage> {

@@ -171,19 +171,21 @@ export class BridgeRuntime implements Subscriber {
     // from the store, it is there already; otherwise it is written out whole (the previous runtime's may have been a clean one)
     if (carried !== undefined || stored === undefined) {
       store.sessionDelete(this.storeKey)
-      this.writeWhole(store)
+      this.writeWhole(store, from)
     }
   }
 
-  private writeWhole(store: StoreWriter): void {
+  /** A new store session under `storeKey` holding `state` (what this runtime was just given). */
+  private writeWhole(store: StoreWriter, state: BridgeCarry | undefined): void {
     const key = this.storeKey
     store.sessionUpsert({ clientId: key, expiryInterval: 0xffffffff, disconnectedAt: undefined, will: undefined })
-    for (const out of this.inflight.values()) {
+    if (state === undefined) return
+    for (const out of state.inflight) {
       store.outboundSend(key, out.id, delivery(out))
       if (out.stage === 2) store.outboundPubrec(key, out.id)
     }
-    for (let i = this.head; i < this.queue.length; i++) store.outboundQueue(key, delivery(this.queue[i]!))
-    for (const id of this.awaitingRel) store.inboundQos2Add(key, id)
+    for (const out of state.queue) store.outboundQueue(key, delivery(out))
+    for (const id of state.awaitingRel) store.inboundQos2Add(key, id)
   }
 
   /** What a runtime started for this bridge after this one (a reload that changed its block) takes over. */
