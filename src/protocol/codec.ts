@@ -187,6 +187,19 @@ const settingsFor = (protocolVersion: number, bridgeMode: boolean): DelegateSett
 /** A parser's `parts` while it keeps no bytes: shared, never pushed to (`keep` and `resume` replace it). */
 const NO_PARTS: ReadonlyArray<Buffer> = Object.freeze([])
 
+/**
+ * What the parser keeps of an unfinished frame until the rest arrives, as a Buffer that does not
+ * pin a much larger one. A read chunk can be a slice of Node's 8 KiB pool, or a read of up to
+ * 64 KiB whose last few bytes start a frame; a client that stops mid-frame would keep all of it
+ * alive. Small views on large buffers are copied; the rest is kept as it is.
+ */
+const detached = (part: Buffer): Buffer => {
+  if (part.buffer.byteLength <= 2 * part.length + 256) return part
+  const copy = Buffer.allocUnsafeSlow(part.length)
+  part.copy(copy)
+  return copy
+}
+
 type Delegated = { readonly packet: Packet; readonly error?: undefined } | { readonly packet?: undefined; readonly error: Error }
 
 const runDelegate = (frame: Buffer, settings: DelegateSettings): Delegated => {
@@ -368,7 +381,7 @@ export class PacketParser {
   }
 
   private keep(chunk: Buffer, offset: number, frameLength: number, bodyOffset: number): void {
-    const rest = offset === 0 ? chunk : chunk.subarray(offset)
+    const rest = detached(offset === 0 ? chunk : chunk.subarray(offset))
     this.parts = [rest]
     this.partsLength = rest.length
     this.frameLength = frameLength
@@ -403,7 +416,7 @@ export class PacketParser {
           this.fail(malformed("remaining length longer than 4 bytes (§2.2.3, v5 §1.5.5)"))
           return -1
         }
-        this.parts = [kept, chunk]
+        this.parts = [kept, detached(chunk)]
         this.partsLength = kept.length + chunk.length
         return -1
       }
@@ -418,7 +431,7 @@ export class PacketParser {
     }
     const missing = this.frameLength - this.partsLength
     if (chunk.length < missing) {
-      ;(this.parts as Array<Buffer>).push(chunk)
+      ;(this.parts as Array<Buffer>).push(detached(chunk))
       this.partsLength += chunk.length
       return -1
     }

@@ -640,6 +640,35 @@ describe("PacketParser framing", () => {
     expect(parseChunks([exact], 4, 0).error).toBeUndefined()
   })
 
+  it("an unfinished frame kept for the next read does not pin a larger buffer its chunk is a view on", () => {
+    // a read chunk that is a slice of a bigger buffer (Node's 8 KiB pool, or a 64 KiB read whose last bytes start a frame)
+    const frame = encodePublish({ topic: "a/b", payload: Buffer.from("hello, world"), qos: 1, retain: false, messageId: 5 }, 4).buffer
+    const big = Buffer.alloc(65536)
+    const start = big.length - PINGREQ.length - 6
+    PINGREQ.copy(big, start)
+    frame.copy(big, start + PINGREQ.length, 0, 6)
+    const parser = new PacketParser()
+    const out: Array<Packet> = []
+    expect(parser.parse(big.subarray(start), out)).toBeUndefined()
+    expect(out).toMatchObject([{ cmd: "pingreq" }])
+    const kept = (parser as unknown as { parts: ReadonlyArray<Buffer> }).parts
+    expect(kept).toHaveLength(1)
+    expect(kept[0].buffer.byteLength).toBeLessThan(1024)
+    // the kept bytes are a copy: the reader may do what it likes with its buffer now
+    big.fill(0xee)
+    expect(parser.parse(frame.subarray(6, 9), out)).toBeUndefined()
+    expect((parser as unknown as { parts: ReadonlyArray<Buffer> }).parts.every((p) => p.buffer.byteLength < 1024)).toBe(true)
+    expect(parser.parse(frame.subarray(9), out)).toBeUndefined()
+    expect(out[1]).toMatchObject({ cmd: "publish", topic: "a/b", messageId: 5 })
+    expect((out[1] as Packet & { payload: Buffer }).payload.toString()).toBe("hello, world")
+    // a chunk that is its own buffer is kept as it is, not copied
+    const own = Buffer.allocUnsafeSlow(6)
+    frame.copy(own, 0, 0, 6)
+    const second = new PacketParser()
+    expect(second.parse(own, [])).toBeUndefined()
+    expect((second as unknown as { parts: ReadonlyArray<Buffer> }).parts[0].buffer).toBe(own.buffer)
+  })
+
   it("after an error the parser stays failed", () => {
     const parser = new PacketParser()
     const out: Array<Packet> = []
