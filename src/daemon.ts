@@ -358,6 +358,7 @@ const main = Effect.gen(function* () {
       })
       yield* Stream.fromQueue(saves).pipe(Stream.runForEach(() => save), Effect.forkScoped)
       yield* Effect.try(() => dropPrivileges(config.user, log))
+      log.notice(`midge version ${VERSION} running`)
       // the start-up lines (restored sessions, the listeners opened) are out before the collection below
       log.flush()
       collectStartupGarbage()

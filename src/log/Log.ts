@@ -200,6 +200,8 @@ export const syslogSeverity = (type: LogType): number => {
 
 export class Log {
   private enabled: Set<LogType>
+  /** `debug` is on: the connections then log every packet in and out (one check per packet otherwise) */
+  debugOn = false
   /** `log_timestamp_format`; undefined: seconds since the epoch */
   timestampFormat: string | undefined = undefined
   /** `1700000000: `, made once a second (a connect logs two or three lines in the same second) */
@@ -215,11 +217,13 @@ export class Log {
     private readonly keepRecent: number = 0
   ) {
     this.enabled = enabledTypes(types)
+    this.debugOn = this.enabled.has("debug")
   }
 
   /** New log_type / log_dest / log_timestamp (SIGHUP). */
   reconfigure(types: ReadonlyArray<string>, sinks: Array<LogSink>, timestamp: boolean): void {
     this.enabled = enabledTypes(types)
+    this.debugOn = this.enabled.has("debug")
     this.sinks = sinks
     this.timestamp = timestamp
   }

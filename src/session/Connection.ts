@@ -502,6 +502,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // [MQTT-3.1.0-1] the first packet must be CONNECT
       return this.protocolError(ReasonCode.ProtocolError, `first packet was ${packet.cmd}, not connect`)
     }
+    if (this.core.log.debugOn) this.traceReceived(packet)
     switch (packet.cmd) {
       case "publish":
         return this.handlePublish(packet)
@@ -548,6 +549,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       case "pingreq":
         // staged, not kept by reference: a client that only pings keeps no outbox array
+        if (this.core.log.debugOn) this.log("debug", `Sending PINGRESP to ${this.clientId}`)
         this.writeStaged(PINGRESP)
         return
       case "subscribe":
@@ -577,6 +579,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     told?: { readonly reasonString?: string | undefined; readonly userProperties?: UserProperties | undefined }
   ): void {
     this.log("information", `Client ${this.clientId || "<unknown>"} from ${this.remote} refused: ${why}.`)
+    if (this.core.log.debugOn) this.log("debug", `Sending CONNACK to ${this.clientId || "<unknown>"} (0, ${this.protocolVersion === 5 ? v5Code : v4Code})`)
     if (this.protocolVersion === 5) {
       // 0x9C Use another server / 0x9D Server moved carry a Server Reference; a Reason String and
       // User Properties may go on any CONNACK [MQTT-3.2.2-19] [MQTT-3.2.2-20]
@@ -864,9 +867,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (core.settings.connectionMessages) {
       this.log(
         "notice",
-        `New client connected from ${this.socket.remoteAddress ?? "unknown"}:${this.socket.remotePort ?? 0} as ${clientId} (p${this.protocolVersion === 3 ? 1 : 2}, c${clean ? 1 : 0}, k${keepalive}${packet.username !== undefined ? `, u'${packet.username}'` : ""}).`
+        `New client connected from ${this.socket.remoteAddress ?? "unknown"}:${this.socket.remotePort ?? 0} as ${clientId} (p${this.protocolVersion === 3 ? 1 : this.protocolVersion === 4 ? 2 : 5}, c${clean ? 1 : 0}, k${keepalive}${packet.username !== undefined ? `, u'${packet.username}'` : ""}).`
       )
     }
+    if (core.log.debugOn) this.traceConnack(present)
     core.persist(session, this.storedWill(), false)
     this.hooks.sessionStarted(this)
     // [MQTT-4.4.0-1] resend what was in flight, then what queued while offline
@@ -956,7 +960,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     // a denied PUBLISH is dropped; v5 acks say 0x87 (a v5 PUBREC failure ends the QoS 2 flow)
     const acl = this.session!.acl
     if (acl !== undefined && !acl.canPublish(this.mount + topic)) {
-      this.log("debug", `Denied PUBLISH from ${this.clientId} (q${qos}, r${packet.retain ? 1 : 0}, '${topic}').`)
+      if (core.log.debugOn) this.log("debug", `Denied PUBLISH from ${this.clientId} ${publishSummary(packet.dup, qos, packet.retain, id, this.mount + topic, payload.length)}`)
       if (qos > 0) this.writeFailureAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion === 5 ? ReasonCode.NotAuthorized : 0, "not authorised")
       return
     }
@@ -966,9 +970,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
     if (qos === 2 && !this.session!.qos2.onPublish(id)) {
       // [MQTT-4.3.3-9] a resent QoS 2 PUBLISH is acknowledged, not delivered again
-      this.write(encodeAck("pubrec", id, this.protocolVersion, 0))
+      this.writeAck("pubrec", id)
       return
     }
+    if (core.log.debugOn) this.log("debug", `Received PUBLISH from ${this.clientId} ${publishSummary(packet.dup, qos, packet.retain, id, this.mount + topic, payload.length)}`)
     const store = core.store
     if (qos === 2 && store !== undefined && this.session!.flow.observer !== undefined) store.inboundQos2Add(this.clientId, id)
     if (qos === 2 && core.cluster !== undefined) core.cluster.inboundQos2(this.clientId, id, true)
@@ -976,7 +981,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (isControlTopic(this.mount + topic)) {
       const control = { topic: this.mount + topic, payload, qos, retain: packet.retain, clientId: this.clientId, username: this.username }
       dispatchControl(core, control, (error) => core.log.error(`Error handling ${control.topic} from ${this.clientId}: ${String(error)}`))
-      if (qos > 0) this.write(encodeAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion, 0))
+      if (qos > 0) this.writeAck(qos === 1 ? "puback" : "pubrec", id)
       return
     }
     const properties = this.protocolVersion === 5 ? forwardedProperties(packet.properties) : undefined
@@ -1017,6 +1022,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const granted: Array<number> = []
     const retainedToSend: Array<{ filter: string; options: SubscriptionOptions }> = []
     for (const sub of packet.subscriptions) {
+      if (core.log.debugOn) this.log("debug", `\t${sub.topic} (QoS ${sub.qos})`)
       if (!validateTopicFilter(sub.topic)) {
         this.log("information", `Client ${this.clientId} sent invalid subscription '${sub.topic}'.`)
         granted.push(v5 ? ReasonCode.TopicFilterInvalid : 0x80)
@@ -1068,6 +1074,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     // (a cluster's SUBACK can come after the connection closed)
     if (session === undefined || this.closed) return
     // [MQTT-3.8.4-1] SUBACK with one return code per filter, in order
+    if (core.log.debugOn) this.log("debug", `Sending SUBACK to ${this.clientId}`)
     this.writeStaged(encodeSuback(messageId, granted, this.protocolVersion))
     // [MQTT-3.3.1-9] retained messages go to the new subscription, retain flag set
     for (const { filter, options } of retainedToSend) {
@@ -1100,9 +1107,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         this.core.router.unsubscribe(session, filter)
         if (session.flow.observer !== undefined) this.core.store?.subscriptionDelete(this.clientId, filter)
       }
+      if (this.core.log.debugOn) this.log("debug", `\t${unmounted}`)
       if (this.core.log.isEnabled("unsubscribe")) this.log("unsubscribe", `${this.clientId} ${filter}`)
       codes.push(existed ? ReasonCode.Success : ReasonCode.NoSubscriptionExisted)
     }
+    if (this.core.log.debugOn) this.log("debug", `Sending UNSUBACK to ${this.clientId}`)
     if (this.protocolVersion === 5) {
       this.writeStaged(encode({ cmd: "unsuback", messageId: packet.messageId, granted: codes }, 5))
     } else {
@@ -1163,13 +1172,15 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   /** An acknowledgement; v3 / v4 carry no reason code (encodeAck's rule). */
   private ack(cmd: AckCmd, messageId: number, reasonCode: number): void {
-    if (reasonCode === 0 || this.protocolVersion !== 5) this.writeAck(cmd, messageId)
-    else this.write(encodeAck(cmd, messageId, 5, reasonCode))
+    if (reasonCode === 0 || this.protocolVersion !== 5) return this.writeAck(cmd, messageId)
+    if (this.core.log.debugOn) this.traceAck(cmd, messageId, reasonCode)
+    this.write(encodeAck(cmd, messageId, 5, reasonCode))
   }
 
   /** PUBACK / PUBREC / PUBREL / PUBCOMP without a reason code (v3 / v4, v5 success): 4 bytes, no Buffer of its own. */
   private writeAck(cmd: AckCmd, messageId: number): void {
     if (this.state === "closed") return
+    if (this.core.log.debugOn) this.traceAck(cmd, messageId, 0)
     this.core.stats.packetsSent++
     this.stageLen = writeAckAt(this.reserve(4), this.stageLen, cmd, messageId)
     this.staged(4)
@@ -1378,6 +1389,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const stats = this.core.stats
     stats.messagesSent++
     stats.publishBytesSent += message.payload.length
+    if (this.core.log.debugOn) this.tracePublish(message, qos, retain, messageId, dup)
     if (this.slowPath(message, ids)) this.write(this.encodeSlow(message, qos, retain, messageId, dup, ids, true))
     else if (qos === 0) this.write(message.publishFrame(this.protocolVersion, 0, retain).buffer)
     else this.writePatched(message.publishFrame(this.protocolVersion, qos, retain), messageId, dup)
@@ -1433,6 +1445,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   /** v5: a Reason String on server-sent DISCONNECT says why (not for normal ends). */
   private sendDisconnect(reasonCode: number, reasonString?: string): void {
+    if (this.core.log.debugOn) this.log("debug", `Sending DISCONNECT to ${this.clientId || "<unknown>"} (rc${reasonCode})`)
     const properties = reasonString !== undefined && reasonString.length > 0 ? { reasonString } : undefined
     this.writeNow(encode({ cmd: "disconnect", reasonCode, ...(properties !== undefined ? { properties } : {}) }, 5))
   }
@@ -1442,6 +1455,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
    * client asked for no problem information [MQTT-3.1.2-29].
    */
   private writeFailureAck(cmd: "puback" | "pubrec", messageId: number, code: number, why: string): void {
+    if (this.core.log.debugOn) this.traceAck(cmd, messageId, code)
     if (this.protocolVersion !== 5 || code === 0 || !this.problemInformation) {
       this.write(encodeAck(cmd, messageId, this.protocolVersion, code))
     } else {
@@ -1746,7 +1760,54 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private log(type: "notice" | "information" | "subscribe" | "unsubscribe" | "debug", message: string): void {
     this.core.log.log(type, message)
   }
+
+  // ------------------------------------------------------ log_type debug: every packet, in Mosquitto's words
+
+  /** A packet from the client (PUBLISH logs its own line once accepted, as handle_publish.c does). */
+  private traceReceived(packet: Packet): void {
+    const id = this.clientId
+    switch (packet.cmd) {
+      case "puback":
+      case "pubcomp":
+        return this.log("debug", `Received ${packet.cmd.toUpperCase()} from ${id} (Mid: ${packet.messageId}, RC:${packet.reasonCode ?? 0})`)
+      case "pubrec":
+      case "pubrel":
+        return this.log("debug", `Received ${packet.cmd.toUpperCase()} from ${id} (Mid: ${packet.messageId})`)
+      case "pingreq":
+      case "subscribe":
+      case "unsubscribe":
+      case "disconnect":
+        return this.log("debug", `Received ${packet.cmd.toUpperCase()} from ${id}`)
+      case "auth":
+        return this.log("debug", `Received AUTH from ${id} (rc${packet.reasonCode ?? 0}, ${packet.properties?.authenticationMethod ?? ""})`)
+    }
+  }
+
+  /** CONNACK accepting the client, after its will (connect__on_authorised) */
+  private traceConnack(present: boolean): void {
+    const will = this.will
+    if (will === undefined) this.log("debug", "No will message specified.")
+    else {
+      this.log("debug", `Will message specified (${will.payload.length} bytes) (r${will.retain ? 1 : 0}, q${will.qos}).`)
+      this.log("debug", `\t${will.topic}`)
+    }
+    this.log("debug", `Sending CONNACK to ${this.clientId} (${present ? 1 : 0}, 0)`)
+  }
+
+  private traceAck(cmd: AckCmd, messageId: number, reasonCode: number): void {
+    const what = cmd === "puback" || cmd === "pubrec" ? `(m${messageId}, rc${reasonCode})` : `(m${messageId})`
+    this.log("debug", `Sending ${cmd.toUpperCase()} to ${this.clientId} ${what}`)
+  }
+
+  private tracePublish(message: Message, qos: QoS, retain: boolean, messageId: number, dup: boolean): void {
+    const topic = this.mount !== "" && message.topic.startsWith(this.mount) ? message.topic.slice(this.mount.length) : message.topic
+    this.log("debug", `Sending PUBLISH to ${this.clientId} ${publishSummary(dup, qos, retain, messageId, topic, message.payload.length)}`)
+  }
 }
+
+/** `(d0, q1, r0, m1, 'a/b', ... (5 bytes))`: a PUBLISH in Mosquitto's debug lines */
+const publishSummary = (dup: boolean | undefined, qos: number, retain: boolean | undefined, messageId: number, topic: string, bytes: number): string =>
+  `(d${dup === true ? 1 : 0}, q${qos}, r${retain === true ? 1 : 0}, m${messageId}, '${topic}', ... (${bytes} bytes))`
 
 /** PUBLISH properties a client may send at most once (mqtt-packet makes an array of a repeated one) */
 const SINGLE_PUBLISH_PROPERTIES = ["payloadFormatIndicator", "messageExpiryInterval", "topicAlias", "responseTopic", "correlationData", "contentType"] as const

@@ -1,0 +1,121 @@
+/**
+ * `log_type debug` (and `-v`, which is `log_type all`): every packet in and out, in the lines
+ * Mosquitto 2.0 writes, so that a Mosquitto user reading `mosquitto -v` output reads Midge's.
+ * The same client sessions against Debian's mosquitto and the daemon, the debug lines compared.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as mqttPacket from "mqtt-packet"
+import { freePort, run, spawnLive, startDaemon, startMosquitto } from "../support/processes.js"
+import { rawClient, waitFor } from "./harness.js"
+
+/** The same client sessions, one after another, against the broker on `port`; `log` reads its log so far. */
+const sessions = (port: number, log: () => string) =>
+  Effect.gen(function* () {
+    const p = ["-h", "127.0.0.1", "-p", String(port)]
+    const sub = yield* spawnLive("mosquitto_sub", [...p, "-i", "subA", "-t", "a/#", "-t", "b/c", "-q", "2", "-C", "4"])
+    yield* waitFor(() => log().includes("Sending SUBACK to subA"), "subA's SUBACK", 10_000)
+    for (const args of [
+      ["-i", "pub0", "-t", "a/x", "-m", "hello"],
+      ["-i", "pub1", "-t", "a/y", "-m", "hi1", "-q", "1"],
+      ["-i", "pub2", "-t", "a/z", "-m", "hi2", "-q", "2", "-r"],
+      ["-i", "pub5", "-V", "mqttv5", "-t", "b/c", "-m", "v5", "-q", "1", "-D", "publish", "user-property", "k", "v"]
+    ]) {
+      const r = yield* run("mosquitto_pub", [...p, ...args])
+      expect(r.code).toBe(0)
+    }
+    yield* waitFor(() => sub.out.exited, "subA to receive its 4 messages", 10_000)
+    expect(sub.out.code).toBe(0)
+    yield* waitFor(() => log().includes("Client subA disconnected."), "subA's disconnect line", 10_000)
+    // the retained message to an MQTT 5 subscriber with a subscription identifier
+    const sub5 = yield* run("mosquitto_sub", [...p, "-i", "sub5", "-V", "mqttv5", "-t", "a/#", "-q", "1", "-C", "1", "-D", "subscribe", "subscription-identifier", "7"])
+    expect(sub5.stdout).toBe("hi2\n")
+    // a will, and an unsubscribe; -W ends it after a second
+    yield* run("mosquitto_sub", [...p, "-i", "subw", "-t", "q/#", "-W", "1", "--will-topic", "w/t", "--will-payload", "bye", "--will-qos", "1", "-U", "q/#"])
+    // the retained message cleared
+    expect((yield* run("mosquitto_pub", [...p, "-i", "pubr", "-t", "a/z", "-r", "-n"])).code).toBe(0)
+    yield* waitFor(() => log().includes("Client pubr disconnected."), "pubr's disconnect line", 10_000)
+  })
+
+/** The per-packet lines of a log (timestamps and ports taken out), sorted: the brokers interleave clients in their own order. */
+const packetLines = (log: string): Array<string> =>
+  log
+    .split("\n")
+    .map((line) => line.replace(/^\d+: /, ""))
+    .filter((line) => /^(Received|Sending|Denied|Will message|No will|\t)/.test(line))
+    .sort()
+
+describe("log_type debug: every packet, as Mosquitto logs it", () => {
+  it.scopedLive("the same client sessions give Mosquitto 2.0's debug lines", () =>
+    Effect.gen(function* () {
+      const mosquitto = yield* startMosquitto(["allow_anonymous true"])
+      yield* sessions(mosquitto.port, mosquitto.log)
+      const port = yield* freePort
+      const daemon = yield* startDaemon(["-p", String(port), "-v"], { port })
+      yield* sessions(port, () => daemon.out.stderr)
+
+      const theirs = packetLines(mosquitto.log())
+      const ours = packetLines(daemon.out.stderr)
+      // what the sessions must have produced, in both
+      for (const line of [
+        "Received PUBLISH from pub0 (d0, q0, r0, m0, 'a/x', ... (5 bytes))",
+        "Sending PUBLISH to subA (d0, q0, r0, m0, 'a/x', ... (5 bytes))",
+        "Sending PUBACK to pub1 (m1, rc0)",
+        "Received PUBACK from subA (Mid: 1, RC:0)",
+        "Sending PUBREC to pub2 (m1, rc0)",
+        "Received PUBREL from pub2 (Mid: 1)",
+        "Sending PUBCOMP to pub2 (m1)",
+        "Received PUBREC from subA (Mid: 2)",
+        "Sending PUBREL to subA (m2)",
+        "Received PUBCOMP from subA (Mid: 2, RC:0)",
+        "Sending PUBLISH to sub5 (d0, q1, r1, m1, 'a/z', ... (3 bytes))",
+        "Received SUBSCRIBE from subA",
+        "\ta/# (QoS 2)",
+        "Sending SUBACK to subA",
+        "Received UNSUBSCRIBE from subw",
+        "\tq/#",
+        "Sending UNSUBACK to subw",
+        "Will message specified (3 bytes) (r0, q1).",
+        "\tw/t",
+        "No will message specified.",
+        "Sending CONNACK to pub5 (0, 0)",
+        "Received DISCONNECT from pubr",
+        "Received PUBLISH from pubr (d0, q0, r1, m0, 'a/z', ... (0 bytes))"
+      ]) {
+        expect(theirs, `Mosquitto: ${line}`).toContain(line)
+      }
+      expect(ours).toStrictEqual(theirs)
+      // and the connect line says p5 for an MQTT 5 client, as Mosquitto's
+      expect(daemon.out.stderr).toMatch(/New client connected from 127\.0\.0\.1:\d+ as pub5 \(p5, c1, k60\)\./)
+      expect(daemon.out.stderr).toMatch(/^\d+: midge version \S+ running$/m)
+    })
+  )
+
+  it.scopedLive("PINGREQ, a denied PUBLISH's failure PUBACK and the server's DISCONNECT; nothing of it without debug", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const daemon = yield* startDaemon(["-p", String(port), "-v"], { port })
+      const v5 = yield* rawClient(port)
+      yield* v5.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "raw5", clean: true, keepalive: 0 } as mqttPacket.IConnectPacket, { protocolVersion: 5 }))
+      yield* waitFor(() => daemon.out.stderr.includes("Sending CONNACK to raw5 (0, 0)"), "the CONNACK line")
+      yield* v5.write(mqttPacket.generate({ cmd: "pingreq" }))
+      yield* waitFor(() => daemon.out.stderr.includes("Sending PINGRESP to raw5"), "the PINGRESP line")
+      expect(daemon.out.stderr).toContain("Received PINGREQ from raw5")
+      // $SYS/... may not be published by clients: 0x87 in the PUBACK, and Mosquitto's "Denied PUBLISH" line
+      yield* v5.write(mqttPacket.generate({ cmd: "publish", topic: "$SYS/x", payload: Buffer.from("no"), qos: 1, messageId: 9, retain: false, dup: false } as mqttPacket.IPublishPacket, { protocolVersion: 5 }))
+      yield* waitFor(() => daemon.out.stderr.includes("Sending PUBACK to raw5 (m9, rc135)"), "the failure PUBACK line")
+      expect(daemon.out.stderr).toContain("Denied PUBLISH from raw5 (d0, q1, r0, m9, '$SYS/x', ... (2 bytes))")
+      expect(daemon.out.stderr).not.toContain("Received PUBLISH from raw5")
+      // a second CONNECT is a protocol error: DISCONNECT 0x82
+      yield* v5.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "raw5", clean: true, keepalive: 0 } as mqttPacket.IConnectPacket, { protocolVersion: 5 }))
+      yield* waitFor(() => daemon.out.stderr.includes("Sending DISCONNECT to raw5 (rc130)"), "the DISCONNECT line")
+
+      // without debug: the default log types say nothing per packet
+      const quietPort = yield* freePort
+      const quiet = yield* startDaemon(["-p", String(quietPort)], { port: quietPort })
+      expect((yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(quietPort), "-i", "quiet", "-t", "a", "-m", "m", "-q", "1"])).code).toBe(0)
+      yield* waitFor(() => quiet.out.stderr.includes("Client quiet disconnected."), "the disconnect line")
+      expect(quiet.out.stderr).not.toMatch(/Received|Sending/)
+    })
+  )
+})
