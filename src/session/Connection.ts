@@ -686,7 +686,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         case "Continue":
           // [MQTT-4.12.0-?] AUTH 0x18 Continue authentication, then wait for the client's AUTH
           this.authContinue = outcome.next
-          this.write(encode({ cmd: "auth", reasonCode: 0x18, properties: { authenticationMethod: method, ...(outcome.data ? { authenticationData: outcome.data } : {}) } } as Packet, 5))
+          this.sendAuth(0x18, method, outcome.data)
           return
         case "Accept":
           this.authContinue = undefined
@@ -742,29 +742,23 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
           return this.close("refused")
         case "Continue":
           this.authContinue = outcome.next
-          this.write(encode({ cmd: "auth", reasonCode: 0x18, properties: { authenticationMethod: method, ...(outcome.data ? { authenticationData: outcome.data } : {}) } } as Packet, 5))
+          this.sendAuth(0x18, method, outcome.data)
           return
         case "Accept":
           this.authContinue = undefined
-          this.write(
-            encode(
-              {
-                cmd: "auth",
-                reasonCode: 0x00,
-                properties: {
-                  authenticationMethod: method,
-                  ...(outcome.data ? { authenticationData: outcome.data } : {}),
-                  // not on AUTH when the client asked for no problem information [MQTT-3.1.2-29]
-                  ...(outcome.userProperties !== undefined && this.problemInformation ? { userProperties: outcome.userProperties } : {})
-                }
-              } as Packet,
-              5
-            )
-          )
+          // no User Properties on AUTH when the client asked for no problem information [MQTT-3.1.2-29]
+          this.sendAuth(0x00, method, outcome.data, this.problemInformation ? outcome.userProperties : undefined)
           return
       }
     }
     hook(this, request, done)
+  }
+
+  /** AUTH: 0x18 continue, 0x00 re-authentication accepted */
+  private sendAuth(reasonCode: number, method: string | undefined, data: Buffer | undefined, userProperties?: UserProperties): void {
+    if (this.core.log.debugOn) this.log("debug", `Sending AUTH to ${this.clientId} (rc${reasonCode}, ${method ?? ""})`)
+    const properties = { authenticationMethod: method, ...(data ? { authenticationData: data } : {}), ...(userProperties !== undefined ? { userProperties } : {}) }
+    this.write(encode({ cmd: "auth", reasonCode, properties } as Packet, 5))
   }
 
   /** CONNECT accepted: takeover, session, CONNACK, then what was sent meanwhile. */

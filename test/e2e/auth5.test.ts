@@ -6,6 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as mqttPacket from "mqtt-packet"
 import { Broker } from "../../src/Broker.js"
+import { Log } from "../../src/log/Log.js"
 import { EnhancedAuthentication } from "../../src/security/EnhancedAuth.js"
 import { rawClient, startBroker, waitFor, type RawClient } from "./harness.js"
 
@@ -45,8 +46,10 @@ const Challenge = EnhancedAuthentication.layer({
     )
 })
 
+/** the broker's log lines, `log_type all` (debug: every packet) */
+const challengeLog = new Log(["all"], [], false, 500)
 const brokerWithChallenge = Effect.gen(function* () {
-  const broker = yield* Broker.make({ listeners: [{ port: 0, host: "127.0.0.1" }] }).pipe(Effect.provide(Challenge), Effect.orDie)
+  const broker = yield* Broker.make({ listeners: [{ port: 0, host: "127.0.0.1" }], log: challengeLog }).pipe(Effect.provide(Challenge), Effect.orDie)
   return broker.listeners[0].port
 })
 
@@ -82,6 +85,10 @@ describe("MQTT 5 enhanced authentication", () => {
       yield* c.write(auth(0x18, "CHALLENGE", "answer:n0nce"))
       yield* waitFor(() => packets(c).filter((p) => p.cmd === "auth").length === 3, "AUTH 0x00")
       expect((packets(c).filter((p) => p.cmd === "auth")[2] as mqttPacket.IAuthPacket).reasonCode).toBe(0)
+      // log_type debug: the AUTH packets both ways, in Mosquitto's words
+      expect(challengeLog.recent).toContain("Sending AUTH to auth-CHALLENGE (rc24, CHALLENGE)")
+      expect(challengeLog.recent).toContain("Received AUTH from auth-CHALLENGE (rc25, CHALLENGE)")
+      expect(challengeLog.recent).toContain("Sending AUTH to auth-CHALLENGE (rc0, CHALLENGE)")
       // a failed re-authentication ends the connection
       yield* c.write(auth(0x19, "CHALLENGE", ""))
       yield* waitFor(() => packets(c).filter((p) => p.cmd === "auth").length === 4, "the third challenge")
