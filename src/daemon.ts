@@ -302,7 +302,9 @@ const main = Effect.gen(function* () {
         const metrics = yield* Metrics.make({ ...config.metricsListener, version: VERSION }).pipe(Effect.provideService(Broker, broker))
         log.notice(`Opening metrics listener on ${metrics.host ?? "*"}:${metrics.port}.`)
       }
-      const topicSink: LogSink = { write: (type, line) => void broker.core.publish(logTopic(type), Buffer.from(line), 0, false) }
+      // log_dest topic: as Mosquitto's log__vprintf, every type but debug (whose lines are about the packets these
+      // publishes make), at QoS 2, not retained
+      const topicSink: LogSink = { write: (type, line) => void (type !== "debug" && broker.core.publish(logTopic(type), Buffer.from(line), 2, false)) }
       const withTopic = (c: BrokerConfig, sinks: Array<LogSink>) => (c.logDest.some((d) => d.kind === "topic") ? [...sinks, topicSink] : sinks)
       log.reconfigure(config.logTypes, withTopic(config, sinkSet.sinks), config.logTimestamp)
 

@@ -128,6 +128,8 @@ export class Router {
   private readonly scratch = new Map<Subscriber, SubscriptionEntry | Merged>()
   private readonly sharedHits: Array<SharedGroup> = []
   private current: Message | undefined
+  /** publishes made while one is being delivered, routed right after it (see `publish`) */
+  private pending: Array<{ readonly message: Message; readonly source: PublishSource | undefined; readonly fromPeer: boolean }> | undefined = undefined
   private readonly visit = (_key: string, entry: SubscriptionEntry | SharedEntry): void => {
     if (entry.shared !== undefined) {
       this.sharedHits.push(entry.shared)
@@ -264,6 +266,34 @@ export class Router {
    * already served the shared groups and stored it if retained.
    */
   publish(message: Message, source?: PublishSource, fromPeer = false): number {
+    // A publish from inside a delivery (a log line on $SYS/broker/log/... about a subscriber, a will of a
+    // connection closed meanwhile) would reuse the scratch state of the one under way: it waits until that
+    // one is delivered to all, then goes in order. It cannot say how many it reached: 0.
+    if (this.current !== undefined) {
+      ;(this.pending ??= []).push({ message, source, fromPeer })
+      return 0
+    }
+    const count = this.route(message, source, fromPeer)
+    if (this.pending !== undefined) this.routePending()
+    return count
+  }
+
+  private routePending(): void {
+    const pending = this.pending!
+    this.pending = undefined
+    for (let i = 0; i < pending.length; i++) {
+      const p = pending[i]
+      this.route(p.message, p.source, p.fromPeer)
+      // what those deliveries published in turn goes after the rest of this batch
+      const more = this.pending as typeof pending | undefined
+      if (more !== undefined) {
+        pending.push(...more)
+        this.pending = undefined
+      }
+    }
+  }
+
+  private route(message: Message, source: PublishSource | undefined, fromPeer: boolean): number {
     this.published++
     if (message.retain && !fromPeer) this.retained.set(message)
     this.current = message

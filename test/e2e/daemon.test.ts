@@ -145,11 +145,19 @@ describe("node dist/main.js", () => {
       const daemon = yield* startDaemon(["-c", conf], { port })
       expect(fs.readFileSync(pidFile, "utf8").trim()).toBe(String(daemon.child.pid))
       // log_dest topic: log lines arrive on $SYS/broker/log/<type>
+      // every log topic: debug lines (every packet, these deliveries included) are not published, as in Mosquitto
+      const all = yield* spawnLive("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-t", "$SYS/broker/log/#", "-v", "-W", "10"])
+      yield* waitFor(() => fs.readFileSync(logFile, "utf8").includes("$SYS/broker/log/#"), "the first subscribe log line", 10_000)
       const sub = yield* spawnLive("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-t", "$SYS/broker/log/N", "-v", "-C", "2", "-W", "10"])
       yield* waitFor(() => fs.readFileSync(logFile, "utf8").includes("$SYS/broker/log/N"), "the subscribe log line", 10_000)
       yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", "logged", "-t", "t", "-m", "m"])
       yield* waitFor(() => sub.out.exited, "a log line on a $SYS/broker/log topic", 10_000)
       expect(sub.out.stdout).toMatch(/^\$SYS\/broker\/log\/N \d+: New client connected from .* as logged/m)
+      yield* waitFor(() => all.out.stdout.includes("Client logged disconnected."), "the disconnect line on $SYS/broker/log/N", 10_000)
+      expect(all.out.stdout).toMatch(/^\$SYS\/broker\/log\/M\/subscribe \d+: \S+ 0 \$SYS\/broker\/log\/#$/m)
+      expect(all.out.stdout).not.toMatch(/^\$SYS\/broker\/log\/D /m)
+      // the file has the debug lines
+      expect(fs.readFileSync(logFile, "utf8")).toMatch(/Received PUBLISH from logged \(d0, q0, r0, m0, 't', \.\.\. \(1 bytes\)\)/)
       // log_dest file (written at the end of the turn the line was logged in)
       yield* waitFor(() => /New client connected from 127\.0\.0\.1:\d+ as logged/.test(fs.readFileSync(logFile, "utf8")), "the connect line in the log file", 5_000)
       // user nobody: privileges dropped after the listener opened (tests run as root)

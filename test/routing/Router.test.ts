@@ -72,6 +72,47 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 )
 
 describe("Router.publish", () => {
+  it("a publish made from inside a delivery waits until the one under way reached every subscriber, then goes in order", () => {
+    const router = new Router()
+    const log: Array<string> = []
+    const made = new Set<string>()
+    const subscriber = (clientId: string, onDeliver?: (topic: string) => void): Subscriber => ({
+      clientId,
+      online: () => true,
+      deliver: (message) => {
+        log.push(`${clientId} ${message.topic}`)
+        onDeliver?.(message.topic)
+      }
+    })
+    // the first subscriber reached publishes (a log line about it, say) while the others still wait for theirs
+    const publishOnce = (topic: string) => {
+      if (made.has(topic)) return
+      made.add(topic)
+      expect(router.publish(new Message(topic, Buffer.from("x"), 0, false, undefined, "", 0))).toBe(0)
+    }
+    const c0 = subscriber("c0", (topic) => (topic === "a/b" ? publishOnce("log/x") : topic === "log/x" ? publishOnce("log/y") : undefined))
+    const c1 = subscriber("c1")
+    const c2 = subscriber("c2", (topic) => (topic === "a/b" ? publishOnce("log/z") : undefined))
+    const options: SubscriptionOptions = { qos: 0, noLocal: false, retainAsPublished: false, retainHandling: 0, subscriptionId: undefined }
+    router.subscribe(c0, "a/#", options)
+    router.subscribe(c0, "log/#", options)
+    router.subscribe(c1, "a/b", options)
+    router.subscribe(c2, "#", options)
+    expect(router.publish(new Message("a/b", Buffer.from("x"), 0, false, undefined, "", 0))).toBe(3)
+    // a/b to all three first; then log/x and log/z in the order they were made; log/y (made by a log/x delivery) after them
+    expect(log.slice(0, 3).sort()).toEqual(["c0 a/b", "c1 a/b", "c2 a/b"])
+    const rest = log.slice(3)
+    expect(rest.filter((l) => l.endsWith("log/x")).sort()).toEqual(["c0 log/x", "c2 log/x"])
+    expect(rest.filter((l) => l.endsWith("log/z")).sort()).toEqual(["c0 log/z", "c2 log/z"])
+    expect(rest.filter((l) => l.endsWith("log/y")).sort()).toEqual(["c0 log/y", "c2 log/y"])
+    expect(rest).toHaveLength(6)
+    expect(rest.slice(4).every((l) => l.endsWith("log/y"))).toBe(true)
+    // the router is back to normal: the next publish reaches its subscribers and counts them
+    log.length = 0
+    expect(router.publish(new Message("a/c", Buffer.from("x"), 0, false, undefined, "", 0))).toBe(2)
+    expect(log.sort()).toEqual(["c0 a/c", "c2 a/c"])
+  })
+
   it.prop(
     "each matching subscriber once, at the highest granted QoS, with every identifier (model)",
     [fc.array(opArb, { minLength: 1, maxLength: 60 })],
