@@ -54,6 +54,7 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
       host: l.bindAddress,
       socketPath: l.socketPath,
       socketDomain: l.socketDomain,
+      bindInterface: l.bindInterface,
       maxConnections: l.maxConnections,
       mountPoint: l.mountPoint,
       maxQos: l.maxQos,

@@ -51,6 +51,8 @@ export interface ListenerConfig {
   /** `use_username_as_clientid`: the client id becomes the username */
   readonly useUsernameAsClientid: boolean
   readonly socketDomain: "ipv4" | "ipv6" | undefined
+  /** `bind_interface`: bind the address of this network interface (transport/bind.ts) */
+  readonly bindInterface: string | undefined
   /** per-listener values, set only when per_listener_settings is true (otherwise use the BrokerConfig ones) */
   readonly allowAnonymous: boolean | undefined
   readonly allowZeroLengthClientid: boolean | undefined
@@ -195,6 +197,7 @@ const localListeners = (ports: ReadonlyArray<number>, security: Security): Array
         maxTopicAlias: 10,
         useUsernameAsClientid: false,
         socketDomain: undefined,
+        bindInterface: undefined,
         tls: undefined,
         httpDir: undefined,
         ...security,
@@ -236,6 +239,7 @@ const listenerOf = (
   maxTopicAlias: l.maxTopicAlias,
   useUsernameAsClientid: l.useUsernameAsClientid,
   socketDomain: l.socketDomain,
+  bindInterface: l.bindInterface,
   ...security,
   bindOptional: false,
   tls: tlsOf(l, pskFile),
@@ -303,6 +307,7 @@ const build = (
   const defaultListenerSet =
     dl.port !== undefined ||
     dl.bindAddress !== undefined ||
+    dl.bindInterface !== undefined ||
     dl.maxConnections !== -1 ||
     dl.useUsernameAsClientid ||
     dl.dhparamfile !== undefined ||

@@ -36,6 +36,8 @@ export interface ListenerOptions {
   readonly socketPath?: string | undefined
   /** `socket_domain`: only IPv4 or only IPv6 when no address is given */
   readonly socketDomain?: "ipv4" | "ipv6" | undefined
+  /** `bind_interface`: bind the address of this network interface */
+  readonly bindInterface?: string | undefined
   /** `max_connections`, -1 = unlimited */
   readonly maxConnections?: number
   readonly mountPoint?: string | undefined
@@ -74,7 +76,7 @@ export interface BoundListener {
 export const listenerKey = (o: ListenerOptions): string =>
   o.socketPath !== undefined
     ? `unix:${o.socketPath}`
-    : `${o.protocol ?? "mqtt"}|${o.tls !== undefined ? "tls" : "plain"}|${o.socketDomain ?? ""}|${o.host ?? "*"}|${o.port}`
+    : `${o.protocol ?? "mqtt"}|${o.tls !== undefined ? "tls" : "plain"}|${o.socketDomain ?? ""}|${o.host ?? "*"}|${o.bindInterface ?? ""}|${o.port}`
 
 /** The offline sessions' expiry fibers, keyed by client id. */
 export type SessionFibers = FiberMap.FiberMap<string, void, never>
@@ -178,6 +180,7 @@ export const listenTcp = (
           port: options.port,
           host: options.host,
           socketDomain: options.socketDomain,
+          bindInterface: options.bindInterface,
           tls: tlsSetup?.serverOptions,
           httpDir: options.httpDir,
           maxHeaderSize: options.websocketsHeadersSize,

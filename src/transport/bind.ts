@@ -4,7 +4,8 @@
  * and the log line for a failed TLS handshake (Mosquitto's "OpenSSL Error on
  * connection from ..."), which closes that one socket.
  */
-import type * as net from "node:net"
+import * as net from "node:net"
+import * as os from "node:os"
 import type * as tls from "node:tls"
 import { Data, Effect } from "effect"
 
@@ -23,6 +24,8 @@ export interface BindOptions {
   readonly socketPath?: string | undefined
   /** `socket_domain`: only IPv4 or only IPv6 when no address is given */
   readonly socketDomain?: "ipv4" | "ipv6" | undefined
+  /** `bind_interface`: bind the address this network interface has (see `interfaceAddress`) */
+  readonly bindInterface?: string | undefined
   /** what the error says could not be done: "cannot <doing> on <where>"; default "listen" */
   readonly doing?: string | undefined
 }
@@ -42,8 +45,16 @@ export const bind = (server: net.Server, options: BindOptions): Effect.Effect<ne
           })
         )
       )
+    let host = options.host ?? (options.socketDomain === "ipv4" ? "0.0.0.0" : options.socketDomain === "ipv6" ? "::" : undefined)
+    if (options.bindInterface !== undefined && options.socketPath === undefined) {
+      const family = host !== undefined && net.isIP(host) === 6 ? 6 : host !== undefined && net.isIP(host) === 4 ? 4 : undefined
+      const found = interfaceAddress(options.bindInterface, family)
+      if (typeof found !== "string") {
+        return resume(Effect.fail(new ListenError({ port: options.port, host: options.host, reason: "other", message: `bind_interface ${options.bindInterface}: ${found.error}` })))
+      }
+      host = found
+    }
     server.once("error", onError)
-    const host = options.host ?? (options.socketDomain === "ipv4" ? "0.0.0.0" : options.socketDomain === "ipv6" ? "::" : undefined)
     const listenOptions: net.ListenOptions =
       options.socketPath !== undefined ? { path: options.socketPath } : { port: options.port, host, ipv6Only: options.socketDomain === "ipv6" }
     server.listen(listenOptions, () => {
@@ -51,6 +62,28 @@ export const bind = (server: net.Server, options: BindOptions): Effect.Effect<ne
       resume(Effect.succeed(server.address() as net.AddressInfo | string))
     })
   })
+
+/**
+ * `bind_interface NAME`: the address of that interface the listener binds, as Mosquitto 2.0's
+ * `net__bind_interface` (SO_BINDTODEVICE needs root, so it takes the interface's address from
+ * getifaddrs and binds that). The name is compared without case, as there. `family`: the address
+ * family the listener's own address asks for; without one, the interface's IPv4 address, or its
+ * IPv6 one when it has no IPv4 (Mosquitto binds one socket per family it finds; a Midge listener
+ * is one socket). An IPv6 link-local address carries the interface as its scope.
+ */
+export const interfaceAddress = (
+  name: string,
+  family: 4 | 6 | undefined,
+  interfaces: NodeJS.Dict<Array<os.NetworkInterfaceInfo>> = os.networkInterfaces()
+): string | { readonly error: string } => {
+  const key = Object.keys(interfaces).find((k) => k.toLowerCase() === name.toLowerCase())
+  const addresses = key === undefined ? undefined : interfaces[key]
+  if (key === undefined || addresses === undefined || addresses.length === 0) return { error: "no such network interface" }
+  const of = (f: 4 | 6) => addresses.find((a) => a.family === (f === 4 ? "IPv4" : "IPv6"))
+  const chosen = family !== undefined ? of(family) : (of(4) ?? of(6))
+  if (chosen === undefined) return { error: `Interface ${name} does not support ${family === 6 ? "IPv6" : "IPv4"} configuration` }
+  return chosen.family === "IPv6" && chosen.address.toLowerCase().startsWith("fe80:") ? `${chosen.address}%${key}` : chosen.address
+}
 
 /**
  * A failed handshake on a TLS server (a plain client on a TLS port, a refused

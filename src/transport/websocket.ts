@@ -97,6 +97,8 @@ export interface WebSocketListenerOptions {
   /** undefined: all interfaces */
   readonly host?: string | undefined
   readonly socketDomain?: "ipv4" | "ipv6" | undefined
+  /** `bind_interface` */
+  readonly bindInterface?: string | undefined
   /** wss://: the server options of tls.ts `makeTls` */
   readonly tls?: tls.TlsOptions | undefined
   /** `http_dir` */
@@ -217,7 +219,7 @@ export const listenWebSocket = (
     server.on("clientError", (_error: Error, socket: Duplex) => socket.destroy())
     if (options.tls !== undefined) logHandshakeFailures(server as https.Server, options.onHandshakeFailure ?? (() => {}))
 
-    const address = (yield* bind(server, { port: options.port, host: options.host, socketDomain: options.socketDomain })) as net.AddressInfo
+    const address = (yield* bind(server, { port: options.port, host: options.host, socketDomain: options.socketDomain, bindInterface: options.bindInterface })) as net.AddressInfo
 
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => {

@@ -417,6 +417,19 @@ describe("listeners", () => {
     ])
   })
 
+  it("bind_interface: per listener, once; before any listener it makes the default listener (conf.c)", () => {
+    const c = ok("listener 1885\nbind_interface eth0\nlistener 1886\n")
+    expect(c.listeners.map((l) => [l.port, l.bindInterface])).toEqual([
+      [1885, "eth0"],
+      [1886, undefined]
+    ])
+    expect(fails("listener 1885\nbind_interface eth0\nbind_interface eth1\n")).toEqual(["t.conf:3 bind_interface: duplicate value: already set at t.conf:2"])
+    expect(ok("bind_interface lo\nlistener 1885\n").listeners.map((l) => [l.port, l.bindInterface])).toEqual([
+      [1885, undefined],
+      [1883, "lo"]
+    ])
+  })
+
   it("mount_point needs a listener and no wildcards", () => {
     expect(fails("mount_point a/\nlistener 1883\nmount_point a/#\n")).toEqual([
       "t.conf:1 mount_point: a listener must be defined before this option",

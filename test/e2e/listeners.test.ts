@@ -2,7 +2,7 @@
  * Listener options from mosquitto.conf, through the same path as the daemon
  * (parseConfigText → brokerOptionsFromConfig → Broker): several listeners,
  * mount_point, per_listener_settings, Unix sockets, max_connections,
- * max_topic_alias, use_username_as_clientid.
+ * max_topic_alias, use_username_as_clientid, bind_interface.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -88,6 +88,20 @@ describe("listeners from mosquitto.conf", () => {
       yield* waitFor(() => sub.out.exited, "delivery over the unix socket")
       const got = sub.out.stdout.trim().split("\n")
       expect(got).toEqual(["over unix"])
+    })
+  )
+
+  it.scopedLive("bind_interface: the listener binds the interface's address, not every interface; an unknown interface is an error naming it", () =>
+    Effect.gen(function* () {
+      const [port] = yield* freePorts(1)
+      yield* brokerFrom(`listener ${port}\nbind_interface lo\nallow_anonymous true\n`)
+      // what the kernel says the socket is bound to: loopback's address, where `listener PORT` alone is every interface
+      const ss = yield* run("ss", ["-ltnH", `sport = :${port}`])
+      expect(ss.stdout.trim().split(/\s+/)[3]).toBe(`127.0.0.1:${port}`)
+      expect((yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-t", "t", "-m", "m"])).code).toBe(0)
+      const config = yield* parseConfigText(`listener ${port + 1}\nbind_interface nosuch9\n`, "test.conf").pipe(Effect.orDie)
+      const error = yield* Broker.make(brokerOptionsFromConfig(config, new Log([], [], false))).pipe(Effect.flip)
+      expect(error.message).toContain("bind_interface nosuch9: no such network interface")
     })
   )
 

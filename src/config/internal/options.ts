@@ -102,7 +102,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   // Listeners: general options
   spec("accept_protocol_versions", "listener-required", N),
   spec("bind_address", "default-listener", S),
-  spec("bind_interface", "listener", N),
+  spec("bind_interface", "listener", S),
   spec("enable_proxy_protocol", "listener", N),
   spec("http_dir", "listener", S),
   spec("listener", "listener-start", S),

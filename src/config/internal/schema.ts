@@ -427,6 +427,7 @@ const listenerFields = {
   maxConnections: def("max_connections", last(Int({ adjust: (n) => (n < 0 ? -1 : n) })), -1),
   protocol: def("protocol", last(Enum(["mqtt", "websockets"] as const)), "mqtt" as "mqtt" | "websockets"),
   socketDomain: opt("socket_domain", last(Enum(["ipv4", "ipv6"] as const))),
+  bindInterface: opt("bind_interface", once(Str)),
   mountPoint: opt("mount_point", once(fromDirective(Schema.String, mountPointCheck))),
   // `max_qos` (and conf.c's older spelling `maximum_qos`): the highest QoS this listener's clients may use
   maxQos: opt("max_qos", last(Int({ min: 0, max: 2 }))),
