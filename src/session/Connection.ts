@@ -935,6 +935,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       core.stats.publishDropped++
       const code = this.protocolVersion === 5 ? dropReason : 0
       const why = dropReason === ReasonCode.QuotaExceeded ? "memory_limit exceeded" : "message_size_limit exceeded"
+      if (core.log.debugOn && dropReason !== ReasonCode.QuotaExceeded) {
+        this.log("debug", `Dropped too large PUBLISH from ${this.clientId} ${publishSummary(packet.dup, qos, packet.retain, id, this.mount + topic, payload.length)}`)
+      }
       if (qos > 0) this.writeFailureAck(qos === 1 ? "puback" : "pubrec", id, code, why)
       return
     }
@@ -958,6 +961,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       if (qos > 0) this.writeFailureAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion === 5 ? ReasonCode.NotAuthorized : 0, "not authorised")
       return
     }
+    // as handle_publish.c: once allowed, before a resent QoS 2 PUBLISH is recognised
+    if (core.log.debugOn) this.log("debug", `Received PUBLISH from ${this.clientId} ${publishSummary(packet.dup, qos, packet.retain, id, this.mount + topic, payload.length)}`)
     // [MQTT-3.3.4-9] more QoS 2 flows open than our Receive Maximum
     if (qos === 2 && this.protocolVersion === 5 && this.session!.qos2.awaitingRel.size >= this.receiveMaximum && !this.session!.qos2.awaitingRel.has(id)) {
       return this.protocolError(ReasonCode.ReceiveMaximumExceeded, "receive maximum exceeded")
@@ -967,7 +972,6 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       this.writeAck("pubrec", id)
       return
     }
-    if (core.log.debugOn) this.log("debug", `Received PUBLISH from ${this.clientId} ${publishSummary(packet.dup, qos, packet.retain, id, this.mount + topic, payload.length)}`)
     const store = core.store
     if (qos === 2 && store !== undefined && this.session!.flow.observer !== undefined) store.inboundQos2Add(this.clientId, id)
     if (qos === 2 && core.cluster !== undefined) core.cluster.inboundQos2(this.clientId, id, true)

@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as mqttPacket from "mqtt-packet"
 import { freePort, run, spawnLive, startDaemon, startMosquitto } from "../support/processes.js"
-import { rawClient, waitFor } from "./harness.js"
+import { rawClient, startBroker, waitFor } from "./harness.js"
 
 /** The same client sessions, one after another, against the broker on `port`; `log` reads its log so far. */
 const sessions = (port: number, log: () => string) =>
@@ -116,6 +116,25 @@ describe("log_type debug: every packet, as Mosquitto logs it", () => {
       expect((yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(quietPort), "-i", "quiet", "-t", "a", "-m", "m", "-q", "1"])).code).toBe(0)
       yield* waitFor(() => quiet.out.stderr.includes("Client quiet disconnected."), "the disconnect line")
       expect(quiet.out.stderr).not.toMatch(/Received|Sending/)
+    })
+  )
+
+  it.scopedLive("a resent QoS 2 PUBLISH is logged as received, once allowed; message_size_limit's drop has Mosquitto's line", () =>
+    Effect.gen(function* () {
+      const { port, log } = yield* startBroker({ settings: { messageSizeLimit: 4 } })
+      const c = yield* rawClient(port)
+      yield* c.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId: "q2", clean: true, keepalive: 0 } as mqttPacket.IConnectPacket))
+      yield* waitFor(() => log.recent.includes("Sending CONNACK to q2 (0, 0)"), "the CONNACK line")
+      const publish = (dup: boolean) => mqttPacket.generate({ cmd: "publish", topic: "t", payload: Buffer.from("ok"), qos: 2, messageId: 3, retain: false, dup } as mqttPacket.IPublishPacket)
+      yield* c.write(publish(false))
+      yield* c.write(publish(true))
+      yield* waitFor(() => log.recent.filter((l) => l.startsWith("Sending PUBREC to q2 (m3, rc0)")).length === 2, "two PUBRECs")
+      expect(log.recent).toContain("Received PUBLISH from q2 (d0, q2, r0, m3, 't', ... (2 bytes))")
+      expect(log.recent).toContain("Received PUBLISH from q2 (d1, q2, r0, m3, 't', ... (2 bytes))")
+      yield* c.write(mqttPacket.generate({ cmd: "publish", topic: "big", payload: Buffer.from("too large"), qos: 1, messageId: 4, retain: false, dup: false } as mqttPacket.IPublishPacket))
+      yield* waitFor(() => log.recent.includes("Sending PUBACK to q2 (m4, rc0)"), "the PUBACK of the dropped message")
+      expect(log.recent).toContain("Dropped too large PUBLISH from q2 (d0, q1, r0, m4, 'big', ... (9 bytes))")
+      expect(log.recent.some((l) => l.startsWith("Received PUBLISH from q2 (d0, q1"))).toBe(false)
     })
   )
 })
