@@ -88,8 +88,23 @@ export class ParseError {
   constructor(
     readonly reason: ParseErrorReason,
     readonly message: string,
-    readonly connectError?: ConnectError
+    readonly connectError?: ConnectError,
+    /** a refused CONNECT's protocol name or level, for the log line (Mosquitto's "Invalid protocol ... in CONNECT") */
+    readonly detail?: string
   ) {}
+}
+
+/** A CONNECT frame's protocol name and level (undefined where the frame is too short). */
+const connectProtocol = (frame: Buffer): { readonly name: string | undefined; readonly level: number | undefined } => {
+  // the Remaining Length's bytes, then the name's length
+  let p = 1
+  while (p < frame.length && p < 5 && (frame[p] & 0x80) !== 0) p++
+  p++
+  if (p + 2 > frame.length) return { name: undefined, level: undefined }
+  const length = (frame[p] << 8) | frame[p + 1]
+  const end = p + 2 + length
+  if (end > frame.length) return { name: undefined, level: undefined }
+  return { name: frame.toString("latin1", p + 2, end), level: end < frame.length ? frame[end] & 0x7f : undefined }
 }
 
 // ---------------------------------------------------------------------------
@@ -684,11 +699,12 @@ export class PacketParser {
     if (result.error !== undefined) {
       const message = result.error.message
       if (type === 1) {
+        const { name, level } = connectProtocol(buf.subarray(start, end))
         if (message === "Invalid protocolId") {
-          return new ParseError("protocol", "unknown protocol name [MQTT-3.1.2-1]", "bad-protocol-name")
+          return new ParseError("protocol", "unknown protocol name [MQTT-3.1.2-1]", "bad-protocol-name", name)
         }
         if (message === "Invalid protocol version") {
-          return new ParseError("protocol", "unsupported protocol level [MQTT-3.1.2-2]", "bad-protocol-version")
+          return new ParseError("protocol", "unsupported protocol level [MQTT-3.1.2-2]", "bad-protocol-version", level === undefined ? undefined : String(level))
         }
       }
       if (type === 15 && this.version !== 5) return new ParseError("protocol", "AUTH before MQTT 5")
@@ -705,6 +721,10 @@ export class PacketParser {
       return malformed("CONNACK too short")
     }
     if (packet.cmd === "connect") {
+      // the name goes with its levels: MQIsdp is 3.1 (3), MQTT is 3.1.1 (4) and 5 (handle_connect.c)
+      if ((packet.protocolId === "MQTT") !== (packet.protocolVersion !== 3)) {
+        return new ParseError("protocol", "unsupported protocol level [MQTT-3.1.2-2]", "bad-protocol-version", String(packet.protocolVersion))
+      }
       const bridgeMode = (packet as { bridgeMode?: boolean }).bridgeMode === true
       this.version = packet.protocolVersion ?? 4
       this.settings = settingsFor(this.version, bridgeMode)

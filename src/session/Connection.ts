@@ -83,7 +83,9 @@ export type CloseReason =
   | "error" // socket error
   | "keepalive" // 1.5 × keepalive of silence [MQTT-3.1.2-24]
   | "takeover" // another connection with the same client id [MQTT-3.1.4-3]
-  | "protocol" // a protocol violation or malformed packet
+  | "protocol" // a protocol violation
+  | "malformed" // a malformed packet
+  | "oversize" // a packet over the maximum packet size
   | "connect-timeout" // no CONNECT in time
   | "refused" // CONNACK with a failure code
   | "kicked" // closed by the broker (administrative action); the will is published
@@ -178,6 +180,8 @@ interface Will {
 
 /** A connection's rarely used state (see `Connection.rare`); its initial values are the fields' defaults. */
 class RareState {
+  /** the CONNACK code (3.1.1's) a refused CONNECT got, for the close's log line */
+  refusedWith = 0
   /** the will, from CONNECT */
   will: Will | undefined = undefined
   /** v5 Will Delay Interval in seconds */
@@ -475,12 +479,16 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
 
   private onParseError(error: ParseError): void {
     if (this.state === "new" && error.connectError !== undefined) {
-      // [MQTT-3.1.2-2] unacceptable protocol level: CONNACK 0x01 (v3/v4) / 0x84 (v5)
-      this.log("information", `Client <unknown> from ${this.remote} refused: ${error.message}.`)
+      // Mosquitto's lines (handle_connect.c); [MQTT-3.1.2-2] an unacceptable protocol level gets CONNACK 0x01, an unknown name none
+      const address = this.socket.remoteAddress ?? "unknown"
       if (error.connectError === "bad-protocol-version") {
+        this.log("information", `Invalid protocol version ${error.detail ?? "?"} in CONNECT from ${address}.`)
+        if (this.core.log.debugOn) this.log("debug", `Sending CONNACK to ${address} (0, ${ConnackV4.UnacceptableProtocolVersion})`)
         this.writeNow(encode({ cmd: "connack", returnCode: ConnackV4.UnacceptableProtocolVersion, sessionPresent: false }, 4))
+      } else if (this.core.settings.connectionMessages) {
+        this.log("information", `Invalid protocol "${error.detail ?? ""}" in CONNECT from ${address}.`)
       }
-      this.close("refused")
+      this.close("protocol")
       return
     }
     const code = error.reason === "too-large" ? ReasonCode.PacketTooLarge : error.reason === "malformed" ? ReasonCode.MalformedPacket : ReasonCode.ProtocolError
@@ -490,9 +498,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   /** Close for a protocol violation; v5 clients get DISCONNECT with the reason code first. */
   protocolError(reasonCode: number, why: string): void {
     if (this.state === "closed") return
-    this.log("notice", `Client ${this.clientId || "<unknown>"} from ${this.remote} disconnected: ${why}.`)
+    // the details (information), then Mosquitto's notice line as the connection closes (logClose)
+    this.log("information", `Client ${this.clientId || "<unknown>"} from ${this.remote} disconnected: ${why}.`)
     if (this.state === "connected" && this.protocolVersion === 5) this.sendDisconnect(reasonCode, why)
-    this.close("protocol")
+    this.close(reasonCode === ReasonCode.MalformedPacket ? "malformed" : reasonCode === ReasonCode.PacketTooLarge ? "oversize" : "protocol")
   }
 
   private handle(packet: Packet): void {
@@ -579,7 +588,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     told?: { readonly reasonString?: string | undefined; readonly userProperties?: UserProperties | undefined }
   ): void {
     this.log("information", `Client ${this.clientId || "<unknown>"} from ${this.remote} refused: ${why}.`)
-    if (this.core.log.debugOn) this.log("debug", `Sending CONNACK to ${this.clientId || "<unknown>"} (0, ${this.protocolVersion === 5 ? v5Code : v4Code})`)
+    this.more().refusedWith = v4Code
+    if (this.core.log.debugOn) this.log("debug", `Sending CONNACK to ${this.socket.remoteAddress ?? "unknown"} (0, ${this.protocolVersion === 5 ? v5Code : v4Code})`)
     if (this.protocolVersion === 5) {
       // 0x9C Use another server / 0x9D Server moved carry a Server Reference; a Reason String and
       // User Properties may go on any CONNACK [MQTT-3.2.2-19] [MQTT-3.2.2-20]
@@ -597,6 +607,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.protocolVersion = (packet.protocolVersion ?? 4) as 3 | 4 | 5
     this.parser.protocolVersion = this.protocolVersion
     const v5 = this.protocolVersion === 5
+    if (!v5 && packet.password !== undefined && packet.username === undefined) {
+      // [MQTT-3.1.2-22] no password without a username in 3.1.1 (MQTT 5 allows it): closed without CONNACK, as handle_connect.c
+      this.log("error", `Protocol error from ${packet.clientId ?? ""}: password without username, closing connection.`)
+      return this.close("protocol")
+    }
     this.state = "connecting"
     let clientId = packet.clientId ?? ""
     const clean = packet.clean !== false
@@ -1012,11 +1027,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const session = this.session!
     const v5 = this.protocolVersion === 5
     const subscriptionId = v5 ? packet.properties?.subscriptionIdentifier : undefined
-    if (v5) {
-      // [MQTT-3.8.3-2] at least one topic filter; §3.8.2.1.2 a Subscription Identifier of 0 is a Protocol Error
-      if (packet.subscriptions.length === 0) return this.protocolError(ReasonCode.ProtocolError, "SUBSCRIBE without a topic filter")
-      if (subscriptionId === 0) return this.protocolError(ReasonCode.ProtocolError, "subscription identifier 0")
-    }
+    // at least one topic filter: v5 [MQTT-3.8.3-2] a Protocol Error; 3.1.1 [MQTT-3.8.3-3] a protocol violation (Mosquitto: a malformed packet)
+    if (packet.subscriptions.length === 0) return this.protocolError(v5 ? ReasonCode.ProtocolError : ReasonCode.MalformedPacket, "SUBSCRIBE without a topic filter")
+    // §3.8.2.1.2 a Subscription Identifier of 0 is a Protocol Error
+    if (v5 && subscriptionId === 0) return this.protocolError(ReasonCode.ProtocolError, "subscription identifier 0")
     const granted: Array<number> = []
     const retainedToSend: Array<{ filter: string; options: SubscriptionOptions }> = []
     for (const sub of packet.subscriptions) {
@@ -1725,6 +1739,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         )
       }
       if (core.settings.connectionMessages) this.logClose(reason)
+    } else if (core.settings.connectionMessages) {
+      this.logCloseUnconnected(reason)
     }
     // publishers held up by this connection go on; this one stops waiting
     if (this.holdTimer !== undefined) clearTimeout(this.holdTimer)
@@ -1750,12 +1766,38 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         return
       case "protocol":
         return this.log("notice", `Client ${id} disconnected due to protocol error.`)
+      case "malformed":
+        return this.log("notice", `Client ${id} disconnected due to malformed packet.`)
+      case "oversize":
+        return this.log("notice", `Client ${id} disconnected due to oversize packet.`)
       default:
         return this.log("notice", `Client ${id} disconnected.`)
     }
   }
 
-  private log(type: "notice" | "information" | "subscribe" | "unsubscribe" | "debug", message: string): void {
+  /** A connection that never got its CONNACK (loop.c's lines for a client without an id). */
+  private logCloseUnconnected(reason: CloseReason): void {
+    switch (reason) {
+      case "closed":
+      case "error":
+        return this.log("notice", "Client <unknown> closed its connection.")
+      case "protocol":
+      case "malformed":
+        // before its CONNECT is accepted Mosquitto calls what it cannot read a protocol error (bad header flags, the reserved flag)
+        return this.log("notice", "Client <unknown> disconnected due to protocol error.")
+      case "oversize":
+        return this.log("notice", "Client <unknown> disconnected due to oversize packet.")
+      case "refused": {
+        // a CONNECT refused for its credentials, or for anything else (a client id, the will)
+        const code = this.rare.refusedWith
+        return this.log("notice", code === ConnackV4.BadUserNameOrPassword || code === ConnackV4.NotAuthorized ? "Client <unknown> disconnected, not authorised." : "Client <unknown> disconnected due to protocol error.")
+      }
+      default:
+        return
+    }
+  }
+
+  private log(type: "error" | "notice" | "information" | "subscribe" | "unsubscribe" | "debug", message: string): void {
     this.core.log.log(type, message)
   }
 

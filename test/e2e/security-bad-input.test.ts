@@ -262,7 +262,7 @@ describe("a flood of failed logins", () => {
       const pw = path.join(dir, "passwd")
       expect((yield* run("mosquitto_passwd", ["-c", "-b", pw, "alice", "secret"])).code).toBe(0)
       const port = yield* freePort
-      const { broker, log } = yield* brokerFrom(`listener ${port} 127.0.0.1\nallow_anonymous false\npassword_file ${pw}\n`, 2000)
+      const { broker, log } = yield* brokerFrom(`listener ${port} 127.0.0.1\nallow_anonymous false\npassword_file ${pw}\n`, 5000)
       const url = `mqtt://127.0.0.1:${port}`
       const good = yield* connectClient(url, { username: "alice", password: "secret", clientId: "good", protocolVersion: 5 })
       const got = collect(good)

@@ -837,6 +837,22 @@ describe("PacketParser rejects what the spec calls malformed", () => {
     expect(error?.connectError).toBeUndefined()
   })
 
+  it("a protocol name goes with its levels: MQTT is 4 or 5, MQIsdp 3; the error carries the name or level for the log [MQTT-3.1.2-2]", () => {
+    const frame = (name: string, level: number) => {
+      // level, clean session, keepalive 0, (v5: no properties), client id "c"
+      const rest = level === 5 ? [level, 0x02, 0, 0, 0, 0, 1, 0x63] : [level, 0x02, 0, 0, 0, 1, 0x63]
+      const body = Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name, "latin1"), Buffer.from(rest)])
+      return Buffer.concat([Buffer.from([0x10, body.length]), body])
+    }
+    expect(parseChunks([frame("MQTT", 3)]).error).toMatchObject({ reason: "protocol", connectError: "bad-protocol-version", detail: "3" })
+    expect(parseChunks([frame("MQIsdp", 4)]).error).toMatchObject({ reason: "protocol", connectError: "bad-protocol-version", detail: "4" })
+    expect(parseChunks([frame("MQTT", 7)]).error).toMatchObject({ connectError: "bad-protocol-version", detail: "7" })
+    expect(parseChunks([frame("MQTX", 4)]).error).toMatchObject({ connectError: "bad-protocol-name", detail: "MQTX" })
+    for (const [name, level] of [["MQTT", 4], ["MQTT", 5], ["MQIsdp", 3]] as const) {
+      expect(parseChunks([frame(name, level)], level)).toMatchObject({ error: undefined, packets: [{ cmd: "connect", protocolId: name, protocolVersion: level }] })
+    }
+  })
+
   it("setting protocolVersion keeps a bridge CONNECT's mode for SUBSCRIBE", () => {
     const bridge = Mqtt.generate({ ...connect({}), bridgeMode: true } as unknown as Packet, { protocolVersion: 4 })
     const subscribe = Mqtt.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a", qos: 1 }] }, { protocolVersion: 4 })
