@@ -841,6 +841,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     session.acl = core.authorize?.({ clientId, username, listenerPort: this.listener.port })
     session.wire = this
     session.stats = core.stats
+    session.log = core.log
     core.attached.set(clientId, this)
     this.state = "connected"
     core.clientConnected()

@@ -130,6 +130,10 @@ export class Session implements Subscriber {
   acl: ClientAcl | undefined = undefined
   /** where messages dropped by the queue limits are counted ($SYS/broker/publish/messages/dropped) */
   stats: { publishDropped: number } | undefined = undefined
+  /** the broker's log: "Outgoing messages are being dropped" once per episode of drops, as Mosquitto */
+  log: { notice(message: string): void } | undefined = undefined
+  /** the queue limits are dropping this client's messages (since the last one queued) */
+  dropping = false
 
   constructor(
     readonly clientId: string,
@@ -172,8 +176,17 @@ export class Session implements Subscriber {
     } else {
       const flow = this.flow
       const overflowed = flow.overflowed
-      flow.offer(delivery(message, qos, retain, subscriptionIds, shared), wire !== undefined, wire ?? offlineSink)
-      if (flow.overflowed !== overflowed && this.stats !== undefined) this.stats.publishDropped++
+      const outcome = flow.offer(delivery(message, qos, retain, subscriptionIds, shared), wire !== undefined, wire ?? offlineSink)
+      if (flow.overflowed !== overflowed) {
+        if (this.stats !== undefined) this.stats.publishDropped++
+        // db__message_insert's line, once until a message is queued again; offline clients included
+        if (!this.dropping) {
+          this.dropping = true
+          this.log?.notice(`Outgoing messages are being dropped for client ${this.clientId}.`)
+        }
+      } else if (outcome !== "dropped") {
+        this.dropping = false
+      }
     }
     if (wire !== undefined) wire.checkCongestion(source)
   }

@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as mqttPacket from "mqtt-packet"
 import { freePort, run, spawnLive, startDaemon, startMosquitto } from "../support/processes.js"
-import { rawClient, startBroker, waitFor } from "./harness.js"
+import { connectClient, connectCollecting, publish, rawClient, startBroker, subscribe, waitFor } from "./harness.js"
 
 /** The same client sessions, one after another, against the broker on `port`; `log` reads its log so far. */
 const sessions = (port: number, log: () => string) =>
@@ -135,6 +135,28 @@ describe("log_type debug: every packet, as Mosquitto logs it", () => {
       yield* waitFor(() => log.recent.includes("Sending PUBACK to q2 (m4, rc0)"), "the PUBACK of the dropped message")
       expect(log.recent).toContain("Dropped too large PUBLISH from q2 (d0, q1, r0, m4, 'big', ... (9 bytes))")
       expect(log.recent.some((l) => l.startsWith("Received PUBLISH from q2 (d0, q1"))).toBe(false)
+    })
+  )
+
+  it.scopedLive("an offline client's queue over max_queued_messages: Mosquitto's 'Outgoing messages are being dropped' once per episode", () =>
+    Effect.gen(function* () {
+      const { url, log } = yield* startBroker({ settings: { maxQueuedMessages: 2 } })
+      const away = yield* connectClient(url, { clientId: "away", clean: false })
+      yield* subscribe(away, "q/#", { qos: 1 })
+      yield* Effect.promise(() => away.endAsync())
+      yield* waitFor(() => log.recent.includes("Client away disconnected."), "the disconnect line")
+      const pub = yield* connectClient(url, { clientId: "pub" })
+      for (let i = 0; i < 5; i++) yield* publish(pub, "q/x", `m${i}`, { qos: 1 })
+      const dropping = () => log.recent.filter((l) => l === "Outgoing messages are being dropped for client away.")
+      yield* waitFor(() => dropping().length === 1, "the dropping line")
+      // the client comes back and takes its queue: the next overflow is a new episode, logged again
+      const back = yield* connectCollecting(url, { clientId: "away", clean: false })
+      yield* waitFor(() => back.got.length === 2, "the two queued messages")
+      expect(back.got.map((m) => m.payload)).toEqual(["m0", "m1"])
+      yield* Effect.promise(() => back.client.endAsync())
+      yield* waitFor(() => log.recent.filter((l) => l === "Client away disconnected.").length === 2, "the second disconnect line")
+      for (let i = 5; i < 9; i++) yield* publish(pub, "q/x", `m${i}`, { qos: 1 })
+      yield* waitFor(() => dropping().length === 2, "the dropping line of the second episode")
     })
   )
 })
