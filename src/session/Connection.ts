@@ -568,7 +568,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       case "disconnect":
         return this.handleDisconnect(packet)
       case "connect":
-        // [MQTT-3.1.0-2] a second CONNECT is a protocol violation
+        // [MQTT-3.1.0-2] a second CONNECT is a protocol violation (and handle_connect.c's line)
+        this.log("notice", `Bad client ${this.clientId} sending multiple CONNECT messages.`)
         return this.protocolError(ReasonCode.ProtocolError, "second CONNECT")
       case "auth":
         return this.handleAuth(packet)

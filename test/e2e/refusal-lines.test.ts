@@ -73,7 +73,7 @@ const interesting = (log: string): Array<string> =>
   log
     .split("\n")
     .map((l) => l.replace(/^\d+: /, ""))
-    .filter((l) => /^(Client <unknown>|Client \S+ disconnected|Invalid protocol|Protocol error from|Sending CONNACK to 127)/.test(l) && !/^Client \S+ from /.test(l))
+    .filter((l) => /^(Client <unknown>|Client \S+ disconnected|Invalid protocol|Protocol error from|Sending CONNACK to 127|Bad client)/.test(l) && !/^Client \S+ from /.test(l))
 
 describe("refusals and protocol errors, as Mosquitto answers and logs them", () => {
   it.scopedLive("the same bytes give the same answers and the same lines", () =>
