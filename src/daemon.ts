@@ -249,6 +249,13 @@ const main = Effect.gen(function* () {
     log.notice("Create a configuration file which defines a listener to allow remote access.")
   }
   for (const warning of config.warnings) log.warning(`Warning: ${warning}`)
+  // conf.c's notes on two options kept for compatibility, printed whenever they are given
+  if (config.directives.some((d) => d.option === "clientid_prefixes")) {
+    log.notice("The 'clientid_prefixes' option is now deprecated and will be removed in a future version.")
+  }
+  if (config.directives.some((d) => d.option === "message_size_limit")) {
+    log.notice("Note: It is recommended to replace `message_size_limit` with `max_packet_size`.")
+  }
 
   yield* Effect.scoped(
     Effect.gen(function* () {

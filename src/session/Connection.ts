@@ -491,6 +491,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       this.close("protocol")
       return
     }
+    // handle_publish.c's line for a PUBLISH at QoS 3
+    if (this.state === "connected" && error.message.startsWith("QoS 3 in PUBLISH")) this.log("information", `Invalid QoS in PUBLISH from ${this.clientId}, disconnecting.`)
     const code = error.reason === "too-large" ? ReasonCode.PacketTooLarge : error.reason === "malformed" ? ReasonCode.MalformedPacket : ReasonCode.ProtocolError
     this.protocolError(code, error.message)
   }

@@ -121,6 +121,18 @@ describe("node dist/main.js", () => {
     })
   )
 
+  it.scopedLive("clientid_prefixes: Mosquitto's start-up note that it is deprecated, and it still refuses other client ids", () =>
+    Effect.gen(function* () {
+      const port = yield* freePort
+      const { conf } = yield* confFile([`listener ${port} 127.0.0.1`, "allow_anonymous true", "clientid_prefixes ok-"])
+      const daemon = yield* startDaemon(["-c", conf], { port })
+      yield* waitFor(() => daemon.out.stderr.includes("listen socket"), "the start-up lines")
+      expect(daemon.out.stderr).toContain("The 'clientid_prefixes' option is now deprecated and will be removed in a future version.")
+      expect((yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", "ok-1", "-t", "t", "-m", "m"])).code).toBe(0)
+      expect((yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", "other", "-t", "t", "-m", "m"])).code).not.toBe(0)
+    })
+  )
+
   it.scopedLive("a bad config file exits non-zero naming file, line and option", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir

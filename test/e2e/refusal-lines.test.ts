@@ -63,6 +63,7 @@ const scenarios: ReadonlyArray<readonly [string, Array<Buffer>]> = [
   ["a packet before CONNECT", [Buffer.from([0xc0, 0x00])]],
   ["a second CONNECT", [connect({ clientId: "twice" }), connect({ clientId: "twice" })]],
   ["PUBLISH topic longer than the packet", [connect({ clientId: "trunc" }), Buffer.from([0x30, 0x04, 0x00, 0x09, 0x61, 0x62])]],
+  ["a PUBLISH at QoS 3", [connect({ clientId: "q3" }), Buffer.from([0x36, 0x03, 0x00, 0x01, 0x74])]],
   ["a packet over max_packet_size", [connect({ clientId: "big" }), mqttPacket.generate({ cmd: "publish", topic: "t", payload: Buffer.alloc(300), qos: 0, retain: false, dup: false } as mqttPacket.IPublishPacket)]],
   ["a wrong password", [connect({ clientId: "wrongpw", username: "alice", password: Buffer.from("nope") })]],
   ["an unknown user", [connect({ clientId: "nobody", username: "mallory", password: Buffer.from("x") })]]
@@ -73,7 +74,7 @@ const interesting = (log: string): Array<string> =>
   log
     .split("\n")
     .map((l) => l.replace(/^\d+: /, ""))
-    .filter((l) => /^(Client <unknown>|Client \S+ disconnected|Invalid protocol|Protocol error from|Sending CONNACK to 127|Bad client)/.test(l) && !/^Client \S+ from /.test(l))
+    .filter((l) => /^(Client <unknown>|Client \S+ disconnected|Invalid protocol|Invalid QoS|Protocol error from|Sending CONNACK to 127|Bad client)/.test(l) && !/^Client \S+ from /.test(l))
 
 describe("refusals and protocol errors, as Mosquitto answers and logs them", () => {
   it.scopedLive("the same bytes give the same answers and the same lines", () =>
@@ -82,7 +83,7 @@ describe("refusals and protocol errors, as Mosquitto answers and logs them", () 
       const pw = path.join(dir, "pw")
       expect((yield* run("mosquitto_passwd", ["-c", "-b", pw, "alice", "secret"])).code).toBe(0)
       fs.chmodSync(pw, 0o644)
-      const lines = ["allow_anonymous true", `password_file ${pw}`, "max_packet_size 200"]
+      const lines = ["allow_anonymous true", `password_file ${pw}`, "max_packet_size 200", "message_size_limit 150"]
       const mosquitto = yield* startMosquitto(lines)
       const port = yield* freePort
       const conf = path.join(dir, "midge.conf")
@@ -103,6 +104,10 @@ describe("refusals and protocol errors, as Mosquitto answers and logs them", () 
         yield* settle(100)
         expect([name, interesting(midge.out.stderr.slice(before[1]))]).toStrictEqual([name, interesting(mosquitto.log().slice(before[0]))])
       }
+      // conf.c's start-up note for message_size_limit, in both
+      const note = "Note: It is recommended to replace `message_size_limit` with `max_packet_size`."
+      expect(mosquitto.log()).toContain(note)
+      expect(midge.out.stderr).toContain(note)
       // and a client that does everything right is still welcome
       const ok = yield* exchange(port, [connect({ clientId: "fine", username: "alice", password: Buffer.from("secret") }), Buffer.from([0xe0, 0x00])])
       expect(ok.sent).toBe(CONNACK_OK)
