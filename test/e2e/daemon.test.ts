@@ -72,6 +72,8 @@ describe("node dist/main.js", () => {
       yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
       yield* listening(port, 15_000)
       const log = () => fs.readFileSync(logPath, "utf8")
+      // the probe that saw the port open closed before any CONNECT: Mosquitto's line for it comes first
+      yield* waitFor(() => log().includes("Client <unknown> closed its connection."), "the probe's line")
       for (let i = 0; i < 3; i++) {
         const r = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-i", `to-file-${i}`, "-t", "t", "-m", "m", "-q", "1"])
         expect(r.code).toBe(0)
