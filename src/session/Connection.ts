@@ -977,7 +977,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const acl = this.session!.acl
     if (acl !== undefined && !acl.canPublish(this.mount + topic)) {
       if (core.log.debugOn) this.log("debug", `Denied PUBLISH from ${this.clientId} ${publishSummary(packet.dup, qos, packet.retain, id, this.mount + topic, payload.length)}`)
-      if (qos > 0) this.writeFailureAck(qos === 1 ? "puback" : "pubrec", id, this.protocolVersion === 5 ? ReasonCode.NotAuthorized : 0, "not authorised")
+      // (3.1.1 acks carry no code: encodeAck leaves it out; the debug line shows it, as Mosquitto's)
+      if (qos > 0) this.writeFailureAck(qos === 1 ? "puback" : "pubrec", id, ReasonCode.NotAuthorized, "not authorised")
       return
     }
     // as handle_publish.c: once allowed, before a resent QoS 2 PUBLISH is recognised
