@@ -180,7 +180,7 @@ const restore = (core: Core, persistence: PersistenceService): Effect.Effect<Arr
         bridges++
         continue
       }
-      const session = new Session(stored.clientId, core.flowLimits())
+      const session = core.newSession(stored.clientId)
       session.expiryInterval = stored.expiryInterval
       session.disconnectedAt = stored.disconnectedAt ?? now
       core.sessions.set(stored.clientId, session)

@@ -1917,7 +1917,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
   /** An offline session here from what Redis keeps of it; `created`: the origins its records link to (see `restoreRecords`). */
   private newAdopted(a: StoredSession, created: Set<string>): Session {
     const core = this.core
-    const session = new Session(a.clientId, core.flowLimits())
+    const session = core.newSession(a.clientId)
     session.expiryInterval = a.expiryInterval
     session.disconnectedAt = core.now()
     core.sessions.set(a.clientId, session)
@@ -2316,7 +2316,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
     const core = this.core
     const existing = core.sessions.get(w.clientId)
     if (existing !== undefined) this.detach(existing)
-    const session = new Session(w.clientId, core.flowLimits())
+    const session = core.newSession(w.clientId)
     session.expiryInterval = w.expiryInterval
     session.disconnectedAt = core.now()
     core.sessions.set(w.clientId, session)

@@ -843,8 +843,6 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.session = session
     session.acl = core.authorize?.({ clientId, username, listenerPort: this.listener.port })
     session.wire = this
-    session.stats = core.stats
-    session.log = core.log
     core.attached.set(clientId, this)
     this.state = "connected"
     core.clientConnected()
@@ -955,7 +953,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       const code = this.protocolVersion === 5 ? dropReason : 0
       const why = dropReason === ReasonCode.QuotaExceeded ? "memory_limit exceeded" : "message_size_limit exceeded"
       if (core.log.debugOn && dropReason !== ReasonCode.QuotaExceeded) {
-        this.log("debug", `Dropped too large PUBLISH from ${this.clientId} ${publishSummary(packet.dup, qos, packet.retain, id, this.mount + topic, payload.length)}`)
+        this.tracePublishIn("Dropped too large", packet, this.mount + topic, payload.length)
       }
       if (qos > 0) this.writeFailureAck(qos === 1 ? "puback" : "pubrec", id, code, why)
       return
@@ -976,13 +974,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     // a denied PUBLISH is dropped; v5 acks say 0x87 (a v5 PUBREC failure ends the QoS 2 flow)
     const acl = this.session!.acl
     if (acl !== undefined && !acl.canPublish(this.mount + topic)) {
-      if (core.log.debugOn) this.log("debug", `Denied PUBLISH from ${this.clientId} ${publishSummary(packet.dup, qos, packet.retain, id, this.mount + topic, payload.length)}`)
+      if (core.log.debugOn) this.tracePublishIn("Denied", packet, this.mount + topic, payload.length)
       // (3.1.1 acks carry no code: encodeAck leaves it out; the debug line shows it, as Mosquitto's)
       if (qos > 0) this.writeFailureAck(qos === 1 ? "puback" : "pubrec", id, ReasonCode.NotAuthorized, "not authorised")
       return
     }
     // as handle_publish.c: once allowed, before a resent QoS 2 PUBLISH is recognised
-    if (core.log.debugOn) this.log("debug", `Received PUBLISH from ${this.clientId} ${publishSummary(packet.dup, qos, packet.retain, id, this.mount + topic, payload.length)}`)
+    if (core.log.debugOn) this.tracePublishIn("Received", packet, this.mount + topic, payload.length)
     // [MQTT-3.3.4-9] more QoS 2 flows open than our Receive Maximum
     if (qos === 2 && this.protocolVersion === 5 && this.session!.qos2.awaitingRel.size >= this.receiveMaximum && !this.session!.qos2.awaitingRel.has(id)) {
       return this.protocolError(ReasonCode.ReceiveMaximumExceeded, "receive maximum exceeded")
@@ -1842,6 +1840,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private traceAck(cmd: AckCmd, messageId: number, reasonCode: number): void {
     const what = cmd === "puback" || cmd === "pubrec" ? `(m${messageId}, rc${reasonCode})` : `(m${messageId})`
     this.log("debug", `Sending ${cmd.toUpperCase()} to ${this.clientId} ${what}`)
+  }
+
+  /** handle_publish.c's line for a PUBLISH from the client: received, denied, or dropped as too large */
+  private tracePublishIn(what: "Received" | "Denied" | "Dropped too large", packet: mqtt.IPublishPacket, topic: string, bytes: number): void {
+    this.log("debug", `${what} PUBLISH from ${this.clientId} ${publishSummary(packet.dup, packet.qos, packet.retain, packet.messageId ?? 0, topic, bytes)}`)
   }
 
   private tracePublish(message: Message, qos: QoS, retain: boolean, messageId: number, dup: boolean): void {

@@ -324,9 +324,20 @@ export class Core {
     const existing = this.sessions.get(clientId)
     if (existing !== undefined && !clean) return { session: existing, present: true }
     if (existing !== undefined) this.discardSession(existing)
-    const session = new Session(clientId, this.flowLimits())
+    const session = this.newSession(clientId)
     this.sessions.set(clientId, session)
     return { session, present: false }
+  }
+
+  /**
+   * A session of this broker's: its queue limits, and where its dropped messages are counted and
+   * said (for every session, connected or not, restored from the store or adopted from a node).
+   */
+  newSession(clientId: string): Session {
+    const session = new Session(clientId, this.flowLimits())
+    session.stats = this.stats
+    session.log = this.log
+    return session
   }
 
   discardSession(session: Session): void {

@@ -128,7 +128,7 @@ export class Session implements Subscriber {
   pendingWill: { readonly message: Message; readonly at: number } | undefined = undefined
   /** the client's access rules (acl_file, Authorization service); undefined: all allowed */
   acl: ClientAcl | undefined = undefined
-  /** where messages dropped by the queue limits are counted ($SYS/broker/publish/messages/dropped) */
+  /** where messages dropped by the queue limits are counted ($SYS/broker/publish/messages/dropped); set by `Core.newSession` */
   stats: { publishDropped: number } | undefined = undefined
   /** the broker's log: "Outgoing messages are being dropped" once per episode of drops, as Mosquitto */
   log: { notice(message: string): void } | undefined = undefined

@@ -47,8 +47,9 @@ export const bind = (server: net.Server, options: BindOptions): Effect.Effect<ne
       )
     let host = options.host ?? (options.socketDomain === "ipv4" ? "0.0.0.0" : options.socketDomain === "ipv6" ? "::" : undefined)
     if (options.bindInterface !== undefined && options.socketPath === undefined) {
-      const family = host !== undefined && net.isIP(host) === 6 ? 6 : host !== undefined && net.isIP(host) === 4 ? 4 : undefined
-      const found = interfaceAddress(options.bindInterface, family)
+      // the family of the listener's own address, if it has one (net.isIP: 4, 6, or 0 for a name)
+      const ip = host === undefined ? 0 : net.isIP(host)
+      const found = interfaceAddress(options.bindInterface, ip === 4 || ip === 6 ? ip : undefined)
       if (typeof found !== "string") {
         return resume(Effect.fail(new ListenError({ port: options.port, host: options.host, reason: "other", message: `bind_interface ${options.bindInterface}: ${found.error}` })))
       }
