@@ -11,7 +11,7 @@
  * program.pipe(Effect.provide(Broker.layer({ listeners: [{ port: 1883 }] })))
  * ```
  */
-import { Context, Effect, ExecutionStrategy, Exit, FiberMap, Layer, Option, Scope, Stream } from "effect"
+import { Context, Effect, ExecutionStrategy, Exit, FiberHandle, FiberMap, Layer, Option, Scope, Stream } from "effect"
 import type { BrokerConfig } from "./config/Config.js"
 import { Log, silentLog } from "./log/Log.js"
 import { validateTopicFilter, validateTopicName } from "./protocol/topic.js"
@@ -22,6 +22,7 @@ import { EnhancedAuthentication } from "./security/EnhancedAuth.js"
 import type { Subscriber, SubscriptionOptions } from "./routing/Router.js"
 import { Core, defaultSettings, type CoreSettings, type Stats } from "./session/Core.js"
 import { Message, type MessageProperties, type QoS } from "./session/Message.js"
+import { runEvery } from "./runtime/periodic.js"
 import { expiryFiber, ListenError, listenerKey, listenTcp, type BoundListener, type ListenerOptions } from "./transport/Listener.js"
 import { Session } from "./session/Session.js"
 import type { InflightEntry, Outgoing } from "./session/OutboundFlow.js"
@@ -56,6 +57,7 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
       socketDomain: l.socketDomain,
       bindInterface: l.bindInterface,
       maxConnections: l.maxConnections,
+      acceptProtocolVersions: l.acceptProtocolVersions,
       mountPoint: l.mountPoint,
       maxQos: l.maxQos,
       // per_listener_settings: the listener's own values (undefined falls back to the global ones)
@@ -86,7 +88,10 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
     retainAvailable: config.retainAvailable,
     allowAnonymous: config.allowAnonymous,
     setTcpNodelay: config.setTcpNodelay,
-    connectionMessages: config.connectionMessages
+    connectionMessages: config.connectionMessages,
+    globalMaxConnections: config.globalMaxConnections,
+    globalMaxClients: config.globalMaxClients,
+    retainExpiryInterval: config.retainExpiryInterval
   },
   ...(log !== undefined ? { log } : {})
   }
@@ -291,9 +296,19 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       yield* openListeners(wanted)
 
 
+      // `retain_expiry_interval`: a sweep of the expired retained messages every so many seconds
+      const retainSweep = yield* FiberHandle.make<void, never>()
+      const sweepRetained = Effect.sync(() => void core.router.retained.sweepExpired(core.now()))
+      let retainSweepEvery = settings.retainExpiryInterval
+      yield* runEvery(retainSweep, retainSweepEvery, sweepRetained)
+
       const reload = (next: BrokerOptions) =>
         Effect.gen(function* () {
           core.applySettings({ ...defaultSettings, ...next.settings })
+          if (core.settings.retainExpiryInterval !== retainSweepEvery) {
+            retainSweepEvery = core.settings.retainExpiryInterval
+            yield* runEvery(retainSweep, retainSweepEvery, sweepRetained)
+          }
           yield* openListeners(next.listeners ?? [])
           // certificates and keys are read again; connected clients stay
           for (const { bound } of open.values()) yield* bound.reloadTls

@@ -53,7 +53,13 @@ export interface ListenerConfig {
   readonly socketDomain: "ipv4" | "ipv6" | undefined
   /** `bind_interface`: bind the address of this network interface (transport/bind.ts) */
   readonly bindInterface: string | undefined
-  /** per-listener values, set only when per_listener_settings is true (otherwise use the BrokerConfig ones) */
+  /** `accept_protocol_versions` (Mosquitto 2.1): the MQTT versions served (3: 3.1, 4: 3.1.1, 5); undefined: all */
+  readonly acceptProtocolVersions: ReadonlyArray<3 | 4 | 5> | undefined
+  /**
+   * per-listener values (undefined: the BrokerConfig ones): set when per_listener_settings is true,
+   * and `allowAnonymous` / `autoIdPrefix` also by Mosquitto 2.1's `listener_allow_anonymous` /
+   * `listener_auto_id_prefix`, which take precedence
+   */
   readonly allowAnonymous: boolean | undefined
   readonly allowZeroLengthClientid: boolean | undefined
   readonly autoIdPrefix: string | undefined
@@ -79,6 +85,10 @@ export interface BrokerConfig {
   readonly localOnly: boolean
   readonly allowAnonymous: boolean
   readonly perListenerSettings: boolean
+  /** `global_max_connections` (Mosquitto 2.1): network connections over all listeners; -1: no limit */
+  readonly globalMaxConnections: number
+  /** `global_max_clients` (Mosquitto 2.1): client sessions, connected or not; -1: no limit */
+  readonly globalMaxClients: number
   readonly maxInflightMessages: number
   readonly maxQueuedMessages: number
   readonly queueQos0Messages: boolean
@@ -96,6 +106,8 @@ export interface BrokerConfig {
   readonly allowZeroLengthClientid: boolean
   readonly autoIdPrefix: string
   readonly retainAvailable: boolean
+  /** `retain_expiry_interval` (Mosquitto 2.1, minutes in the file), in seconds: sweeps of expired retained messages; 0: none */
+  readonly retainExpiryInterval: number
   readonly upgradeOutgoingQos: boolean
   readonly setTcpNodelay: boolean
   readonly sysInterval: number
@@ -194,6 +206,7 @@ const localListeners = (ports: ReadonlyArray<number>, security: Security): Array
         mountPoint: undefined,
         maxQos: 2,
         maxConnections: -1,
+        acceptProtocolVersions: undefined,
         maxTopicAlias: 10,
         useUsernameAsClientid: false,
         socketDomain: undefined,
@@ -212,8 +225,8 @@ const securityOf = (
   perListener: boolean,
   l: DecodedListener | DecodedDefaultListener,
   anonymousDefault: boolean
-): Security =>
-  perListener
+): Security => {
+  const own: Security = perListener
     ? {
         allowAnonymous: l.allowAnonymous ?? anonymousDefault,
         allowZeroLengthClientid: l.allowZeroLengthClientid ?? true,
@@ -222,6 +235,13 @@ const securityOf = (
         aclFile: l.aclFile
       }
     : noSecurity
+  // Mosquitto 2.1's listener_* options set the listener's own value whatever per_listener_settings says
+  return {
+    ...own,
+    allowAnonymous: l.listenerAllowAnonymous ?? own.allowAnonymous,
+    autoIdPrefix: l.listenerAutoIdPrefix ?? own.autoIdPrefix
+  }
+}
 
 const listenerOf = (
   l: DecodedListener | DecodedDefaultListener,
@@ -236,6 +256,7 @@ const listenerOf = (
   mountPoint: l.mountPoint,
   maxQos: (l.maxQos ?? l.maximumQos ?? 2) as 0 | 1 | 2,
   maxConnections: l.maxConnections,
+  acceptProtocolVersions: l.acceptProtocolVersions,
   maxTopicAlias: l.maxTopicAlias,
   useUsernameAsClientid: l.useUsernameAsClientid,
   socketDomain: l.socketDomain,
@@ -367,6 +388,8 @@ const build = (
     localOnly: s.localOnly,
     allowAnonymous: g.allowAnonymous ?? s.localOnly,
     perListenerSettings: perListener,
+    globalMaxConnections: g.globalMaxConnections,
+    globalMaxClients: g.globalMaxClients,
     maxInflightMessages: g.maxInflightMessages,
     maxQueuedMessages: g.maxQueuedMessages,
     queueQos0Messages: g.queueQos0Messages,
@@ -380,6 +403,7 @@ const build = (
     allowZeroLengthClientid: g.allowZeroLengthClientid ?? true,
     autoIdPrefix: g.autoIdPrefix ?? "auto-",
     retainAvailable: g.retainAvailable,
+    retainExpiryInterval: g.retainExpiryInterval,
     upgradeOutgoingQos: g.upgradeOutgoingQos,
     setTcpNodelay: g.setTcpNodelay,
     sysInterval: g.sysInterval,

@@ -52,6 +52,22 @@ export class RetainedStore {
     }
   }
 
+  /**
+   * Remove every message whose Message Expiry Interval has passed at `now` (`retain_expiry_interval`,
+   * as Mosquitto 2.1's retain__expire): without a sweep an expired message is only removed when a
+   * subscription's match meets it. Returns how many went.
+   */
+  sweepExpired(now: number): number {
+    let removed = 0
+    for (const m of this.byTopic.values()) {
+      if (m.expired(now)) {
+        this.expire(m)
+        removed++
+      }
+    }
+    return removed
+  }
+
   values(): IterableIterator<Message> {
     return this.byTopic.values()
   }

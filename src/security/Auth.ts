@@ -237,6 +237,11 @@ export interface AuthOptions extends SecurityScopeOptions {
    */
   readonly perListener?: ReadonlyArray<SecurityScopeOptions & { readonly port: number }> | undefined
   /**
+   * A listener's own allow_anonymous by port, over its scope's: Mosquitto 2.1's
+   * `listener_allow_anonymous`, which applies with or without per_listener_settings.
+   */
+  readonly allowAnonymousByPort?: ReadonlyMap<number, boolean> | undefined
+  /**
    * How the acl_file judges SUBSCRIBE (mosquitto.conf `acl_subscribe_check`,
    * Midge-only). "read-access" (default): a filter no read rule can match
    * is refused (0x80 / 0x87); a filter some rule can match is granted and
@@ -276,6 +281,7 @@ export const optionsFromConfig = (config: BrokerConfig): AuthOptions => {
   }
   return {
     allowAnonymous: config.allowAnonymous,
+    allowAnonymousByPort: anonymousByPort(config),
     passwordFile: config.passwordFile,
     aclFile: config.aclFile,
     clientidPrefixes,
@@ -290,6 +296,13 @@ export const optionsFromConfig = (config: BrokerConfig): AuthOptions => {
         }))
       : undefined
   }
+}
+
+/** The listeners that have an allow_anonymous of their own (config/Config.ts merges `listener_allow_anonymous` into it). */
+export const anonymousByPort = (config: BrokerConfig): ReadonlyMap<number, boolean> | undefined => {
+  const out = new Map<number, boolean>()
+  for (const l of config.listeners) if (l.allowAnonymous !== undefined) out.set(l.port, l.allowAnonymous)
+  return out.size > 0 ? out : undefined
 }
 
 /** `clientid_prefixes`: a client id must start with the prefix when one is set (Mosquitto: CONNACK not authorised). */
@@ -396,7 +409,8 @@ const decideWith = (store: Store): AuthDecision => (request, done) => {
   const username = request.username
   // no password check configured: allow_anonymous decides for everyone (mosquitto_unpwd_check,
   // plugin_used == false); with one, it decides for clients without a username
-  if (scope.users === undefined || username === undefined) return done(scope.allowAnonymous ? { ok: true, username } : REFUSED)
+  const allowAnonymous = store.state.options.allowAnonymousByPort?.get(request.listenerPort) ?? scope.allowAnonymous
+  if (scope.users === undefined || username === undefined) return done(allowAnonymous ? { ok: true, username } : REFUSED)
   const entry = scope.users.get(username)
   if (entry === undefined || request.password === undefined) return done(REFUSED)
   checkPassword(entry.hash, request.password, (ok) => done(ok === undefined ? undefined : ok ? { ok: true, username } : REFUSED))

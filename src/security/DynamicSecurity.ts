@@ -47,7 +47,7 @@ import { Cause, Context, Effect, Layer, Option, Queue, type Scope } from "effect
 import { Broker, type BrokerService } from "../Broker.js"
 import type { BrokerConfig } from "../config/Config.js"
 import { isDynsecPlugin } from "../config/internal/options.js"
-import { type AuthDecision, type AuthResult, Authentication, type AuthenticationService, Authorization, type AuthorizationService, tlsUsernameOf } from "./Auth.js"
+import { anonymousByPort, type AuthDecision, type AuthResult, Authentication, type AuthenticationService, Authorization, type AuthorizationService, tlsUsernameOf } from "./Auth.js"
 import { registerControlHandler } from "./control.js"
 import { DynsecClientAcl, DynsecState } from "./dynsec/access.js"
 import { handleRequest, REQUEST_TOPIC, RESPONSE_TOPIC, type RequestOutcome } from "./dynsec/commands.js"
@@ -66,6 +66,8 @@ export interface DynamicSecurityOptions {
   readonly configFile: string
   /** `allow_anonymous`: clients without a username get in; default false (Mosquitto 2) */
   readonly allowAnonymous?: boolean | undefined
+  /** a listener's own allow_anonymous (Mosquitto 2.1's `listener_allow_anonymous`, or per_listener_settings), by port */
+  readonly allowAnonymousByPort?: ReadonlyMap<number, boolean> | undefined
   /** PBKDF2 iterations for new passwords; default 101, as Mosquitto 2.0 */
   readonly iterations?: number | undefined
   /** entries of the file that were skipped */
@@ -94,11 +96,11 @@ export interface DynamicSecurityService {
 
 const REFUSED: AuthResult = { ok: false, reason: "not-authorised" }
 
-const decideWith = (state: DynsecState, allowAnonymous: boolean): AuthDecision => (request, done) => {
+const decideWith = (state: DynsecState, allowAnonymous: boolean, byPort: ReadonlyMap<number, boolean> | undefined): AuthDecision => (request, done) => {
   const tls = tlsUsernameOf(request)
   if (tls !== undefined) return done(tls === null ? { ok: false, reason: "bad-credentials" } : { ok: true, username: tls })
   const username = request.username
-  if (username === undefined) return done(allowAnonymous ? { ok: true, username } : REFUSED)
+  if (username === undefined) return done((byPort?.get(request.listenerPort) ?? allowAnonymous) ? { ok: true, username } : REFUSED)
   const client = state.model.clients.get(username)
   const pw = client?.password
   if (client === undefined || client.disabled || pw === undefined || request.password === undefined) return done(REFUSED)
@@ -145,7 +147,7 @@ export const make = (options: DynamicSecurityOptions): Effect.Effect<DynamicSecu
       model: () => state.model,
       execute,
       reload,
-      authentication: Authentication.fromDecision(decideWith(state, options.allowAnonymous ?? false)),
+      authentication: Authentication.fromDecision(decideWith(state, options.allowAnonymous ?? false, options.allowAnonymousByPort)),
       authorization: Authorization.make((client) => new DynsecClientAcl(state, client))
     } satisfies DynamicSecurityService
   })
@@ -260,7 +262,7 @@ export const optionsFromConfig = (config: BrokerConfig, onWarning?: (message: st
     onWarning?.(`${seen.file}:${seen.line}: Warning: Dynamic security plugin has no plugin_opt_config_file defined. The plugin will not be activated.`)
     return undefined
   }
-  return { configFile, allowAnonymous: config.allowAnonymous }
+  return { configFile, allowAnonymous: config.allowAnonymous, allowAnonymousByPort: anonymousByPort(config) }
 }
 
 /** The layer for a mosquitto.conf, or None when it loads no dynamic security plugin. */

@@ -98,6 +98,8 @@ export interface ListenerSettings {
   readonly mountPoint: string | undefined
   /** `max_qos`: the highest QoS a client of this listener may use */
   readonly maxQos: 0 | 1 | 2
+  /** `accept_protocol_versions`: the MQTT versions served (3: 3.1, 4: 3.1.1, 5); undefined: all */
+  readonly acceptProtocolVersions?: ReadonlyArray<3 | 4 | 5> | undefined
   /** per-listener values; undefined: the broker-wide setting */
   readonly allowAnonymous: boolean | undefined
   readonly allowZeroLengthClientid: boolean | undefined
@@ -610,6 +612,16 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.protocolVersion = (packet.protocolVersion ?? 4) as 3 | 4 | 5
     this.parser.protocolVersion = this.protocolVersion
     const v5 = this.protocolVersion === 5
+    // `accept_protocol_versions` (Mosquitto 2.1, handle_connect.c check_protocol_version): CONNACK
+    // "unacceptable protocol version", 0x01 for 3.1 / 3.1.1 and 0x84 for MQTT 5
+    const accepted = this.listener.acceptProtocolVersions
+    if (accepted !== undefined && !accepted.includes(this.protocolVersion)) {
+      return this.refuse(
+        ConnackV4.UnacceptableProtocolVersion,
+        ReasonCode.UnsupportedProtocolVersion,
+        `MQTT ${this.protocolVersion === 3 ? "3.1" : this.protocolVersion === 4 ? "3.1.1" : "5"} not accepted on this listener (accept_protocol_versions)`
+      )
+    }
     if (!v5 && packet.password !== undefined && packet.username === undefined) {
       // [MQTT-3.1.2-22] no password without a username in 3.1.1 (MQTT 5 allows it): closed without CONNACK, as handle_connect.c
       this.log("error", `Protocol error from ${packet.clientId ?? ""}: password without username, closing connection.`)
@@ -794,6 +806,14 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       if (username === undefined) return this.refuse(ConnackV4.NotAuthorized, ReasonCode.NotAuthorized, "not authorised")
       this.clientId = username
       if (assigned !== undefined) assigned = username
+    }
+    // `global_max_clients` (Mosquitto 2.1): sessions, connected or kept offline, other than the one this
+    // client resumes; on this node (a cluster's nodes count their own). Before the cluster's claim, which
+    // would take the session from another node.
+    const maxClients = core.settings.globalMaxClients
+    if (maxClients > 0 && !this.claimed && core.sessions.size - (core.sessions.has(this.clientId) ? 1 : 0) >= maxClients) {
+      // MQTT 5: 0x89 Server busy, as Mosquitto; where Mosquitto closes a 3.1 / 3.1.1 client without a word, 0x03 Server unavailable
+      return this.refuse(ConnackV4.ServerUnavailable, ReasonCode.ServerBusy, `global_max_clients (${maxClients}) reached`)
     }
     // cluster: this node becomes the client id's owner first (another node lets the session go)
     const cluster = core.cluster

@@ -56,6 +56,12 @@ export interface CoreSettings {
   readonly connectionMessages: boolean
   /** how long a new connection may take to send CONNECT (ms) */
   readonly connectTimeoutMs: number
+  /** `global_max_connections` (Mosquitto 2.1): network connections over all listeners; -1: no limit */
+  readonly globalMaxConnections: number
+  /** `global_max_clients` (Mosquitto 2.1): client sessions, connected or not; -1: no limit */
+  readonly globalMaxClients: number
+  /** `retain_expiry_interval` (Mosquitto 2.1), seconds between sweeps of expired retained messages; 0: none */
+  readonly retainExpiryInterval: number
 }
 
 export const defaultSettings: CoreSettings = {
@@ -79,7 +85,10 @@ export const defaultSettings: CoreSettings = {
   allowAnonymous: true,
   setTcpNodelay: false,
   connectionMessages: true,
-  connectTimeoutMs: 10_000
+  connectTimeoutMs: 10_000,
+  globalMaxConnections: -1,
+  globalMaxClients: -1,
+  retainExpiryInterval: 0
 }
 
 /** Something with frames waiting to be written at the end of this event-loop turn. */
@@ -172,6 +181,8 @@ export class Core {
   cluster: ClusterHooks | undefined = undefined
   readonly sessions = new Map<string, Session>()
   readonly attached = new Map<string, AttachedConnection>()
+  /** network connections open on every listener, CONNECTed or not (`global_max_connections`) */
+  openConnections = 0
   /** the persistence store's writer, when persistence is on */
   store: StoreWriter | undefined = undefined
   /**

@@ -40,6 +40,8 @@ export interface ListenerOptions {
   readonly bindInterface?: string | undefined
   /** `max_connections`, -1 = unlimited */
   readonly maxConnections?: number
+  /** `accept_protocol_versions` (Mosquitto 2.1): the MQTT versions served; undefined: all */
+  readonly acceptProtocolVersions?: ReadonlyArray<3 | 4 | 5> | undefined
   readonly mountPoint?: string | undefined
   /** `max_qos`: the highest QoS the listener's clients may use (default 2) */
   readonly maxQos?: 0 | 1 | 2 | undefined
@@ -103,6 +105,7 @@ export const expiryFiber = (core: Core, session: Session): Effect.Effect<void> =
 const settingsOf = (o: ListenerOptions): Omit<ListenerSettings, "port"> => ({
   mountPoint: o.mountPoint,
   maxQos: o.maxQos ?? 2,
+  acceptProtocolVersions: o.acceptProtocolVersions,
   allowAnonymous: o.allowAnonymous,
   allowZeroLengthClientid: o.allowZeroLengthClientid,
   autoIdPrefix: o.autoIdPrefix,
@@ -133,7 +136,7 @@ export const listenTcp = (
         if (expiry._tag === "Some") expiry.value.unsafeInterruptAsFork(FiberId.none)
       },
       closed: (conn) => {
-        live.delete(conn)
+        if (live.delete(conn)) core.openConnections--
         watchdog.remove(conn)
         // a persistent session left offline: its expiry timer takes the client id's place
         const session = conn.session
@@ -146,7 +149,9 @@ export const listenTcp = (
     const settings: ListenerSettings = { port: options.port, ...settingsOf(options) }
     /** one accept path for TCP, TLS and WebSocket connections */
     const accept = (socket: MqttSocket & { destroy(): void }, identity: TlsIdentity | undefined) => {
-      if (maxConnections >= 0 && live.size >= maxConnections) {
+      // `global_max_connections` (Mosquitto 2.1) counts every listener's connections; the same line as max_connections
+      const globalMax = core.settings.globalMaxConnections
+      if ((maxConnections >= 0 && live.size >= maxConnections) || (globalMax > 0 && core.openConnections >= globalMax)) {
         core.log.notice(`Client connection from ${socket.remoteAddress} denied: max_connections exceeded.`)
         socket.destroy()
         return
@@ -154,6 +159,7 @@ export const listenTcp = (
       try {
         const conn = new Connection(socket, core, hooks, settings, identity)
         live.add(conn)
+        core.openConnections++
         if (core.settings.connectionMessages) {
           core.log.notice(`New connection from ${socket.remoteAddress ?? "unix socket"}:${socket.remotePort ?? 0} on port ${options.port}.`)
         }
@@ -193,6 +199,7 @@ export const listenTcp = (
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
           for (const conn of live) conn.shutdown()
+          core.openConnections -= live.size
           live.clear()
         })
       )
@@ -235,6 +242,7 @@ export const listenTcp = (
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => {
         for (const conn of live) conn.shutdown()
+        core.openConnections -= live.size
         live.clear()
         server.close(() => resume(Effect.void))
       })

@@ -131,6 +131,26 @@ describe("first-round options: Mosquitto's default, and a set value", () => {
     expect(ok("listener 1883\nmax_connections -7\n").listeners[0].maxConnections).toBe(-1)
   })
 
+  it("Mosquitto 2.1's listener options and global limits: values, clamps and place", () => {
+    const c = ok(
+      "global_max_connections 50\nglobal_max_clients -3\nlistener 1885\naccept_protocol_versions 3, 4\nlistener_allow_anonymous true\nlistener_auto_id_prefix in-\nlistener 1886\naccept_protocol_versions 5,4,9\n"
+    )
+    expect([c.globalMaxConnections, c.globalMaxClients]).toEqual([50, -1])
+    expect(c.listeners.map((l) => l.acceptProtocolVersions)).toEqual([[3, 4], [5, 4]])
+    expect(c.listeners.map((l) => [l.allowAnonymous, l.autoIdPrefix])).toEqual([[true, "in-"], [undefined, undefined]])
+    // with per_listener_settings, the listener_* spelling wins over the listener's allow_anonymous
+    const p = ok("per_listener_settings true\nlistener 1885\nlistener_allow_anonymous true\nallow_anonymous false\n")
+    expect(p.listeners[0].allowAnonymous).toBe(true)
+    expect(ok("").globalMaxConnections).toBe(-1)
+    expect(fails("accept_protocol_versions 5\nlistener 1885\n")).toEqual(["t.conf:1 accept_protocol_versions: a listener must be defined before this option"])
+    expect(fails("listener 1885\nlistener_auto_id_prefix " + "x".repeat(51) + "\n")).toEqual(["t.conf:2 listener_auto_id_prefix: length must be <= 50"])
+    expect(fails("listener 1885\nlistener_allow_anonymous maybe\n")[0]).toMatch(/^t.conf:2 listener_allow_anonymous: invalid value "maybe"/)
+    // retain_expiry_interval: minutes in the file, seconds decoded; at least 1, capped at 10,000,000
+    expect([ok("").retainExpiryInterval, ok("retain_expiry_interval 2\n").retainExpiryInterval]).toEqual([0, 120])
+    expect(ok("retain_expiry_interval 20000000\n").retainExpiryInterval).toBe(600_000_000)
+    expect(fails("retain_expiry_interval 0\n")).toEqual(["t.conf:1 retain_expiry_interval: retain_expiry_interval must be >= 1"])
+  })
+
   it("out-of-range values are errors naming file, line and option", () => {
     expect(
       fails(

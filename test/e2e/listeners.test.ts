@@ -2,7 +2,9 @@
  * Listener options from mosquitto.conf, through the same path as the daemon
  * (parseConfigText → brokerOptionsFromConfig → Broker): several listeners,
  * mount_point, per_listener_settings, Unix sockets, max_connections,
- * max_topic_alias, use_username_as_clientid, bind_interface.
+ * max_topic_alias, use_username_as_clientid, bind_interface, and Mosquitto 2.1's
+ * accept_protocol_versions, listener_allow_anonymous, listener_auto_id_prefix,
+ * global_max_connections and global_max_clients.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -177,6 +179,93 @@ describe("listeners from mosquitto.conf", () => {
       expect((yield* withCookie(a, 100))._tag).toBe("Right")
       expect((yield* withCookie(a, 4000))._tag).toBe("Left")
       expect((yield* withCookie(b, 4000))._tag).toBe("Right")
+    })
+  )
+  /** a refused CONNECT's code as MQTT.js reports it (CONNACK return / reason code) */
+  const refusal = (url: string, options: Parameters<typeof connectCollecting>[1]) =>
+    connectCollecting(url, { ...options, reconnectPeriod: 0 }).pipe(
+      Effect.matchEffect({
+        onFailure: (e) => Effect.succeed((e as Error & { code?: number }).code),
+        // a plain error: the test fails with a line, not with the client's whole object graph
+        onSuccess: () => Effect.fail(new Error(`connected to ${url}, expected a refusal`))
+      })
+    )
+
+  it.scopedLive("accept_protocol_versions: other MQTT versions get CONNACK 'unacceptable protocol version' (0x01, v5 0x84); mosquitto_pub too", () =>
+    Effect.gen(function* () {
+      const [a, b, c] = yield* freePorts(3)
+      yield* brokerFrom(
+        `allow_anonymous true\nlistener ${a} 127.0.0.1\naccept_protocol_versions 5\nlistener ${b} 127.0.0.1\naccept_protocol_versions 3, 4\nlistener ${c} 127.0.0.1\n`
+      )
+      const v5Only = `mqtt://127.0.0.1:${a}`
+      const v3Only = `mqtt://127.0.0.1:${b}`
+      expect(yield* refusal(v5Only, { protocolVersion: 4 })).toBe(1)
+      expect(yield* refusal(v5Only, { protocolVersion: 3, protocolId: "MQIsdp" })).toBe(1)
+      yield* connectCollecting(v5Only, { protocolVersion: 5 })
+      expect(yield* refusal(v3Only, { protocolVersion: 5 })).toBe(0x84)
+      yield* connectCollecting(v3Only, { protocolVersion: 4 })
+      yield* connectCollecting(v3Only, { protocolVersion: 3, protocolId: "MQIsdp" })
+      const cli = yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(a), "-V", "mqttv311", "-t", "t", "-m", "m"])
+      expect(cli.code).not.toBe(0)
+      expect(cli.stderr).toContain("unacceptable protocol version")
+      // a listener without the option serves every version
+      for (const protocolVersion of [3, 4, 5] as const) {
+        yield* connectCollecting(`mqtt://127.0.0.1:${c}`, { protocolVersion, ...(protocolVersion === 3 ? { protocolId: "MQIsdp" } : {}) })
+      }
+    })
+  )
+
+  it.scopedLive("listener_allow_anonymous and listener_auto_id_prefix: one listener's own values, without per_listener_settings", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* freePorts(2)
+      yield* brokerFrom(
+        `allow_anonymous false\nauto_id_prefix global-\nlistener ${a} 127.0.0.1\nlistener ${b} 127.0.0.1\nlistener_allow_anonymous true\nlistener_auto_id_prefix local-\n`
+      )
+      expect(yield* refusal(`mqtt://127.0.0.1:${a}`, { clientId: "anon-a" })).toBe(5)
+      const local = yield* connectCollecting(`mqtt://127.0.0.1:${b}`, { clientId: "", protocolVersion: 5 })
+      expect(local.connack.properties?.assignedClientIdentifier).toMatch(/^local-/)
+      // and the reverse: a broker that allows anonymous clients, one listener that does not
+      const [c, d] = yield* freePorts(2)
+      yield* brokerFrom(`allow_anonymous true\nlistener ${c} 127.0.0.1\nlistener ${d} 127.0.0.1\nlistener_allow_anonymous false\n`)
+      const open = yield* connectCollecting(`mqtt://127.0.0.1:${c}`, { clientId: "", protocolVersion: 5 })
+      expect(open.connack.properties?.assignedClientIdentifier).toMatch(/^auto-/)
+      expect(yield* refusal(`mqtt://127.0.0.1:${d}`, { protocolVersion: 5 })).toBe(0x87)
+    })
+  )
+
+  it.scopedLive("global_max_connections counts the connections of every listener", () =>
+    Effect.gen(function* () {
+      const [a, b] = yield* freePorts(2)
+      yield* brokerFrom(`allow_anonymous true\nglobal_max_connections 2\nlistener ${a} 127.0.0.1\nlistener ${b} 127.0.0.1\n`)
+      const one = yield* connectClient(`mqtt://127.0.0.1:${a}`)
+      const two = yield* connectClient(`mqtt://127.0.0.1:${b}`)
+      const third = yield* rawClient(a)
+      yield* third.waitClosed()
+      const fourth = yield* rawClient(b)
+      yield* fourth.waitClosed()
+      // a connection that ends makes room
+      yield* Effect.promise(() => two.endAsync())
+      yield* waitFor(() => !two.connected, "the second client gone")
+      const again = yield* Effect.retry(connectClient(`mqtt://127.0.0.1:${b}`), { times: 20 })
+      expect(again.connected && one.connected).toBe(true)
+    })
+  )
+
+  it.scopedLive("global_max_clients counts sessions, offline ones included; a client resuming its own session gets in", () =>
+    Effect.gen(function* () {
+      const [a] = yield* freePorts(1)
+      const broker = yield* brokerFrom(`allow_anonymous true\nglobal_max_clients 2\nlistener ${a} 127.0.0.1\n`)
+      const url = `mqtt://127.0.0.1:${a}`
+      const kept = yield* connectCollecting(url, { clientId: "kept", clean: false })
+      yield* Effect.promise(() => kept.client.endAsync())
+      yield* waitFor(() => !broker.core.attached.has("kept") && broker.core.sessions.has("kept"), "the session kept offline")
+      yield* connectCollecting(url, { clientId: "live" })
+      // two sessions: a third client is refused, 0x89 Server busy (v5) / 0x03 Server unavailable (3.1.1)
+      expect(yield* refusal(url, { clientId: "third", protocolVersion: 5 })).toBe(0x89)
+      expect(yield* refusal(url, { clientId: "third" })).toBe(3)
+      // the offline session's own client comes back
+      const back = yield* connectCollecting(url, { clientId: "kept", clean: false })
+      expect(back.sessionPresent).toBe(true)
     })
   )
 })

@@ -42,6 +42,24 @@ const subscribeCodes = (client: MqttClient, filters: Array<string>) =>
   })
 
 describe("security end to end", () => {
+  it.scopedLive("listener_allow_anonymous (Mosquitto 2.1) with a password_file: anonymous clients on that listener only, users on both", () =>
+    Effect.gen(function* () {
+      const dir = tmp()
+      const pw = path.join(dir, "passwd")
+      expect((yield* run("mosquitto_passwd", ["-c", "-b", pw, "alice", "secret"])).code).toBe(0)
+      const [a, b] = [yield* freePort, yield* freePort]
+      yield* brokerFrom(`password_file ${pw}\nallow_anonymous false\nlistener ${a} 127.0.0.1\nlistener ${b} 127.0.0.1\nlistener_allow_anonymous true\n`)
+      const anonA = yield* run("mosquitto_pub", ["-p", String(a), "-t", "t", "-m", "m"])
+      expect(anonA.code).not.toBe(0)
+      expect(anonA.stderr).toMatch(/not authori[sz]ed/i)
+      expect((yield* run("mosquitto_pub", ["-p", String(b), "-t", "t", "-m", "m"])).code).toBe(0)
+      for (const port of [a, b]) {
+        expect((yield* run("mosquitto_pub", ["-p", String(port), "-u", "alice", "-P", "secret", "-t", "t", "-m", "m"])).code).toBe(0)
+        expect((yield* run("mosquitto_pub", ["-p", String(port), "-u", "alice", "-P", "wrong", "-t", "t", "-m", "m"])).code).not.toBe(0)
+      }
+    })
+  )
+
   it.scopedLive("password_file from mosquitto_passwd and acl_file: who may connect, publish and read", () =>
     Effect.gen(function* () {
       const dir = tmp()

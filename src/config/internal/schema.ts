@@ -99,6 +99,35 @@ export const stringCheck: Check<string> = (d) => (d.value.length === 0 ? Either.
 
 const utf8Length = (s: string): number => Buffer.byteLength(s, "utf8")
 
+/**
+ * `accept_protocol_versions` (Mosquitto 2.1): the values split on blanks and commas; 3 is MQTT 3.1,
+ * 4 MQTT 3.1.1, 5 MQTT 5. conf.c skips any other token, so a line naming none of the three leaves
+ * the listener accepting nobody.
+ */
+const protocolVersionsCheck: Check<ReadonlyArray<3 | 4 | 5>> = (d) => {
+  const tokens = d.value.split(/[\s,]+/).filter((t) => t.length > 0)
+  if (tokens.length === 0) return Either.left("missing value")
+  const out: Array<3 | 4 | 5> = []
+  for (const t of tokens) {
+    if (isComment(t)) break
+    if ((t === "3" || t === "4" || t === "5") && !out.includes(Number(t) as 3 | 4 | 5)) out.push(Number(t) as 3 | 4 | 5)
+  }
+  return Either.right(out)
+}
+
+/**
+ * `retain_expiry_interval` (Mosquitto 2.1), in minutes: at least 1, capped at 10,000,000 (conf.c's
+ * "being capped at 19 years"); decoded to seconds.
+ */
+const retainExpiryCheck: Check<number> = (d) =>
+  Either.flatMap(Either.flatMap(oneValue(d), toInt), (n) =>
+    n < 1 ? Either.left("retain_expiry_interval must be >= 1") : Either.right(Math.min(n, 10_000_000) * 60)
+  )
+
+/** `listener_auto_id_prefix` (Mosquitto 2.1): "length must be <= 50". */
+const autoIdPrefixCheck: Check<string> = (d) =>
+  Either.flatMap(stringCheck(d), (s) => (s.length > 50 ? Either.left("length must be <= 50") : Either.right(s)))
+
 /** conf.c checks mount_point with `mosquitto_pub_topic_check`: no wildcards. */
 const mountPointCheck: Check<string> = (d) =>
   Either.flatMap(stringCheck(d), (s) =>
@@ -377,6 +406,9 @@ export const GlobalSection = Schema.Struct({
     last(Int({ max: 65535, adjust: (n) => (n < 0 || n === 65535 ? 0 : n) })),
     20
   ),
+  // Mosquitto 2.1: network connections over every listener, and client sessions (connected or not); 0 or less: no limit
+  globalMaxConnections: def("global_max_connections", last(Int({ adjust: (n) => (n <= 0 ? -1 : n) })), -1),
+  globalMaxClients: def("global_max_clients", last(Int({ adjust: (n) => (n <= 0 ? -1 : n) })), -1),
   maxQueuedMessages: def("max_queued_messages", last(Int({ adjust: (n) => (n < 0 ? 0 : n) })), 1000),
   queueQos0Messages: def("queue_qos0_messages", last(Bool), false),
   maxInflightBytes: def("max_inflight_bytes", last(Int({ adjust: (n) => (n < 0 ? 0 : n) })), 0),
@@ -389,6 +421,8 @@ export const GlobalSection = Schema.Struct({
   messageSizeLimit: def("message_size_limit", last(Int({ min: 0, max: 268435455 })), 0),
   persistentClientExpiration: opt("persistent_client_expiration", last(fromDirective(Schema.Number, expirationCheck))),
   retainAvailable: def("retain_available", last(Bool), true),
+  // Mosquitto 2.1: seconds between sweeps of the retained messages whose Message Expiry Interval has passed; 0: none
+  retainExpiryInterval: def("retain_expiry_interval", last(fromDirective(Schema.Number, retainExpiryCheck)), 0),
   upgradeOutgoingQos: def("upgrade_outgoing_qos", last(Bool), false),
   setTcpNodelay: def("set_tcp_nodelay", last(Bool), false),
   sysInterval: def("sys_interval", last(Int({ min: 0, max: 65535 })), 10),
@@ -425,6 +459,11 @@ export const GlobalSection = Schema.Struct({
 const listenerFields = {
   ...securityFields,
   maxConnections: def("max_connections", last(Int({ adjust: (n) => (n < 0 ? -1 : n) })), -1),
+  // Mosquitto 2.1: the MQTT versions this listener serves; the listener's own allow_anonymous and
+  // auto_id_prefix, with or without per_listener_settings
+  acceptProtocolVersions: opt("accept_protocol_versions", last(fromDirective(Schema.Array(Schema.Literal(3, 4, 5)), protocolVersionsCheck))),
+  listenerAllowAnonymous: opt("listener_allow_anonymous", last(Bool)),
+  listenerAutoIdPrefix: opt("listener_auto_id_prefix", last(fromDirective(Schema.String, autoIdPrefixCheck))),
   protocol: def("protocol", last(Enum(["mqtt", "websockets"] as const)), "mqtt" as "mqtt" | "websockets"),
   socketDomain: opt("socket_domain", last(Enum(["ipv4", "ipv6"] as const))),
   bindInterface: opt("bind_interface", once(Str)),
