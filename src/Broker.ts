@@ -231,7 +231,12 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       const authorization = yield* Effect.serviceOption(Authorization)
       const enhanced = yield* Effect.serviceOption(EnhancedAuthentication)
       const runtime = yield* Effect.runtime<never>()
-      if (Option.isSome(authorization)) core.authorize = authorization.value.forClient
+      if (Option.isSome(authorization)) {
+        // the checks' own log lines (the acl_file's notice for a dangerous username or client id) go to the broker's log
+        const forClient = authorization.value.forClient
+        const notice = (message: string): void => core.log.notice(message)
+        core.authorize = (client) => forClient({ ...client, notice })
+      }
       const listenerAllowAnonymous = new Map<number, boolean | undefined>()
       const authenticate = makeAuthHook(runtime, authentication, enhanced, (port) => listenerAllowAnonymous.get(port) ?? core.settings.allowAnonymous)
       const sessions = yield* FiberMap.make<string, void, never>()

@@ -289,7 +289,9 @@ const main = Effect.gen(function* () {
               durable: config.persistenceDurable,
               autosaveInterval: config.autosaveInterval,
               autosaveOnChanges: config.autosaveOnChanges,
-              onCorrupt: config.persistenceOnCorrupt
+              onCorrupt: config.persistenceOnCorrupt,
+              // persist__backup's line, as Mosquitto logs it at each autosave, on SIGUSR1 and at exit
+              onSave: (file) => log.info(`Saving in-memory database to ${file}.`)
             })
           )
         : Context.empty()
@@ -354,16 +356,13 @@ const main = Effect.gen(function* () {
         Effect.ensuring(Effect.sync(() => log.flush()))
       )
       yield* Stream.fromQueue(hangups).pipe(Stream.runForEach(() => reload), Effect.forkScoped)
-      // SIGUSR1: as Mosquitto, write the database now (with persistence: a snapshot of the store). Taken
-      // in any case: Node's default for it is to open its inspector on 127.0.0.1:9229
+      // SIGUSR1: as Mosquitto, write the database now (with persistence: a snapshot of the store, its line
+      // from onSave). Taken in any case: Node's default for it is to open its inspector on 127.0.0.1:9229
       const saves = yield* heldSaves
       const save = Option.match(fileStore, {
         onNone: () => Effect.void,
         onSome: (files) =>
-          Effect.sync(() => log.notice(`Saving in-memory database to ${files.snapshotFile}.`)).pipe(
-            Effect.zipRight(files.compact),
-            Effect.catchAll((error) => Effect.sync(() => log.error(`Error saving in-memory database: ${error.message}`)))
-          )
+          files.save.pipe(Effect.catchAll((error) => Effect.sync(() => log.error(`Error saving in-memory database: ${error.message}`))))
       })
       yield* Stream.fromQueue(saves).pipe(Stream.runForEach(() => save), Effect.forkScoped)
       yield* Effect.try(() => dropPrivileges(config.user, log))

@@ -14,7 +14,10 @@
  * Lifecycle, owned by the layer's scope: open = read the snapshot and the logs
  * (`onCorrupt` decides what a damaged store does), then write the recovered
  * image as a fresh snapshot; a fiber compacts every `autosaveInterval`
- * seconds; close = a last snapshot, then the files are closed.
+ * seconds; close = a last snapshot, then the files are closed. The saves
+ * Mosquitto would make (each autosave, `save`, the one at close) are told to
+ * `onSave` as they begin, once each, for Mosquitto's "Saving in-memory
+ * database to FILE." line.
  */
 import { Clock, Context, Effect, FiberHandle, Layer, Runtime, type Scope } from "effect"
 import { runEvery } from "../runtime/periodic.js"
@@ -50,6 +53,14 @@ export interface FileStoreOptions {
   readonly compactAfterBytes?: number
   /** how long close may wait for the disk, ms; default 30 000 */
   readonly closeTimeoutMs?: number
+  /**
+   * A save begins, with the snapshot file's path: where Mosquitto's persist__backup logs "Saving
+   * in-memory database to FILE." (the daemon logs it so). Called once per snapshot written for an
+   * autosave (every `autosaveInterval` seconds, or after that many changes with `autosaveOnChanges`),
+   * for `save`, and at close; not for the snapshot at open, nor for one the log's size asks for
+   * (`compactAfterBytes`), which Mosquitto does not have.
+   */
+  readonly onSave?: (snapshotFile: string) => void
 }
 
 export interface FilePersistenceService extends PersistenceService {
@@ -60,6 +71,8 @@ export interface FilePersistenceService extends PersistenceService {
   /** the snapshot file; logs are `<snapshot>.<generation>.log` beside it */
   readonly snapshotFile: string
   readonly logFile: (generation: number) => string
+  /** A save now, as Mosquitto's on SIGUSR1: `onSave`, then a snapshot (a compaction under way is joined). */
+  readonly save: Effect.Effect<void, StoreError>
   /**
    * `autosave_interval` / `autosave_on_changes` as a reload reads them (Mosquitto re-reads both on
    * SIGHUP): a timed snapshot every `autosaveInterval` seconds from now, or one per that many changes.
@@ -109,14 +122,16 @@ export const make = (options: FileStoreOptions): Effect.Effect<FilePersistenceSe
         durable: o.durable,
         compactAfterRecords: o.autosaveOnChanges ? o.autosaveInterval : 0,
         compactAfterBytes: o.compactAfterBytes,
-        report
+        report,
+        saving: o.onSave
       },
       opened.generation,
       opened.logs
     )
-    const compact = Effect.async<void, StoreError>((resume) =>
-      engine.compact((e) => resume(e === undefined ? Effect.void : Effect.fail(e)))
-    )
+    const compaction = (save: boolean) =>
+      Effect.async<void, StoreError>((resume) => engine.compact((e) => resume(e === undefined ? Effect.void : Effect.fail(e)), save))
+    const compact = compaction(false)
+    const save = compaction(true)
     const sync = Effect.async<void, StoreError>((resume) => engine.sync((e) => resume(e === undefined ? Effect.void : Effect.fail(e))))
 
     // finalizers are uninterruptible, so the time bound is the engine's own timer
@@ -147,7 +162,7 @@ export const make = (options: FileStoreOptions): Effect.Effect<FilePersistenceSe
       Effect.suspend(() => {
         engine.setCompactAfterRecords(onChanges ? interval : 0)
         // by time unless by changes; the previous schedule, if any, is interrupted
-        return runEvery(timed, onChanges ? 0 : interval, compact.pipe(Effect.catchAll((e) => Effect.logError(`persistence: ${e.message}`))))
+        return runEvery(timed, onChanges ? 0 : interval, save.pipe(Effect.catchAll((e) => Effect.logError(`persistence: ${e.message}`))))
       })
     yield* autosave(o.autosaveInterval, o.autosaveOnChanges)
     let current = { autosaveInterval: o.autosaveInterval, autosaveOnChanges: o.autosaveOnChanges }
@@ -156,6 +171,7 @@ export const make = (options: FileStoreOptions): Effect.Effect<FilePersistenceSe
       load: ((revive?: (m: StoredMessage) => StoredMessage) =>
         Effect.sync(() => engine.state.snapshot(revive))) as PersistenceService["load"],
       compact,
+      save,
       sync,
       counts: () => engine.state.counts(),
       recovery,

@@ -40,12 +40,16 @@ import { parseSharedFilter } from "../protocol/topic.js"
 import {
   type AclFile,
   type AclFileError,
-  allows,
+  ALLOWED,
+  BLOCKED,
   type ClientRules,
   compileClientRules,
   compileUserRules,
+  decide,
+  decideSubscribe,
+  type Decision,
+  DENIED,
   dollarAllows,
-  maySubscribe,
   readAclFile,
   READ,
   WRITE
@@ -155,6 +159,11 @@ export interface AuthClient {
   readonly username: string | undefined
   /** per_listener_settings: the listener whose acl_file applies */
   readonly listenerPort?: number | undefined
+  /**
+   * The broker's log at notice level (the Broker gives it), for the lines Mosquitto's checks write:
+   * the acl_file's `ACL denying access to client with dangerous username "..."` (or client id)
+   */
+  readonly notice?: ((message: string) => void) | undefined
 }
 
 export interface AuthorizationService {
@@ -434,11 +443,13 @@ const NO_RULES: ReturnType<typeof compileUserRules> = []
 /** Rule lists longer than this get a per-client cache of topic decisions. */
 const CACHE_FROM_RULES = 8
 const CACHE_SIZE = 256
-// cache entry bits: read decided / read allowed / write decided / write allowed
+// cache entry bits: read decided / read allowed / write decided / write allowed / denied for a dangerous name (read, write)
 const R_KNOWN = 1
 const R_OK = 2
 const W_KNOWN = 4
 const W_OK = 8
+const R_BLOCKED = 16
+const W_BLOCKED = 32
 
 class FileClientAcl implements ClientAcl {
   private version = -1
@@ -481,15 +492,23 @@ class FileClientAcl implements ClientAcl {
     const rules = this.rules
     if (rules === undefined) return dollarAllows(topic, access)
     const cache = this.cache
-    if (cache === undefined) return allows(rules, topic, access)
+    if (cache === undefined) return this.decided(rules, decide(rules, topic, access))
     const known = access === READ ? R_KNOWN : W_KNOWN
     const ok = access === READ ? R_OK : W_OK
+    const blocked = access === READ ? R_BLOCKED : W_BLOCKED
     const bits = cache.get(topic) ?? 0
-    if ((bits & known) !== 0) return (bits & ok) !== 0
-    const result = allows(rules, topic, access)
+    // a decision taken from the cache is logged as the check it stands for would be
+    if ((bits & known) !== 0) return this.decided(rules, (bits & ok) !== 0 ? ALLOWED : (bits & blocked) !== 0 ? BLOCKED : DENIED)
+    const decision = decide(rules, topic, access)
     if (bits === 0 && cache.size >= CACHE_SIZE) cache.clear()
-    cache.set(topic, bits | known | (result ? ok : 0))
-    return result
+    cache.set(topic, bits | known | (decision === ALLOWED ? ok : decision === BLOCKED ? blocked : 0))
+    return this.decided(rules, decision)
+  }
+
+  /** security_default.c's notice, each time a check reaches the patterns with a dangerous name */
+  private decided(rules: ClientRules, decision: Decision): boolean {
+    if (decision === BLOCKED) this.client.notice?.(rules.dangerous!)
+    return decision === ALLOWED
   }
 
   canPublish(topic: string): boolean {
@@ -504,9 +523,10 @@ class FileClientAcl implements ClientAcl {
     if (this.version !== this.store.state.version) this.refresh()
     if (!this.store.state.strict) return true
     if (this.rules === undefined) return true
-    // a shared subscription reads the topics of its inner filter
+    // a shared subscription reads the topics of its inner filter; refused for a dangerous name, logged as the
+    // delivery checks log it (Midge's check: Mosquitto does not check SUBSCRIBE against the file)
     const shared = parseSharedFilter(filter)
-    return maySubscribe(this.rules, shared === undefined ? filter : shared.filter)
+    return this.decided(this.rules, decideSubscribe(this.rules, shared === undefined ? filter : shared.filter))
   }
 }
 

@@ -21,7 +21,8 @@
  *   list the `deny` rules come first and a match on one denies; the first
  *   other rule that matches with the wanted access allows; no match denies.
  *   With patterns in the file, a username or client id holding `+` or `#` is
- *   denied once the `topic` rules have not allowed it.
+ *   denied once the `topic` rules have not allowed it ({@link BLOCKED}: the
+ *   caller logs Mosquitto's notice, {@link ClientRules.dangerous}).
  * - `$` topics: a rule whose topic does not start with `$` never matches a
  *   topic that does [MQTT-4.7.2-1]; whatever the file says, nobody may
  *   publish to `$SYS/...` (but `$SYS/broker/connection/+/state`, bridges'
@@ -204,6 +205,11 @@ export interface ClientRules {
   readonly own: ReadonlyArray<Compiled>
   /** a username or client id with `+` / `#`: patterns deny everything (after `own`) */
   readonly patternsBlocked: boolean
+  /**
+   * With `patternsBlocked`, the notice security_default.c logs each time it denies so (the username
+   * is looked at first): `ACL denying access to client with dangerous username "a+b"` or `... client id "c#1"`
+   */
+  readonly dangerous: string | undefined
   readonly patterns: ReadonlyArray<Compiled>
 }
 
@@ -231,17 +237,18 @@ export const compileClientRules = (
   own: ReadonlyArray<Compiled> = compileUserRules(acl, username)
 ): ClientRules => {
   const patterns: Array<Compiled> = []
-  let patternsBlocked = false
+  let dangerous: string | undefined
   if (acl.patterns.length > 0) {
-    patternsBlocked = /[+#]/.test(clientId) || (username !== undefined && /[+#]/.test(username))
-    if (!patternsBlocked) {
+    if (username !== undefined && /[+#]/.test(username)) dangerous = `ACL denying access to client with dangerous username "${username}"`
+    else if (/[+#]/.test(clientId)) dangerous = `ACL denying access to client with dangerous client id "${clientId}"`
+    if (dangerous === undefined) {
       for (const p of acl.patterns) {
         if (username === undefined && p.topic.includes("%u")) continue
         patterns.push(compileFilter(p.access, substitute(p.topic, clientId, username)))
       }
     }
   }
-  return { own, patternsBlocked, patterns }
+  return { own, patternsBlocked: dangerous !== undefined, dangerous, patterns }
 }
 
 /**
@@ -293,15 +300,25 @@ export const dollarAllows = (topic: string, access: 1 | 2): boolean => {
 
 const BRIDGE_STATE = ["$SYS", "broker", "connection", "+", "state"]
 
+/** A decision: denied, allowed, or denied because the patterns were reached with a dangerous name. */
+export const DENIED = 0
+export const ALLOWED = 1
+/** denied: the patterns would decide, and the username or client id holds `+` or `#` (log `dangerous`) */
+export const BLOCKED = 2
+export type Decision = typeof DENIED | typeof ALLOWED | typeof BLOCKED
+
 /** Mosquitto's read (`READ`) or write (`WRITE`) check of `topic` for a client with these rules. */
-export const allows = (rules: ClientRules, topic: string, access: 1 | 2): boolean => {
-  if (!dollarAllows(topic, access)) return false
+export const decide = (rules: ClientRules, topic: string, access: 1 | 2): Decision => {
+  if (!dollarAllows(topic, access)) return DENIED
   const dollarTopic = topic.charCodeAt(0) === 36
   const own = checkList(rules.own, topic, dollarTopic, access)
-  if (own !== 0) return own > 0
-  if (rules.patternsBlocked) return false
-  return checkList(rules.patterns, topic, dollarTopic, access) > 0
+  if (own !== 0) return own > 0 ? ALLOWED : DENIED
+  if (rules.patternsBlocked) return BLOCKED
+  return checkList(rules.patterns, topic, dollarTopic, access) > 0 ? ALLOWED : DENIED
 }
+
+/** {@link decide}, yes or no. */
+export const allows = (rules: ClientRules, topic: string, access: 1 | 2): boolean => decide(rules, topic, access) === ALLOWED
 
 // ---------------------------------------------------------------------------
 // Midge-only: a subscription check that knows wildcards
@@ -342,17 +359,20 @@ export const filterCovers = (outer: ReadonlyArray<string>, inner: ReadonlyArray<
  * rule with read access could match one of its topics and no `deny` rule
  * matches all of them. Deliveries are still checked one by one.
  */
-export const maySubscribe = (rules: ClientRules, filter: string): boolean => {
+export const maySubscribe = (rules: ClientRules, filter: string): boolean => decideSubscribe(rules, filter) === ALLOWED
+
+/** {@link maySubscribe} as a {@link Decision}: BLOCKED when only the patterns, blocked for a dangerous name, could grant it. */
+export const decideSubscribe = (rules: ClientRules, filter: string): Decision => {
   const levels = filter.split("/")
   const lists = rules.patternsBlocked ? [rules.own] : [rules.own, rules.patterns]
   for (const list of lists) {
     for (const r of list) {
       if (r.access === 0) {
-        if (filterCovers(r.levels, levels)) return false
+        if (filterCovers(r.levels, levels)) return DENIED
       } else if ((r.access & READ) !== 0 && filtersIntersect(r.levels, levels)) {
-        return true
+        return ALLOWED
       }
     }
   }
-  return false
+  return rules.patternsBlocked ? BLOCKED : DENIED
 }

@@ -1130,7 +1130,20 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const session = this.session!
     const codes: Array<number> = []
     for (const unmounted of packet.unsubscriptions) {
-      const filter = isSharedFilterSyntax(unmounted) ? mountShared(unmounted, this.mount) : this.mount + unmounted
+      const shared = isSharedFilterSyntax(unmounted)
+      // a filter SUBSCRIBE would refuse (a malformed $share/ one included) names no subscription: v5 says so for it
+      // (UNSUBACK 0x8F) and goes on with the others; 3.1 / 3.1.1 have no code for it, so the packet is malformed and the
+      // connection closes, with handle_unsubscribe.c's line (Mosquitto closes for v5 too)
+      if (!validateTopicFilter(unmounted) || (shared && parseSharedFilter(unmounted) === undefined)) {
+        if (this.protocolVersion === 5) {
+          this.log("information", `Client ${this.clientId} sent invalid unsubscription '${unmounted}'.`)
+          codes.push(ReasonCode.TopicFilterInvalid)
+          continue
+        }
+        this.log("information", `${unmounted === "" ? "Empty" : "Invalid"} unsubscription string from ${this.clientId}, disconnecting.`)
+        return this.protocolError(ReasonCode.MalformedPacket, `invalid topic filter '${unmounted}' in UNSUBSCRIBE`)
+      }
+      const filter = shared ? mountShared(unmounted, this.mount) : this.mount + unmounted
       // denied UNSUBSCRIBE (dynsec unsubscribe ACLs): the subscription stays; v5 0x87, 3.1.1 an UNSUBACK all the same (Mosquitto)
       if (session.acl?.canUnsubscribe !== undefined && !session.acl.canUnsubscribe(filter)) {
         this.log("information", `Denied UNSUBSCRIBE from ${this.clientId} to '${unmounted}'.`)

@@ -40,6 +40,12 @@ export interface EngineOptions {
   readonly compactAfterBytes: number
   /** background failures (the engine retries writes every second) */
   readonly report: (error: StoreError) => void
+  /**
+   * A save begins (Mosquitto's persist__backup, which logs "Saving in-memory database to FILE."):
+   * a compaction asked for as one (`compact(cb, true)`: the timed autosaves, SIGUSR1, close) or one
+   * by `compactAfterRecords` (autosave_on_changes); once per snapshot written
+   */
+  readonly saving?: ((snapshotFile: string) => void) | undefined
 }
 
 export interface EngineStats {
@@ -151,6 +157,8 @@ export class FileEngine implements StoreWriter {
   private bytesSinceSnapshot = 0
   private snapshotBytes = 0
   private compacting: Array<Done> | undefined = undefined
+  /** the compaction under way was announced as a save (`saving`) */
+  private compactingSave = false
   private retryTimer: NodeJS.Timeout | undefined = undefined
   private syncTimer: NodeJS.Timeout | undefined = undefined
   private closed = false
@@ -362,8 +370,9 @@ export class FileEngine implements StoreWriter {
     }
     this.pump()
     const o = this.options
-    if (o.compactAfterRecords > 0 && this.recordsSinceSnapshot >= o.compactAfterRecords) this.compactInBackground()
-    else if (this.bytesSinceSnapshot > Math.max(o.compactAfterBytes, 2 * this.snapshotBytes)) this.compactInBackground()
+    // by changes, an autosave (autosave_on_changes); by size, Midge's own bound on the log (no save line)
+    if (o.compactAfterRecords > 0 && this.recordsSinceSnapshot >= o.compactAfterRecords) this.compactInBackground(true)
+    else if (this.bytesSinceSnapshot > Math.max(o.compactAfterBytes, 2 * this.snapshotBytes)) this.compactInBackground(false)
   }
 
   /** a batch is in the log: counters, and its buffer back to the pool */
@@ -399,11 +408,11 @@ export class FileEngine implements StoreWriter {
     this.jobs.push({ kind: "durable", fd, callbacks })
   }
 
-  private compactInBackground(): void {
+  private compactInBackground(save: boolean): void {
     if (this.compacting !== undefined || this.closed) return
     this.compact((e) => {
       if (e !== undefined) this.options.report(e)
-    })
+    }, save)
   }
 
   private failed(error: StoreError): void {
@@ -530,15 +539,21 @@ export class FileEngine implements StoreWriter {
   /**
    * Write the image as a snapshot of a new generation and rotate the log with
    * it; then delete the older logs. Concurrent calls share one compaction.
+   * `save`: it is a save as Mosquitto's (see `saving`).
    */
-  compact(cb: Done): void {
+  compact(cb: Done, save = false): void {
     if (this.closed) return cb(new StoreError({ reason: "io", message: "the store is closed" }))
     if (this.compacting !== undefined) {
+      // a save that joins a compaction begun for another reason (the log's size) makes it a save; one line per snapshot
+      if (save && !this.compactingSave) this.announceSave()
       this.compacting.push(cb)
       return
     }
     const waiters: Array<Done> = [cb]
     this.compacting = waiters
+    this.compactingSave = false
+    // as Mosquitto, the line comes before the writing, and before an "Error saving" if it fails
+    if (save) this.announceSave()
     // what was written before the rotation goes to the current log
     this.handOff()
     // The next log is created now, so that what follows can be handed off at once (its own fsyncs come in the
@@ -585,12 +600,9 @@ export class FileEngine implements StoreWriter {
       for (const w of waiters) w(error)
       // changes logged while this one ran may already call for the next
       const o = this.options
-      if (
-        error === undefined &&
-        ((o.compactAfterRecords > 0 && this.recordsSinceSnapshot >= o.compactAfterRecords) ||
-          this.bytesSinceSnapshot > Math.max(o.compactAfterBytes, 2 * this.snapshotBytes))
-      ) {
-        this.compactInBackground()
+      if (error === undefined) {
+        if (o.compactAfterRecords > 0 && this.recordsSinceSnapshot >= o.compactAfterRecords) this.compactInBackground(true)
+        else if (this.bytesSinceSnapshot > Math.max(o.compactAfterBytes, 2 * this.snapshotBytes)) this.compactInBackground(false)
       }
     }
     this.jobs.push({
@@ -616,6 +628,11 @@ export class FileEngine implements StoreWriter {
       snapshotted = error
       finish()
     })
+  }
+
+  private announceSave(): void {
+    this.compactingSave = true
+    this.options.saving?.(snapshotPath(this.options.directory, this.options.file))
   }
 
   /** tmp file, header + records, fdatasync, rename over the snapshot, fsync the directory */
@@ -655,14 +672,22 @@ export class FileEngine implements StoreWriter {
     this.pump()
   }
 
-  /** A last snapshot, then the log is closed; the writer ignores calls from now on. */
+  /** A last snapshot (a save, as Mosquitto's at exit), then the log is closed; the writer ignores calls from now on. */
   close(cb: Done): void {
     if (this.closed) return cb(undefined)
-    this.compact((e1) =>
-      this.sync((e2) => {
-        this.shutdown()
-        cb(e1 ?? e2)
-      })
+    // a compaction under way (an autosave, SIGUSR1's) took its image before the shutdown: the save at exit is one of
+    // its own, after it, so that the last snapshot holds everything and, as in Mosquitto, exit always saves
+    if (this.compacting !== undefined) {
+      this.compacting.push(() => this.close(cb))
+      return
+    }
+    this.compact(
+      (e1) =>
+        this.sync((e2) => {
+          this.shutdown()
+          cb(e1 ?? e2)
+        }),
+      true
     )
   }
 
