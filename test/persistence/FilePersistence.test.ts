@@ -11,7 +11,7 @@ import * as path from "node:path"
 import { FilePersistence, layerFile, type FilePersistenceService, type FileStoreOptions } from "../../src/persistence/FilePersistence.js"
 import { StoreError, type StoreSnapshot } from "../../src/persistence/Persistence.js"
 import { crc32 } from "../../src/persistence/internal/codec.js"
-import { delivery, fullProperties, meta, msg, plain, sessionOf, sub } from "./fixtures.js"
+import { delivery, fullProperties, meta, msg, plain, sessionOf, sleepReal, sub, until } from "./fixtures.js"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "midge-file-"))
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
@@ -29,15 +29,6 @@ const open = (options: FileStoreOptions) =>
 
 /** Let the event loop turn (the store flushes at the end of a turn). */
 const turn = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-const sleepReal = (ms: number) => Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, ms)))
-const until = (what: string, predicate: () => boolean, timeoutMs = 10_000) =>
-  Effect.gen(function* () {
-    const started = Date.now()
-    while (!predicate()) {
-      if (Date.now() - started > timeoutMs) return yield* Effect.die(new Error(`timed out waiting for ${what}`))
-      yield* sleepReal(10)
-    }
-  })
 
 /** The files a kill -9 would leave now: synced, then copied before any close. */
 const crashImage = (store: FilePersistenceService, location: string) =>

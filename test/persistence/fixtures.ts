@@ -209,3 +209,16 @@ export const plain = (snap: StoreSnapshot): unknown => {
       }))
   }
 }
+
+/** Wait on the real clock (the store writes through the file system, outside TestClock). */
+export const sleepReal = (ms: number) => Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, ms)))
+
+/** Poll `predicate` every 10 ms of real time; the test dies naming `what` after `timeoutMs`. */
+export const until = (what: string, predicate: () => boolean, timeoutMs = 10_000) =>
+  Effect.gen(function* () {
+    const started = Date.now()
+    while (!predicate()) {
+      if (Date.now() - started > timeoutMs) return yield* Effect.die(new Error(`timed out waiting for ${what}`))
+      yield* sleepReal(10)
+    }
+  })

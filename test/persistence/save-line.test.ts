@@ -10,22 +10,13 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { FilePersistence, layerFile, type FileStoreOptions } from "../../src/persistence/FilePersistence.js"
-import { msg } from "./fixtures.js"
+import { msg, sleepReal, until } from "./fixtures.js"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "midge-save-line-"))
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
 let n = 0
 const freshDir = (): string => path.join(root, `t${++n}`)
 
-const sleepReal = (ms: number) => Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, ms)))
-const until = (what: string, predicate: () => boolean, timeoutMs = 10_000) =>
-  Effect.gen(function* () {
-    const started = Date.now()
-    while (!predicate()) {
-      if (Date.now() - started > timeoutMs) return yield* Effect.die(new Error(`timed out waiting for ${what}`))
-      yield* sleepReal(10)
-    }
-  })
 
 /** A store in a scope of its own (closed by the test), with the saves it announced */
 const openStore = (options: Omit<FileStoreOptions, "onSave">) =>
