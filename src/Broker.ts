@@ -67,6 +67,7 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
       // websockets_headers_size is global in Mosquitto: every WebSocket listener gets it
       websocketsHeadersSize: config.websocketsHeadersSize > 0 ? config.websocketsHeadersSize : undefined,
       maxTopicAlias: l.maxTopicAlias,
+      maxTopicAliasBroker: l.maxTopicAliasBroker,
       useUsernameAsClientid: l.useUsernameAsClientid,
       optional: l.bindOptional
     })),

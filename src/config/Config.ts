@@ -48,6 +48,8 @@ export interface ListenerConfig {
   readonly maxConnections: number
   /** `max_topic_alias`: MQTT 5 topic aliases a client may create (CONNACK Topic Alias Maximum) */
   readonly maxTopicAlias: number
+  /** `max_topic_alias_broker` (Mosquitto 2.1): aliases the broker may use towards one v5 client (capped by the client's Topic Alias Maximum) */
+  readonly maxTopicAliasBroker: number
   /** `use_username_as_clientid`: the client id becomes the username */
   readonly useUsernameAsClientid: boolean
   readonly socketDomain: "ipv4" | "ipv6" | undefined
@@ -208,6 +210,7 @@ const localListeners = (ports: ReadonlyArray<number>, security: Security): Array
         maxConnections: -1,
         acceptProtocolVersions: undefined,
         maxTopicAlias: 10,
+        maxTopicAliasBroker: 10,
         useUsernameAsClientid: false,
         socketDomain: undefined,
         bindInterface: undefined,
@@ -258,6 +261,7 @@ const listenerOf = (
   maxConnections: l.maxConnections,
   acceptProtocolVersions: l.acceptProtocolVersions,
   maxTopicAlias: l.maxTopicAlias,
+  maxTopicAliasBroker: l.maxTopicAliasBroker,
   useUsernameAsClientid: l.useUsernameAsClientid,
   socketDomain: l.socketDomain,
   bindInterface: l.bindInterface,

@@ -106,6 +106,8 @@ export interface ListenerSettings {
   readonly autoIdPrefix: string | undefined
   /** `max_topic_alias`: the CONNACK's Topic Alias Maximum (v5); undefined: the broker-wide setting */
   readonly maxTopicAlias?: number | undefined
+  /** `max_topic_alias_broker`: aliases the broker may use towards a v5 client; undefined: 10 (Mosquitto 2.1's default) */
+  readonly maxTopicAliasBroker?: number | undefined
   /** `use_username_as_clientid`: the client id becomes the username; a client without one is not authorised */
   readonly useUsernameAsClientid?: boolean | undefined
 }
@@ -847,7 +849,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       session.expiryInterval = props?.sessionExpiryInterval ?? 0
       this.clientMaxPacketSize = props?.maximumPacketSize ?? 0
       this.problemInformation = props?.requestProblemInformation !== false
-      this.clientTopicAliasMax = props?.topicAliasMaximum ?? 0
+      // the aliases this connection's PUBLISHes may use: the client's Topic Alias Maximum, at most max_topic_alias_broker
+      this.clientTopicAliasMax = Math.min(props?.topicAliasMaximum ?? 0, this.listener.maxTopicAliasBroker ?? 10)
       this.topicAliasMax = this.listener.maxTopicAlias ?? settings.maxTopicAlias
       this.receiveMaximum = settings.maxInflightMessages > 0 ? settings.maxInflightMessages : 65535
       // [MQTT-3.1.2-?] the client's Receive Maximum bounds what the broker sends in flight

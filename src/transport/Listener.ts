@@ -50,6 +50,8 @@ export interface ListenerOptions {
   readonly autoIdPrefix?: string | undefined
   /** `max_topic_alias` (undefined: the broker-wide setting) */
   readonly maxTopicAlias?: number | undefined
+  /** `max_topic_alias_broker`: aliases the broker may use towards one v5 client (undefined: 10, Mosquitto 2.1's default) */
+  readonly maxTopicAliasBroker?: number | undefined
   /** `use_username_as_clientid` */
   readonly useUsernameAsClientid?: boolean | undefined
   /** WebSocket listeners: `websockets_headers_size`, the HTTP headers' limit of an upgrade (undefined: Node's 16 KiB) */
@@ -110,6 +112,7 @@ const settingsOf = (o: ListenerOptions): Omit<ListenerSettings, "port"> => ({
   allowZeroLengthClientid: o.allowZeroLengthClientid,
   autoIdPrefix: o.autoIdPrefix,
   maxTopicAlias: o.maxTopicAlias,
+  maxTopicAliasBroker: o.maxTopicAliasBroker,
   useUsernameAsClientid: o.useUsernameAsClientid
 })
 

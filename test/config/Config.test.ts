@@ -149,6 +149,8 @@ describe("first-round options: Mosquitto's default, and a set value", () => {
     expect([ok("").retainExpiryInterval, ok("retain_expiry_interval 2\n").retainExpiryInterval]).toEqual([0, 120])
     expect(ok("retain_expiry_interval 20000000\n").retainExpiryInterval).toBe(600_000_000)
     expect(fails("retain_expiry_interval 0\n")).toEqual(["t.conf:1 retain_expiry_interval: retain_expiry_interval must be >= 1"])
+    expect([ok("listener 1885\n").listeners[0].maxTopicAliasBroker, ok("listener 1885\nmax_topic_alias_broker 0\n").listeners[0].maxTopicAliasBroker]).toEqual([10, 0])
+    expect(fails("listener 1885\nmax_topic_alias_broker 65536\n")[0]).toMatch(/^t.conf:2 max_topic_alias_broker: invalid value 65536/)
   })
 
   it("out-of-range values are errors naming file, line and option", () => {
@@ -297,6 +299,7 @@ describe("listeners", () => {
         maxQos: 2,
         maxConnections: 100,
         maxTopicAlias: 10,
+        maxTopicAliasBroker: 10,
         useUsernameAsClientid: false,
         socketDomain: undefined,
         allowAnonymous: undefined,
@@ -315,6 +318,7 @@ describe("listeners", () => {
         maxQos: 1,
         maxConnections: -1,
         maxTopicAlias: 10,
+        maxTopicAliasBroker: 10,
         useUsernameAsClientid: false,
         socketDomain: "ipv4",
         allowAnonymous: undefined,
@@ -333,6 +337,7 @@ describe("listeners", () => {
         maxQos: 0,
         maxConnections: -1,
         maxTopicAlias: 10,
+        maxTopicAliasBroker: 10,
         useUsernameAsClientid: false,
         socketDomain: undefined,
         allowAnonymous: undefined,
@@ -601,9 +606,9 @@ describe("file format", () => {
   })
 
   it("a recognised option Midge does not support yet is a warning naming file:line, and is kept", () => {
-    const c = ok("listener 8883\ncertfile /etc/cert.pem\nkeyfile /etc/key.pem\nmax_topic_alias_broker 5\ntls_engine x\n", "/etc/m.conf")
-    expect(c.warnings).toEqual(["/etc/m.conf:4 max_topic_alias_broker: not supported yet by Midge", "/etc/m.conf:5 tls_engine: not supported yet by Midge"])
-    expect(c.directives.map((d) => d.option)).toEqual(["listener", "certfile", "keyfile", "max_topic_alias_broker", "tls_engine"])
+    const c = ok("listener 8883\ncertfile /etc/cert.pem\nkeyfile /etc/key.pem\nwebsockets_origin x\ntls_engine x\n", "/etc/m.conf")
+    expect(c.warnings).toEqual(["/etc/m.conf:4 websockets_origin: not supported yet by Midge", "/etc/m.conf:5 tls_engine: not supported yet by Midge"])
+    expect(c.directives.map((d) => d.option)).toEqual(["listener", "certfile", "keyfile", "websockets_origin", "tls_engine"])
     expect(c.listeners.map((l) => l.port)).toEqual([8883])
     // certfile makes it a TLS listener
     expect(c.listeners[0].tls).toMatchObject({ certfile: "/etc/cert.pem", keyfile: "/etc/key.pem" })

@@ -268,4 +268,33 @@ describe("listeners from mosquitto.conf", () => {
       expect(back.sessionPresent).toBe(true)
     })
   )
+  it.scopedLive("max_topic_alias_broker: the aliases the broker gives one v5 client's PUBLISHes, at most the client's own maximum; 10 without it", () =>
+    Effect.gen(function* () {
+      const [a, b, c] = yield* freePorts(3)
+      yield* brokerFrom(`allow_anonymous true\nlistener ${a} 127.0.0.1\nmax_topic_alias_broker 2\nlistener ${b} 127.0.0.1\nmax_topic_alias_broker 0\nlistener ${c} 127.0.0.1\n`)
+      /** the topic and alias of each PUBLISH as it came off the wire, for 12 topics sent twice */
+      const wire = (port: number) =>
+        Effect.gen(function* () {
+          const sub = yield* connectClient(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, properties: { topicAliasMaximum: 100 } })
+          const seen: Array<[string, number | undefined]> = []
+          sub.on("packetreceive", (p) => {
+            if (p.cmd === "publish") seen.push([p.topic, p.properties?.topicAlias])
+          })
+          yield* subscribe(sub, "al/#", { qos: 0 })
+          const pub = yield* connectClient(`mqtt://127.0.0.1:${port}`)
+          const topics = Array.from({ length: 12 }, (_, i) => `al/${i}`)
+          for (const t of [...topics, ...topics]) yield* publish(pub, t, "x")
+          yield* waitFor(() => seen.length === 24, "24 deliveries")
+          return seen
+        })
+      const two = yield* wire(a)
+      expect(two.slice(0, 3)).toEqual([["al/0", 1], ["al/1", 2], ["al/2", undefined]])
+      expect(two.slice(12, 15)).toEqual([["", 1], ["", 2], ["al/2", undefined]])
+      expect((yield* wire(b)).every(([, alias]) => alias === undefined)).toBe(true)
+      const ten = yield* wire(c)
+      expect(ten.filter(([, alias]) => alias !== undefined).length).toBe(20) // 10 topics, twice
+      expect(ten[10]).toEqual(["al/10", undefined])
+      expect(ten[12 + 9]).toEqual(["", 10])
+    })
+  )
 })

@@ -112,7 +112,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("max_qos", "listener", S),
   spec("maximum_qos", "listener", S),
   spec("max_topic_alias", "listener", S),
-  spec("max_topic_alias_broker", "listener", N),
+  spec("max_topic_alias_broker", "listener", S),
   spec("mount_point", "listener-required", S),
   spec("port", "default-listener", S),
   spec("protocol", "listener", S),

@@ -473,6 +473,8 @@ const listenerFields = {
   maximumQos: opt("maximum_qos", last(Int({ min: 0, max: 2 }))),
   // MQTT 5 topic aliases a client may create on this listener (CONNACK Topic Alias Maximum; 0: none)
   maxTopicAlias: def("max_topic_alias", last(Int({ min: 0, max: 65535 })), 10),
+  // Mosquitto 2.1: topic aliases the broker may give its PUBLISHes to one v5 client (at most the client's own maximum; 0: none)
+  maxTopicAliasBroker: def("max_topic_alias_broker", last(Int({ min: 0, max: 65535 })), 10),
   // the client id is replaced by the username (a client without one is not authorised)
   useUsernameAsClientid: def("use_username_as_clientid", last(Bool), false),
   // TLS / TLS-PSK (certificate-based and pre-shared-key listeners) and WebSocket static files
