@@ -68,6 +68,7 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
       websocketsHeadersSize: config.websocketsHeadersSize > 0 ? config.websocketsHeadersSize : undefined,
       maxTopicAlias: l.maxTopicAlias,
       maxTopicAliasBroker: l.maxTopicAliasBroker,
+      websocketsOrigins: l.websocketsOrigins,
       useUsernameAsClientid: l.useUsernameAsClientid,
       optional: l.bindOptional
     })),

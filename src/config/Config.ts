@@ -76,6 +76,8 @@ export interface ListenerConfig {
   readonly tls: ListenerTls | undefined
   /** `http_dir` of a WebSocket listener */
   readonly httpDir: string | undefined
+  /** `websockets_origin` (Mosquitto 2.1): the Origin headers a WebSocket upgrade may carry; undefined: any */
+  readonly websocketsOrigins?: ReadonlyArray<string> | undefined
 }
 
 /** The TLS / TLS-PSK options of a listener: the transport's own option type. */
@@ -268,7 +270,8 @@ const listenerOf = (
   ...security,
   bindOptional: false,
   tls: tlsOf(l, pskFile),
-  httpDir: "httpDir" in l ? l.httpDir : undefined
+  httpDir: "httpDir" in l ? l.httpDir : undefined,
+  websocketsOrigins: l.websocketsOrigins
 })
 
 /** A listener is TLS when it has a certfile or a psk_hint (Mosquitto's rule). */

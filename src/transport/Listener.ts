@@ -64,6 +64,8 @@ export interface ListenerOptions {
   readonly tls?: TlsListenerOptions | undefined
   /** WebSocket listeners: `http_dir` */
   readonly httpDir?: string | undefined
+  /** WebSocket listeners: `websockets_origin`, the Origin headers an upgrade may carry (undefined or empty: any) */
+  readonly websocketsOrigins?: ReadonlyArray<string> | undefined
 }
 
 export interface BoundListener {
@@ -184,6 +186,7 @@ export const listenTcp = (
     for (const warning of tlsSetup?.warnings ?? []) core.log.warning(`Warning: listener ${options.port}: ${warning}`)
 
     if (options.protocol === "websockets") {
+      let origins = options.websocketsOrigins ?? []
       const ws = yield* listenWebSocket(
         {
           port: options.port,
@@ -193,7 +196,8 @@ export const listenTcp = (
           tls: tlsSetup?.serverOptions,
           httpDir: options.httpDir,
           maxHeaderSize: options.websocketsHeadersSize,
-          onHandshakeFailure: (line) => core.log.notice(line)
+          onHandshakeFailure: (line) => core.log.notice(line),
+          allowOrigin: (origin) => origins.length === 0 || origins.includes(origin)
         },
         (socket, info) => accept(socket, info.tlsSocket !== undefined ? tlsSetup?.identity(info.tlsSocket) : undefined)
       )
@@ -212,6 +216,7 @@ export const listenTcp = (
         socketPath: undefined,
         update: (next: ListenerOptions) => {
           maxConnections = next.maxConnections ?? -1
+          origins = next.websocketsOrigins ?? []
           Object.assign(settings, settingsOf(next))
         },
         reloadTls: tlsSetup !== undefined ? tlsSetup.reload(ws.server as tls.Server).pipe(Effect.orElse(() => Effect.void)) : Effect.void

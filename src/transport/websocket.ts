@@ -107,8 +107,13 @@ export interface WebSocketListenerOptions {
   readonly maxHeaderSize?: number | undefined
   /** largest WebSocket message (bytes); default MQTT's largest packet */
   readonly maxPayload?: number | undefined
-  /** wss://: where a failed TLS handshake's line goes (the socket is closed either way) */
+  /** wss://: where a failed TLS handshake's line goes (the socket is closed either way); also a refused Origin's */
   readonly onHandshakeFailure?: ((line: string) => void) | undefined
+  /**
+   * `websockets_origin`: whether an upgrade with this Origin header may proceed. As Mosquitto 2.1's
+   * http_c.c, only an upgrade that carries an Origin is judged (non-browser clients send none).
+   */
+  readonly allowOrigin?: ((origin: string) => boolean) | undefined
 }
 
 export interface WebSocketConnectionInfo {
@@ -209,6 +214,12 @@ export const listenWebSocket = (
       handleProtocols: (offered) => SUBPROTOCOLS.find((p) => offered.has(p)) ?? false
     })
     server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      const origin = req.headers.origin
+      if (origin !== undefined && options.allowOrigin !== undefined && !options.allowOrigin(origin)) {
+        options.onHandshakeFailure?.(`WebSocket upgrade from ${req.socket.remoteAddress ?? "unknown"} refused: Origin '${origin}' is not in websockets_origin.`)
+        socket.end("HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        return
+      }
       wss.handleUpgrade(req, socket, head, (ws) => {
         const stream = webSocketStream(ws, req)
         const tlsSocket = options.tls === undefined ? undefined : (req.socket as tls.TLSSocket)

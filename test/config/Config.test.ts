@@ -606,9 +606,9 @@ describe("file format", () => {
   })
 
   it("a recognised option Midge does not support yet is a warning naming file:line, and is kept", () => {
-    const c = ok("listener 8883\ncertfile /etc/cert.pem\nkeyfile /etc/key.pem\nwebsockets_origin x\ntls_engine x\n", "/etc/m.conf")
-    expect(c.warnings).toEqual(["/etc/m.conf:4 websockets_origin: not supported yet by Midge", "/etc/m.conf:5 tls_engine: not supported yet by Midge"])
-    expect(c.directives.map((d) => d.option)).toEqual(["listener", "certfile", "keyfile", "websockets_origin", "tls_engine"])
+    const c = ok("listener 8883\ncertfile /etc/cert.pem\nkeyfile /etc/key.pem\ntls_keyform pem\ntls_engine x\n", "/etc/m.conf")
+    expect(c.warnings).toEqual(["/etc/m.conf:4 tls_keyform: not supported yet by Midge", "/etc/m.conf:5 tls_engine: not supported yet by Midge"])
+    expect(c.directives.map((d) => d.option)).toEqual(["listener", "certfile", "keyfile", "tls_keyform", "tls_engine"])
     expect(c.listeners.map((l) => l.port)).toEqual([8883])
     // certfile makes it a TLS listener
     expect(c.listeners[0].tls).toMatchObject({ certfile: "/etc/cert.pem", keyfile: "/etc/key.pem" })

@@ -12,6 +12,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import { WebSocket } from "ws"
 import { Broker, brokerOptionsFromConfig } from "../../src/Broker.js"
 import { parseConfigText } from "../../src/config/Config.js"
 import { Log } from "../../src/log/Log.js"
@@ -295,6 +296,40 @@ describe("listeners from mosquitto.conf", () => {
       expect(ten.filter(([, alias]) => alias !== undefined).length).toBe(20) // 10 topics, twice
       expect(ten[10]).toEqual(["al/10", undefined])
       expect(ten[12 + 9]).toEqual(["", 10])
+    })
+  )
+  it.scopedLive("websockets_origin: an upgrade with another Origin is refused (403); one without an Origin, or a listed one, connects; a reload changes the list", () =>
+    Effect.gen(function* () {
+      const [a] = yield* freePorts(1)
+      const conf = (origins: ReadonlyArray<string>) =>
+        `allow_anonymous true\nlistener ${a} 127.0.0.1\nprotocol websockets\n${origins.map((o) => `websockets_origin ${o}\n`).join("")}`
+      const broker = yield* brokerFrom(conf(["https://app.example", "http://localhost:8080"]))
+      /** the upgrade's outcome as a WebSocket client sees it: "open" or the HTTP status (MQTT.js only reports a close) */
+      const upgrade = (origin: string | undefined) =>
+        Effect.async<string | number>((resume) => {
+          const ws = new WebSocket(`ws://127.0.0.1:${a}`, "mqtt", origin === undefined ? {} : { origin })
+          ws.on("open", () => {
+            ws.terminate()
+            resume(Effect.succeed("open"))
+          })
+          ws.on("unexpected-response", (_req, res) => {
+            ws.terminate()
+            resume(Effect.succeed(res.statusCode ?? 0))
+          })
+          ws.on("error", () => {})
+        })
+      expect(yield* upgrade("https://app.example")).toBe("open")
+      expect(yield* upgrade("http://localhost:8080")).toBe("open")
+      expect(yield* upgrade(undefined)).toBe("open")
+      expect(yield* upgrade("https://evil.example")).toBe(403)
+      expect(yield* upgrade("https://app.example.evil")).toBe(403)
+      // an MQTT client through a listed Origin
+      yield* connectClient(`ws://127.0.0.1:${a}`, { wsOptions: { origin: "https://app.example" } })
+      // SIGHUP: the listener stays, its list is the new one
+      const next = yield* parseConfigText(conf(["https://evil.example"]), "test.conf").pipe(Effect.orDie)
+      yield* broker.reload(brokerOptionsFromConfig(next))
+      expect(yield* upgrade("https://evil.example")).toBe("open")
+      expect(yield* upgrade("https://app.example")).toBe(403)
     })
   )
 })

@@ -119,7 +119,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("proxy_protocol_v2_require_tls", "listener", N),
   spec("socket_domain", "listener", S),
   spec("use_username_as_clientid", "listener", S),
-  spec("websockets_origin", "listener", N),
+  spec("websockets_origin", "listener", S),
   // Listeners: certificate and pre-shared-key based TLS
   spec("cafile", "listener", S),
   spec("capath", "listener", S),

@@ -491,7 +491,9 @@ const listenerFields = {
   dhparamfile: opt("dhparamfile", once(Str)),
   useIdentityAsUsername: opt("use_identity_as_username", last(Bool)),
   useSubjectAsUsername: opt("use_subject_as_username", last(Bool)),
-  httpDir: opt("http_dir", once(Str))
+  httpDir: opt("http_dir", once(Str)),
+  // Mosquitto 2.1: a WebSocket upgrade whose Origin header is not one of these is refused; repeatable
+  websocketsOrigins: opt("websockets_origin", Schema.Array(Str))
 }
 
 export const ListenerSection = Schema.Struct({
