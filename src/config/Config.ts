@@ -294,6 +294,7 @@ const tlsOf = (l: DecodedListener | DecodedDefaultListener, pskFile: string | un
     pskHint: t.pskHint,
     useIdentityAsUsername: t.useIdentityAsUsername,
     useSubjectAsUsername: t.useSubjectAsUsername,
+    disableClientCertDateChecks: t.disableClientCertDateChecks,
     dhparamfile: t.dhparamfile
   }
 }

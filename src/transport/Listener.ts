@@ -197,7 +197,8 @@ export const listenTcp = (
           httpDir: options.httpDir,
           maxHeaderSize: options.websocketsHeadersSize,
           onHandshakeFailure: (line) => core.log.notice(line),
-          allowOrigin: (origin) => origins.length === 0 || origins.includes(origin)
+          allowOrigin: (origin) => origins.length === 0 || origins.includes(origin),
+          ...(tlsSetup !== undefined ? { admit: tlsSetup.admit } : {})
         },
         (socket, info) => accept(socket, info.tlsSocket !== undefined ? tlsSetup?.identity(info.tlsSocket) : undefined)
       )
@@ -228,7 +229,10 @@ export const listenTcp = (
         ? tls.createServer({ ...tlsSetup.serverOptions, noDelay: core.settings.setTcpNodelay } as tls.TlsOptions)
         : net.createServer({ noDelay: core.settings.setTcpNodelay })
     if (tlsSetup !== undefined) {
-      server.on("secureConnection", (socket: tls.TLSSocket) => accept(socket, tlsSetup.identity(socket)))
+      server.on("secureConnection", (socket: tls.TLSSocket) => {
+        if (!tlsSetup.admit(socket)) return void socket.destroy()
+        accept(socket, tlsSetup.identity(socket))
+      })
       // a failed handshake (a plain client on a TLS port, a bad certificate) closes that socket only, with a log line
       logHandshakeFailures(server as tls.Server, (line) => core.log.notice(line))
     } else {

@@ -44,6 +44,8 @@ export interface TlsListenerOptions {
   readonly pskFile?: string | undefined
   readonly useIdentityAsUsername?: boolean | undefined
   readonly useSubjectAsUsername?: boolean | undefined
+  /** `disable_client_cert_date_checks` (Mosquitto 2.1): a client certificate outside its validity dates is accepted */
+  readonly disableClientCertDateChecks?: boolean | undefined
   /** PEM Diffie-Hellman parameters: enables the DHE key exchanges (OpenSSL's `dhparam`) */
   readonly dhparamfile?: string | undefined
 }
@@ -70,6 +72,12 @@ export interface TlsSetup {
   readonly warnings: ReadonlyArray<string>
   /** the identity of an established connection */
   readonly identity: (socket: tls.TLSSocket) => TlsIdentity
+  /**
+   * Whether an established connection may stay: false for a client certificate OpenSSL did not
+   * verify, when the handshake could not refuse it itself (`disable_client_cert_date_checks`
+   * leaves the handshake open so that only date errors are forgiven)
+   */
+  readonly admit: (socket: tls.TLSSocket) => boolean
   /** re-read the files and use them for new connections of `server` (SIGHUP); on error nothing changes */
   readonly reload: (server: tls.Server) => Effect.Effect<void, TlsConfigError>
 }
@@ -271,10 +279,14 @@ export const makeTls = (o: TlsListenerOptions): Effect.Effect<TlsSetup, TlsConfi
 
     const pskIdentities = new WeakMap<tls.TLSSocket, string>()
     let pskKeys = loaded.pskKeys
+    // disable_client_cert_date_checks: the handshake accepts any certificate; `admit` then refuses
+    // every verification error but the certificate's dates (the chain, CRL and purpose still count)
+    const datesForgiven = requireCertificate && o.disableClientCertDateChecks === true
+    const verified = (socket: tls.TLSSocket): boolean => socket.authorized || (datesForgiven && dateOnlyError(socket))
     const serverOptions: tls.TlsOptions = {
       ...loaded.context,
       requestCert: requireCertificate,
-      rejectUnauthorized: requireCertificate,
+      rejectUnauthorized: requireCertificate && !datesForgiven,
       minVersion,
       maxVersion: "TLSv1.3"
     }
@@ -296,8 +308,9 @@ export const makeTls = (o: TlsListenerOptions): Effect.Effect<TlsSetup, TlsConfi
       if (pskIdentity !== undefined) {
         return { pskIdentity, tlsUsername }
       }
-      return { ...certificateIdentity(socket), tlsUsername }
+      return { ...certificateIdentity(socket, verified(socket)), tlsUsername }
     }
+    const admit = (socket: tls.TLSSocket): boolean => !datesForgiven || verified(socket)
     const reload = (server: tls.Server): Effect.Effect<void, TlsConfigError> =>
       Effect.flatMap(loadFiles(o), (next) =>
         Effect.try({
@@ -309,12 +322,22 @@ export const makeTls = (o: TlsListenerOptions): Effect.Effect<TlsSetup, TlsConfi
           catch: (e) => new TlsConfigError({ reason: "InvalidCertificate", option: "certfile", message: (e as Error).message })
         })
       )
-    return { serverOptions, warnings, identity, reload }
+    return { serverOptions, warnings, identity, admit, reload }
   })
 
+/** OpenSSL's verification failed only on the certificate's validity dates. */
+const dateOnlyError = (socket: tls.TLSSocket): boolean => {
+  const error = socket.authorizationError as unknown
+  const code = typeof error === "string" ? error : (error as { code?: string } | undefined)?.code
+  return code === "CERT_HAS_EXPIRED" || code === "CERT_NOT_YET_VALID"
+}
+
 /** The verified peer certificate's subject and first CN; nothing for an unverified or absent certificate. */
-export const certificateIdentity = (socket: tls.TLSSocket): { certificateSubject?: string; certificateCommonName?: string } => {
-  if (!socket.authorized) return {}
+export const certificateIdentity = (
+  socket: tls.TLSSocket,
+  verified: boolean = socket.authorized
+): { certificateSubject?: string; certificateCommonName?: string } => {
+  if (!verified) return {}
   const x509 = socket.getPeerX509Certificate()
   if (x509 === undefined) return {}
   const cn = socket.getPeerCertificate().subject?.CN as string | ReadonlyArray<string> | undefined

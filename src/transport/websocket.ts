@@ -114,6 +114,8 @@ export interface WebSocketListenerOptions {
    * http_c.c, only an upgrade that carries an Origin is judged (non-browser clients send none).
    */
   readonly allowOrigin?: ((origin: string) => boolean) | undefined
+  /** wss://: whether a TLS connection may stay once its handshake is done (tls.ts `admit`) */
+  readonly admit?: ((socket: tls.TLSSocket) => boolean) | undefined
 }
 
 export interface WebSocketConnectionInfo {
@@ -229,6 +231,9 @@ export const listenWebSocket = (
     // a client that drops during the TLS handshake or sends garbage must not reach the process
     server.on("clientError", (_error: Error, socket: Duplex) => socket.destroy())
     if (options.tls !== undefined) logHandshakeFailures(server as https.Server, options.onHandshakeFailure ?? (() => {}))
+    const admit = options.admit
+    // before any HTTP request or upgrade on it
+    if (admit !== undefined) server.on("secureConnection", (socket: tls.TLSSocket) => void (admit(socket) || socket.destroy()))
 
     const address = (yield* bind(server, { port: options.port, host: options.host, socketDomain: options.socketDomain, bindInterface: options.bindInterface })) as net.AddressInfo
 

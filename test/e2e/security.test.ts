@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
+import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -149,6 +150,56 @@ describe("security end to end", () => {
       const plain = yield* run("mosquitto_pub", ["-p", String(port), "-t", "devices/x", "-m", "m"])
       expect(plain.code).not.toBe(0)
       expect((yield* run("mosquitto_pub", [...tlsArgs, "-t", "devices/7", "-m", "still fine"])).code).toBe(0)
+    })
+  )
+
+  it.scopedLive("disable_client_cert_date_checks (Mosquitto 2.1): an expired or not yet valid client certificate of the CA gets in, with its CN; a foreign one does not", () =>
+    Effect.gen(function* () {
+      const pki = makePki()
+      const foreign = makePki("Another CA", "/CN=device-7")
+      // client certificates of the test CA outside their validity dates (`openssl ca` takes explicit dates)
+      const ca = (...args: Array<string>) => execFileSync("openssl", args, { cwd: pki.dir, stdio: ["ignore", "pipe", "pipe"] })
+      fs.writeFileSync(path.join(pki.dir, "dates.cnf"), "[ ca ]\ndefault_ca = d\n[ d ]\ndatabase = index.txt\nnew_certs_dir = .\nserial = dates.srl\nunique_subject = no\ndefault_md = sha256\npolicy = p\n[ p ]\ncommonName = supplied\n")
+      fs.writeFileSync(path.join(pki.dir, "dates.srl"), "1000\n") // apart from the serials x509 -CAcreateserial gave
+      fs.writeFileSync(path.join(pki.dir, "index.txt.attr"), "unique_subject = no\n") // both certificates are CN=device-7
+      const dated = (base: string, start: string, end: string) => {
+        ca("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", `${base}.key`, "-out", `${base}.csr`, "-subj", "/CN=device-7")
+        ca("ca", "-batch", "-config", "dates.cnf", "-keyfile", "ca.key", "-cert", "ca.crt", "-in", `${base}.csr`, "-out", `${base}.crt`, "-startdate", start, "-enddate", end, "-notext")
+        return ["--cert", path.join(pki.dir, `${base}.crt`), "--key", path.join(pki.dir, `${base}.key`)]
+      }
+      const expired = dated("expired", "20200101000000Z", "20200102000000Z")
+      const future = dated("future", "20990101000000Z", "20990102000000Z")
+      const [lenient, strict, open] = [yield* freePort, yield* freePort, yield* freePort]
+      const dir = tmp()
+      const acl = path.join(dir, "acl")
+      fs.writeFileSync(acl, "user device-7\ntopic readwrite devices/7\n")
+      const tls = `cafile ${pki.caCert}\ncertfile ${pki.serverCert}\nkeyfile ${pki.serverKey}\nrequire_certificate true\nuse_identity_as_username true\n`
+      const files = `cafile ${pki.caCert}\ncertfile ${pki.serverCert}\nkeyfile ${pki.serverKey}\nrequire_certificate true\n`
+      const { broker } = yield* brokerFrom(
+        `acl_file ${acl}\nlistener ${lenient} 127.0.0.1\n${tls}disable_client_cert_date_checks true\nlistener ${strict} 127.0.0.1\n${tls}` +
+          // the certificate alone decides here: no username from it, anonymous clients allowed
+          `listener ${open} 127.0.0.1\n${files}disable_client_cert_date_checks true\nlistener_allow_anonymous true\n`
+      )
+      const tlsArgs = (port: number) => ["-h", "localhost", "-p", String(port), "--cafile", pki.caCert]
+      const pub = (port: number, cert: ReadonlyArray<string>) =>
+        Effect.map(run("mosquitto_pub", [...tlsArgs(port), ...cert, "-t", "devices/7", "-m", "m", "-q", "1"]), (r) => r.code)
+      // the lenient listener: dates forgiven, and the CN is the username: the ACL lets only device-7 read devices/7
+      const subs = broker.stats().subscriptions
+      const reader = yield* Effect.fork(run("mosquitto_sub", [...tlsArgs(lenient), ...future, "-t", "devices/7", "-C", "1", "-W", "10"]))
+      yield* waitFor(() => broker.stats().subscriptions === subs + 1, "the subscriber with a not yet valid certificate")
+      expect(yield* pub(lenient, expired)).toBe(0)
+      const got = yield* reader.await.pipe(Effect.flatMap((exit) => (exit._tag === "Success" ? Effect.succeed(exit.value) : Effect.die(exit))))
+      expect(got.stdout).toBe("m\n")
+      // what is not a date stays refused: another CA's certificate, no certificate
+      for (const port of [lenient, open]) {
+        expect(yield* pub(port, ["--cert", foreign.clientCert, "--key", foreign.clientKey])).not.toBe(0)
+        expect(yield* pub(port, [])).not.toBe(0)
+      }
+      expect(yield* pub(open, expired)).toBe(0)
+      expect(yield* pub(open, ["--cert", pki.clientCert, "--key", pki.clientKey])).toBe(0)
+      // the listener without the option refuses the dated ones in the handshake
+      expect(yield* pub(strict, expired)).not.toBe(0)
+      expect(yield* pub(strict, future)).not.toBe(0)
     })
   )
 

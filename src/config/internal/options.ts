@@ -128,7 +128,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("ciphers_tls1.3", "listener", S),
   spec("crlfile", "listener", S),
   spec("dhparamfile", "listener", S),
-  spec("disable_client_cert_date_checks", "listener-required", N),
+  spec("disable_client_cert_date_checks", "listener-required", S),
   spec("keyfile", "listener", S),
   spec("psk_hint", "listener", S),
   spec("require_certificate", "listener", S),

@@ -491,6 +491,8 @@ const listenerFields = {
   dhparamfile: opt("dhparamfile", once(Str)),
   useIdentityAsUsername: opt("use_identity_as_username", last(Bool)),
   useSubjectAsUsername: opt("use_subject_as_username", last(Bool)),
+  // Mosquitto 2.1: a client certificate outside its validity dates is accepted (the chain is still checked)
+  disableClientCertDateChecks: opt("disable_client_cert_date_checks", last(Bool)),
   httpDir: opt("http_dir", once(Str)),
   // Mosquitto 2.1: a WebSocket upgrade whose Origin header is not one of these is refused; repeatable
   websocketsOrigins: opt("websockets_origin", Schema.Array(Str))

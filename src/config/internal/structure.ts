@@ -29,7 +29,7 @@ export interface Structured {
 const NOT_YET = "not supported yet by Midge"
 
 /** listener options that only matter on a TLS listener */
-const tlsOnlyOptions = ["cafile", "capath", "crlfile", "require_certificate", "tls_version", "ciphers", "ciphers_tls1.3", "use_identity_as_username", "use_subject_as_username", "dhparamfile"]
+const tlsOnlyOptions = ["cafile", "capath", "crlfile", "require_certificate", "tls_version", "ciphers", "ciphers_tls1.3", "use_identity_as_username", "use_subject_as_username", "dhparamfile", "disable_client_cert_date_checks"]
 
 const push = (section: Section, d: Directive): void => {
   const list = section[d.option]
