@@ -149,6 +149,8 @@ describe("first-round options: Mosquitto's default, and a set value", () => {
     expect([ok("").retainExpiryInterval, ok("retain_expiry_interval 2\n").retainExpiryInterval]).toEqual([0, 120])
     expect(ok("retain_expiry_interval 20000000\n").retainExpiryInterval).toBe(600_000_000)
     expect(fails("retain_expiry_interval 0\n")).toEqual(["t.conf:1 retain_expiry_interval: retain_expiry_interval must be >= 1"])
+    // retry_interval: gone since Mosquitto 2.0, a warning and nothing else
+    expect(ok("retry_interval 20\n").warnings).toEqual(["t.conf:1 retry_interval: no longer available: Mosquitto 2 removed it and ignores it, as Midge does"])
     expect([ok("listener 1885\n").listeners[0].maxTopicAliasBroker, ok("listener 1885\nmax_topic_alias_broker 0\n").listeners[0].maxTopicAliasBroker]).toEqual([10, 0])
     expect(fails("listener 1885\nmax_topic_alias_broker 65536\n")[0]).toMatch(/^t.conf:2 max_topic_alias_broker: invalid value 65536/)
   })

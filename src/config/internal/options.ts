@@ -92,7 +92,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("queue_qos0_messages", "global", S),
   spec("retain_available", "global", S),
   spec("retain_expiry_interval", "global", S),
-  spec("retry_interval", "global", N),
+  spec("retry_interval", "global", S),
   spec("set_tcp_nodelay", "global", S),
   spec("sys_interval", "global", S),
   spec("upgrade_outgoing_qos", "global", S),

@@ -173,6 +173,11 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
           }
           perListener = on
         }
+        // conf.c of Mosquitto 2: "Warning: The retry_interval option is no longer available."; nothing else
+        if (d.option === "retry_interval") {
+          warnings.push(problem(d, "no longer available: Mosquitto 2 removed it and ignores it, as Midge does"))
+          break
+        }
         if (d.option === "log_dest" && (d.args[0] === "dlt" || d.args[0] === "android")) {
           warnings.push(problem(d, `log_dest ${d.args[0]} is ${NOT_YET}`))
           break
