@@ -350,6 +350,7 @@ const main = Effect.gen(function* () {
         for (const name of b.added) log.notice(`Bridge ${name} added.`)
         for (const name of b.removed) log.notice(`Bridge ${name} removed.`)
         for (const name of b.restarted) log.notice(`Bridge ${name} changed: restarting it.`)
+        for (const name of b.deferred) log.notice(`Bridge ${name} changed: its new configuration applies when its link next reconnects (bridge_reload_type lazy).`)
       }).pipe(
         Effect.catchAll((error) => Effect.sync(() => log.error(`Error reloading config: ${error.message}`))),
         // the reload's lines are out once it is done (the log writes at the end of a turn otherwise)

@@ -15,7 +15,7 @@
  * sockets are closed (the remote brokers publish the bridges' wills) and the
  * local subscriptions removed. See docs/bridges.md.
  */
-import { Context, Duration, Effect, Either, ExecutionStrategy, Exit, Layer, Schedule, Scope } from "effect"
+import { Context, Duration, Effect, Either, ExecutionStrategy, Exit, Layer, Runtime, Schedule, Scope } from "effect"
 import { Broker } from "../Broker.js"
 import type { ConfigError, Directive } from "../config/Config.js"
 import { type BridgeConfig, decodeBridges } from "./internal/config.js"
@@ -56,14 +56,19 @@ export interface BridgeReload {
   readonly removed: ReadonlyArray<string>
   /** stopped and started again with their new configuration */
   readonly restarted: ReadonlyArray<string>
+  /** connected, with `bridge_reload_type lazy`: the new configuration waits for the link's end */
+  readonly deferred: ReadonlyArray<string>
 }
 
 export interface BridgeService {
   readonly status: () => ReadonlyArray<BridgeStatus>
   /**
-   * SIGHUP (beyond Mosquitto, which needs a restart for any bridge change):
+   * SIGHUP (Mosquitto 2.1; 2.0 needs a restart for any bridge change):
    * start the bridges that are new, stop the ones that are gone, restart the
    * ones whose configuration changed; the others keep their link untouched.
+   * A changed bridge that is connected, with `bridge_reload_type lazy` (the
+   * default), keeps its link and takes the new configuration when the link
+   * ends; `immediate` restarts it at once.
    */
   readonly reload: (bridges: ReadonlyArray<BridgeConfig>) => Effect.Effect<BridgeReload>
 }
@@ -76,9 +81,12 @@ interface Running {
   readonly scope: Scope.CloseableScope
 }
 
-/** Two configurations are the same bridge when they decode to the same values (where the block sits in the file aside). */
+/**
+ * Two configurations are the same bridge when they decode to the same values (where the block
+ * sits in the file, and when a change of it applies, aside).
+ */
 const keyOf = (config: BridgeConfig): string => {
-  const { file: _file, line: _line, ...settings } = config
+  const { file: _file, line: _line, reloadType: _reloadType, ...settings } = config
   return JSON.stringify(settings, (_k, v) => (typeof v === "bigint" ? v.toString() : v))
 }
 
@@ -113,6 +121,7 @@ export class Bridge extends Context.Tag("midge/Bridge")<Bridge, BridgeService>()
       const broker = yield* Broker
       const core = broker.core
       const parent = yield* Effect.scope
+      const runFork = Runtime.runFork(yield* Effect.runtime<never>())
       const running = new Map<string, Running>()
       const start = (config: BridgeConfig, carried?: BridgeCarry) =>
         Effect.gen(function* () {
@@ -130,6 +139,14 @@ export class Bridge extends Context.Tag("midge/Bridge")<Bridge, BridgeService>()
         Effect.suspend(() => {
           running.delete(r.config.name)
           return Scope.close(r.scope, Exit.void)
+        })
+      /** a deferred change (bridge_reload_type lazy), when the link it waited for has ended */
+      const restartLater = (r: Running, config: BridgeConfig) =>
+        Effect.suspend(() => {
+          if (running.get(r.config.name) !== r) return Effect.void // stopped or replaced meanwhile
+          core.log.notice(`Bridge ${config.name}: reconnecting with its new configuration (bridge_reload_type lazy).`)
+          const carried = r.rt.carry()
+          return Effect.zipRight(stop(r), start(config, carried))
         })
       for (const config of bridges) yield* start(config)
       // stored sessions of bridges no longer configured go, as their queues would at a reload
@@ -157,13 +174,23 @@ export class Bridge extends Context.Tag("midge/Bridge")<Bridge, BridgeService>()
             const added: Array<string> = []
             const removed: Array<string> = []
             const restarted = new Map<string, BridgeCarry>()
+            const deferred: Array<string> = []
             for (const r of [...running.values()]) {
               const c = wanted.get(r.config.name)
+              r.rt.onDown = undefined // a change deferred by an earlier reload is replaced by this one's
               if (c === undefined) {
                 removed.push(r.config.name)
                 r.rt.forget()
                 yield* stop(r)
               } else if (keyOf(c) !== r.key) {
+                if (c.reloadType === "lazy" && r.rt.state === "connected") {
+                  // bridge_reload_type lazy: the link stays as it is; its end is the reconnection that brings the new settings
+                  deferred.push(c.name)
+                  // onDown runs inside the link's finalizer, on the bridge's own fiber: the restart, which
+                  // interrupts that fiber, must start after it (run there and then, the two waited on each other)
+                  r.rt.onDown = () => void runFork(Effect.zipRight(Effect.yieldNow(), restartLater(r, c)))
+                  continue
+                }
                 // its queue and in-flight messages go on with the new configuration (Mosquitto keeps the bridge's session over a restart)
                 restarted.set(r.config.name, r.rt.carry())
                 yield* stop(r)
@@ -175,7 +202,7 @@ export class Bridge extends Context.Tag("midge/Bridge")<Bridge, BridgeService>()
               if (carried === undefined) added.push(c.name)
               yield* start(c, carried)
             }
-            return { added, removed, restarted: [...restarted.keys()] }
+            return { added, removed, restarted: [...restarted.keys()], deferred }
           })
       } satisfies BridgeService
     })

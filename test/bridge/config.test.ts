@@ -45,6 +45,7 @@ describe("bridge configuration", () => {
       outgoingRetain: true,
       maxPacketSize: 0,
       startType: "automatic",
+      reloadType: "lazy",
       restartTimeout: { _tag: "Backoff", base: 5, cap: 30, stable: 0 },
       idleTimeout: 60,
       threshold: 10,
@@ -154,6 +155,14 @@ describe("bridge configuration", () => {
     })
     expect(one("cleansession true\nlocal_cleansession false").localCleanSession).toBe(false)
     expect(one("bridge_protocol_version mqttv31").protocolVersion).toBe(3)
+  })
+
+  it("bridge_reload_type (Mosquitto 2.1): lazy by default, immediate, anything else an error", () => {
+    expect(one("bridge_reload_type immediate\n").reloadType).toBe("immediate")
+    expect(one("bridge_reload_type lazy\n").reloadType).toBe("lazy")
+    expect(fails("connection b\naddress 10.0.0.1\ntopic # out\nbridge_reload_type soon\n")).toEqual([
+      'b.conf:4 bridge_reload_type: invalid bridge_reload_type "soon": expected lazy, immediate'
+    ])
   })
 
   it("restart_timeout: a constant, or base cap [stable] (Mosquitto 2.1), with conf.c's clamps", () => {

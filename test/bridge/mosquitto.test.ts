@@ -275,11 +275,11 @@ describe("Midge bridging to Debian mosquitto", () => {
     })
   )
 
-  it.scopedLive("reload (SIGHUP, beyond Mosquitto): an added block starts, a removed one stops, a changed one restarts, an unchanged one keeps its link", () =>
+  it.scopedLive("reload (SIGHUP, bridge_reload_type immediate): an added block starts, a removed one stops, a changed one restarts, an unchanged one keeps its link", () =>
     Effect.gen(function* () {
       const remote = yield* startMosquitto([])
       const blockOf = (name: string, ...lines: Array<string>) =>
-        [`connection ${name}`, `address 127.0.0.1:${remote.port}`, `remote_clientid midge-${name}`, "restart_timeout 1", ...lines].join("\n")
+        [`connection ${name}`, `address 127.0.0.1:${remote.port}`, `remote_clientid midge-${name}`, "restart_timeout 1", "bridge_reload_type immediate", ...lines].join("\n")
       /** how many times mosquitto saw the bridge `midge-<name>` connect */
       const connects = (name: string) => remote.log().split("\n").filter((l) => l.includes(`connected from`) && l.includes(` as midge-${name} (`)).length
       const { local, bridge } = yield* startBridge([blockOf("a", "topic a/# out 1"), blockOf("b", "topic b/# out 1")].join("\n"))
@@ -289,7 +289,7 @@ describe("Midge bridging to Debian mosquitto", () => {
 
       // b changed (its QoS), c added, a untouched
       const first = yield* bridge.reload(bridgesOf([blockOf("a", "topic a/# out 1"), blockOf("b", "topic b/# out 2"), blockOf("c", "topic c/# out 1")].join("\n")))
-      expect(first).toEqual({ added: ["c"], removed: [], restarted: ["b"] })
+      expect(first).toEqual({ added: ["c"], removed: [], restarted: ["b"], deferred: [] })
       yield* connected(3)
       yield* waitFor(() => connects("b") === 2 && connects("c") === 1, "b reconnected and c connected")
       expect(connects("a")).toBe(1)
@@ -303,7 +303,7 @@ describe("Midge bridging to Debian mosquitto", () => {
 
       // b and c removed: their subscriptions go with them; a still untouched
       const second = yield* bridge.reload(bridgesOf(blockOf("a", "topic a/# out 1")))
-      expect(second).toEqual({ added: [], removed: ["b", "c"], restarted: [] })
+      expect(second).toEqual({ added: [], removed: ["b", "c"], restarted: [], deferred: [] })
       expect(bridge.status().map((s) => s.name)).toEqual(["a"])
       for (const t of ["b/2", "c/2", "a/2"]) yield* publish(localClient, t, "y", { qos: 1 })
       yield* waitFor(() => remoteGot.some((m) => m.topic === "a/2"), "a/2 on mosquitto")
@@ -313,9 +313,45 @@ describe("Midge bridging to Debian mosquitto", () => {
 
       // the same block further down the file (lines added above it): not a change, the link stays
       const third = yield* bridge.reload(bridgesOf(["# a comment", "sys_interval 10", "", blockOf("a", "topic a/# out 1")].join("\n")))
-      expect(third).toEqual({ added: [], removed: [], restarted: [] })
+      expect(third).toEqual({ added: [], removed: [], restarted: [], deferred: [] })
       yield* settle(200)
       expect(connects("a")).toBe(1)
+    })
+  )
+  it.scopedLive("bridge_reload_type lazy (Mosquitto 2.1's default): a changed, connected bridge keeps its link and old settings until the link ends, then reconnects with the new ones", () =>
+    Effect.gen(function* () {
+      const remote = yield* startMosquitto([])
+      const blockOf = (name: string, ...lines: Array<string>) =>
+        [`connection ${name}`, `address 127.0.0.1:${remote.port}`, `remote_clientid midge-${name}`, "restart_timeout 1", ...lines].join("\n")
+      const connects = (name: string) => remote.log().split("\n").filter((l) => l.includes(`connected from`) && l.includes(` as midge-${name} (`)).length
+      const { local, bridge } = yield* startBridge([blockOf("l", "topic l/# out 1"), blockOf("i", "bridge_reload_type immediate", "topic i/# out 1")].join("\n"))
+      const state = (name: string) => bridge.status().find((s) => s.name === name)?.state
+      yield* waitFor(() => state("l") === "connected" && state("i") === "connected", "both bridges connected")
+      yield* waitFor(() => connects("l") === 1 && connects("i") === 1, "l and i on mosquitto")
+      // both change their QoS from 1 to 2: i (immediate) restarts, l (lazy) waits
+      const r = yield* bridge.reload(bridgesOf([blockOf("l", "topic l/# out 2"), blockOf("i", "bridge_reload_type immediate", "topic i/# out 2")].join("\n")))
+      expect(r).toEqual({ added: [], removed: [], restarted: ["i"], deferred: ["l"] })
+      yield* waitFor(() => connects("i") === 2 && state("i") === "connected", "i reconnected")
+      const qosOnRemote = (topic: string) =>
+        Effect.gen(function* () {
+          const remoteClient = yield* connectClient(`mqtt://127.0.0.1:${remote.port}`)
+          const got = collect(remoteClient)
+          yield* subscribe(remoteClient, topic, { qos: 2 })
+          const localClient = yield* connectClient(local.url)
+          yield* publish(localClient, topic, "x", { qos: 2 })
+          yield* waitFor(() => got.length === 1, `${topic} on mosquitto`)
+          yield* Effect.promise(() => remoteClient.endAsync())
+          return got[0].qos
+        })
+      expect(yield* qosOnRemote("i/1")).toBe(2)
+      expect(yield* qosOnRemote("l/1")).toBe(1) // l's link and settings are the old ones
+      expect(connects("l")).toBe(1)
+      // the link ends (the remote broker restarts): l comes back with its new settings
+      yield* remote.kill
+      yield* waitFor(() => state("l") !== "connected", "l's link gone")
+      yield* remote.start
+      yield* waitFor(() => state("l") === "connected" && state("i") === "connected", "both bridges back", 15_000)
+      expect(yield* qosOnRemote("l/2")).toBe(2)
     })
   )
 })

@@ -108,6 +108,11 @@ export interface BridgeConfig {
   /** largest PUBLISH sent to the remote broker, whole packet; 0 = no limit */
   readonly maxPacketSize: number
   readonly startType: StartType
+  /**
+   * `bridge_reload_type` (Mosquitto 2.1): when a reload that changed this bridge takes effect:
+   * `lazy` at its next reconnection (a connected bridge keeps its link), `immediate` at once
+   */
+  readonly reloadType: "lazy" | "immediate"
   readonly restartTimeout: RestartTimeout
   /** seconds (lazy) */
   readonly idleTimeout: number
@@ -323,6 +328,7 @@ export const BridgeSection = Schema.Struct({
   outgoingRetain: def("bridge_outgoing_retain", last(Bool), true),
   maxPacketSize: def("bridge_max_packet_size", last(Int(atLeast(0))), 0),
   startType: def("start_type", last(check(startTypeCheck)), "automatic" as StartType),
+  reloadType: def("bridge_reload_type", last(check(enumCheck(["lazy", "immediate"] as const, "bridge_reload_type"))), "lazy" as "lazy" | "immediate"),
   restartTimeout: def("restart_timeout", last(check(restartCheck)), { _tag: "Backoff", base: 5, cap: 30, stable: 0 } as RestartTimeout),
   idleTimeout: def("idle_timeout", last(Int(atLeast(1))), 60),
   threshold: def("threshold", last(Int(atLeast(1))), 10),
@@ -456,6 +462,7 @@ const build = (start: Directive, section: Section, d: Decoded, hostname: string,
     outgoingRetain: d.outgoingRetain,
     maxPacketSize: d.maxPacketSize,
     startType: d.startType,
+    reloadType: d.reloadType,
     restartTimeout: d.restartTimeout,
     idleTimeout: d.idleTimeout,
     threshold: d.threshold,

@@ -652,7 +652,11 @@ export class BridgeRuntime implements Subscriber {
     }
     if (this.state !== "stopped") this.state = "down"
     if (wasUp && this.config.notifications) this.notifyLocal(ZERO)
+    if (wasUp) this.onDown?.()
   }
+
+  /** Called when an established link ends (bridge_reload_type lazy: the new configuration's moment). */
+  onDown: (() => void) | undefined = undefined
 
   /** Drop the in-flight state at a new connection when the local session is clean (local_cleansession). */
   private beforeConnect(): void {

@@ -149,7 +149,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("bridge_outgoing_retain", "bridge", S),
   spec("bridge_protocol_version", "bridge", S),
   spec("bridge_receive_maximum", "bridge", S),
-  spec("bridge_reload_type", "bridge", N),
+  spec("bridge_reload_type", "bridge", S),
   spec("bridge_session_expiry_interval", "bridge", S),
   spec("bridge_tcp_keepalive", "bridge", S),
   spec("bridge_tcp_user_timeout", "bridge", N),
