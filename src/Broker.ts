@@ -70,6 +70,8 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
       maxTopicAliasBroker: l.maxTopicAliasBroker,
       websocketsOrigins: l.websocketsOrigins,
       useUsernameAsClientid: l.useUsernameAsClientid,
+      // enable_proxy_protocol (Mosquitto 2.1): connections start with a PROXY header
+      proxy: l.proxy,
       optional: l.bindOptional
     })),
   settings: {

@@ -13,6 +13,7 @@
  * not Mosquitto's is an error, as in Mosquitto. See docs/configuration.md.
  */
 import { Effect, Either, Schema } from "effect"
+import type { ProxyListenerOptions } from "../transport/proxyProtocol.js"
 import type { TlsListenerOptions } from "../transport/tls.js"
 import { type CommandLine, parseArgs, usage as usageText } from "./internal/cli.js"
 import { type Directive, lexMain, type Problem, readConfigFile, readProblem } from "./internal/lexer.js"
@@ -78,6 +79,12 @@ export interface ListenerConfig {
   readonly httpDir: string | undefined
   /** `websockets_origin` (Mosquitto 2.1): the Origin headers a WebSocket upgrade may carry; undefined: any */
   readonly websocketsOrigins?: ReadonlyArray<string> | undefined
+  /**
+   * `enable_proxy_protocol` (Mosquitto 2.1): every connection starts with a PROXY header of this
+   * version, with `proxy_protocol_v2_require_tls` and the listener's `require_certificate` /
+   * `use_identity_as_username` applied to it (transport/proxyProtocol.ts); undefined: no PROXY
+   */
+  readonly proxy?: ProxyListenerOptions | undefined
 }
 
 /** The TLS / TLS-PSK options of a listener: the transport's own option type. */
@@ -271,8 +278,20 @@ const listenerOf = (
   bindOptional: false,
   tls: tlsOf(l, pskFile),
   httpDir: "httpDir" in l ? l.httpDir : undefined,
-  websocketsOrigins: l.websocketsOrigins
+  websocketsOrigins: l.websocketsOrigins,
+  proxy: proxyOf(l)
 })
+
+/** A PROXY listener: no TLS of its own (structure.ts refuses it), the header's TLS information instead. */
+const proxyOf = (l: DecodedListener | DecodedDefaultListener): ProxyListenerOptions | undefined =>
+  l.enableProxyProtocol === undefined
+    ? undefined
+    : {
+        version: l.enableProxyProtocol,
+        requireTls: l.proxyProtocolV2RequireTls,
+        requireCertificate: l.requireCertificate === true,
+        useIdentityAsUsername: l.useIdentityAsUsername === true
+      }
 
 /** A listener is TLS when it has a certfile or a psk_hint (Mosquitto's rule). */
 const tlsOf = (l: DecodedListener | DecodedDefaultListener, pskFile: string | undefined): ListenerTls | undefined => {

@@ -8,7 +8,10 @@
  * - takeover [MQTT-3.1.4-3] is synchronous, in `Connection.handleConnect`;
  * - the listener's finalizer closes every live connection (shutdown, reload);
  * - an offline persistent session's expiry timer runs in the broker-wide
- *   `FiberMap` keyed by client id; a reconnect interrupts it.
+ *   `FiberMap` keyed by client id; a reconnect interrupts it;
+ * - with `enable_proxy_protocol` (Mosquitto 2.1) a socket first waits for its
+ *   PROXY header (transport/proxyProtocol.ts), watched by the same `Watchdog`,
+ *   and its connection is made once the header is read.
  *
  * A connection's failure is handled inside the connection (and a failure while
  * the watchdog closes one is logged) and never reaches the listener (style.md,
@@ -25,6 +28,7 @@ import { Watchdog } from "./Watchdog.js"
 import { bind, ListenError, logHandshakeFailures } from "./bind.js"
 import { listenWebSocket, type MqttSocket } from "./websocket.js"
 import { acceptRaw, rawTcpAvailable } from "./rawTcp.js"
+import { ProxiedSocket, proxiedIdentity, type ProxyHeaderHooks, ProxyHeaderWait, type ProxyListenerOptions } from "./proxyProtocol.js"
 
 export { ListenError } from "./bind.js"
 
@@ -66,6 +70,8 @@ export interface ListenerOptions {
   readonly httpDir?: string | undefined
   /** WebSocket listeners: `websockets_origin`, the Origin headers an upgrade may carry (undefined or empty: any) */
   readonly websocketsOrigins?: ReadonlyArray<string> | undefined
+  /** `enable_proxy_protocol` (Mosquitto 2.1): connections start with a PROXY header (transport/proxyProtocol.ts); read when the listener opens */
+  readonly proxy?: ProxyListenerOptions | undefined
 }
 
 export interface BoundListener {
@@ -127,7 +133,7 @@ export const listenTcp = (
   Effect.gen(function* () {
     const forkSession = yield* FiberMap.runtime(sessions)<never>()
     // the pre-CONNECT timeout and the keepalive watchdog of every connection: one fiber
-    const watchdog = new Watchdog<Connection>(core.now, (error) => core.log.error(`Error closing a connection: ${String(error)}`))
+    const watchdog = new Watchdog<Connection | ProxiedSocket | ProxyHeaderWait>(core.now, (error) => core.log.error(`Error closing a connection: ${String(error)}`))
     yield* Effect.forkScoped(watchdog.run)
     const live = new Set<Connection>()
     let maxConnections = options.maxConnections ?? -1
@@ -175,6 +181,58 @@ export const listenTcp = (
       }
     }
 
+    // enable_proxy_protocol (Mosquitto 2.1): read when the listener opens, as Mosquitto does (not on reload)
+    const proxy = options.proxy
+    /** sockets still waiting for their PROXY header, watched like connections before CONNECT */
+    const waiting = new Set<ProxiedSocket | ProxyHeaderWait>()
+    const proxyHooks: ProxyHeaderHooks = {
+      ready: (socket) => {
+        waiting.delete(socket)
+        watchdog.remove(socket)
+        accept(socket, socket.identity)
+      },
+      abandoned: (socket) => {
+        waiting.delete(socket)
+        watchdog.remove(socket)
+      },
+      notice: (line) => core.log.notice(line),
+      connectionMessages: () => core.settings.connectionMessages
+    }
+    /** a plain TCP or Unix socket: a connection now, or (PROXY) once its header is read; nothing more per read either way */
+    const acceptPlain =
+      proxy === undefined
+        ? (socket: MqttSocket & { destroy(): void }) => accept(socket, undefined)
+        : (socket: MqttSocket & { destroy(): void }) => {
+            const waiter = new ProxiedSocket(socket, proxy, proxyHooks)
+            waiting.add(waiter)
+            watchdog.accepted(waiter, core.settings.connectTimeoutMs)
+          }
+    /** a WebSocket listener's TCP socket with PROXY: the HTTP server gets it once its header is read */
+    const beforeUpgrade =
+      proxy === undefined
+        ? undefined
+        : (socket: net.Socket, proceed: () => void) => {
+            const wait: ProxyHeaderWait = new ProxyHeaderWait(socket, proxy, {
+              ready: () => {
+                waiting.delete(wait)
+                watchdog.remove(wait)
+                proceed()
+              },
+              abandoned: () => {
+                waiting.delete(wait)
+                watchdog.remove(wait)
+              },
+              notice: proxyHooks.notice,
+              connectionMessages: proxyHooks.connectionMessages
+            })
+            waiting.add(wait)
+            watchdog.accepted(wait, core.settings.connectTimeoutMs)
+          }
+    const closeWaiting = () => {
+      for (const w of waiting) w.destroy()
+      waiting.clear()
+    }
+
     const tlsSetup =
       options.tls !== undefined && isTlsListener(options.tls)
         ? yield* makeTls(options.tls).pipe(
@@ -198,14 +256,20 @@ export const listenTcp = (
           maxHeaderSize: options.websocketsHeadersSize,
           onHandshakeFailure: (line) => core.log.notice(line),
           allowOrigin: (origin) => origins.length === 0 || origins.includes(origin),
-          ...(tlsSetup !== undefined ? { admit: tlsSetup.admit } : {})
+          ...(tlsSetup !== undefined ? { admit: tlsSetup.admit } : {}),
+          ...(beforeUpgrade !== undefined ? { beforeConnection: beforeUpgrade } : {})
         },
-        (socket, info) => accept(socket, info.tlsSocket !== undefined ? tlsSetup?.identity(info.tlsSocket) : undefined)
+        (socket, info) =>
+          accept(
+            socket,
+            info.tlsSocket !== undefined ? tlsSetup?.identity(info.tlsSocket) : proxy !== undefined ? proxiedIdentity(info.request.socket) : undefined
+          )
       )
       core.log.notice(`Opening websockets listen socket on port ${ws.port}.`)
       core.log.flush()
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
+          closeWaiting()
           for (const conn of live) conn.shutdown()
           core.openConnections -= live.size
           live.clear()
@@ -236,7 +300,7 @@ export const listenTcp = (
       // a failed handshake (a plain client on a TLS port, a bad certificate) closes that socket only, with a log line
       logHandshakeFailures(server as tls.Server, (line) => core.log.notice(line))
     } else {
-      server.on("connection", (socket: net.Socket) => accept(socket, undefined))
+      server.on("connection", (socket: net.Socket) => acceptPlain(socket))
     }
     const listenerError = (error: Error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`)
     server.on("error", listenerError)
@@ -244,7 +308,7 @@ export const listenTcp = (
     const address = yield* bind(server, options)
     // plain TCP: connections on their raw handles, not net.Sockets (transport/rawTcp.ts); TLS and Unix sockets keep net
     if (tlsSetup === undefined && typeof address !== "string" && rawTcpAvailable()) {
-      acceptRaw(server, (socket) => accept(socket, undefined), listenerError)
+      acceptRaw(server, acceptPlain, listenerError)
     }
     if (typeof address === "string") core.log.notice(`Opening unix listen socket on ${address}.`)
     else core.log.notice(`Opening ipv${address.family === "IPv6" ? 6 : 4} listen socket on port ${address.port}.`)
@@ -253,6 +317,7 @@ export const listenTcp = (
 
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => {
+        closeWaiting()
         for (const conn of live) conn.shutdown()
         core.openConnections -= live.size
         live.clear()

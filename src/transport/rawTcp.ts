@@ -38,6 +38,7 @@ import { Buffer } from "node:buffer"
 import { constants } from "node:os"
 import { getSystemErrorName } from "node:util"
 import type { MqttSocket } from "./websocket.js"
+import { SocketEvents } from "./socketEvents.js"
 
 /** The libuv stream methods of a TCP handle (node's `tcp_wrap.TCP`). */
 interface TcpHandle {
@@ -123,19 +124,9 @@ const errnoError = (errno: number, syscall: string): Error => {
   return Object.assign(new Error(`${syscall} ${code}`), { errno, code, syscall })
 }
 
-type Listener = (this: RawTcpSocket, ...args: Array<never>) => void
-
-/** `next` after `previous`: a second listener for an event (module level: `on` allocates nothing for the first) */
-const chain = <F extends Listener>(previous: F | undefined, next: F): F =>
-  previous === undefined
-    ? next
-    : (function(this: RawTcpSocket, ...args: Array<never>) {
-      previous.apply(this, args)
-      next.apply(this, args)
-    } as F)
 
 /** One accepted TCP connection on its raw handle: an `MqttSocket`. */
-export class RawTcpSocket implements MqttSocket {
+export class RawTcpSocket extends SocketEvents implements MqttSocket {
   destroyed = false
   writable = true
   private reading = false
@@ -145,13 +136,9 @@ export class RawTcpSocket implements MqttSocket {
   private needDrain = false
   private asyncWrites = 0
   private peer: { address?: string; port?: number; family?: string } | undefined = undefined
-  private onDataFn: ((this: RawTcpSocket, chunk: Buffer) => void) | undefined = undefined
-  private onErrorFn: ((this: RawTcpSocket, error: Error) => void) | undefined = undefined
-  private onEndFn: ((this: RawTcpSocket) => void) | undefined = undefined
-  private onCloseFn: ((this: RawTcpSocket) => void) | undefined = undefined
-  private onDrainFn: ((this: RawTcpSocket) => void) | undefined = undefined
 
   private constructor(private readonly handle: TcpHandle) {
+    super()
     handle[OWNER] = this
     handle.onread = onRead
     if (sharedReads && handle.useUserBuffer !== undefined) handle.useUserBuffer(readBuffer())
@@ -163,30 +150,6 @@ export class RawTcpSocket implements MqttSocket {
     rawTcpStats.accepted++
     socket.resume()
     return socket
-  }
-
-  on(event: "data", listener: (chunk: Buffer) => void): this
-  on(event: "error", listener: (error: Error) => void): this
-  on(event: "end" | "close" | "drain", listener: () => void): this
-  on(event: "data" | "error" | "end" | "close" | "drain", listener: Listener): this {
-    switch (event) {
-      case "data":
-        this.onDataFn = chain(this.onDataFn, listener as (this: RawTcpSocket, chunk: Buffer) => void)
-        break
-      case "error":
-        this.onErrorFn = chain(this.onErrorFn, listener as (this: RawTcpSocket, error: Error) => void)
-        break
-      case "end":
-        this.onEndFn = chain(this.onEndFn, listener)
-        break
-      case "close":
-        this.onCloseFn = chain(this.onCloseFn, listener)
-        break
-      case "drain":
-        this.onDrainFn = chain(this.onDrainFn, listener)
-        break
-    }
-    return this
   }
 
   get remoteAddress(): string | undefined {

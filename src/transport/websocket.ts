@@ -116,6 +116,11 @@ export interface WebSocketListenerOptions {
   readonly allowOrigin?: ((origin: string) => boolean) | undefined
   /** wss://: whether a TLS connection may stay once its handshake is done (tls.ts `admit`) */
   readonly admit?: ((socket: tls.TLSSocket) => boolean) | undefined
+  /**
+   * `enable_proxy_protocol` (transport/proxyProtocol.ts): every accepted TCP socket goes here
+   * before the HTTP server reads anything of it; `proceed` hands it on to the HTTP server
+   */
+  readonly beforeConnection?: ((socket: net.Socket, proceed: () => void) => void) | undefined
 }
 
 export interface WebSocketConnectionInfo {
@@ -234,6 +239,17 @@ export const listenWebSocket = (
     const admit = options.admit
     // before any HTTP request or upgrade on it
     if (admit !== undefined) server.on("secureConnection", (socket: tls.TLSSocket) => void (admit(socket) || socket.destroy()))
+    const before = options.beforeConnection
+    if (before !== undefined) {
+      // the HTTP server's own connection handler runs once the socket is handed on
+      const handlers = server.listeners("connection") as Array<(socket: net.Socket) => void>
+      server.removeAllListeners("connection")
+      server.on("connection", (socket: net.Socket) =>
+        before(socket, () => {
+          for (const handler of handlers) handler.call(server, socket)
+        })
+      )
+    }
 
     const address = (yield* bind(server, { port: options.port, host: options.host, socketDomain: options.socketDomain, bindInterface: options.bindInterface })) as net.AddressInfo
 

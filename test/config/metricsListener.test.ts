@@ -4,24 +4,11 @@
  * global, last one wins, status "Midge-only".
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, FastCheck as fc } from "effect"
-import { type BrokerConfig, ConfigError, defaults, knownOptions, parseConfigText } from "../../src/config/Config.js"
+import { Either, FastCheck as fc } from "effect"
+import { defaults, knownOptions } from "../../src/config/Config.js"
+import { configParsers } from "./helpers.js"
 
-const parse = (text: string): Either.Either<BrokerConfig, ConfigError> =>
-  Effect.runSync(Effect.either(parseConfigText(text, "t.conf")))
-
-const ok = (text: string): BrokerConfig => {
-  const r = parse(text)
-  if (Either.isLeft(r)) throw new Error(`expected a valid config, got:\n${r.left.message}`)
-  return r.right
-}
-
-const fails = (text: string): Array<string> => {
-  const r = parse(text)
-  if (Either.isRight(r)) throw new Error("expected a ConfigError")
-  expect(r.left).toBeInstanceOf(ConfigError)
-  return r.left.message.split("\n")
-}
+const { parse, ok, fails } = configParsers("t.conf")
 
 describe("metrics_listener (Midge-only)", () => {
   it("is off by default, with or without a config file", () => {

@@ -124,6 +124,12 @@ const retainExpiryCheck: Check<number> = (d) =>
     n < 1 ? Either.left("retain_expiry_interval must be >= 1") : Either.right(Math.min(n, 10_000_000) * 60)
   )
 
+/** `enable_proxy_protocol` (Mosquitto 2.1): the PROXY protocol version a listener's connections start with. */
+const proxyVersionCheck: Check<1 | 2> = (d) =>
+  Either.flatMap(oneValue(d), (s) =>
+    s === "1" || s === "2" ? Either.right(Number(s) as 1 | 2) : Either.left(`invalid value "${s}": enable_proxy_protocol must be 1 or 2`)
+  )
+
 /** `listener_auto_id_prefix` (Mosquitto 2.1): "length must be <= 50". */
 const autoIdPrefixCheck: Check<string> = (d) =>
   Either.flatMap(stringCheck(d), (s) => (s.length > 50 ? Either.left("length must be <= 50") : Either.right(s)))
@@ -495,7 +501,10 @@ const listenerFields = {
   disableClientCertDateChecks: opt("disable_client_cert_date_checks", last(Bool)),
   httpDir: opt("http_dir", once(Str)),
   // Mosquitto 2.1: a WebSocket upgrade whose Origin header is not one of these is refused; repeatable
-  websocketsOrigins: opt("websockets_origin", Schema.Array(Str))
+  websocketsOrigins: opt("websockets_origin", Schema.Array(Str)),
+  // Mosquitto 2.1: every connection starts with a PROXY protocol header of this version (transport/proxyProtocol.ts)
+  enableProxyProtocol: opt("enable_proxy_protocol", last(fromDirective(Schema.Literal(1, 2), proxyVersionCheck))),
+  proxyProtocolV2RequireTls: def("proxy_protocol_v2_require_tls", last(Bool), false)
 }
 
 export const ListenerSection = Schema.Struct({

@@ -31,6 +31,12 @@ const NOT_YET = "not supported yet by Midge"
 /** listener options that only matter on a TLS listener */
 const tlsOnlyOptions = ["cafile", "capath", "crlfile", "require_certificate", "tls_version", "ciphers", "ciphers_tls1.3", "use_identity_as_username", "use_subject_as_username", "dhparamfile", "disable_client_cert_date_checks"]
 
+/** listener options a PROXY v2 header satisfies (transport/proxyProtocol.ts `admit`) */
+const proxyTlsOptions = ["require_certificate", "use_identity_as_username", "use_subject_as_username"]
+
+/** a boolean option's directive says true (conf.c takes 1 too) */
+const isTrue = (d: Directive): boolean => d.args[0] === "true" || d.args[0] === "1"
+
 const push = (section: Section, d: Directive): void => {
   const list = section[d.option]
   if (list === undefined) section[d.option] = [d]
@@ -201,8 +207,37 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
     if ((certfile === undefined) !== (keyfile === undefined)) {
       problems.push(problem((certfile ?? keyfile)!, "both certfile and keyfile must be provided if one of them is set"))
     } else if (certfile === undefined && section.psk_hint === undefined) {
+      // behind a PROXY v2 proxy these are the header's rules (checked below)
+      const proxied = section.enable_proxy_protocol !== undefined
       for (const option of tlsOnlyOptions) {
+        if (proxied && proxyTlsOptions.includes(option)) continue
         for (const d of section[option] ?? []) warnings.push(problem(d, "has no effect: this listener has no certfile and keyfile, nor psk_hint, so it is not TLS"))
+      }
+    }
+  }
+  // Mosquitto 2.1's PROXY protocol (conf.c config__check_proxy): the proxy terminates TLS, so the
+  // listener has none of its own; the header's TLS information is PROXY v2's only
+  for (const section of listeners) {
+    const enable = section.enable_proxy_protocol
+    const proxyLine = enable?.[enable.length - 1]
+    if (proxyLine === undefined) {
+      for (const d of section.proxy_protocol_v2_require_tls ?? []) {
+        if (isTrue(d)) warnings.push(problem(d, "has no effect without enable_proxy_protocol 2"))
+      }
+      continue
+    }
+    const at = `${proxyLine.file}:${proxyLine.line}`
+    for (const option of ["certfile", "keyfile", "psk_hint"]) {
+      for (const d of section[option] ?? []) problems.push(problem(d, `cannot be used with enable_proxy_protocol (${at}): the proxy terminates TLS, the listener must not`))
+    }
+    for (const d of section.use_subject_as_username ?? []) {
+      if (isTrue(d)) problems.push(problem(d, `cannot be used with enable_proxy_protocol (${at}): the PROXY header carries the certificate's CN, not its subject`))
+    }
+    if (proxyLine.args[0] === "1") {
+      for (const option of ["require_certificate", "use_identity_as_username", "proxy_protocol_v2_require_tls"]) {
+        for (const d of section[option] ?? []) {
+          if (isTrue(d)) warnings.push(problem(d, "has no effect with enable_proxy_protocol 1: a PROXY v1 header carries no TLS information"))
+        }
       }
     }
   }
