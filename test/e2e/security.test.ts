@@ -15,6 +15,7 @@ import { parseConfigText } from "../../src/config/Config.js"
 import { Log } from "../../src/log/Log.js"
 import { layerFromConfig, optionsFromConfig, SecurityFiles } from "../../src/security/Auth.js"
 import type { MqttClient } from "mqtt"
+import { WebSocket } from "ws"
 import { makePki } from "../transport/fixtures.js"
 import { freePort } from "../support/processes.js"
 import { collect, connectClient, publish, run, subscribe, waitFor } from "./harness.js"
@@ -169,7 +170,7 @@ describe("security end to end", () => {
       }
       const expired = dated("expired", "20200101000000Z", "20200102000000Z")
       const future = dated("future", "20990101000000Z", "20990102000000Z")
-      const [lenient, strict, open] = [yield* freePort, yield* freePort, yield* freePort]
+      const [lenient, strict, open, wss] = [yield* freePort, yield* freePort, yield* freePort, yield* freePort]
       const dir = tmp()
       const acl = path.join(dir, "acl")
       fs.writeFileSync(acl, "user device-7\ntopic readwrite devices/7\n")
@@ -178,7 +179,8 @@ describe("security end to end", () => {
       const { broker } = yield* brokerFrom(
         `acl_file ${acl}\nlistener ${lenient} 127.0.0.1\n${tls}disable_client_cert_date_checks true\nlistener ${strict} 127.0.0.1\n${tls}` +
           // the certificate alone decides here: no username from it, anonymous clients allowed
-          `listener ${open} 127.0.0.1\n${files}disable_client_cert_date_checks true\nlistener_allow_anonymous true\n`
+          `listener ${open} 127.0.0.1\n${files}disable_client_cert_date_checks true\nlistener_allow_anonymous true\n` +
+          `listener ${wss} 127.0.0.1\nprotocol websockets\n${files}disable_client_cert_date_checks true\nlistener_allow_anonymous true\n`
       )
       const tlsArgs = (port: number) => ["-h", "localhost", "-p", String(port), "--cafile", pki.caCert]
       const pub = (port: number, cert: ReadonlyArray<string>) =>
@@ -197,6 +199,24 @@ describe("security end to end", () => {
       }
       expect(yield* pub(open, expired)).toBe(0)
       expect(yield* pub(open, ["--cert", pki.clientCert, "--key", pki.clientKey])).toBe(0)
+      // MQTT over wss:// on such a listener: the same rule, before any HTTP byte
+      const overWss = (cert: string | undefined, key: string | undefined) =>
+        Effect.async<string>((resume) => {
+          const ws = new WebSocket(`wss://localhost:${wss}`, "mqtt", {
+            ca: fs.readFileSync(pki.caCert),
+            ...(cert !== undefined && key !== undefined ? { cert: fs.readFileSync(cert), key: fs.readFileSync(key) } : {})
+          })
+          ws.on("open", () => {
+            ws.terminate()
+            resume(Effect.succeed("open"))
+          })
+          ws.on("error", () => resume(Effect.succeed("refused")))
+        })
+      const certOf = (args: ReadonlyArray<string>) => [args[1], args[3]] as const
+      expect(yield* overWss(...certOf(expired))).toBe("open")
+      expect(yield* overWss(pki.clientCert, pki.clientKey)).toBe("open")
+      expect(yield* overWss(foreign.clientCert, foreign.clientKey)).toBe("refused")
+      expect(yield* overWss(undefined, undefined)).toBe("refused")
       // the listener without the option refuses the dated ones in the handshake
       expect(yield* pub(strict, expired)).not.toBe(0)
       expect(yield* pub(strict, future)).not.toBe(0)
