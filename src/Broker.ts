@@ -308,16 +308,14 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       // `retain_expiry_interval`: a sweep of the expired retained messages every so many seconds
       const retainSweep = yield* FiberHandle.make<void, never>()
       const sweepRetained = Effect.sync(() => void core.router.retained.sweepExpired(core.now()))
-      let retainSweepEvery = settings.retainExpiryInterval
-      yield* runEvery(retainSweep, retainSweepEvery, sweepRetained)
+      yield* runEvery(retainSweep, settings.retainExpiryInterval, sweepRetained)
 
       const reload = (next: BrokerOptions) =>
         Effect.gen(function* () {
+          const sweptEvery = core.settings.retainExpiryInterval
           core.applySettings({ ...defaultSettings, ...next.settings })
-          if (core.settings.retainExpiryInterval !== retainSweepEvery) {
-            retainSweepEvery = core.settings.retainExpiryInterval
-            yield* runEvery(retainSweep, retainSweepEvery, sweepRetained)
-          }
+          // a new interval replaces the sweep's schedule; an unchanged one keeps its rhythm
+          if (core.settings.retainExpiryInterval !== sweptEvery) yield* runEvery(retainSweep, core.settings.retainExpiryInterval, sweepRetained)
           yield* openListeners(next.listeners ?? [])
           // certificates and keys are read again; connected clients stay
           for (const { bound } of open.values()) yield* bound.reloadTls

@@ -185,16 +185,17 @@ export const listenTcp = (
     const proxy = options.proxy
     /** sockets still waiting for their PROXY header, watched like connections before CONNECT */
     const waiting = new Set<ProxiedSocket | ProxyHeaderWait>()
+    /** a socket's header wait is over (read, or the socket gone) */
+    const settled = (w: ProxiedSocket | ProxyHeaderWait): void => {
+      waiting.delete(w)
+      watchdog.remove(w)
+    }
     const proxyHooks: ProxyHeaderHooks = {
       ready: (socket) => {
-        waiting.delete(socket)
-        watchdog.remove(socket)
+        settled(socket)
         accept(socket, socket.identity)
       },
-      abandoned: (socket) => {
-        waiting.delete(socket)
-        watchdog.remove(socket)
-      },
+      abandoned: settled,
       notice: (line) => core.log.notice(line),
       connectionMessages: () => core.settings.connectionMessages
     }
@@ -214,14 +215,10 @@ export const listenTcp = (
         : (socket: net.Socket, proceed: () => void) => {
             const wait: ProxyHeaderWait = new ProxyHeaderWait(socket, proxy, {
               ready: () => {
-                waiting.delete(wait)
-                watchdog.remove(wait)
+                settled(wait)
                 proceed()
               },
-              abandoned: () => {
-                waiting.delete(wait)
-                watchdog.remove(wait)
-              },
+              abandoned: settled,
               notice: proxyHooks.notice,
               connectionMessages: proxyHooks.connectionMessages
             })

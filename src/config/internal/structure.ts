@@ -172,7 +172,7 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
             warnings.push(problem(d, "ignored: per_listener_settings is already true"))
             break
           }
-          const on = d.args[0] === "true" || d.args[0] === "1"
+          const on = isTrue(d)
           if (on && sawSecurity) {
             problems.push(problem(d, "per_listener_settings must be set before any other security settings"))
             break
