@@ -81,6 +81,7 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
     maxInflightBytes: config.maxInflightBytes,
     maxQueuedBytes: config.maxQueuedBytes,
     upgradeOutgoingQos: config.upgradeOutgoingQos,
+    allowDuplicateMessages: config.allowDuplicateMessages,
     persistentClientExpiration: config.persistentClientExpiration,
     memoryLimit: config.memoryLimit,
     checkRetainSource: config.checkRetainSource,

@@ -120,6 +120,8 @@ export interface BrokerConfig {
   /** `retain_expiry_interval` (Mosquitto 2.1, minutes in the file), in seconds: sweeps of expired retained messages; 0: none */
   readonly retainExpiryInterval: number
   readonly upgradeOutgoingQos: boolean
+  /** `allow_duplicate_messages`: a client gets one copy per matching subscription, not one in all */
+  readonly allowDuplicateMessages: boolean
   readonly setTcpNodelay: boolean
   readonly sysInterval: number
   /** `websockets_headers_size`: bytes of HTTP headers a WebSocket upgrade may carry; 0: Node's default (16 KiB) */
@@ -432,6 +434,7 @@ const build = (
     retainAvailable: g.retainAvailable,
     retainExpiryInterval: g.retainExpiryInterval,
     upgradeOutgoingQos: g.upgradeOutgoingQos,
+    allowDuplicateMessages: g.allowDuplicateMessages,
     setTcpNodelay: g.setTcpNodelay,
     sysInterval: g.sysInterval,
     websocketsHeadersSize: g.websocketsHeadersSize,

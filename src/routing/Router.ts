@@ -3,7 +3,9 @@
  * once against the trie and handed to every subscriber synchronously; a
  * subscriber with several matching subscriptions receives one copy at the
  * highest granted QoS (the MQTT 3.1.1 rule [MQTT-3.3.5-1]), carrying every
- * matching v5 subscription identifier.
+ * matching v5 subscription identifier; with `allow_duplicate_messages`, a
+ * client gets one copy per matching subscription instead (which MQTT also
+ * allows), each with that subscription's QoS and identifier.
  */
 import { parseSharedFilter, SHARE_PREFIX } from "../protocol/topic.js"
 import { TopicTrie } from "../protocol/TopicTrie.js"
@@ -26,6 +28,8 @@ export interface SubscriptionOptions {
 /** Whoever can receive messages: a client session or an in-process subscriber. */
 export interface Subscriber {
   readonly clientId: string
+  /** a client's session: `allow_duplicate_messages` gives it a copy per matching subscription (not a cluster node, a bridge or an in-process subscriber) */
+  readonly copyPerSubscription?: boolean
   /** connected now (shared subscriptions prefer online members) */
   online(): boolean
   /**
@@ -127,6 +131,8 @@ export class Router {
   private firstHit: SubscriptionEntry | Merged | undefined = undefined
   private readonly scratch = new Map<Subscriber, SubscriptionEntry | Merged>()
   private readonly sharedHits: Array<SharedGroup> = []
+  /** `allow_duplicate_messages`: the further matching subscriptions of clients, each delivered as its own copy */
+  private readonly duplicates: Array<SubscriptionEntry> = []
   private current: Message | undefined
   /** publishes made while one is being delivered, routed right after it (see `publish`) */
   private pending: Array<{ readonly message: Message; readonly source: PublishSource | undefined; readonly fromPeer: boolean }> | undefined = undefined
@@ -149,7 +155,11 @@ export class Router {
       }
       return
     }
-    // a second matching subscription of the same subscriber: merge
+    // a second matching subscription of the same subscriber: a copy of its own (allow_duplicate_messages), or merged
+    if (this.allowDuplicates && entry.subscriber.copyPerSubscription === true) {
+      this.duplicates.push(entry)
+      return
+    }
     const merged: Merged =
       "subscriber" in seen
         ? {
@@ -169,6 +179,8 @@ export class Router {
   published = 0
   /** `upgrade_outgoing_qos`: deliver at the subscription's QoS rather than min(published, granted) */
   upgradeOutgoingQos = false
+  /** `allow_duplicate_messages`: a client with several matching subscriptions gets a copy for each */
+  allowDuplicates = false
 
   /** shared groups (one trie entry each) and their members, for $SYS */
   private sharedGroupCount = 0
@@ -312,6 +324,8 @@ export class Router {
       // in the order of the first match, as before: the first subscriber, then the map's insertion order
       this.deliverHit(first, this.firstHit!, message, source)
       if (scratch.size !== 0) for (const [subscriber, m] of scratch) this.deliverHit(subscriber, m, message, source)
+      const duplicates = this.duplicates
+      for (let i = 0; i < duplicates.length; i++) this.deliverHit(duplicates[i].subscriber, duplicates[i], message, source)
       return count
     } finally {
       if (scratch.size !== 0) scratch.clear()
@@ -320,6 +334,7 @@ export class Router {
       // (a store to an array's length is a runtime call in V8, ~27 ns even on an empty array: skipped in the usual
       // case, no shared subscription hit)
       if (this.sharedHits.length !== 0) this.sharedHits.length = 0
+      if (this.duplicates.length !== 0) this.duplicates.length = 0
       this.current = undefined
     }
   }

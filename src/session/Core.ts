@@ -26,6 +26,8 @@ export interface CoreSettings {
   readonly maxQueuedBytes: number
   /** `upgrade_outgoing_qos`, default false: deliver at the subscription's QoS */
   readonly upgradeOutgoingQos: boolean
+  /** `allow_duplicate_messages` */
+  readonly allowDuplicateMessages: boolean
   /** `persistent_client_expiration` in seconds; undefined: never */
   readonly persistentClientExpiration: number | undefined
   /** `memory_limit` in bytes (V8 heap); 0: none */
@@ -71,6 +73,7 @@ export const defaultSettings: CoreSettings = {
   maxInflightBytes: 0,
   maxQueuedBytes: 0,
   upgradeOutgoingQos: false,
+  allowDuplicateMessages: false,
   persistentClientExpiration: undefined,
   memoryLimit: 0,
   maxTopicAlias: 10,
@@ -255,6 +258,7 @@ export class Core {
   ) {
     this.router = new Router()
     this.router.upgradeOutgoingQos = settings.upgradeOutgoingQos
+    this.router.allowDuplicates = settings.allowDuplicateMessages
   }
 
   /** The flow limits of the current settings: one object shared by the sessions (not one per connect). */
@@ -278,6 +282,7 @@ export class Core {
   applySettings(settings: CoreSettings): void {
     this.settings = settings
     this.router.upgradeOutgoingQos = settings.upgradeOutgoingQos
+    this.router.allowDuplicates = settings.allowDuplicateMessages
     const limits = this.flowLimits()
     for (const session of this.sessions.values()) session.flow.limits = limits
   }

@@ -110,6 +110,10 @@ const offlineSink: OutboundSink = {
 }
 
 export class Session implements Subscriber {
+  /** on the prototype, not in every session: a client gets a copy per matching subscription under `allow_duplicate_messages` */
+  get copyPerSubscription(): boolean {
+    return true
+  }
   wire: SessionWire | undefined = undefined
   readonly flow: OutboundFlow
   // allocated on first use: an idle client that never subscribes nor publishes at QoS 2 has

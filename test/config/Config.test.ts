@@ -71,6 +71,7 @@ const cases: ReadonlyArray<readonly [keyof BrokerConfig, unknown, string, unknow
   ["autoIdPrefix", "auto-", "auto_id_prefix midge-", "midge-"],
   ["retainAvailable", true, "retain_available false", false],
   ["upgradeOutgoingQos", false, "upgrade_outgoing_qos true", true],
+  ["allowDuplicateMessages", false, "allow_duplicate_messages true", true],
   ["setTcpNodelay", false, "set_tcp_nodelay true", true],
   ["sysInterval", 10, "sys_interval 0", 0],
   ["logDest", [{ kind: "stderr" }], "log_dest stdout", [{ kind: "stdout" }]],

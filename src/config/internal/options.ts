@@ -48,7 +48,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   // General options
   spec("acl_file", "security", S),
   spec("allow_anonymous", "security", S),
-  spec("allow_duplicate_messages", "global", N),
+  spec("allow_duplicate_messages", "global", S),
   spec("allow_zero_length_clientid", "security", S),
   spec("auth_opt_*", "plugin-option", N),
   spec("auth_plugin", "security", N),

@@ -430,6 +430,8 @@ export const GlobalSection = Schema.Struct({
   // Mosquitto 2.1: seconds between sweeps of the retained messages whose Message Expiry Interval has passed; 0: none
   retainExpiryInterval: def("retain_expiry_interval", last(fromDirective(Schema.Number, retainExpiryCheck)), 0),
   upgradeOutgoingQos: def("upgrade_outgoing_qos", last(Bool), false),
+  // Mosquitto 2.0's default (2.1 made it true and deprecated the option): one copy per client for overlapping subscriptions
+  allowDuplicateMessages: def("allow_duplicate_messages", last(Bool), false),
   setTcpNodelay: def("set_tcp_nodelay", last(Bool), false),
   sysInterval: def("sys_interval", last(Int({ min: 0, max: 65535 })), 10),
   // the HTTP request headers a WebSocket upgrade may carry, bytes (0: Node's default, 16 KiB)
