@@ -12,7 +12,7 @@ import { Effect } from "effect"
 import { Store, type MqttClient } from "mqtt"
 import { connectClient, connectCollecting, settle, subscribe, waitFor } from "../e2e/harness.js"
 import { countsOf, receivedTwice } from "./daemons.js"
-import { learnLate, routed, startNode, startRedis } from "./harness.js"
+import { learnLate, routed, startNode, startRedis, type TestNode } from "./harness.js"
 
 /** Publish `topic` continuously (a window of 4), payload = sequence number; each acknowledged one with the time of its PUBACK / PUBCOMP. */
 const pump = (client: MqttClient, topic: string, qos: 1 | 2) => {
@@ -45,6 +45,21 @@ const ranges = (ns: ReadonlyArray<number>): string => {
     i = j
   }
   return out.join(", ")
+}
+
+/** What a failure needs to tell a late tail from a lost one: the node's lease, the session's flow, the node's log without the packet lines. */
+const stateOf = (node: TestNode, clientId: string): string => {
+  const core = node.broker.core
+  const session = core.sessions.get(clientId)
+  const lease = (core.cluster as unknown as { state?: string }).state
+  const flow = session === undefined ? "no session" : `session: subscriptions ${[...session.subscriptions.keys()].join(" ")}, in flight ${session.flow.inflight.size}, queued ${session.flow.queue.length}, attached ${core.attached.has(clientId)}`
+  const lines = node.log.recent.filter((line) => !/^(\d+: )?(Received|Sending) [A-Z]+ (to|from) /.test(line)).slice(-15)
+  return `node ${node.nodeId} (${lease}): ${flow}\n  ${lines.join("\n  ")}`
+}
+
+const lastOf = (got: ReadonlyArray<{ readonly topic: string; readonly payload: unknown }>): string => {
+  const last = got.filter((r) => r.topic === "w/x").at(-1)
+  return last === undefined ? "nothing" : String(last.payload)
 }
 
 const cases: Array<readonly [qos: 1 | 2, lateMs: number]> = [
@@ -88,7 +103,14 @@ describe("cluster takeover window (issue #9)", () => {
         const counts = () => countsOf([...old.got, ...moved.got].filter((r) => r.topic === "w/x").map((r) => Number(r.payload)))
         yield* waitFor(() => must.every((n) => counts().has(n)), "every acknowledged message at the client", 5000).pipe(
           Effect.catchAll((error) =>
-            Effect.die(new Error(`${error.message}: missing ${ranges(must.filter((n) => !counts().has(n)))} of ${ranges(must)}`))
+            Effect.die(
+              new Error(
+                `${error.message}: missing ${ranges(must.filter((n) => !counts().has(n)))} of ${ranges(must)}; at the CONNACK ${atConnack} acknowledged\n` +
+                  [a, b, c].map((node) => stateOf(node, "mover")).join("\n") +
+                  `\nc routes to a: ${[...c.broker.cluster!.remoteFilters("a")].join(" ")}; to b: ${[...c.broker.cluster!.remoteFilters("b")].join(" ")}` +
+                  `\nthe client connected: on b ${old.client.connected}, on a ${moved.client.connected}; last received on b ${lastOf(old.got)}, on a ${lastOf(moved.got)}`
+              )
+            )
           )
         )
         // the session is on a alone
