@@ -8,16 +8,9 @@ import * as mqttPacket from "mqtt-packet"
 import { Broker } from "../../src/Broker.js"
 import { Log } from "../../src/log/Log.js"
 import { EnhancedAuthentication } from "../../src/security/EnhancedAuth.js"
-import { rawClient, startBroker, waitFor, type RawClient } from "./harness.js"
+import { packetsOf, rawClient, startBroker, waitFor } from "./harness.js"
 
 const gen = (packet: object) => mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion: 5 })
-const packets = (c: RawClient): Array<mqttPacket.Packet> => {
-  const out: Array<mqttPacket.Packet> = []
-  const p = mqttPacket.parser({ protocolVersion: 5 })
-  p.on("packet", (x) => out.push(x))
-  p.parse(c.data())
-  return out
-}
 const connect = (method: string, data?: string) =>
   gen({
     cmd: "connect",
@@ -60,7 +53,7 @@ describe("MQTT 5 enhanced authentication", () => {
       const c = yield* rawClient(port)
       yield* c.write(connect("SCRAM-SHA-1"))
       yield* c.waitClosed()
-      expect((packets(c)[0] as mqttPacket.IConnackPacket).reasonCode).toBe(0x8c)
+      expect((packetsOf(c, 5)[0] as mqttPacket.IConnackPacket).reasonCode).toBe(0x8c)
     })
   )
 
@@ -69,32 +62,32 @@ describe("MQTT 5 enhanced authentication", () => {
       const port = yield* brokerWithChallenge
       const c = yield* rawClient(port)
       yield* c.write(connect("CHALLENGE"))
-      yield* waitFor(() => packets(c).some((p) => p.cmd === "auth"), "AUTH 0x18")
-      const challenge = packets(c)[0] as mqttPacket.IAuthPacket
+      yield* waitFor(() => packetsOf(c, 5).some((p) => p.cmd === "auth"), "AUTH 0x18")
+      const challenge = packetsOf(c, 5)[0] as mqttPacket.IAuthPacket
       expect(challenge.reasonCode).toBe(0x18)
       expect(challenge.properties?.authenticationData?.toString()).toBe("n0nce")
       yield* c.write(auth(0x18, "CHALLENGE", "answer:n0nce"))
-      yield* waitFor(() => packets(c).some((p) => p.cmd === "connack"), "CONNACK")
-      const connack = packets(c).find((p) => p.cmd === "connack") as mqttPacket.IConnackPacket
+      yield* waitFor(() => packetsOf(c, 5).some((p) => p.cmd === "connack"), "CONNACK")
+      const connack = packetsOf(c, 5).find((p) => p.cmd === "connack") as mqttPacket.IConnackPacket
       expect(connack.reasonCode).toBe(0)
       expect(connack.properties?.authenticationMethod).toBe("CHALLENGE")
       expect(connack.properties?.authenticationData?.toString()).toBe("welcome")
       // re-authentication [MQTT-4.12.1]
       yield* c.write(auth(0x19, "CHALLENGE", ""))
-      yield* waitFor(() => packets(c).filter((p) => p.cmd === "auth").length === 2, "the new challenge")
+      yield* waitFor(() => packetsOf(c, 5).filter((p) => p.cmd === "auth").length === 2, "the new challenge")
       yield* c.write(auth(0x18, "CHALLENGE", "answer:n0nce"))
-      yield* waitFor(() => packets(c).filter((p) => p.cmd === "auth").length === 3, "AUTH 0x00")
-      expect((packets(c).filter((p) => p.cmd === "auth")[2] as mqttPacket.IAuthPacket).reasonCode).toBe(0)
+      yield* waitFor(() => packetsOf(c, 5).filter((p) => p.cmd === "auth").length === 3, "AUTH 0x00")
+      expect((packetsOf(c, 5).filter((p) => p.cmd === "auth")[2] as mqttPacket.IAuthPacket).reasonCode).toBe(0)
       // log_type debug: the AUTH packets both ways, in Mosquitto's words
       expect(challengeLog.recent).toContain("Sending AUTH to auth-CHALLENGE (rc24, CHALLENGE)")
       expect(challengeLog.recent).toContain("Received AUTH from auth-CHALLENGE (rc25, CHALLENGE)")
       expect(challengeLog.recent).toContain("Sending AUTH to auth-CHALLENGE (rc0, CHALLENGE)")
       // a failed re-authentication ends the connection
       yield* c.write(auth(0x19, "CHALLENGE", ""))
-      yield* waitFor(() => packets(c).filter((p) => p.cmd === "auth").length === 4, "the third challenge")
+      yield* waitFor(() => packetsOf(c, 5).filter((p) => p.cmd === "auth").length === 4, "the third challenge")
       yield* c.write(auth(0x18, "CHALLENGE", "wrong"))
       yield* c.waitClosed()
-      expect((packets(c).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket).reasonCode).toBe(0x87)
+      expect((packetsOf(c, 5).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket).reasonCode).toBe(0x87)
     })
   )
 
@@ -103,10 +96,10 @@ describe("MQTT 5 enhanced authentication", () => {
       const port = yield* brokerWithChallenge
       const c = yield* rawClient(port)
       yield* c.write(connect("CHALLENGE"))
-      yield* waitFor(() => packets(c).some((p) => p.cmd === "auth"), "AUTH 0x18")
+      yield* waitFor(() => packetsOf(c, 5).some((p) => p.cmd === "auth"), "AUTH 0x18")
       yield* c.write(Buffer.concat([auth(0x18, "CHALLENGE", "answer:n0nce"), gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "t", qos: 0 }] })]))
-      yield* waitFor(() => packets(c).some((p) => p.cmd === "suback"), "SUBACK")
-      expect(packets(c).map((p) => p.cmd)).toEqual(["auth", "connack", "suback"])
+      yield* waitFor(() => packetsOf(c, 5).some((p) => p.cmd === "suback"), "SUBACK")
+      expect(packetsOf(c, 5).map((p) => p.cmd)).toEqual(["auth", "connack", "suback"])
     })
   )
 
@@ -115,10 +108,10 @@ describe("MQTT 5 enhanced authentication", () => {
       const port = yield* brokerWithChallenge
       const c = yield* rawClient(port)
       yield* c.write(connect("CHALLENGE"))
-      yield* waitFor(() => packets(c).some((p) => p.cmd === "auth"), "AUTH 0x18")
+      yield* waitFor(() => packetsOf(c, 5).some((p) => p.cmd === "auth"), "AUTH 0x18")
       yield* c.write(auth(0x18, "CHALLENGE", "answer:guess"))
       yield* c.waitClosed()
-      expect((packets(c).find((p) => p.cmd === "connack") as mqttPacket.IConnackPacket).reasonCode).toBe(0x87)
+      expect((packetsOf(c, 5).find((p) => p.cmd === "connack") as mqttPacket.IConnackPacket).reasonCode).toBe(0x87)
     })
   )
 
@@ -128,7 +121,7 @@ describe("MQTT 5 enhanced authentication", () => {
       const c = yield* rawClient(port)
       yield* c.write(connect("REDIRECT"))
       yield* c.waitClosed()
-      const connack = packets(c)[0] as mqttPacket.IConnackPacket
+      const connack = packetsOf(c, 5)[0] as mqttPacket.IConnackPacket
       expect(connack.reasonCode).toBe(0x9c)
       expect(connack.properties?.serverReference).toBe("other.example:1883")
     })
@@ -139,10 +132,10 @@ describe("MQTT 5 enhanced authentication", () => {
       const { port } = yield* startBroker()
       const c = yield* rawClient(port)
       yield* c.write(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "plain", clean: true, keepalive: 0 }))
-      yield* waitFor(() => packets(c).some((p) => p.cmd === "connack"), "CONNACK")
+      yield* waitFor(() => packetsOf(c, 5).some((p) => p.cmd === "connack"), "CONNACK")
       yield* c.write(auth(0x19, "CHALLENGE", ""))
       yield* c.waitClosed()
-      expect((packets(c).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket).reasonCode).toBe(0x82)
+      expect((packetsOf(c, 5).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket).reasonCode).toBe(0x82)
     })
   )
 })

@@ -7,6 +7,7 @@ import { spawn } from "node:child_process"
 import * as net from "node:net"
 import { Effect, Scope } from "effect"
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt"
+import * as mqttPacket from "mqtt-packet"
 import { Broker, type BrokerOptions, type BrokerService } from "../../src/Broker.js"
 import { Log } from "../../src/log/Log.js"
 
@@ -102,12 +103,13 @@ export interface RawClient {
   readonly waitClosed: (timeoutMs?: number) => Effect.Effect<void, Error>
 }
 
-export const rawClient = (port: number): Effect.Effect<RawClient, Error, Scope.Scope> =>
+/** A raw client on a TCP port of 127.0.0.1, or on a Unix socket path. */
+export const rawClient = (target: number | string): Effect.Effect<RawClient, Error, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.async<RawClient, Error>((resume) => {
       const chunks: Array<Buffer> = []
       let closed = false
-      const socket = net.connect({ port, host: "127.0.0.1" })
+      const socket = typeof target === "number" ? net.connect({ port: target, host: "127.0.0.1" }) : net.connect({ path: target })
       socket.on("data", (c) => chunks.push(c))
       socket.on("close", () => {
         closed = true
@@ -128,6 +130,15 @@ export const rawClient = (port: number): Effect.Effect<RawClient, Error, Scope.S
     }),
     (c) => Effect.sync(() => c.socket.destroy())
   )
+
+/** What `c` has received so far, read as MQTT packets of `protocolVersion`. */
+export const packetsOf = (c: RawClient, protocolVersion: 3 | 4 | 5 = 4): Array<mqttPacket.Packet> => {
+  const out: Array<mqttPacket.Packet> = []
+  const parser = mqttPacket.parser({ protocolVersion })
+  parser.on("packet", (p) => out.push(p))
+  parser.parse(c.data())
+  return out
+}
 
 /** Run a command (mosquitto_pub / mosquitto_sub), bounded in time; resolves with its output and exit code. */
 export const run = (

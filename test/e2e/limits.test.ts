@@ -5,16 +5,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
 import * as mqttPacket from "mqtt-packet"
-import { collect, connectClient, connectCollecting, publish, rawClient, settle, startBroker, subscribe, waitFor, type RawClient } from "./harness.js"
+import { collect, connectClient, connectCollecting, packetsOf, publish, rawClient, settle, startBroker, subscribe, waitFor } from "./harness.js"
 
 const gen = (packet: object, protocolVersion: 4 | 5 = 4) => mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion })
-const packets = (c: RawClient, protocolVersion: 4 | 5 = 4): Array<mqttPacket.Packet> => {
-  const out: Array<mqttPacket.Packet> = []
-  const p = mqttPacket.parser({ protocolVersion })
-  p.on("packet", (x) => out.push(x))
-  p.parse(c.data())
-  return out
-}
 
 describe("limits", () => {
   it.scopedLive("upgrade_outgoing_qos: messages go out at the subscription's QoS", () =>
@@ -36,10 +29,10 @@ describe("limits", () => {
       const c = yield* rawClient(port)
       yield* c.write(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId: "bytes", clean: true, keepalive: 0 }))
       yield* c.write(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "b", qos: 1 }] }))
-      yield* waitFor(() => packets(c).some((p) => p.cmd === "suback"), "SUBACK")
+      yield* waitFor(() => packetsOf(c).some((p) => p.cmd === "suback"), "SUBACK")
       const pub = yield* connectClient(url)
       for (let i = 0; i < 5; i++) yield* publish(pub, "b", "12345678", { qos: 1 }) // 8 bytes each
-      const pubs = () => packets(c).filter((p): p is mqttPacket.IPublishPacket => p.cmd === "publish")
+      const pubs = () => packetsOf(c).filter((p): p is mqttPacket.IPublishPacket => p.cmd === "publish")
       yield* waitFor(() => pubs().length === 2, "two in flight")
       yield* settle(150)
       expect(pubs().length).toBe(2) // 16 bytes in flight >= 10: the window is closed
@@ -98,7 +91,7 @@ describe("limits", () => {
       const c = yield* rawClient(port)
       yield* c.write(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId: "sleeper", clean: false, keepalive: 0 }))
       yield* c.write(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "z", qos: 1 }] }))
-      yield* waitFor(() => packets(c).some((p) => p.cmd === "suback"), "SUBACK")
+      yield* waitFor(() => packetsOf(c).some((p) => p.cmd === "suback"), "SUBACK")
       c.socket.destroy()
       yield* waitFor(() => broker.stats().clientsConnected === 0, "the disconnect")
       expect(broker.stats().sessions).toBe(1)

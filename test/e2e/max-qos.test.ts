@@ -13,15 +13,8 @@ import * as mqttPacket from "mqtt-packet"
 import { Broker } from "../../src/Broker.js"
 import { Log } from "../../src/log/Log.js"
 import { freePort } from "../support/processes.js"
-import { collect, connectClient, rawClient, run, subscribe, waitFor, type RawClient } from "./harness.js"
+import { collect, connectClient, packetsOf, rawClient, run, subscribe, waitFor } from "./harness.js"
 
-const packets = (c: RawClient, protocolVersion: 4 | 5): Array<mqttPacket.Packet> => {
-  const out: Array<mqttPacket.Packet> = []
-  const p = mqttPacket.parser({ protocolVersion })
-  p.on("packet", (x) => out.push(x))
-  p.parse(c.data())
-  return out
-}
 const gen = (packet: object, protocolVersion: 4 | 5) => mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion })
 const connect = (clientId: string, protocolVersion: 4 | 5, extra: object = {}) =>
   gen({ cmd: "connect", protocolId: "MQTT", protocolVersion, clientId, clean: true, keepalive: 0, ...extra }, protocolVersion)
@@ -47,25 +40,25 @@ describe("max_qos 1 on a listener", () => {
       const b = yield* brokerWithMaxQos1
       const c = yield* rawClient(b.limited)
       yield* c.write(connect("v5", 5))
-      yield* waitFor(() => packets(c, 5).length === 1, "CONNACK")
-      const connack = packets(c, 5)[0] as mqttPacket.IConnackPacket
+      yield* waitFor(() => packetsOf(c, 5).length === 1, "CONNACK")
+      const connack = packetsOf(c, 5)[0] as mqttPacket.IConnackPacket
       expect(connack.reasonCode).toBe(0)
       expect(connack.properties?.maximumQoS).toBe(1)
       // QoS 1 is fine
       yield* c.write(gen({ cmd: "publish", topic: "q/1", payload: Buffer.from("one"), qos: 1, messageId: 1, dup: false, retain: false }, 5))
-      yield* waitFor(() => packets(c, 5).some((p) => p.cmd === "puback"), "PUBACK")
+      yield* waitFor(() => packetsOf(c, 5).some((p) => p.cmd === "puback"), "PUBACK")
       yield* c.write(gen({ cmd: "publish", topic: "q/2", payload: Buffer.from("two"), qos: 2, messageId: 2, dup: false, retain: false }, 5))
       yield* c.waitClosed()
-      const disconnect = packets(c, 5).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket
+      const disconnect = packetsOf(c, 5).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket
       expect(disconnect.reasonCode).toBe(0x9b)
       expect(b.log.recent.some((l) => l.includes("v5") && l.includes("above max_qos 1"))).toBe(true)
       // the listener without max_qos: no Maximum QoS property, QoS 2 accepted
       const o = yield* rawClient(b.open)
       yield* o.write(connect("v5-open", 5))
-      yield* waitFor(() => packets(o, 5).length === 1, "CONNACK")
-      expect((packets(o, 5)[0] as mqttPacket.IConnackPacket).properties?.maximumQoS).toBeUndefined()
+      yield* waitFor(() => packetsOf(o, 5).length === 1, "CONNACK")
+      expect((packetsOf(o, 5)[0] as mqttPacket.IConnackPacket).properties?.maximumQoS).toBeUndefined()
       yield* o.write(gen({ cmd: "publish", topic: "q/2", payload: Buffer.from("two"), qos: 2, messageId: 2, dup: false, retain: false }, 5))
-      yield* waitFor(() => packets(o, 5).some((p) => p.cmd === "pubrec"), "PUBREC")
+      yield* waitFor(() => packetsOf(o, 5).some((p) => p.cmd === "pubrec"), "PUBREC")
       expect(o.closed()).toBe(false)
     })
   )
@@ -75,26 +68,26 @@ describe("max_qos 1 on a listener", () => {
       const b = yield* brokerWithMaxQos1
       const c = yield* rawClient(b.limited)
       yield* c.write(connect("v4", 4))
-      yield* waitFor(() => packets(c, 4).length === 1, "CONNACK")
-      expect((packets(c, 4)[0] as mqttPacket.IConnackPacket).returnCode).toBe(0)
+      yield* waitFor(() => packetsOf(c, 4).length === 1, "CONNACK")
+      expect((packetsOf(c, 4)[0] as mqttPacket.IConnackPacket).returnCode).toBe(0)
       yield* c.write(gen({ cmd: "publish", topic: "q/2", payload: Buffer.from("two"), qos: 2, messageId: 2, dup: false, retain: false }, 4))
       yield* c.waitClosed()
-      expect(packets(c, 4).map((p) => p.cmd)).toEqual(["connack"])
+      expect(packetsOf(c, 4).map((p) => p.cmd)).toEqual(["connack"])
 
       const will = { topic: "w/x", payload: Buffer.from("bye"), qos: 2, retain: false }
       const w5 = yield* rawClient(b.limited)
       yield* w5.write(connect("w5", 5, { will }))
       yield* w5.waitClosed()
-      expect(packets(w5, 5).map((p) => [p.cmd, (p as mqttPacket.IConnackPacket).reasonCode])).toEqual([["connack", 0x9b]])
+      expect(packetsOf(w5, 5).map((p) => [p.cmd, (p as mqttPacket.IConnackPacket).reasonCode])).toEqual([["connack", 0x9b]])
       const w4 = yield* rawClient(b.limited)
       yield* w4.write(connect("w4", 4, { will }))
       yield* w4.waitClosed()
-      expect(packets(w4, 4)).toEqual([])
+      expect(packetsOf(w4, 4)).toEqual([])
       // a will at QoS 1 is accepted
       const ok = yield* rawClient(b.limited)
       yield* ok.write(connect("w1", 4, { will: { ...will, qos: 1 } }))
-      yield* waitFor(() => packets(ok, 4).length === 1, "CONNACK")
-      expect((packets(ok, 4)[0] as mqttPacket.IConnackPacket).returnCode).toBe(0)
+      yield* waitFor(() => packetsOf(ok, 4).length === 1, "CONNACK")
+      expect((packetsOf(ok, 4)[0] as mqttPacket.IConnackPacket).returnCode).toBe(0)
     })
   )
 

@@ -19,18 +19,11 @@ import * as mqttPacket from "mqtt-packet"
 import { Broker, type BrokerOptions } from "../../src/Broker.js"
 import { Authentication, type AuthResult, Authorization, allowAllAcl } from "../../src/security/Auth.js"
 import { type AuthStepResult, EnhancedAuthentication } from "../../src/security/EnhancedAuth.js"
-import { rawClient, startBroker, waitFor, type RawClient } from "./harness.js"
+import { packetsOf, rawClient, startBroker, waitFor, type RawClient } from "./harness.js"
 
 const gen = (packet: object) => mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion: 5 })
-const packets = (c: RawClient): Array<mqttPacket.Packet> => {
-  const out: Array<mqttPacket.Packet> = []
-  const p = mqttPacket.parser({ protocolVersion: 5 })
-  p.on("packet", (x) => out.push(x))
-  p.parse(c.data())
-  return out
-}
 const find = <C extends mqttPacket.Packet["cmd"]>(c: RawClient, cmd: C) =>
-  packets(c).filter((p) => p.cmd === cmd) as Array<Extract<mqttPacket.Packet, { cmd: C }>>
+  packetsOf(c, 5).filter((p) => p.cmd === cmd) as Array<Extract<mqttPacket.Packet, { cmd: C }>>
 
 const CONNECT = (clientId: string, extra: object = {}) =>
   gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId, clean: true, keepalive: 0, ...extra })

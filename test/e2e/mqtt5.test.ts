@@ -6,33 +6,26 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
 import * as mqttPacket from "mqtt-packet"
-import { collect, connectClient, publish, rawClient, settle, startBroker, subscribe, waitFor, type RawClient } from "./harness.js"
+import { collect, connectClient, packetsOf, publish, rawClient, settle, startBroker, subscribe, waitFor, type RawClient } from "./harness.js"
 
 const gen = (packet: object) => mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion: 5 })
-const packets = (c: RawClient): Array<mqttPacket.Packet> => {
-  const out: Array<mqttPacket.Packet> = []
-  const p = mqttPacket.parser({ protocolVersion: 5 })
-  p.on("packet", (x) => out.push(x))
-  p.parse(c.data())
-  return out
-}
-const publishes = (c: RawClient) => packets(c).filter((p): p is mqttPacket.IPublishPacket => p.cmd === "publish")
-const disconnectReason = (c: RawClient) => (packets(c).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket | undefined)?.reasonCode
+const publishes = (c: RawClient) => packetsOf(c, 5).filter((p): p is mqttPacket.IPublishPacket => p.cmd === "publish")
+const disconnectReason = (c: RawClient) => (packetsOf(c, 5).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket | undefined)?.reasonCode
 
 const connect5 = (port: number, clientId: string, extra: Partial<mqttPacket.IConnectPacket> = {}) =>
   Effect.gen(function* () {
     const c = yield* rawClient(port)
     yield* c.write(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId, clean: true, keepalive: 0, ...extra }))
-    yield* waitFor(() => packets(c).some((p) => p.cmd === "connack"), "CONNACK")
+    yield* waitFor(() => packetsOf(c, 5).some((p) => p.cmd === "connack"), "CONNACK")
     return c
   })
-const connack = (c: RawClient) => packets(c).find((p) => p.cmd === "connack") as mqttPacket.IConnackPacket
+const connack = (c: RawClient) => packetsOf(c, 5).find((p) => p.cmd === "connack") as mqttPacket.IConnackPacket
 const sub5 = (c: RawClient, subscriptions: Array<mqttPacket.ISubscription>, properties?: object) =>
   Effect.gen(function* () {
-    const before = packets(c).filter((p) => p.cmd === "suback").length
+    const before = packetsOf(c, 5).filter((p) => p.cmd === "suback").length
     yield* c.write(gen({ cmd: "subscribe", messageId: 100 + before, subscriptions, ...(properties ? { properties } : {}) }))
-    yield* waitFor(() => packets(c).filter((p) => p.cmd === "suback").length > before, "SUBACK")
-    return packets(c).filter((p) => p.cmd === "suback")[before] as mqttPacket.ISubackPacket
+    yield* waitFor(() => packetsOf(c, 5).filter((p) => p.cmd === "suback").length > before, "SUBACK")
+    return packetsOf(c, 5).filter((p) => p.cmd === "suback")[before] as mqttPacket.ISubackPacket
   })
 const pub5 = (c: RawClient, topic: string, payload: string, extra: object = {}) =>
   c.write(gen({ cmd: "publish", topic, payload: Buffer.from(payload), qos: 0, retain: false, dup: false, ...extra }))
@@ -96,7 +89,7 @@ describe("MQTT 5", () => {
       yield* pub5(p, "x/short", "short", { qos: 1, messageId: 1, properties: { messageExpiryInterval: 5 } })
       yield* pub5(p, "x/long", "long", { qos: 1, messageId: 2, properties: { messageExpiryInterval: 100 } })
       yield* pub5(p, "x/kept", "kept", { qos: 0, retain: true, properties: { messageExpiryInterval: 30 } })
-      yield* waitFor(() => packets(p).filter((x) => x.cmd === "puback").length === 2, "PUBACKs")
+      yield* waitFor(() => packetsOf(p, 5).filter((x) => x.cmd === "puback").length === 2, "PUBACKs")
       yield* TestClock.adjust("10 seconds")
       const back = yield* connect5(port, "late", { clean: false, properties: { sessionExpiryInterval: 3600 } })
       yield* waitFor(() => publishes(back).length >= 1, "the queued message")
@@ -135,7 +128,7 @@ describe("MQTT 5", () => {
         yield* bad.waitClosed()
         expect(disconnectReason(bad)).toBe(code)
         // the server's DISCONNECT says why in a Reason String
-        expect((packets(bad).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket).properties?.reasonString).toMatch(/topic alias/)
+        expect((packetsOf(bad, 5).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket).properties?.reasonString).toMatch(/topic alias/)
       }
     })
   )

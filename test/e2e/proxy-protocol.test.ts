@@ -20,7 +20,7 @@ import { Log } from "../../src/log/Log.js"
 import { layerFromConfig, optionsFromConfig } from "../../src/security/Auth.js"
 import type { CoreSettings } from "../../src/session/Core.js"
 import { freePort } from "../support/processes.js"
-import { settle, waitFor } from "./harness.js"
+import { packetsOf, rawClient, settle, waitFor, type RawClient } from "./harness.js"
 
 /** The daemon's composition; `conf` gets the port; the log kept in memory, without timestamps. */
 const midge = (conf: (port: number) => string, settings: Partial<CoreSettings> = {}) =>
@@ -34,43 +34,6 @@ const midge = (conf: (port: number) => string, settings: Partial<CoreSettings> =
     const lines = () => log.recent.filter((l) => !l.startsWith("Received ") && !l.startsWith("Sending "))
     return { port, lines }
   })
-
-interface Raw {
-  readonly write: (bytes: Buffer) => Effect.Effect<void>
-  readonly packets: () => Array<Mqtt.Packet>
-  readonly closed: () => boolean
-}
-
-/** A raw client on TCP port or a Unix socket path; what it receives read as MQTT packets. */
-const raw = (target: number | string) =>
-  Effect.acquireRelease(
-    Effect.async<{ socket: net.Socket; raw: Raw }, Error>((resume) => {
-      const packets: Array<Mqtt.Packet> = []
-      const parser = Mqtt.parser({ protocolVersion: 4 })
-      parser.on("packet", (p) => packets.push(p))
-      let closed = false
-      const socket = typeof target === "number" ? net.connect({ port: target, host: "127.0.0.1" }) : net.connect({ path: target })
-      socket.on("data", (c) => parser.parse(c))
-      socket.on("close", () => {
-        closed = true
-      })
-      socket.on("error", () => {})
-      socket.once("connect", () =>
-        resume(
-          Effect.succeed({
-            socket,
-            raw: {
-              write: (bytes) => Effect.sync(() => void socket.write(bytes)),
-              packets: () => packets,
-              closed: () => closed
-            }
-          })
-        )
-      )
-      socket.once("error", (e) => resume(Effect.fail(e)))
-    }),
-    ({ socket }) => Effect.sync(() => socket.destroy())
-  ).pipe(Effect.map(({ raw }) => raw))
 
 const connect = (clientId: string): Buffer =>
   Mqtt.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clean: true, clientId, keepalive: 60 } as Mqtt.IConnectPacket)
@@ -101,18 +64,18 @@ const ssl = (client: number, verify: number, sub: { version?: string; cipher?: s
   )
 }
 
-const connackOf = (r: Raw) => r.packets().find((p): p is Mqtt.IConnackPacket => p.cmd === "connack")
+const connackOf = (r: RawClient) => packetsOf(r).find((p): p is Mqtt.IConnackPacket => p.cmd === "connack")
 
-const connected = (r: Raw) =>
+const connected = (r: RawClient) =>
   Effect.gen(function* () {
     yield* waitFor(() => connackOf(r) !== undefined || r.closed(), "a CONNACK")
     expect(connackOf(r)?.returnCode).toBe(0)
   })
 
-const refused = (r: Raw) =>
+const refused = (r: RawClient) =>
   Effect.gen(function* () {
     yield* waitFor(() => r.closed(), "the broker to close the connection")
-    expect(r.packets()).toStrictEqual([])
+    expect(packetsOf(r)).toStrictEqual([])
   })
 
 const hasLine = (lines: () => Array<string>, line: string) => waitFor(() => lines().includes(line), `the line "${line}"`)
@@ -121,7 +84,7 @@ describe("enable_proxy_protocol: the client's address from the header", () => {
   it.scopedLive("v1: header and CONNECT in one write; the log names the proxied client", () =>
     Effect.gen(function* () {
       const m = yield* midge((port) => `listener ${port} 127.0.0.1\nenable_proxy_protocol 1\nallow_anonymous true\n`)
-      const c = yield* raw(m.port)
+      const c = yield* rawClient(m.port)
       yield* c.write(Buffer.concat([Buffer.from("PROXY TCP4 192.0.2.5 192.0.2.6 6275 1883\r\n"), connect("p1")]))
       yield* connected(c)
       yield* hasLine(m.lines, "New client connected from 192.0.2.5:6275 as p1 (p2, c1, k60).")
@@ -132,7 +95,7 @@ describe("enable_proxy_protocol: the client's address from the header", () => {
   it.scopedLive("v2: IPv6 addresses, the header split across writes, the CONNECT in the last one", () =>
     Effect.gen(function* () {
       const m = yield* midge((port) => `listener ${port} 127.0.0.1\nenable_proxy_protocol 2\nallow_anonymous true\n`)
-      const c = yield* raw(m.port)
+      const c = yield* rawClient(m.port)
       const src = Buffer.from("20010db805060708090000000000000" + "1", "hex")
       const payload = Buffer.concat([src, Buffer.alloc(15), Buffer.from([1]), u16(6275), u16(1883)])
       const header = Buffer.concat([SIGNATURE, Buffer.from([0x21, 0x21]), u16(payload.length), payload])
@@ -149,7 +112,7 @@ describe("enable_proxy_protocol: the client's address from the header", () => {
   it.scopedLive("v2 LOCAL (the proxy's health check): the socket's own address", () =>
     Effect.gen(function* () {
       const m = yield* midge((port) => `listener ${port} 127.0.0.1\nenable_proxy_protocol 2\nallow_anonymous true\n`)
-      const c = yield* raw(m.port)
+      const c = yield* rawClient(m.port)
       yield* c.write(Buffer.concat([SIGNATURE, Buffer.from([0x20, 0x00, 0x00, 0x00]), connect("hc")]))
       yield* connected(c)
       yield* waitFor(() => m.lines().some((l) => /^New client connected from 127\.0\.0\.1:\d+ as hc /.test(l)), "the socket's address")
@@ -161,7 +124,7 @@ describe("enable_proxy_protocol: the client's address from the header", () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "midge-proxy-"))
       const sock = path.join(dir, "mqtt.sock")
       const m = yield* midge(() => `listener 0 ${sock}\nenable_proxy_protocol 1\nallow_anonymous true\n`)
-      const c = yield* raw(sock)
+      const c = yield* rawClient(sock)
       yield* c.write(Buffer.from("PROXY TCP6 2001:db8::7 2001:db8::1 40000 1883\r\n"))
       yield* settle(50)
       yield* c.write(connect("u1"))
@@ -175,12 +138,12 @@ describe("enable_proxy_protocol: connections without a valid header are closed",
   it.scopedLive("v1: a client sending CONNECT without a header; a corrupt header", () =>
     Effect.gen(function* () {
       const m = yield* midge((port) => `listener ${port} 127.0.0.1\nenable_proxy_protocol 1\nallow_anonymous true\n`)
-      const direct = yield* raw(m.port)
+      const direct = yield* rawClient(m.port)
       yield* direct.write(connect("d1"))
       yield* refused(direct)
       yield* hasLine(m.lines, "Connection rejected, corrupt PROXY header.")
       expect(m.lines()).toContain("Bad socket read/write on client <unknown>: Invalid input")
-      const corrupt = yield* raw(m.port)
+      const corrupt = yield* rawClient(m.port)
       yield* corrupt.write(Buffer.concat([Buffer.from("PROXY TCP4 192.0.2.5 192.0.2.6 0 1883\r\n"), connect("d2")]))
       yield* refused(corrupt)
       expect(m.lines().filter((l) => l === "Connection rejected, corrupt PROXY header.")).toHaveLength(2)
@@ -191,11 +154,11 @@ describe("enable_proxy_protocol: connections without a valid header are closed",
   it.scopedLive("v2: a client sending CONNECT without a header; TLVs that overrun the header", () =>
     Effect.gen(function* () {
       const m = yield* midge((port) => `listener ${port} 127.0.0.1\nenable_proxy_protocol 2\nallow_anonymous true\n`)
-      const direct = yield* raw(m.port)
+      const direct = yield* rawClient(m.port)
       yield* direct.write(connect("d1"))
       yield* refused(direct)
       yield* hasLine(m.lines, "Bad socket read/write on client <unknown>: Invalid input")
-      const corrupt = yield* raw(m.port)
+      const corrupt = yield* rawClient(m.port)
       const header = v2ipv4([Buffer.from([0x05, 0x00, 0x09])])
       yield* corrupt.write(Buffer.concat([header, connect("d2")]))
       yield* refused(corrupt)
@@ -207,7 +170,7 @@ describe("enable_proxy_protocol: connections without a valid header are closed",
   it.scopedLive("a header not complete within the connect timeout: kept until then, then closed without a line", () =>
     Effect.gen(function* () {
       const m = yield* midge((port) => `listener ${port} 127.0.0.1\nenable_proxy_protocol 2\nallow_anonymous true\n`, { connectTimeoutMs: 600 })
-      const slow = yield* raw(m.port)
+      const slow = yield* rawClient(m.port)
       const started = Date.now()
       yield* slow.write(v2ipv4().subarray(0, 20))
       yield* settle(250)
@@ -215,7 +178,7 @@ describe("enable_proxy_protocol: connections without a valid header are closed",
       expect(slow.closed()).toBe(false)
       yield* waitFor(() => slow.closed(), "the connect timeout", 3000)
       expect(Date.now() - started).toBeGreaterThanOrEqual(500)
-      expect(slow.packets()).toStrictEqual([])
+      expect(packetsOf(slow)).toStrictEqual([])
       expect(m.lines().filter((l) => l.startsWith("Bad socket") || l.startsWith("Client <unknown>") || l.startsWith("New connection"))).toStrictEqual([])
     })
   )
@@ -225,15 +188,15 @@ describe("proxy_protocol_v2_require_tls, require_certificate, use_identity_as_us
   it.scopedLive("require_tls: a header without TLS is refused with Mosquitto's line; one with PP2_CLIENT_SSL connects", () =>
     Effect.gen(function* () {
       const m = yield* midge((port) => `listener ${port} 127.0.0.1\nenable_proxy_protocol 2\nproxy_protocol_v2_require_tls true\nallow_anonymous true\n`)
-      const plain = yield* raw(m.port)
+      const plain = yield* rawClient(m.port)
       yield* plain.write(Buffer.concat([v2ipv4(), connect("t1")]))
       yield* refused(plain)
       yield* hasLine(m.lines, "Connection from 192.0.2.5:6275 rejected, client did not connect using TLS.")
       // HAProxy's send-proxy-v2-ssl for a plain client: the SSL TLV with the SSL bit clear
-      const clear = yield* raw(m.port)
+      const clear = yield* rawClient(m.port)
       yield* clear.write(Buffer.concat([v2ipv4([ssl(0, 0)]), connect("t2")]))
       yield* refused(clear)
-      const overTls = yield* raw(m.port)
+      const overTls = yield* rawClient(m.port)
       yield* overTls.write(Buffer.concat([v2ipv4([ssl(1, 0, { version: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384" })]), connect("t3")]))
       yield* connected(overTls)
       expect(m.lines()).toContain("Connection from 192.0.2.5:6275 negotiated TLSv1.3 cipher TLS_AES_256_GCM_SHA384")
@@ -253,19 +216,19 @@ describe("proxy_protocol_v2_require_tls, require_certificate, use_identity_as_us
       )
       const subscribeAs = (cn: string, clientId: string) =>
         Effect.gen(function* () {
-          const c = yield* raw(m.port)
+          const c = yield* rawClient(m.port)
           yield* c.write(Buffer.concat([v2ipv4([ssl(0x05, 0, { version: "TLSv1.3", cn })]), connect(clientId)]))
           yield* connected(c)
           yield* c.write(Mqtt.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "devices/#", qos: 1 }] } as Mqtt.ISubscribePacket))
-          yield* waitFor(() => c.packets().some((p) => p.cmd === "suback"), "a SUBACK")
-          return (c.packets().find((p) => p.cmd === "suback") as Mqtt.ISubackPacket).granted
+          yield* waitFor(() => packetsOf(c).some((p) => p.cmd === "suback"), "a SUBACK")
+          return (packetsOf(c).find((p) => p.cmd === "suback") as Mqtt.ISubackPacket).granted
         })
       // the CONNECT carries no username: only the certificate's CN can make it device-7
       expect(yield* subscribeAs("device-7", "a1")).toStrictEqual([1])
       expect(yield* subscribeAs("device-8", "a2")).toStrictEqual([128])
       // without a verified certificate (verify non-zero; no certificate in the session): refused before CONNECT
       for (const header of [v2ipv4([ssl(0x05, 1, { cn: "device-7" })]), v2ipv4([ssl(0x01, 0, { cn: "device-7" })])]) {
-        const c = yield* raw(m.port)
+        const c = yield* rawClient(m.port)
         yield* c.write(Buffer.concat([header, connect("a3")]))
         yield* refused(c)
       }

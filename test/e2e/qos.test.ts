@@ -6,24 +6,17 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as mqttPacket from "mqtt-packet"
-import { collect, connectClient, publish, rawClient, settle, startBroker, subscribe, waitFor, type RawClient } from "./harness.js"
+import { collect, connectClient, packetsOf, publish, rawClient, settle, startBroker, subscribe, waitFor, type RawClient } from "./harness.js"
 
 const gen = (packet: object, protocolVersion: 4 | 5 = 4) => mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion })
 
 /** Every packet the raw client has received so far. */
-const packets = (c: RawClient, protocolVersion: 4 | 5 = 4): Array<mqttPacket.Packet> => {
-  const out: Array<mqttPacket.Packet> = []
-  const p = mqttPacket.parser({ protocolVersion })
-  p.on("packet", (x) => out.push(x))
-  p.parse(c.data())
-  return out
-}
 
 const connectRaw = (port: number, clientId: string, clean: boolean, protocolVersion: 4 | 5 = 4) =>
   Effect.gen(function* () {
     const c = yield* rawClient(port)
     yield* c.write(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion, clientId, clean, keepalive: 0, ...(protocolVersion === 5 && !clean ? { properties: { sessionExpiryInterval: 600 } } : {}) }, protocolVersion))
-    yield* waitFor(() => packets(c, protocolVersion).some((p) => p.cmd === "connack"), "CONNACK")
+    yield* waitFor(() => packetsOf(c, protocolVersion).some((p) => p.cmd === "connack"), "CONNACK")
     return c
   })
 
@@ -33,10 +26,10 @@ describe("QoS on the wire", () => {
       const { port, url } = yield* startBroker({ settings: { maxInflightMessages: 2 } })
       const c = yield* connectRaw(port, "slow", true)
       yield* c.write(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "w", qos: 1 }] }))
-      yield* waitFor(() => packets(c).some((p) => p.cmd === "suback"), "SUBACK")
+      yield* waitFor(() => packetsOf(c).some((p) => p.cmd === "suback"), "SUBACK")
       const pub = yield* connectClient(url)
       for (let i = 0; i < 5; i++) yield* publish(pub, "w", `m${i}`, { qos: 1 })
-      const publishes = () => packets(c).filter((p): p is mqttPacket.IPublishPacket => p.cmd === "publish")
+      const publishes = () => packetsOf(c).filter((p): p is mqttPacket.IPublishPacket => p.cmd === "publish")
       yield* waitFor(() => publishes().length === 2, "2 in flight")
       yield* settle(150)
       expect(publishes().length).toBe(2) // the window is full
@@ -57,31 +50,31 @@ describe("QoS on the wire", () => {
         const { port, url } = yield* startBroker()
         const first = yield* connectRaw(port, "forgetful", false, protocolVersion)
         yield* first.write(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "d/#", qos: 2 }] }, protocolVersion))
-        yield* waitFor(() => packets(first, protocolVersion).some((p) => p.cmd === "suback"), "SUBACK")
+        yield* waitFor(() => packetsOf(first, protocolVersion).some((p) => p.cmd === "suback"), "SUBACK")
         const pub = yield* connectClient(url)
         yield* publish(pub, "d/1", "one", { qos: 1 })
         yield* publish(pub, "d/2", "two", { qos: 2 })
         yield* publish(pub, "d/3", "three", { qos: 2 })
-        const pubs = (c: RawClient) => packets(c, protocolVersion).filter((p): p is mqttPacket.IPublishPacket => p.cmd === "publish")
+        const pubs = (c: RawClient) => packetsOf(c, protocolVersion).filter((p): p is mqttPacket.IPublishPacket => p.cmd === "publish")
         yield* waitFor(() => pubs(first).length === 3, "3 deliveries")
         const [one, two, three] = pubs(first)
         expect([one.dup, two.dup, three.dup]).toEqual([false, false, false])
         // receive d/3's PUBREC round: the broker answers PUBREL; then vanish without PUBCOMP
         yield* first.write(gen({ cmd: "pubrec", messageId: three.messageId }, protocolVersion))
-        yield* waitFor(() => packets(first, protocolVersion).some((p) => p.cmd === "pubrel"), "PUBREL")
+        yield* waitFor(() => packetsOf(first, protocolVersion).some((p) => p.cmd === "pubrel"), "PUBREL")
         first.socket.destroy()
         yield* first.waitClosed()
         yield* settle(100)
         const again = yield* connectRaw(port, "forgetful", false, protocolVersion)
-        yield* waitFor(() => pubs(again).length === 2 && packets(again, protocolVersion).some((p) => p.cmd === "pubrel"), "resends")
+        yield* waitFor(() => pubs(again).length === 2 && packetsOf(again, protocolVersion).some((p) => p.cmd === "pubrel"), "resends")
         const resent = pubs(again)
         expect(resent.map((p) => [p.topic, p.messageId, p.dup, p.qos])).toEqual([
           ["d/1", one.messageId, true, 1],
           ["d/2", two.messageId, true, 2]
         ])
-        const connack = packets(again, protocolVersion).find((p) => p.cmd === "connack") as mqttPacket.IConnackPacket
+        const connack = packetsOf(again, protocolVersion).find((p) => p.cmd === "connack") as mqttPacket.IConnackPacket
         expect(connack.sessionPresent).toBe(true)
-        expect((packets(again, protocolVersion).find((p) => p.cmd === "pubrel") as mqttPacket.IPubrelPacket).messageId).toBe(three.messageId)
+        expect((packetsOf(again, protocolVersion).find((p) => p.cmd === "pubrel") as mqttPacket.IPubrelPacket).messageId).toBe(three.messageId)
       })
     )
   }
@@ -96,9 +89,9 @@ describe("QoS on the wire", () => {
       const p = { cmd: "publish", topic: "once", payload: Buffer.from("x"), qos: 2, messageId: 9, retain: false }
       yield* c.write(gen({ ...p, dup: false }))
       yield* c.write(gen({ ...p, dup: true }))
-      yield* waitFor(() => packets(c).filter((x) => x.cmd === "pubrec").length === 2, "two PUBRECs")
+      yield* waitFor(() => packetsOf(c).filter((x) => x.cmd === "pubrec").length === 2, "two PUBRECs")
       yield* c.write(gen({ cmd: "pubrel", messageId: 9 }))
-      yield* waitFor(() => packets(c).some((x) => x.cmd === "pubcomp"), "PUBCOMP")
+      yield* waitFor(() => packetsOf(c).some((x) => x.cmd === "pubcomp"), "PUBCOMP")
       yield* settle(150)
       expect(got.length).toBe(1)
       // after PUBCOMP the id is free: the same id is a new message
@@ -112,8 +105,8 @@ describe("QoS on the wire", () => {
       const { port } = yield* startBroker()
       const c = yield* connectRaw(port, "unknown-rel", true, 5)
       yield* c.write(gen({ cmd: "pubrel", messageId: 77 }, 5))
-      yield* waitFor(() => packets(c, 5).some((x) => x.cmd === "pubcomp"), "PUBCOMP")
-      const comp = packets(c, 5).find((x) => x.cmd === "pubcomp") as mqttPacket.IPubcompPacket
+      yield* waitFor(() => packetsOf(c, 5).some((x) => x.cmd === "pubcomp"), "PUBCOMP")
+      const comp = packetsOf(c, 5).find((x) => x.cmd === "pubcomp") as mqttPacket.IPubcompPacket
       expect(comp.messageId).toBe(77)
       expect(comp.reasonCode).toBe(0x92)
     })
@@ -125,7 +118,7 @@ describe("QoS on the wire", () => {
         const { port, url } = yield* startBroker({ settings: { queueQos0Messages } })
         const first = yield* connectRaw(port, "q0", false)
         yield* first.write(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "z", qos: 0 }] }))
-        yield* waitFor(() => packets(first).some((p) => p.cmd === "suback"), "SUBACK")
+        yield* waitFor(() => packetsOf(first).some((p) => p.cmd === "suback"), "SUBACK")
         first.socket.destroy()
         yield* first.waitClosed()
         yield* settle(50)
@@ -134,7 +127,7 @@ describe("QoS on the wire", () => {
         yield* settle(50)
         const again = yield* connectRaw(port, "q0", false)
         yield* settle(150)
-        expect(packets(again).filter((p) => p.cmd === "publish").length).toBe(queueQos0Messages ? 1 : 0)
+        expect(packetsOf(again).filter((p) => p.cmd === "publish").length).toBe(queueQos0Messages ? 1 : 0)
       }
     })
   )

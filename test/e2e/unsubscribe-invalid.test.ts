@@ -10,7 +10,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as mqttPacket from "mqtt-packet"
 import { startMosquitto } from "../support/processes.js"
-import { rawClient, settle, startBroker, waitFor, type RawClient } from "./harness.js"
+import { packetsOf, rawClient, settle, startBroker, waitFor } from "./harness.js"
 
 type Version = 3 | 4 | 5
 
@@ -39,13 +39,6 @@ const unsubscribe = (filters: Array<string>, protocolVersion: Version) => {
   return Buffer.concat([Buffer.from([0xa2, body.length]), body])
 }
 
-const packets = (c: RawClient, protocolVersion: Version): Array<mqttPacket.Packet> => {
-  const out: Array<mqttPacket.Packet> = []
-  const p = mqttPacket.parser({ protocolVersion })
-  p.on("packet", (x) => out.push(x))
-  p.parse(c.data())
-  return out
-}
 
 /** Send the frames and wait for the broker to close (bounded); what it sent, in hex */
 const exchange = (port: number, frames: Array<Buffer>) =>
@@ -107,7 +100,7 @@ describe("UNSUBSCRIBE with an invalid topic filter", () => {
         yield* c.write(connect(id, 4))
         yield* c.write(unsubscribe([filter], 4))
         yield* c.waitClosed()
-        expect(packets(c, 4).map((p) => p.cmd)).toEqual(["connack"])
+        expect(packetsOf(c, 4).map((p) => p.cmd)).toEqual(["connack"])
         expect(midge.log.recent).toContain(`Invalid unsubscription string from ${id}, disconnecting.`)
       }
     })
@@ -119,19 +112,19 @@ describe("UNSUBSCRIBE with an invalid topic filter", () => {
       const c = yield* rawClient(midge.port)
       yield* c.write(connect("v5", 5))
       yield* c.write(subscribe(["fine/+", "$share/g/t"], 5))
-      yield* waitFor(() => packets(c, 5).some((p) => p.cmd === "suback"), "the SUBACK")
+      yield* waitFor(() => packetsOf(c, 5).some((p) => p.cmd === "suback"), "the SUBACK")
       yield* c.write(unsubscribe(["fine/+", "a/#/b", "a+", "#x", "", "$share/g", "$share/g/t", "never/subscribed"], 5))
-      yield* waitFor(() => packets(c, 5).some((p) => p.cmd === "unsuback"), "the UNSUBACK")
-      const unsuback = packets(c, 5).find((p) => p.cmd === "unsuback") as mqttPacket.IUnsubackPacket
+      yield* waitFor(() => packetsOf(c, 5).some((p) => p.cmd === "unsuback"), "the UNSUBACK")
+      const unsuback = packetsOf(c, 5).find((p) => p.cmd === "unsuback") as mqttPacket.IUnsubackPacket
       expect(unsuback.messageId).toBe(7)
       expect(unsuback.granted).toEqual([0x00, 0x8f, 0x8f, 0x8f, 0x8f, 0x8f, 0x00, 0x11])
       // the valid filters were taken away: unsubscribing again finds nothing
       yield* c.write(unsubscribe(["fine/+", "$share/g/t"], 5))
-      yield* waitFor(() => packets(c, 5).filter((p) => p.cmd === "unsuback").length === 2, "the second UNSUBACK")
-      expect((packets(c, 5).filter((p) => p.cmd === "unsuback")[1] as mqttPacket.IUnsubackPacket).granted).toEqual([0x11, 0x11])
+      yield* waitFor(() => packetsOf(c, 5).filter((p) => p.cmd === "unsuback").length === 2, "the second UNSUBACK")
+      expect((packetsOf(c, 5).filter((p) => p.cmd === "unsuback")[1] as mqttPacket.IUnsubackPacket).granted).toEqual([0x11, 0x11])
       yield* settle(100)
       expect(c.closed()).toBe(false)
-      expect(packets(c, 5).some((p) => p.cmd === "disconnect")).toBe(false)
+      expect(packetsOf(c, 5).some((p) => p.cmd === "disconnect")).toBe(false)
       expect(midge.log.recent).toContain("Client v5 sent invalid unsubscription 'a/#/b'.")
       expect(midge.log.recent).toContain("Client v5 sent invalid unsubscription ''.")
       expect(midge.log.recent.some((l) => /unsubscription string/.test(l))).toBe(false)
