@@ -1061,14 +1061,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const retainedToSend: Array<{ filter: string; options: SubscriptionOptions }> = []
     for (const sub of packet.subscriptions) {
       if (core.log.debugOn) this.log("debug", `\t${sub.topic} (QoS ${sub.qos})`)
-      if (!validateTopicFilter(sub.topic)) {
-        this.log("information", `Client ${this.clientId} sent invalid subscription '${sub.topic}'.`)
-        granted.push(v5 ? ReasonCode.TopicFilterInvalid : 0x80)
-        continue
-      }
+      // the filters before it stay subscribed, as in Mosquitto (it adds each as it reads it)
+      if (!validateTopicFilter(sub.topic)) return this.malformedFilter("SUBSCRIBE", sub.topic)
       const shared = isSharedFilterSyntax(sub.topic)
       if (shared) {
+        // a well-formed filter whose $share/ form is not (`$share/g`, `$share//x`, `$share/g/`): refused, the connection stays
         if (parseSharedFilter(sub.topic) === undefined) {
+          this.log("information", `Client ${this.clientId} sent invalid subscription '${sub.topic}'.`)
           granted.push(v5 ? ReasonCode.TopicFilterInvalid : 0x80)
           continue
         }
@@ -1129,22 +1128,31 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
   }
 
+  /**
+   * A SUBSCRIBE / UNSUBSCRIBE filter that is not a topic filter (a misplaced wildcard, empty): the packet is
+   * malformed [MQTT-4.7.1], so the connection closes (v5: DISCONNECT 0x81), with the line of Mosquitto's
+   * handle_subscribe.c (which names the address) or handle_unsubscribe.c (the client id). An empty SUBSCRIBE filter
+   * gets no such line: Mosquitto 2.0 fails reading it before its check.
+   */
+  private malformedFilter(kind: "SUBSCRIBE" | "UNSUBSCRIBE", filter: string): void {
+    const [what, from] = kind === "SUBSCRIBE" ? ["subscription", this.socket.remoteAddress ?? "unknown"] : ["unsubscription", this.clientId]
+    if (kind === "UNSUBSCRIBE" || filter !== "") this.log("information", `${filter === "" ? "Empty" : "Invalid"} ${what} string from ${from}, disconnecting.`)
+    this.protocolError(ReasonCode.MalformedPacket, `invalid topic filter '${filter}' in ${kind}`)
+  }
+
   private handleUnsubscribe(packet: mqtt.IUnsubscribePacket): void {
     const session = this.session!
     const codes: Array<number> = []
     for (const unmounted of packet.unsubscriptions) {
+      if (!validateTopicFilter(unmounted)) return this.malformedFilter("UNSUBSCRIBE", unmounted)
       const shared = isSharedFilterSyntax(unmounted)
-      // a filter SUBSCRIBE would refuse (a malformed $share/ one included) names no subscription: v5 says so for it
-      // (UNSUBACK 0x8F) and goes on with the others; 3.1 / 3.1.1 have no code for it, so the packet is malformed and the
-      // connection closes, with handle_unsubscribe.c's line (Mosquitto closes for v5 too)
-      if (!validateTopicFilter(unmounted) || (shared && parseSharedFilter(unmounted) === undefined)) {
-        if (this.protocolVersion === 5) {
-          this.log("information", `Client ${this.clientId} sent invalid unsubscription '${unmounted}'.`)
-          codes.push(ReasonCode.TopicFilterInvalid)
-          continue
-        }
-        this.log("information", `${unmounted === "" ? "Empty" : "Invalid"} unsubscription string from ${this.clientId}, disconnecting.`)
-        return this.protocolError(ReasonCode.MalformedPacket, `invalid topic filter '${unmounted}' in UNSUBSCRIBE`)
+      // a malformed $share/ form, which SUBSCRIBE refuses, names no subscription: v5 says so for it (UNSUBACK 0x8F)
+      // and goes on with the others; 3.1 / 3.1.1 have no code for it, so the packet is malformed
+      if (shared && parseSharedFilter(unmounted) === undefined) {
+        if (this.protocolVersion !== 5) return this.malformedFilter("UNSUBSCRIBE", unmounted)
+        this.log("information", `Client ${this.clientId} sent invalid unsubscription '${unmounted}'.`)
+        codes.push(ReasonCode.TopicFilterInvalid)
+        continue
       }
       const filter = shared ? mountShared(unmounted, this.mount) : this.mount + unmounted
       // denied UNSUBSCRIBE (dynsec unsubscribe ACLs): the subscription stays; v5 0x87, 3.1.1 an UNSUBACK all the same (Mosquitto)
