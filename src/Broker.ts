@@ -17,6 +17,7 @@ import { Log, silentLog } from "./log/Log.js"
 import { validateTopicFilter, validateTopicName } from "./protocol/topic.js"
 import { bridgeNameOfSessionKey, Persistence, type PersistenceService, type StoreError } from "./persistence/Persistence.js"
 import { Authentication, Authorization } from "./security/Auth.js"
+import { type ListenerInfo, registerBrokerControl } from "./security/brokerControl.js"
 import { makeAuthHook } from "./security/connectAuth.js"
 import { EnhancedAuthentication } from "./security/EnhancedAuth.js"
 import type { Subscriber, SubscriptionOptions } from "./routing/Router.js"
@@ -24,6 +25,7 @@ import { Core, defaultSettings, type CoreSettings, type Stats } from "./session/
 import { Message, type MessageProperties, type QoS } from "./session/Message.js"
 import { runEvery } from "./runtime/periodic.js"
 import { expiryFiber, ListenError, listenerKey, listenTcp, type BoundListener, type ListenerOptions } from "./transport/Listener.js"
+import { isTlsListener } from "./transport/tls.js"
 import { Session } from "./session/Session.js"
 import type { InflightEntry, Outgoing } from "./session/OutboundFlow.js"
 import * as Cluster from "./cluster/Cluster.js"
@@ -96,7 +98,8 @@ export const brokerOptionsFromConfig = (config: BrokerConfig, log?: Log): Broker
     connectionMessages: config.connectionMessages,
     globalMaxConnections: config.globalMaxConnections,
     globalMaxClients: config.globalMaxClients,
-    retainExpiryInterval: config.retainExpiryInterval
+    retainExpiryInterval: config.retainExpiryInterval,
+    enableControlApi: config.enableControlApi
   },
   ...(log !== undefined ? { log } : {})
   }
@@ -263,9 +266,20 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       // each listener in a scope of its own, so a reload can close one and keep the others
       const open = new Map<string, { readonly scope: Scope.CloseableScope; readonly bound: BoundListener }>()
       const listeners: Array<BoundListener> = []
+      // the open listeners in the options' order, as $CONTROL/broker/v1's listListeners describes them
+      const described: Array<ListenerInfo> = []
       const openListeners = (wanted: ReadonlyArray<NonNullable<BrokerOptions["listeners"]>[number]>) =>
         Effect.gen(function* () {
           const keep = new Set<string>()
+          const inOrder: Array<ListenerInfo> = []
+          const describe = (l: ListenerOptions, bound: BoundListener) =>
+            inOrder.push({
+              port: bound.port,
+              protocol: l.protocol,
+              host: l.host,
+              socketPath: bound.socketPath,
+              tls: l.tls !== undefined && isTlsListener(l.tls)
+            })
           for (const l of wanted) {
             const opts: ListenerOptions = { ...l, maxConnections: l.maxConnections ?? -1, authenticate }
             listenerAllowAnonymous.set(l.port, l.allowAnonymous)
@@ -274,6 +288,7 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
             const existing = open.get(key)
             if (existing !== undefined) {
               existing.bound.update(opts)
+              describe(l, existing.bound)
               continue
             }
             const scope = yield* Scope.fork(brokerScope, ExecutionStrategy.sequential)
@@ -292,7 +307,10 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
                 )
               )
             )
-            if (bound !== undefined) open.set(key, { scope, bound })
+            if (bound !== undefined) {
+              open.set(key, { scope, bound })
+              describe(l, bound)
+            }
           }
           for (const [key, { scope }] of open) {
             if (keep.has(key)) continue
@@ -301,6 +319,8 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
           }
           listeners.length = 0
           for (const { bound } of open.values()) listeners.push(bound)
+          described.length = 0
+          described.push(...inOrder)
         })
       const wanted = options.listeners ?? []
       yield* openListeners(wanted)
@@ -311,10 +331,23 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       const sweepRetained = Effect.sync(() => void core.router.retained.sweepExpired(core.now()))
       yield* runEvery(retainSweep, settings.retainExpiryInterval, sweepRetained)
 
+      // `enable_control_api` (Mosquitto 2.1): $CONTROL/broker/v1 answered while it is on, as broker_control__reload
+      let controlApi: (() => void) | undefined
+      const applyControlApi = () => {
+        if (core.settings.enableControlApi && controlApi === undefined) controlApi = registerBrokerControl({ core, listeners: () => described })
+        else if (!core.settings.enableControlApi && controlApi !== undefined) {
+          controlApi()
+          controlApi = undefined
+        }
+      }
+      applyControlApi()
+      yield* Effect.addFinalizer(() => Effect.sync(() => controlApi?.()))
+
       const reload = (next: BrokerOptions) =>
         Effect.gen(function* () {
           const sweptEvery = core.settings.retainExpiryInterval
           core.applySettings({ ...defaultSettings, ...next.settings })
+          applyControlApi()
           // a new interval replaces the sweep's schedule; an unchanged one keeps its rhythm
           if (core.settings.retainExpiryInterval !== sweptEvery) yield* runEvery(retainSweep, core.settings.retainExpiryInterval, sweepRetained)
           yield* openListeners(next.listeners ?? [])

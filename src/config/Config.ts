@@ -122,6 +122,8 @@ export interface BrokerConfig {
   readonly upgradeOutgoingQos: boolean
   /** `allow_duplicate_messages`: a client gets one copy per matching subscription, not one in all */
   readonly allowDuplicateMessages: boolean
+  /** `enable_control_api` (Mosquitto 2.1): the broker answers `$CONTROL/broker/v1` */
+  readonly enableControlApi: boolean
   readonly setTcpNodelay: boolean
   readonly sysInterval: number
   /** `websockets_headers_size`: bytes of HTTP headers a WebSocket upgrade may carry; 0: Node's default (16 KiB) */
@@ -435,6 +437,7 @@ const build = (
     retainExpiryInterval: g.retainExpiryInterval,
     upgradeOutgoingQos: g.upgradeOutgoingQos,
     allowDuplicateMessages: g.allowDuplicateMessages,
+    enableControlApi: g.enableControlApi,
     setTcpNodelay: g.setTcpNodelay,
     sysInterval: g.sysInterval,
     websocketsHeadersSize: g.websocketsHeadersSize,

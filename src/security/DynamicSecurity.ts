@@ -48,7 +48,7 @@ import { Broker, type BrokerService } from "../Broker.js"
 import type { BrokerConfig } from "../config/Config.js"
 import { isDynsecPlugin } from "../config/internal/options.js"
 import { anonymousByPort, type AuthDecision, type AuthResult, Authentication, type AuthenticationService, Authorization, type AuthorizationService, tlsUsernameOf } from "./Auth.js"
-import { registerControlHandler } from "./control.js"
+import { type ControlPlugin, registerControlHandler } from "./control.js"
 import { DynsecClientAcl, DynsecState } from "./dynsec/access.js"
 import { handleRequest, REQUEST_TOPIC, RESPONSE_TOPIC, type RequestOutcome } from "./dynsec/commands.js"
 import { DynamicSecurityError, readModelFile, writeModelFile } from "./dynsec/file.js"
@@ -206,12 +206,19 @@ export class DynamicSecurity extends Context.Tag("midge/DynamicSecurity")<Dynami
   })
 }
 
+/**
+ * What `listPlugins` on `$CONTROL/broker/v1` says of it: the name Mosquitto's plugin gives itself
+ * (`mosquitto_plugin_set_info(identifier, "dynamic-security", NULL)` in plugins/dynamic-security/plugin.c,
+ * Mosquitto 2.1), no version, no port (it applies to the whole broker).
+ */
+const PLUGIN: ControlPlugin = { name: "dynamic-security" }
+
 /** Registers the request topic's control handler for the scope; requests queue up until answered. */
 const register: Effect.Effect<Queue.Queue<Uint8Array>, never, Broker | Scope.Scope> = Effect.gen(function* () {
   const broker = yield* Broker
   const requests = yield* Effect.acquireRelease(Queue.unbounded<Uint8Array>(), Queue.shutdown)
   yield* Effect.acquireRelease(
-    Effect.sync(() => registerControlHandler(broker.core, REQUEST_TOPIC, (m) => Queue.unsafeOffer(requests, m.payload))),
+    Effect.sync(() => registerControlHandler(broker.core, REQUEST_TOPIC, (m) => Queue.unsafeOffer(requests, m.payload), PLUGIN)),
     (unregister) => Effect.sync(unregister)
   )
   return requests

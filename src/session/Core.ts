@@ -64,6 +64,8 @@ export interface CoreSettings {
   readonly globalMaxClients: number
   /** `retain_expiry_interval` (Mosquitto 2.1), seconds between sweeps of expired retained messages; 0: none */
   readonly retainExpiryInterval: number
+  /** `enable_control_api` (Mosquitto 2.1): the broker answers `$CONTROL/broker/v1` (read by the Broker, security/brokerControl.ts) */
+  readonly enableControlApi: boolean
 }
 
 export const defaultSettings: CoreSettings = {
@@ -91,7 +93,8 @@ export const defaultSettings: CoreSettings = {
   connectTimeoutMs: 10_000,
   globalMaxConnections: -1,
   globalMaxClients: -1,
-  retainExpiryInterval: 0
+  retainExpiryInterval: 0,
+  enableControlApi: false
 }
 
 /** Something with frames waiting to be written at the end of this event-loop turn. */

@@ -72,6 +72,7 @@ const cases: ReadonlyArray<readonly [keyof BrokerConfig, unknown, string, unknow
   ["retainAvailable", true, "retain_available false", false],
   ["upgradeOutgoingQos", false, "upgrade_outgoing_qos true", true],
   ["allowDuplicateMessages", false, "allow_duplicate_messages true", true],
+  ["enableControlApi", false, "enable_control_api true", true],
   ["setTcpNodelay", false, "set_tcp_nodelay true", true],
   ["sysInterval", 10, "sys_interval 0", 0],
   ["logDest", [{ kind: "stderr" }], "log_dest stdout", [{ kind: "stdout" }]],

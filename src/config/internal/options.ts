@@ -60,7 +60,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("check_retain_source", "global", S),
   spec("clientid_prefixes", "global", S),
   spec("connection_messages", "global", S),
-  spec("enable_control_api", "global", N),
+  spec("enable_control_api", "global", S),
   spec("global_max_clients", "global", S),
   spec("global_max_connections", "global", S),
   spec("global_plugin", "global", N),

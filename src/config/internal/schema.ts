@@ -433,6 +433,8 @@ export const GlobalSection = Schema.Struct({
   // Mosquitto 2.0's default (2.1 made it true and deprecated the option): one copy per client for overlapping subscriptions
   allowDuplicateMessages: def("allow_duplicate_messages", last(Bool), false),
   setTcpNodelay: def("set_tcp_nodelay", last(Bool), false),
+  // Mosquitto 2.1: the broker answers $CONTROL/broker/v1 (listListeners, listPlugins)
+  enableControlApi: def("enable_control_api", last(Bool), false),
   sysInterval: def("sys_interval", last(Int({ min: 0, max: 65535 })), 10),
   // the HTTP request headers a WebSocket upgrade may carry, bytes (0: Node's default, 16 KiB)
   websocketsHeadersSize: def("websockets_headers_size", last(Int({ min: 0, max: 1048576 })), 0),

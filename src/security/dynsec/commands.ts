@@ -7,7 +7,10 @@
  *
  * - a response is `{"command", "error"?, "data"?, "correlationData"?}`;
  *   commands run in order, each on its own (one failing does not undo the
- *   others); a correlationData that is not a string stops the request;
+ *   others); a correlationData that is not a string stops the request; the
+ *   envelope is the one every control API shares (control.ts's
+ *   `runControlRequest`), in 2.0's way: an element that is not an object or
+ *   has no command name is answered and the next one still runs;
  * - Mosquitto's fixes after 2.0.11 are taken where 2.0.11 misbehaves:
  *   deleting the anonymous group is refused ("Deleting the anonymous group
  *   is forbidden", 2.0.15) instead of crashing the broker, and a failed
@@ -22,6 +25,7 @@
  * (access.ts), so unlike Mosquitto they do not disconnect anyone.
  */
 import { isUtf8 } from "node:buffer"
+import { commandTable, runControlRequest } from "../control.js"
 import { getBool, getInt, getItem, getString, isArray, isObject, type Json, type JsonObject, subTopicCheck, validUtf8 } from "./json.js"
 import {
   aclTypeOf,
@@ -649,9 +653,7 @@ const HANDLERS: ReadonlyArray<readonly [string, (c: Call) => void]> = [
 /** Every command name, as Mosquitto spells it. */
 export const COMMANDS: ReadonlyArray<string> = HANDLERS.map(([name]) => name)
 
-const BY_NAME = new Map(HANDLERS.map(([name, handler]) => [name.toLowerCase(), { name, handler }]))
-
-const UNKNOWN = "Unknown command"
+const BY_NAME = commandTable(HANDLERS)
 
 /** Runs one `$CONTROL/dynamic-security/v1` request against the model. */
 export const handleRequest = (model: Model, payload: Uint8Array | string, ctx: CommandContext): RequestOutcome => {
@@ -664,48 +666,8 @@ export const handleRequest = (model: Model, payload: Uint8Array | string, ctx: C
     kick: new Set()
   }
   const text = typeof payload === "string" ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString("utf8")
-  let tree: Json | undefined
-  try {
-    tree = JSON.parse(text) as Json
-  } catch {
-    run.responses.push({ command: UNKNOWN, error: "Payload not valid JSON" })
-  }
-  if (tree !== undefined) {
-    const commands = getItem(tree, "commands")
-    if (!isArray(commands)) {
-      run.responses.push({ command: UNKNOWN, error: "Invalid/missing commands" })
-    } else {
-      // as in plugin.c, a command without a usable name is answered with the last correlationData read
-      let correlationData: string | undefined
-      for (const item of commands) {
-        if (!isObject(item)) {
-          run.responses.push(withCorrelation({ command: UNKNOWN, error: "Command not an object" }, correlationData))
-          continue
-        }
-        const command = getString(item, "command", false)
-        if (!command.ok || command.value === undefined) {
-          run.responses.push(withCorrelation({ command: UNKNOWN, error: "Missing command" }, correlationData))
-          continue
-        }
-        const cd = getString(item, "correlationData", true)
-        if (!cd.ok) {
-          run.responses.push({ command: command.value, error: "Invalid correlationData data type." })
-          break
-        }
-        correlationData = cd.value
-        const found = BY_NAME.get(command.value.toLowerCase())
-        if (found === undefined) {
-          run.responses.push(withCorrelation({ command: command.value, error: UNKNOWN }, correlationData))
-          continue
-        }
-        found.handler({ run, name: found.name, cmd: item, correlationData })
-      }
-    }
-  }
+  // the envelope as Mosquitto 2.0's plugin.c: a command without a usable name is answered (with the last
+  // correlationData read) and the next one still runs
+  runControlRequest(text, BY_NAME, (call) => call.handler({ run, name: call.name, cmd: call.command, correlationData: call.correlationData }), run.responses, "continue")
   return { response: JSON.stringify({ responses: run.responses }), responses: run.responses, changed: run.changed, kick: [...run.kick] }
-}
-
-const withCorrelation = (o: Record<string, Json>, correlationData: string | undefined): JsonObject => {
-  if (correlationData !== undefined) o.correlationData = correlationData
-  return o
 }

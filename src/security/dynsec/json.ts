@@ -23,7 +23,8 @@ export const isObject = (value: Json | undefined): value is JsonObject =>
 
 export const isArray = (value: Json | undefined): value is ReadonlyArray<Json> => Array.isArray(value)
 
-const lowerAscii = (s: string): string => s.replace(/[A-Z]+/g, (m) => m.toLowerCase())
+/** ASCII letters lowered, as `strcasecmp` and cJSON compare (`toLowerCase` also maps U+212A KELVIN SIGN to `k`). */
+export const lowerAscii = (s: string): string => s.replace(/[A-Z]+/g, (m) => m.toLowerCase())
 
 /** cJSON_GetObjectItem: an exact key first, then the first key equal but for ASCII case. */
 export const getItem = (object: Json | undefined, key: string): Json | undefined => {
