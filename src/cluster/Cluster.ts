@@ -1200,9 +1200,10 @@ class ClusterImpl implements ClusterHooks, Congestible {
     const live = new Set<string>()
     for (let i = 0; i < nodes.length; i++) {
       const node = nodes[i]
-      if (alive[i] === null && Date.now() > this.graceUntil) {
-        // one live node adopts a dead node's persistent sessions and what is left in its inbox;
-        // the node's incarnation number moves on, so that the dead one, if it was only stalled, finds out
+      // one live node adopts a dead node's persistent sessions and what is left in its inbox;
+      // the node's incarnation number moves on, so that the dead one, if it was only stalled, finds out
+      // (not while this node's own lease has lapsed meanwhile: it keeps the dead node's routes until it knows)
+      if (alive[i] === null && Date.now() > this.graceUntil && this.mayAdopt()) {
         await this.takeDead(node)
         continue
       }
@@ -1219,8 +1220,20 @@ class ClusterImpl implements ClusterHooks, Congestible {
     for (const [node, r] of [...this.remotes]) if (!live.has(node) && r.changedAt <= beganAt - 2 * this.heartbeatMs) this.dropRemote(node)
   }
 
+  /**
+   * Adopting writes as the owner of another node's sessions, so it needs this node's own lease, with a
+   * heartbeat of it to spare for the adoption's round trips. A node stalled with the others (one process,
+   * one VM host) whose lease lapsed while it found them dead used to adopt anyway: it was then fenced by
+   * the node that had adopted it meanwhile and dropped what it had just adopted, leaving a session on no
+   * node (test/cluster/lease.test.ts). Such a node now settles its own lapse first.
+   */
+  private mayAdopt(): boolean {
+    return this.acting() && Date.now() + this.heartbeatMs <= this.leaseUntil
+  }
+
   /** One live node adopts a dead (or cleanly stopped) node: the first to take its adoption key. */
   private async takeDead(node: string): Promise<void> {
+    if (!this.mayAdopt()) return
     const k = this.keys
     const adopter = (await this.main.set(k.adopt(node), this.nodeId, { NX: true, PX: 60_000 })) === "OK"
     if (adopter) {

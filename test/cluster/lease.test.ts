@@ -169,4 +169,48 @@ describe("cluster: the session lease", () => {
       }),
     30_000
   )
+
+  it.scopedLive(
+    "a node whose own lease lapses just as it finds another node dead does not adopt it until it has its lease again (two stalled nodes adopting each other left a session on neither)",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const r = yield* redisClient(redis.url)
+        const a = yield* startNode(redis.url, "a")
+        const n = yield* startNode(redis.url, "n")
+        yield* waitFor(() => a.broker.cluster!.peers().includes("n"), "a to see n")
+        const y = yield* connectClient(n.url, { clientId: "y", clean: false, reconnectPeriod: 0 })
+        yield* subscribe(y, "yy/#", { qos: 1 })
+        yield* routed(a, n, ["yy/#"])
+        // a stalls right where its heartbeat reads the others' alive keys and finds n's gone: its own lease lapses there
+        const impl = a.broker.core.cluster as unknown as {
+          main: { mGet: (keys: Array<string>) => Promise<Array<string | null>> }
+          leaseUntil: number
+        }
+        const mGet = impl.main.mGet.bind(impl.main)
+        let stalled = false
+        impl.main.mGet = async (keys) => {
+          const values = await mGet(keys)
+          if (!stalled && keys.includes("t:alive:n") && values[keys.indexOf("t:alive:n")] === null) {
+            stalled = true
+            impl.leaseUntil = 0
+          }
+          return values
+        }
+        // n dies: its heartbeat stops and its alive key goes
+        ;(n.broker.core.cluster as unknown as { heartbeat: () => Promise<void> }).heartbeat = async () => {}
+        yield* Effect.promise(() => r.del("t:alive:n"))
+        yield* waitFor(() => a.log.recent.some((l) => l.includes("adopted 1 sessions of dead node n")), "a to adopt n's session", 8000)
+        expect(stalled).toBe(true)
+        expect(a.broker.core.sessions.has("y")).toBe(true)
+        const lines = a.log.recent
+        const at = (text: string) => lines.findIndex((l) => l.includes(text))
+        expect(at("lost its lease")).toBeGreaterThanOrEqual(0)
+        // the adoption came after a settled its own lapse, not during it
+        expect(at("has its lease again")).toBeGreaterThan(at("lost its lease"))
+        expect(at("adopted 1 sessions of dead node n")).toBeGreaterThan(at("has its lease again"))
+        expect(yield* Effect.promise(() => r.get("t:owner:y"))).toBe("a")
+      }),
+    30_000
+  )
 })
