@@ -901,7 +901,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (core.settings.connectionMessages) {
       this.log(
         "notice",
-        `New client connected from ${this.socket.remoteAddress ?? "unknown"}:${this.socket.remotePort ?? 0} as ${clientId} (p${this.protocolVersion === 3 ? 1 : this.protocolVersion === 4 ? 2 : 5}, c${clean ? 1 : 0}, k${keepalive}${packet.username !== undefined ? `, u'${packet.username}'` : ""}).`
+        `New client connected from ${this.socket.remoteAddress ?? "unknown"}:${this.socket.remotePort ?? 0} as ${clientId} (p${this.protocolVersion === 3 ? 1 : this.protocolVersion === 4 ? 2 : 5}, c${clean ? 1 : 0}, k${keepalive}${username !== undefined ? `, u'${username}'` : ""}).`
       )
     }
     if (core.log.debugOn) this.traceConnack(present)

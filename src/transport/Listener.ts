@@ -160,6 +160,12 @@ export const listenTcp = (
     const settings: ListenerSettings = { port: options.port, ...settingsOf(options) }
     /** one accept path for TCP, TLS and WebSocket connections */
     const accept = (socket: MqttSocket & { destroy(): void }, identity: TlsIdentity | undefined) => {
+      // a TCP peer whose address can no longer be read has gone already (a health check that sent its PROXY header
+      // and reset): closed without a line, as Mosquitto closes a connection it cannot read the address of
+      if (options.socketPath === undefined && socket.remoteAddress === undefined) {
+        socket.destroy()
+        return
+      }
       // `global_max_connections` (Mosquitto 2.1) counts every listener's connections; the same line as max_connections
       const globalMax = core.settings.globalMaxConnections
       if ((maxConnections >= 0 && live.size >= maxConnections) || (globalMax > 0 && core.openConnections >= globalMax)) {
