@@ -10,8 +10,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as mqttPacket from "mqtt-packet"
-import { startMosquitto } from "../support/processes.js"
-import { packetsOf, rawClient, settle, startBroker, waitFor } from "./harness.js"
+import { type Mosquitto, startMosquitto } from "../support/processes.js"
+import { packetsOf, rawClient, settle, startBroker, type TestBroker, waitFor } from "./harness.js"
 
 type Version = 3 | 4 | 5
 
@@ -52,6 +52,22 @@ const exchange = (port: number, frames: Array<Buffer>, version: Version) =>
 const filterLines = (lines: ReadonlyArray<string>): Array<string> =>
   lines.map((l) => l.replace(/^\d+: /, "")).filter((l) => /^((Invalid|Empty) (un)?subscription|Client \S+ disconnected)/.test(l))
 
+/** The same frames to Debian's mosquitto and to Midge: the same answer, both closed, and the same lines */
+const sameAsMosquitto = (mosquitto: Mosquitto, midge: TestBroker, id: string, version: Version, frames: Array<Buffer>) =>
+  Effect.gen(function* () {
+    const beforeTheirs = mosquitto.log().length
+    const beforeOurs = midge.log.recent.length
+    const theirs = yield* exchange(mosquitto.port, frames, version)
+    const ours = yield* exchange(midge.port, frames, version)
+    expect([id, ours]).toStrictEqual([id, theirs])
+    expect([id, ours.closed]).toStrictEqual([id, true])
+    yield* waitFor(() => mosquitto.log().slice(beforeTheirs).includes(`Client ${id} disconnected`), `Mosquitto's line for ${id}`)
+    yield* waitFor(() => midge.log.recent.slice(beforeOurs).some((l) => l.startsWith(`Client ${id} disconnected`)), `Midge's line for ${id}`)
+    const expected = filterLines(mosquitto.log().slice(beforeTheirs).split("\n"))
+    expect([id, expected.length > 0]).toStrictEqual([id, true])
+    expect([id, filterLines(midge.log.recent.slice(beforeOurs))]).toStrictEqual([id, expected])
+  })
+
 describe("SUBSCRIBE and UNSUBSCRIBE with an invalid topic filter", () => {
   it.scopedLive("SUBSCRIBE, 3.1 / 3.1.1 / 5: the connection closes as Mosquitto 2.0.11 closes it (v5: DISCONNECT 0x81), with its lines", () =>
     Effect.gen(function* () {
@@ -67,21 +83,8 @@ describe("SUBSCRIBE and UNSUBSCRIBE with an invalid topic filter", () => {
         // the valid filter before it is subscribed first, as Mosquitto does
         ["s5c", 5, ["fine/+", "x/#/y"]]
       ]
-      for (const [id, version, filters] of cases) {
-        const frames = [connect(id, version), subscribe(filters, version)]
-        const beforeTheirs = mosquitto.log().length
-        const beforeOurs = midge.log.recent.length
-        const theirs = yield* exchange(mosquitto.port, frames, version)
-        const ours = yield* exchange(midge.port, frames, version)
-        // CONNACK, no SUBACK, (v5: DISCONNECT 0x81,) closed
-        expect([id, ours]).toStrictEqual([id, theirs])
-        expect([id, ours.closed]).toStrictEqual([id, true])
-        yield* waitFor(() => mosquitto.log().slice(beforeTheirs).includes(`Client ${id} disconnected`), `Mosquitto's line for ${id}`)
-        yield* waitFor(() => midge.log.recent.slice(beforeOurs).some((l) => l.startsWith(`Client ${id} disconnected`)), `Midge's line for ${id}`)
-        const expected = filterLines(mosquitto.log().slice(beforeTheirs).split("\n"))
-        expect([id, expected.length > 0]).toStrictEqual([id, true])
-        expect([id, filterLines(midge.log.recent.slice(beforeOurs))]).toStrictEqual([id, expected])
-      }
+      // CONNACK, no SUBACK, (v5: DISCONNECT 0x81,) closed
+      for (const [id, version, filters] of cases) yield* sameAsMosquitto(mosquitto, midge, id, version, [connect(id, version), subscribe(filters, version)])
       const all = midge.log.recent.join("\n")
       expect(all).toContain("Invalid subscription string from 127.0.0.1, disconnecting.")
       expect(all).toContain("Client s5a disconnected due to malformed packet.")
@@ -121,20 +124,9 @@ describe("SUBSCRIBE and UNSUBSCRIBE with an invalid topic filter", () => {
         ["v5a", 5, ["a/#/b"]],
         ["v5b", 5, [""]]
       ]
+      // CONNACK and SUBACK, no UNSUBACK, (v5: DISCONNECT 0x81,) closed
       for (const [id, version, filters] of cases) {
-        const frames = [connect(id, version), subscribe(["fine/+"], version), unsubscribe(filters, version)]
-        const beforeTheirs = mosquitto.log().length
-        const beforeOurs = midge.log.recent.length
-        const theirs = yield* exchange(mosquitto.port, frames, version)
-        const ours = yield* exchange(midge.port, frames, version)
-        // CONNACK and SUBACK, no UNSUBACK, closed
-        expect([id, ours]).toStrictEqual([id, theirs])
-        expect([id, ours.closed]).toStrictEqual([id, true])
-        yield* waitFor(() => mosquitto.log().slice(beforeTheirs).includes(`Client ${id} disconnected`), `Mosquitto's line for ${id}`)
-        yield* waitFor(() => midge.log.recent.slice(beforeOurs).some((l) => l.startsWith(`Client ${id} disconnected`)), `Midge's line for ${id}`)
-        const expected = filterLines(mosquitto.log().slice(beforeTheirs).split("\n"))
-        expect([id, expected.length > 0]).toStrictEqual([id, true])
-        expect([id, filterLines(midge.log.recent.slice(beforeOurs))]).toStrictEqual([id, expected])
+        yield* sameAsMosquitto(mosquitto, midge, id, version, [connect(id, version), subscribe(["fine/+"], version), unsubscribe(filters, version)])
       }
       // the lines themselves, as a log watcher greps for them
       const all = midge.log.recent.join("\n")
