@@ -1238,7 +1238,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
     const adopter = (await this.main.set(k.adopt(node), this.nodeId, { NX: true, PX: 60_000 })) === "OK"
     if (adopter) {
       await this.main.incr(k.gen(node))
-      await this.adoptDead(node)
+      if (!(await this.adoptDead(node))) return
     } else this.dropRemote(node)
     await this.main.multi().sRem(k.nodes, node).del(k.routesOf(node)).exec()
   }
@@ -1576,7 +1576,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
    * what is left in its inbox (unread, or read and not acknowledged by the clients)
    * is routed to them.
    */
-  private async adoptDead(dead: string): Promise<void> {
+  private async adoptDead(dead: string): Promise<boolean> {
     const k = this.keys
     const core = this.core
     const clients = await this.main.sMembers(k.clients(dead))
@@ -1585,6 +1585,13 @@ class ClusterImpl implements ClusterHooks, Congestible {
       if ((await this.main.get(k.owner(clientId))) !== dead || core.sessions.has(clientId)) continue
       const a = await this.storedSession(clientId)
       if (a !== undefined) adopted.push(a)
+    }
+    // this node's own lease lapsed during those reads: it gives the adoption up before writing any of it, and frees
+    // the adoption key for a live node (the dead node's incarnation has moved on: it stays fenced either way)
+    if (!this.acting()) {
+      if ((await this.main.get(k.adopt(dead))) === this.nodeId) await this.main.del(k.adopt(dead))
+      core.log.warning(`Warning: cluster: node ${this.nodeId} gave up adopting dead node ${dead}: its own lease lapsed meanwhile.`)
+      return false
     }
     // one synchronous step: the sessions start queuing as the dead node stops receiving
     const sessions: Array<Session> = []
@@ -1612,6 +1619,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
         // what was moved has been read by then
         .finally(() => setTimeout(() => sessions.forEach((s) => this.unwatch(s)), this.heartbeatMs * 4))
     }, this.heartbeatMs * 4)
+    return true
   }
 
   /**

@@ -213,4 +213,45 @@ describe("cluster: the session lease", () => {
       }),
     30_000
   )
+
+  it.scopedLive(
+    "a node whose lease lapses while it reads a dead node's sessions gives the adoption up, frees its key, and adopts after it has its lease again",
+    () =>
+      Effect.gen(function* () {
+        const redis = yield* startRedis()
+        const r = yield* redisClient(redis.url)
+        const a = yield* startNode(redis.url, "a")
+        const n = yield* startNode(redis.url, "n")
+        yield* waitFor(() => a.broker.cluster!.peers().includes("n"), "a to see n")
+        const y = yield* connectClient(n.url, { clientId: "y", clean: false, reconnectPeriod: 0 })
+        yield* subscribe(y, "yy/#", { qos: 1 })
+        yield* routed(a, n, ["yy/#"])
+        // a stalls while it reads n's client index, after it took n's adoption key
+        const impl = a.broker.core.cluster as unknown as {
+          main: { sMembers: (key: string) => Promise<Array<string>> }
+          leaseUntil: number
+        }
+        const sMembers = impl.main.sMembers.bind(impl.main)
+        let stalled = false
+        impl.main.sMembers = async (key) => {
+          const members = await sMembers(key)
+          if (!stalled && key === "t:clients:n") {
+            stalled = true
+            impl.leaseUntil = 0
+          }
+          return members
+        }
+        ;(n.broker.core.cluster as unknown as { heartbeat: () => Promise<void> }).heartbeat = async () => {}
+        yield* Effect.promise(() => r.del("t:alive:n"))
+        yield* waitFor(() => a.log.recent.some((l) => l.includes("adopted 1 sessions of dead node n")), "a to adopt n's session", 8000)
+        const at = (text: string) => a.log.recent.findIndex((l) => l.includes(text))
+        expect(stalled).toBe(true)
+        expect(at("gave up adopting dead node n")).toBeGreaterThanOrEqual(0)
+        expect(at("has its lease again")).toBeGreaterThan(at("gave up adopting dead node n"))
+        expect(at("adopted 1 sessions of dead node n")).toBeGreaterThan(at("has its lease again"))
+        expect(a.broker.core.sessions.has("y")).toBe(true)
+        expect(yield* Effect.promise(() => r.get("t:owner:y"))).toBe("a")
+      }),
+    30_000
+  )
 })
