@@ -1203,10 +1203,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
       // one live node adopts a dead node's persistent sessions and what is left in its inbox;
       // the node's incarnation number moves on, so that the dead one, if it was only stalled, finds out
       // (not while this node's own lease has lapsed meanwhile: it keeps the dead node's routes until it knows)
-      if (alive[i] === null && Date.now() > this.graceUntil && this.mayAdopt()) {
-        await this.takeDead(node)
-        continue
-      }
+      if (alive[i] === null && Date.now() > this.graceUntil && (await this.takeDead(node))) continue
       live.add(node)
       if (alive[i] !== null) {
         // the channel's changes from now on may be newer than what the read returns
@@ -1231,16 +1228,20 @@ class ClusterImpl implements ClusterHooks, Congestible {
     return this.acting() && Date.now() + this.heartbeatMs <= this.leaseUntil
   }
 
-  /** One live node adopts a dead (or cleanly stopped) node: the first to take its adoption key. */
-  private async takeDead(node: string): Promise<void> {
-    if (!this.mayAdopt()) return
+  /**
+   * One live node adopts a dead (or cleanly stopped) node: the first to take its adoption key. False when
+   * this node may not adopt now (`mayAdopt`) and did nothing.
+   */
+  private async takeDead(node: string): Promise<boolean> {
+    if (!this.mayAdopt()) return false
     const k = this.keys
     const adopter = (await this.main.set(k.adopt(node), this.nodeId, { NX: true, PX: 60_000 })) === "OK"
     if (adopter) {
       await this.main.incr(k.gen(node))
-      if (!(await this.adoptDead(node))) return
+      if (!(await this.adoptDead(node))) return true
     } else this.dropRemote(node)
     await this.main.multi().sRem(k.nodes, node).del(k.routesOf(node)).exec()
+    return true
   }
 
   /**

@@ -16,6 +16,42 @@ import { redisClient, routed, startNode, startRedis } from "./harness.js"
 // the daemon beats every second: its lease lapses 3 s after its last heartbeat
 const { spawnNode } = useDaemons()
 
+/**
+ * Nodes a and n, n's persistent client y subscribed to `yy/#`. a's lease lapses (as after a stall) the first time
+ * its Redis call `method` returns what `stallsAt` recognises; then n dies (its heartbeat stops, its alive key
+ * goes). Once a has logged its adoption of n: the lapse happened, y is a's, and `at` finds a line in a's log.
+ */
+const adoptionAfterALapse = (method: "mGet" | "sMembers", stallsAt: (args: ReadonlyArray<unknown>, result: unknown) => boolean) =>
+  Effect.gen(function* () {
+    const redis = yield* startRedis()
+    const r = yield* redisClient(redis.url)
+    const a = yield* startNode(redis.url, "a")
+    const n = yield* startNode(redis.url, "n")
+    yield* waitFor(() => a.broker.cluster!.peers().includes("n"), "a to see n")
+    const y = yield* connectClient(n.url, { clientId: "y", clean: false, reconnectPeriod: 0 })
+    yield* subscribe(y, "yy/#", { qos: 1 })
+    yield* routed(a, n, ["yy/#"])
+    const impl = a.broker.core.cluster as unknown as { main: Record<string, (...args: Array<unknown>) => Promise<unknown>>; leaseUntil: number }
+    const call = impl.main[method].bind(impl.main)
+    let stalled = false
+    impl.main[method] = async (...args: Array<unknown>) => {
+      const result = await call(...args)
+      if (!stalled && stallsAt(args, result)) {
+        stalled = true
+        impl.leaseUntil = 0
+      }
+      return result
+    }
+    ;(n.broker.core.cluster as unknown as { heartbeat: () => Promise<void> }).heartbeat = async () => {}
+    yield* Effect.promise(() => r.del("t:alive:n"))
+    yield* waitFor(() => a.log.recent.some((l) => l.includes("adopted 1 sessions of dead node n")), "a to adopt n's session", 8000)
+    expect(stalled).toBe(true)
+    expect(a.broker.core.sessions.has("y")).toBe(true)
+    expect(yield* Effect.promise(() => r.get("t:owner:y"))).toBe("a")
+    const lines = a.log.recent
+    return { at: (text: string) => lines.findIndex((l) => l.includes(text)) }
+  })
+
 describe("cluster: the session lease", () => {
   it.scopedLive(
     "a node stalled (SIGSTOP) longer than its lease while its client moves to another node: on SIGCONT it drops its stale sessions (0x8E to its clients) without writing over the new owner's, and rejoins; messages after the takeover arrive once",
@@ -174,42 +210,15 @@ describe("cluster: the session lease", () => {
     "a node whose own lease lapses just as it finds another node dead does not adopt it until it has its lease again (two stalled nodes adopting each other left a session on neither)",
     () =>
       Effect.gen(function* () {
-        const redis = yield* startRedis()
-        const r = yield* redisClient(redis.url)
-        const a = yield* startNode(redis.url, "a")
-        const n = yield* startNode(redis.url, "n")
-        yield* waitFor(() => a.broker.cluster!.peers().includes("n"), "a to see n")
-        const y = yield* connectClient(n.url, { clientId: "y", clean: false, reconnectPeriod: 0 })
-        yield* subscribe(y, "yy/#", { qos: 1 })
-        yield* routed(a, n, ["yy/#"])
-        // a stalls right where its heartbeat reads the others' alive keys and finds n's gone: its own lease lapses there
-        const impl = a.broker.core.cluster as unknown as {
-          main: { mGet: (keys: Array<string>) => Promise<Array<string | null>> }
-          leaseUntil: number
-        }
-        const mGet = impl.main.mGet.bind(impl.main)
-        let stalled = false
-        impl.main.mGet = async (keys) => {
-          const values = await mGet(keys)
-          if (!stalled && keys.includes("t:alive:n") && values[keys.indexOf("t:alive:n")] === null) {
-            stalled = true
-            impl.leaseUntil = 0
-          }
-          return values
-        }
-        // n dies: its heartbeat stops and its alive key goes
-        ;(n.broker.core.cluster as unknown as { heartbeat: () => Promise<void> }).heartbeat = async () => {}
-        yield* Effect.promise(() => r.del("t:alive:n"))
-        yield* waitFor(() => a.log.recent.some((l) => l.includes("adopted 1 sessions of dead node n")), "a to adopt n's session", 8000)
-        expect(stalled).toBe(true)
-        expect(a.broker.core.sessions.has("y")).toBe(true)
-        const lines = a.log.recent
-        const at = (text: string) => lines.findIndex((l) => l.includes(text))
+        // a stalls right where its heartbeat reads the others' alive keys and finds n's gone
+        const { at } = yield* adoptionAfterALapse("mGet", ([keys], values) => {
+          const i = (keys as Array<string>).indexOf("t:alive:n")
+          return i >= 0 && (values as Array<string | null>)[i] === null
+        })
         expect(at("lost its lease")).toBeGreaterThanOrEqual(0)
         // the adoption came after a settled its own lapse, not during it
         expect(at("has its lease again")).toBeGreaterThan(at("lost its lease"))
         expect(at("adopted 1 sessions of dead node n")).toBeGreaterThan(at("has its lease again"))
-        expect(yield* Effect.promise(() => r.get("t:owner:y"))).toBe("a")
       }),
     30_000
   )
@@ -218,39 +227,11 @@ describe("cluster: the session lease", () => {
     "a node whose lease lapses while it reads a dead node's sessions gives the adoption up, frees its key, and adopts after it has its lease again",
     () =>
       Effect.gen(function* () {
-        const redis = yield* startRedis()
-        const r = yield* redisClient(redis.url)
-        const a = yield* startNode(redis.url, "a")
-        const n = yield* startNode(redis.url, "n")
-        yield* waitFor(() => a.broker.cluster!.peers().includes("n"), "a to see n")
-        const y = yield* connectClient(n.url, { clientId: "y", clean: false, reconnectPeriod: 0 })
-        yield* subscribe(y, "yy/#", { qos: 1 })
-        yield* routed(a, n, ["yy/#"])
         // a stalls while it reads n's client index, after it took n's adoption key
-        const impl = a.broker.core.cluster as unknown as {
-          main: { sMembers: (key: string) => Promise<Array<string>> }
-          leaseUntil: number
-        }
-        const sMembers = impl.main.sMembers.bind(impl.main)
-        let stalled = false
-        impl.main.sMembers = async (key) => {
-          const members = await sMembers(key)
-          if (!stalled && key === "t:clients:n") {
-            stalled = true
-            impl.leaseUntil = 0
-          }
-          return members
-        }
-        ;(n.broker.core.cluster as unknown as { heartbeat: () => Promise<void> }).heartbeat = async () => {}
-        yield* Effect.promise(() => r.del("t:alive:n"))
-        yield* waitFor(() => a.log.recent.some((l) => l.includes("adopted 1 sessions of dead node n")), "a to adopt n's session", 8000)
-        const at = (text: string) => a.log.recent.findIndex((l) => l.includes(text))
-        expect(stalled).toBe(true)
+        const { at } = yield* adoptionAfterALapse("sMembers", ([key]) => key === "t:clients:n")
         expect(at("gave up adopting dead node n")).toBeGreaterThanOrEqual(0)
         expect(at("has its lease again")).toBeGreaterThan(at("gave up adopting dead node n"))
         expect(at("adopted 1 sessions of dead node n")).toBeGreaterThan(at("has its lease again"))
-        expect(a.broker.core.sessions.has("y")).toBe(true)
-        expect(yield* Effect.promise(() => r.get("t:owner:y"))).toBe("a")
       }),
     30_000
   )
