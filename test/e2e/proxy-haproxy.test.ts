@@ -214,29 +214,22 @@ const troubleLines = (lines: Array<string>) =>
   lines.filter((l) => /rejected|Bad socket|[Ee]rror|corrupt|[Ii]nvalid|[Ww]arning|denied|disconnected/.test(l))
 
 describe("HAProxy send-proxy / send-proxy-v2: Midge logs the client's own address", () => {
-  it.scopedLive("send-proxy (v1) to enable_proxy_protocol 1: a message round trip; the client's port, not HAProxy's", () =>
-    Effect.gen(function* () {
-      const m = yield* midge((port) => `listener ${port} 127.0.0.1\nenable_proxy_protocol 1\nallow_anonymous true\n`)
-      const h = yield* haproxy({ backend: m.port, server: "send-proxy" })
-      const { port, outgoing } = yield* roundTrip(h, `mqtt://127.0.0.1:${h.port}`, "hx-v1")
-      yield* hasLine(m.lines, `New client connected from 127.0.0.1:${port} as hx-v1 (p2, c1, k60).`)
-      expect(m.lines()).toContain(`New connection from 127.0.0.1:${port} on port ${m.port}.`)
-      expect(m.lines().filter((l) => l.includes(`:${outgoing} `))).toStrictEqual([])
-      expect(troubleLines(m.lines())).toStrictEqual([])
-    })
-  )
-
-  it.scopedLive("send-proxy-v2 to enable_proxy_protocol 2: a message round trip; the client's port, not HAProxy's", () =>
-    Effect.gen(function* () {
-      const m = yield* midge((port) => `listener ${port} 127.0.0.1\nenable_proxy_protocol 2\nallow_anonymous true\n`)
-      const h = yield* haproxy({ backend: m.port, server: "send-proxy-v2" })
-      const { port, outgoing } = yield* roundTrip(h, `mqtt://127.0.0.1:${h.port}`, "hx-v2")
-      yield* hasLine(m.lines, `New client connected from 127.0.0.1:${port} as hx-v2 (p2, c1, k60).`)
-      expect(m.lines()).toContain(`New connection from 127.0.0.1:${port} on port ${m.port}.`)
-      expect(m.lines().filter((l) => l.includes(`:${outgoing} `))).toStrictEqual([])
-      expect(troubleLines(m.lines())).toStrictEqual([])
-    })
-  )
+  for (const { version, server } of [
+    { version: 1, server: "send-proxy" },
+    { version: 2, server: "send-proxy-v2" }
+  ] as const) {
+    it.scopedLive(`${server} to enable_proxy_protocol ${version}: a message round trip; the client's port, not HAProxy's`, () =>
+      Effect.gen(function* () {
+        const m = yield* midge((port) => `listener ${port} 127.0.0.1\nenable_proxy_protocol ${version}\nallow_anonymous true\n`)
+        const h = yield* haproxy({ backend: m.port, server })
+        const { port, outgoing } = yield* roundTrip(h, `mqtt://127.0.0.1:${h.port}`, `hx-v${version}`)
+        yield* hasLine(m.lines, `New client connected from 127.0.0.1:${port} as hx-v${version} (p2, c1, k60).`)
+        expect(m.lines()).toContain(`New connection from 127.0.0.1:${port} on port ${m.port}.`)
+        expect(m.lines().filter((l) => l.includes(`:${outgoing} `))).toStrictEqual([])
+        expect(troubleLines(m.lines())).toStrictEqual([])
+      })
+    )
+  }
 })
 
 describe("HAProxy terminating TLS, send-proxy-v2-ssl-cn: proxy_protocol_v2_require_tls, require_certificate, use_identity_as_username", () => {
