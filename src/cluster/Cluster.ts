@@ -1202,7 +1202,8 @@ class ClusterImpl implements ClusterHooks, Congestible {
       const node = nodes[i]
       // one live node adopts a dead node's persistent sessions and what is left in its inbox;
       // the node's incarnation number moves on, so that the dead one, if it was only stalled, finds out
-      // (not while this node's own lease has lapsed meanwhile: it keeps the dead node's routes until it knows)
+      // (not while this node's own lease has lapsed meanwhile, nor when it gave the adoption up for that reason:
+      // it keeps the dead node's routes until the next try)
       if (alive[i] === null && Date.now() > this.graceUntil && (await this.takeDead(node))) continue
       live.add(node)
       if (alive[i] !== null) {
@@ -1230,7 +1231,9 @@ class ClusterImpl implements ClusterHooks, Congestible {
 
   /**
    * One live node adopts a dead (or cleanly stopped) node: the first to take its adoption key. False when
-   * this node may not adopt now (`mayAdopt`) and did nothing.
+   * this node did not adopt it now: it may not (`mayAdopt`), or it gave the adoption up (its lease lapsed
+   * during the reads). Either way the dead node's routes stay here until the next try, so that what is
+   * published meanwhile still goes to its inbox, which the adoption then moves to the sessions.
    */
   private async takeDead(node: string): Promise<boolean> {
     if (!this.mayAdopt()) return false
@@ -1238,7 +1241,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
     const adopter = (await this.main.set(k.adopt(node), this.nodeId, { NX: true, PX: 60_000 })) === "OK"
     if (adopter) {
       await this.main.incr(k.gen(node))
-      if (!(await this.adoptDead(node))) return true
+      if (!(await this.adoptDead(node))) return false
     } else this.dropRemote(node)
     await this.main.multi().sRem(k.nodes, node).del(k.routesOf(node)).exec()
     return true

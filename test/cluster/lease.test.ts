@@ -8,10 +8,10 @@
  * what the other node now owns, and rejoins as a fresh node.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, type Scope } from "effect"
 import { connectClient, connectCollecting, publish, settle, subscribe, waitFor } from "../e2e/harness.js"
 import { useDaemons } from "./daemons.js"
-import { redisClient, routed, startNode, startRedis } from "./harness.js"
+import { redisClient, routed, startNode, startRedis, type TestNode } from "./harness.js"
 
 // the daemon beats every second: its lease lapses 3 s after its last heartbeat
 const { spawnNode } = useDaemons()
@@ -20,8 +20,13 @@ const { spawnNode } = useDaemons()
  * Nodes a and n, n's persistent client y subscribed to `yy/#`. a's lease lapses (as after a stall) the first time
  * its Redis call `method` returns what `stallsAt` recognises; then n dies (its heartbeat stops, its alive key
  * goes). Once a has logged its adoption of n: the lapse happened, y is a's, and `at` finds a line in a's log.
+ * `beforeRetry`: a's second try at adopting n waits for it (after a first one given up).
  */
-const adoptionAfterALapse = (method: "mGet" | "sMembers", stallsAt: (args: ReadonlyArray<unknown>, result: unknown) => boolean) =>
+const adoptionAfterALapse = (
+  method: "mGet" | "sMembers",
+  stallsAt: (args: ReadonlyArray<unknown>, result: unknown) => boolean,
+  beforeRetry?: (a: TestNode) => Effect.Effect<void, Error, Scope.Scope>
+) =>
   Effect.gen(function* () {
     const redis = yield* startRedis()
     const r = yield* redisClient(redis.url)
@@ -31,7 +36,13 @@ const adoptionAfterALapse = (method: "mGet" | "sMembers", stallsAt: (args: Reado
     const y = yield* connectClient(n.url, { clientId: "y", clean: false, reconnectPeriod: 0 })
     yield* subscribe(y, "yy/#", { qos: 1 })
     yield* routed(a, n, ["yy/#"])
-    const impl = a.broker.core.cluster as unknown as { main: Record<string, (...args: Array<unknown>) => Promise<unknown>>; leaseUntil: number }
+    // routes older than two heartbeats: a drops a dead node's routes then, unless it keeps them on purpose
+    yield* Effect.sleep("600 millis")
+    const impl = a.broker.core.cluster as unknown as {
+      main: Record<string, (...args: Array<unknown>) => Promise<unknown>>
+      leaseUntil: number
+      adoptDead: (node: string) => Promise<boolean>
+    }
     const call = impl.main[method].bind(impl.main)
     let stalled = false
     impl.main[method] = async (...args: Array<unknown>) => {
@@ -42,14 +53,33 @@ const adoptionAfterALapse = (method: "mGet" | "sMembers", stallsAt: (args: Reado
       }
       return result
     }
+    let retrying = false
+    let retry: () => void = () => {}
+    if (beforeRetry !== undefined) {
+      const held = new Promise<void>((resolve) => (retry = resolve))
+      const adopt = impl.adoptDead.bind(impl)
+      let tries = 0
+      impl.adoptDead = async (node) => {
+        if (++tries === 2) {
+          retrying = true
+          await held
+        }
+        return adopt(node)
+      }
+    }
     ;(n.broker.core.cluster as unknown as { heartbeat: () => Promise<void> }).heartbeat = async () => {}
     yield* Effect.promise(() => r.del("t:alive:n"))
+    if (beforeRetry !== undefined) {
+      yield* waitFor(() => retrying, "a to try adopting n again", 8000)
+      yield* beforeRetry(a)
+      retry()
+    }
     yield* waitFor(() => a.log.recent.some((l) => l.includes("adopted 1 sessions of dead node n")), "a to adopt n's session", 8000)
     expect(stalled).toBe(true)
     expect(a.broker.core.sessions.has("y")).toBe(true)
     expect(yield* Effect.promise(() => r.get("t:owner:y"))).toBe("a")
     const lines = a.log.recent
-    return { at: (text: string) => lines.findIndex((l) => l.includes(text)) }
+    return { a, y, at: (text: string) => lines.findIndex((l) => l.includes(text)) }
   })
 
 describe("cluster: the session lease", () => {
@@ -232,6 +262,39 @@ describe("cluster: the session lease", () => {
         expect(at("gave up adopting dead node n")).toBeGreaterThanOrEqual(0)
         expect(at("has its lease again")).toBeGreaterThan(at("gave up adopting dead node n"))
         expect(at("adopted 1 sessions of dead node n")).toBeGreaterThan(at("has its lease again"))
+      }),
+    30_000
+  )
+
+  it.scopedLive(
+    "after an adoption given up, the dead node's routes stay until the next try: a message published in between is not lost",
+    () =>
+      Effect.gen(function* () {
+        let published = false
+        const { a, y } = yield* adoptionAfterALapse(
+          "sMembers",
+          ([key]) => key === "t:clients:n",
+          (a) =>
+            Effect.gen(function* () {
+              // given up, and a heartbeat or more since: a still routes yy/# to n's inbox
+              expect(a.log.recent.some((l) => l.includes("gave up adopting dead node n"))).toBe(true)
+              expect([...a.broker.cluster!.remoteFilters("n")]).toEqual(["yy/#"])
+              const p = yield* connectClient(a.url, { clientId: "p" })
+              yield* publish(p, "yy/between", "kept", { qos: 1 })
+              published = true
+            })
+        )
+        expect(published).toBe(true)
+        // n's inbox had it: n, not quite dead in this test, handed it to y's connection there, or the adoption moved it
+        // to y's session on a, which y finds when it comes back
+        const old: Array<string> = []
+        y.on("message", (topic, payload) => old.push(`${topic} ${payload}`))
+        const back = yield* connectCollecting(a.url, { clientId: "y", clean: false })
+        expect(back.sessionPresent).toBe(true)
+        yield* waitFor(
+          () => old.includes("yy/between kept") || back.got.some((m) => m.topic === "yy/between" && m.payload === "kept"),
+          "yy/between at y"
+        )
       }),
     30_000
   )
