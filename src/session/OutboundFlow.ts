@@ -17,6 +17,7 @@
  */
 import type { SharedGroup } from "../routing/Router.js"
 import type { Message, QoS } from "./Message.js"
+import { PacketIdMap } from "./PacketIdMap.js"
 
 export type OutState = "await-puback" | "await-pubrec" | "await-pubcomp"
 
@@ -92,8 +93,8 @@ const noInflight: ReadonlyMap<number, InflightEntry> = new Map()
 const noQueue: ReadonlyArray<Outgoing> = Object.freeze([])
 
 export class OutboundFlow {
-  // allocated on the first send (an empty Map is ~175 bytes, on every connection); dropped by `clear`
-  private inflightMap: Map<number, InflightEntry> | undefined = undefined
+  // allocated on the first send (not on every connection); dropped by `clear`. Not a `Map`: see PacketIdMap
+  private inflightMap: PacketIdMap<InflightEntry> | undefined = undefined
   // waiting for a free slot (or for the client to come back); allocated on the first message queued
   private queueArr: Array<Outgoing> | undefined = undefined
   private queueHead = 0
@@ -118,8 +119,8 @@ export class OutboundFlow {
     return this.queueArr ?? noQueue
   }
 
-  private slots(): Map<number, InflightEntry> {
-    return (this.inflightMap ??= new Map())
+  private slots(): PacketIdMap<InflightEntry> {
+    return (this.inflightMap ??= new PacketIdMap())
   }
 
   /** Rebuild from a store at start: in-flight entries in their order, the queue, and packet ids after the highest in use. */
@@ -144,7 +145,7 @@ export class OutboundFlow {
   private windowOpen(): boolean {
     const { maxInflight, maxInflightBytes } = this.limits
     return (
-      (maxInflight === 0 || this.inflight.size < maxInflight) &&
+      (maxInflight === 0 || this.inflightMap === undefined || this.inflightMap.size < maxInflight) &&
       (maxInflightBytes === undefined || maxInflightBytes === 0 || this.inflightBytes < maxInflightBytes)
     )
   }
@@ -204,25 +205,26 @@ export class OutboundFlow {
     return "queued"
   }
 
-  private nextId(): number {
+  private nextId(slots: PacketIdMap<InflightEntry>): number {
     // ids in flight are skipped; the window is far below 65535 so this ends
     let id = this.lastId
     do {
       id = id === 65535 ? 1 : id + 1
-    } while (this.inflight.has(id))
+    } while (slots.has(id))
     this.lastId = id
     return id
   }
 
   private send(out: Outgoing, sink: OutboundSink): number {
-    const messageId = this.nextId()
+    const slots = this.slots()
+    const messageId = this.nextId(slots)
     this.inflightBytes += out.message.payload.length
     // the delivery becomes its in-flight entry (see `delivery`); one already sent before (a caller
     // offering the same object twice) is copied, so that no entry changes under its packet id
     const entry: InflightEntry = (out as Partial<InflightEntry>).messageId ? { ...(out as InflightEntry) } : (out as InflightEntry)
     entry.messageId = messageId
     entry.state = out.qos === 1 ? "await-puback" : "await-pubrec"
-    this.slots().set(messageId, entry)
+    slots.set(messageId, entry)
     sink.publish(entry, messageId, false)
     return messageId
   }
@@ -269,7 +271,7 @@ export class OutboundFlow {
    * already released gets its PUBREL again. Returns false for an unknown id.
    */
   onPubrec(messageId: number, sink: OutboundSink): boolean {
-    const entry = this.inflight.get(messageId)
+    const entry = this.inflightMap?.get(messageId)
     if (entry === undefined || entry.state === "await-puback") return false
     if (entry.state !== "await-pubcomp") this.observer?.pubrec(messageId)
     entry.state = "await-pubcomp"
@@ -289,7 +291,7 @@ export class OutboundFlow {
 
   /** The flow of `messageId` ends if it is in `state`: its slot is freed and the queue moves up. */
   private complete(messageId: number, state: OutState, sink: OutboundSink, online: boolean): boolean {
-    const entry = this.inflight.get(messageId)
+    const entry = this.inflightMap?.get(messageId)
     if (entry === undefined || entry.state !== state) return false
     this.inflightMap!.delete(messageId)
     this.inflightBytes -= entry.message.payload.length

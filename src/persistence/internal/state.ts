@@ -10,6 +10,7 @@
  */
 import type { SubscriptionOptions } from "../../routing/Router.js"
 import type { QoS } from "../../session/Message.js"
+import { PacketIdMap } from "../../session/PacketIdMap.js"
 import type {
   OutState,
   StoreCounts,
@@ -46,8 +47,8 @@ const sharedCopy = (g: StoredSharedGroup | undefined): StoredSharedGroup | undef
 
 export class SessionState {
   readonly subscriptions = new Map<string, SubscriptionOptions>()
-  /** in the order sent */
-  readonly inflight = new Map<number, OutEntry>()
+  /** in the order sent (not a `Map`: see PacketIdMap, why a session's in-flight window is not one) */
+  readonly inflight = new PacketIdMap<OutEntry>()
   /** queue[head..] is the live queue */
   queue: Array<OutEntry | undefined> = []
   head = 0
