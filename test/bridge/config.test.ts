@@ -187,12 +187,27 @@ describe("bridge configuration", () => {
       ciphersTls13: undefined,
       pskIdentity: undefined,
       psk: undefined,
-      useOsCerts: false
+      useOsCerts: false,
+      requireOcsp: false
     })
     expect(one("bridge_identity id\nbridge_psk 00ff").tls).toMatchObject({ pskIdentity: "id", psk: "00ff" })
     expect(one("bridge_tls_use_os_certs true").tls).toMatchObject({ useOsCerts: true, cafile: undefined })
     expect(one("bridge_tls_use_os_certs false").tls).toBeUndefined()
   })
+
+  it.effect("bridge_require_ocsp true|false: false by default, the last line wins, read without a warning; no effect without TLS", () =>
+    Effect.gen(function* () {
+      const tls = "bridge_cafile /ca.pem\n"
+      expect(one(tls).tls?.requireOcsp).toBe(false)
+      expect(one(`${tls}bridge_require_ocsp true`).tls?.requireOcsp).toBe(true)
+      expect(one(`${tls}bridge_require_ocsp true\nbridge_require_ocsp false`).tls?.requireOcsp).toBe(false)
+      expect(one("bridge_require_ocsp true").tls).toBeUndefined()
+      expect(fails("connection b\naddress h\ntopic # out\nbridge_require_ocsp yes\n")).toEqual(['b.conf:4 bridge_require_ocsp: invalid value "yes": expected true or false'])
+      const config = yield* parseConfigText(`connection b\naddress h\ntopic # out\n${tls}bridge_require_ocsp true\n`, "m.conf")
+      expect(config.warnings).toEqual([])
+      expect((yield* Bridge.fromConfig(config, "box"))[0].tls?.requireOcsp).toBe(true)
+    })
+  )
 
   it("bridge_tcp_keepalive IDLE INTERVAL COUNT: three integers above 0 (conf.c), off by default, the last line wins", () => {
     expect(one("").tcpKeepalive).toBeUndefined()

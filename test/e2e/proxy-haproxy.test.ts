@@ -23,12 +23,10 @@ import { Broker, brokerOptionsFromConfig } from "../../src/Broker.js"
 import { parseConfigText } from "../../src/config/Config.js"
 import { Log } from "../../src/log/Log.js"
 import { layerFromConfig, optionsFromConfig } from "../../src/security/Auth.js"
-import { canConnect, freePort, spawnLive, tempDir } from "../support/processes.js"
+import { freePort, startHaproxy, tempDir } from "../support/processes.js"
 import { makePki, type Pki } from "../transport/fixtures.js"
 import { collect, publish, settle, subscribe, waitFor } from "./harness.js"
 
-/** Debian's HAProxy. */
-const HAPROXY = "/usr/sbin/haproxy"
 
 /** The daemon's composition; `conf` gets the port; the log kept in memory, without timestamps. */
 const midge = (conf: (port: number) => string) =>
@@ -83,25 +81,12 @@ backend mqtt_backend
   server midge 127.0.0.1:${options.backend} ${options.server}
 `
     )
-    const proc = yield* spawnLive(HAPROXY, ["-db", "-f", file])
-    // should the scope not close (a test timing out), HAProxy still goes when the test worker exits
-    const killOnExit = () => void proc.child.kill("SIGKILL")
-    process.once("exit", killOnExit)
-    yield* Effect.addFinalizer(() => Effect.sync(() => process.off("exit", killOnExit)))
-    const log = () => proc.out.stderr + proc.out.stdout
-    yield* Effect.promise(async () => {
-      const started = Date.now()
-      while (!(await canConnect(port))) {
-        if (proc.out.exited) throw new Error(`haproxy exited (${proc.out.code}):\n${log()}`)
-        if (Date.now() - started > 10_000) throw new Error(`haproxy does not listen on ${port}:\n${log()}`)
-        await new Promise((r) => setTimeout(r, 25))
-      }
-    })
+    const { log, running } = yield* startHaproxy(file, port)
     const outgoingPort = (clientPort: number) => {
       const m = new RegExp(`^session client 127\\.0\\.0\\.1:${clientPort} backend-source 127\\.0\\.0\\.1:(\\d+) `, "m").exec(log())
       return m === null ? undefined : Number(m[1])
     }
-    return { port, log, running: () => !proc.out.exited, outgoingPort } satisfies Haproxy
+    return { port, log, running, outgoingPort } satisfies Haproxy
   })
 
 /** The local port of an MQTT.js client's socket (its source port, as HAProxy sees it). */

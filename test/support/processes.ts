@@ -154,6 +154,37 @@ export const spawnLive = (command: string, args: ReadonlyArray<string>, env: Rec
     ({ child }) => Effect.sync(() => child.kill("SIGKILL"))
   )
 
+export const HAPROXY = "/usr/sbin/haproxy"
+
+export interface Haproxy {
+  /** what HAProxy logged so far (stderr and stdout) */
+  readonly log: () => string
+  readonly running: () => boolean
+}
+
+/**
+ * HAProxy (Debian's) in the foreground with the configuration file `config`, SIGKILLed with the
+ * scope (and when the test worker exits, should the scope not close); returns once it listens on
+ * `port`, or fails with its log.
+ */
+export const startHaproxy = (config: string, port: number): Effect.Effect<Haproxy, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const proc = yield* spawnLive(HAPROXY, ["-db", "-f", config])
+    const killOnExit = () => void proc.child.kill("SIGKILL")
+    process.once("exit", killOnExit)
+    yield* Effect.addFinalizer(() => Effect.sync(() => process.off("exit", killOnExit)))
+    const log = () => proc.out.stderr + proc.out.stdout
+    yield* Effect.promise(async () => {
+      const started = Date.now()
+      while (!(await canConnect(port))) {
+        if (proc.out.exited) throw new Error(`haproxy exited (${proc.out.code}):\n${log()}`)
+        if (Date.now() - started > 10_000) throw new Error(`haproxy does not listen on ${port}:\n${log()}`)
+        await new Promise((r) => setTimeout(r, 25))
+      }
+    })
+    return { log, running: () => !proc.out.exited }
+  })
+
 /**
  * The daemon, `node dist/main.js ARGS`, SIGKILLed with the scope; when `port`
  * is given, returns once it listens there.

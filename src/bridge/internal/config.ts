@@ -69,6 +69,8 @@ export interface BridgeTls {
   readonly psk: string | undefined
   /** `bridge_tls_use_os_certs`: trust the system's CA certificates too */
   readonly useOsCerts: boolean
+  /** `bridge_require_ocsp`: the remote must staple a good OCSP response for its certificate */
+  readonly requireOcsp: boolean
 }
 
 /** `bridge_tcp_keepalive IDLE INTERVAL COUNT`: TCP keepalive probes after IDLE seconds of silence. */
@@ -359,7 +361,8 @@ export const BridgeSection = Schema.Struct({
   ciphersTls13: opt("bridge_ciphers_tls1.3", once(Str)),
   pskIdentity: opt("bridge_identity", once(Str)),
   psk: opt("bridge_psk", once(check(pskCheck))),
-  useOsCerts: def("bridge_tls_use_os_certs", last(Bool), false)
+  useOsCerts: def("bridge_tls_use_os_certs", last(Bool), false),
+  requireOcsp: def("bridge_require_ocsp", last(Bool), false)
 })
 
 type Decoded = Schema.Schema.Type<typeof BridgeSection>
@@ -483,7 +486,8 @@ const build = (start: Directive, section: Section, d: Decoded, hostname: string,
           ciphersTls13: d.ciphersTls13,
           pskIdentity: d.pskIdentity,
           psk: d.psk,
-          useOsCerts: d.useOsCerts
+          useOsCerts: d.useOsCerts,
+          requireOcsp: d.requireOcsp
         }
       : undefined
   }

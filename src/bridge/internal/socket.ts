@@ -6,10 +6,11 @@
  * `bridge_certfile` / `bridge_keyfile` for a client certificate;
  * `bridge_tls_version` is the minimum version; `bridge_alpn`; TLS-PSK with
  * `bridge_identity` / `bridge_psk`; `bridge_tls_use_os_certs` adds the system's
- * CAs; `bridge_tcp_keepalive` turns TCP keepalive on (Node sets the idle time
- * only). Files are read at each connection attempt,
- * so renewed certificates are picked up, and a missing file is a failed
- * attempt (retried as `restart_timeout` says), as in Mosquitto.
+ * CAs; `bridge_require_ocsp` asks for a stapled OCSP response and refuses the
+ * connection unless it is good (./ocsp.ts); `bridge_tcp_keepalive` turns TCP
+ * keepalive on (Node sets the idle time only). Files are read at each
+ * connection attempt, so renewed certificates are picked up, and a missing
+ * file is a failed attempt (retried as `restart_timeout` says), as in Mosquitto.
  */
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -17,6 +18,7 @@ import * as path from "node:path"
 import * as tls from "node:tls"
 import { Data, Duration, Effect, type Scope } from "effect"
 import type { BridgeAddress, BridgeTls, TcpKeepalive } from "./config.js"
+import { checkOcsp } from "./ocsp.js"
 
 export class SocketError extends Data.TaggedError("SocketError")<{
   readonly reason: "Connect" | "Tls" | "Timeout"
@@ -75,9 +77,12 @@ export const osCertificates = (env: NodeJS.ProcessEnv = process.env): Array<stri
   return out.length > 0 ? out : [...tls.rootCertificates]
 }
 
+/** tls.connect passes `requestOCSP` on to its TLSSocket; @types/node lists it on TLSSocketOptions only */
+type ClientOptions = tls.ConnectionOptions & Pick<tls.TLSSocketOptions, "requestOCSP">
+
 /** The node:tls client options for a bridge's TLS settings (reads the files; throws SocketError). */
-export const tlsOptions = (t: BridgeTls, host: string): tls.ConnectionOptions => {
-  const options: tls.ConnectionOptions = {
+export const tlsOptions = (t: BridgeTls, host: string): ClientOptions => {
+  const options: ClientOptions = {
     rejectUnauthorized: true,
     minVersion: VERSIONS[t.version ?? "tlsv1.2"],
     maxVersion: "TLSv1.3"
@@ -110,7 +115,20 @@ export const tlsOptions = (t: BridgeTls, host: string): tls.ConnectionOptions =>
     if (t.insecure) options.checkServerIdentity = () => undefined
   }
   if (t.alpn !== undefined) options.ALPNProtocols = [t.alpn]
+  // status_request in the ClientHello, as Mosquitto's SSL_CTX_set_tlsext_status_type
+  if (t.requireOcsp) options.requestOCSP = true
   return options
+}
+
+/** The remote's certificate chain as the handshake verified it, leaf first (DER); Node completes it from the trusted CAs. */
+const peerChain = (socket: tls.TLSSocket): Array<Buffer> => {
+  const out: Array<Buffer> = []
+  let cert: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true)
+  while (cert?.raw !== undefined && !out.some((raw) => raw.equals(cert!.raw))) {
+    out.push(cert.raw)
+    cert = cert.issuerCertificate
+  }
+  return out
 }
 
 /**
@@ -144,7 +162,17 @@ export const openSocket = (
         resume(Effect.fail(new SocketError({ reason: t === undefined ? "Connect" : "Tls", message: e.message })))
       }
       socket.once("error", onError)
+      // Node emits 'OCSPResponse' (null when nothing was stapled) during the handshake, before
+      // 'secureConnect', and checks nothing: the check runs at 'secureConnect', once the chain is
+      // verified and before the socket is handed over, so no CONNECT can go out on a refused staple
+      let staple: Buffer | null = null
+      if (t?.requireOcsp === true) socket.once("OCSPResponse", (response: Buffer | null) => (staple = response))
       socket.once(t === undefined ? "connect" : "secureConnect", () => {
+        if (t?.requireOcsp === true) {
+          const result = checkOcsp(staple, peerChain(socket as tls.TLSSocket), Date.now())
+          // destroyed with the reason: the 'error' above makes it a failed attempt, retried by the schedule
+          if (result._tag === "Refused") return void socket.destroy(new Error(result.reason))
+        }
         socket.off("error", onError)
         resume(Effect.succeed(socket))
       })

@@ -186,7 +186,7 @@ export const optionSpecs: ReadonlyArray<OptionSpec> = [
   spec("bridge_insecure", "bridge", S),
   spec("bridge_keyfile", "bridge", S),
   spec("bridge_psk", "bridge", S),
-  spec("bridge_require_ocsp", "bridge", N),
+  spec("bridge_require_ocsp", "bridge", S),
   spec("bridge_tls_use_os_certs", "bridge", S),
   spec("bridge_tls_version", "bridge", S),
   // Midge-only
