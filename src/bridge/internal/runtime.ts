@@ -28,6 +28,7 @@ import type { PublishSource, SharedGroup, Subscriber, SubscriptionOptions } from
 import type { Core } from "../../session/Core.js"
 import { forwardedProperties } from "../../session/forwardedProperties.js"
 import { Message, type QoS } from "../../session/Message.js"
+import { PacketIdMap } from "../../session/PacketIdMap.js"
 import type { BridgeConfig } from "./config.js"
 import { type AttemptOutcome, Demand, idle } from "./schedule.js"
 import { openSocket, probe } from "./socket.js"
@@ -104,7 +105,8 @@ export class BridgeRuntime implements Subscriber {
 
   private queue: Array<Out | undefined> = []
   private head = 0
-  private readonly inflight = new Map<number, Out>()
+  // not a Map: a bridge is a long-lived session, and a Map's rebuilt tables in old space keep its messages alive (PacketIdMap)
+  private readonly inflight = new PacketIdMap<Out>()
   /** incoming QoS 2 packet ids released by PUBREL not yet seen */
   private readonly awaitingRel = new Set<number>()
   /** packet ids of SUBSCRIBE / UNSUBSCRIBE packets not yet acknowledged */
@@ -284,7 +286,8 @@ export class BridgeRuntime implements Subscriber {
 
   private canSend(wire: Wire, qos: QoS): boolean {
     if (wire.socket.writableLength > HIGH_WATER) return false
-    return qos === 0 || this.inflight.size < this.window()
+    // (and a packet id left for it: SUBSCRIBE / UNSUBSCRIBE awaiting their acks hold ids too)
+    return qos === 0 || (this.inflight.size < this.window() && this.inflight.size + this.pendingAcks.size < 65535)
   }
 
   private allocateId(): number {
