@@ -179,6 +179,8 @@ export class PacketIdMap<V> implements ReadonlyMap<number, V> {
     this.slots = new Array(capacity * 3).fill(0)
     this.mask = capacity - 1
     for (let i = 0; i < old.length; i += 3) if (old[i] !== 0) this.place(old[i] as number, old[i + 1] as number, old[i + 2] as V)
+    // the old table may be in old space: emptied, it keeps no message alive until a full collection
+    old.length = 0
   }
 
   clear(): void {
