@@ -16,18 +16,13 @@
 // quiet); then publisher P streams QoS 1 to S for 4 s, 8 messages outstanding, and the script
 // checks that S got every one. Clients are MQTT.js; the broker listens on a free loopback port.
 import { spawn } from 'node:child_process'
-import net from 'node:net'
 import { resolve } from 'node:path'
 import mqtt from 'mqtt'
+import { freePort } from './lib/proc.mjs'
 
 const main = resolve(process.argv[2] ?? new URL('../dist/main.js', import.meta.url).pathname)
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-const port = await new Promise((res) => {
-  const s = net.createServer().listen(0, '127.0.0.1', () => {
-    const p = s.address().port
-    s.close(() => res(p))
-  })
-})
+const port = await freePort()
 const broker = spawn(process.execPath, ['--trace-gc', main, '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] })
 let out = ''
 broker.stdout.on('data', (d) => (out += d))

@@ -23,6 +23,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import mqtt from 'mqtt'
+import { freePort } from './lib/proc.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const opts = { nodes: [0, 1, 2, 3], seconds: 5, qos: 1, pubs: 2, window: 100, size: 64, main: path.join(here, '..', 'dist', 'main.js') }
@@ -48,15 +49,6 @@ if (!fs.existsSync(opts.main)) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
 const waitPort = async (port, ms = 30_000) => {
   const t0 = Date.now()
   for (;;) {

@@ -1,6 +1,8 @@
 // /proc readers: a process's CPU seconds (utime + stime) and VmRSS, the machine's CPU
 // ticks, and whether something listens on a loopback TCP port. Linux only, as mqload.
+// Also a free loopback port, from the kernel.
 import { readFileSync } from 'node:fs'
+import net from 'node:net'
 
 const TICK = 100 // USER_HZ: /proc reports CPU time in 1/100 s on Linux
 
@@ -81,3 +83,14 @@ export const machine = () => {
   } catch {}
   return { model, cores, memGiB: Math.round((memKb / 1048576) * 10) / 10, kernel, node: process.version }
 }
+
+/** A loopback TCP port nothing listens on (the kernel's pick, released at once). */
+export const freePort = () =>
+  new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+  })

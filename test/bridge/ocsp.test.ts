@@ -208,6 +208,14 @@ const block = (name: string, port: number, ...lines: Array<string>) =>
     "\n"
   )
 
+/** A broker with these bridge blocks, and its bridges. */
+const bridged = (...blocks: Array<string>) =>
+  Effect.gen(function* () {
+    const local = yield* startBroker()
+    const bridge = yield* Bridge.make(bridgesOf(blocks.join("\n"))).pipe(Effect.provideService(Broker, local.broker))
+    return { local, bridge }
+  })
+
 /** A message published on `ocsp/x` on `local` reaches a subscriber of `remoteUrl`, once over each of `bridges` bridges. */
 const flows = (local: { readonly url: string }, remoteUrl: string, bridges = 1) =>
   Effect.gen(function* () {
@@ -226,10 +234,7 @@ describe("bridge_require_ocsp on a bridge", () => {
       const remote = yield* startBroker()
       const byCa = yield* tlsFront(remote.port, pki.responses.goodByCa)
       const delegated = yield* tlsFront(remote.port, pki.responses.goodDelegated, "TLSv1.2")
-      const local = yield* startBroker()
-      const bridge = yield* Bridge.make(
-        bridgesOf([block("byca", byCa.port, "bridge_require_ocsp true"), block("delegated", delegated.port, "bridge_require_ocsp true")].join("\n"))
-      ).pipe(Effect.provideService(Broker, local.broker))
+      const { local, bridge } = yield* bridged(block("byca", byCa.port, "bridge_require_ocsp true"), block("delegated", delegated.port, "bridge_require_ocsp true"))
       yield* waitFor(() => bridge.status().every((s) => s.state === "connected"), "both bridges to connect", 10_000)
       yield* flows(local, remote.url, 2)
       expect([byCa.ocspRequests(), delegated.ocspRequests()]).toEqual([1, 1])
@@ -253,10 +258,7 @@ describe("bridge_require_ocsp on a bridge", () => {
       ]
       const fronts = new Map<string, Front>()
       for (const [name, staple] of cases) fronts.set(name, yield* tlsFront(remote.port, staple, name === "revoked" ? "TLSv1.2" : "TLSv1.3"))
-      const local = yield* startBroker()
-      const bridge = yield* Bridge.make(bridgesOf(cases.map(([name]) => block(name, fronts.get(name)!.port, "bridge_require_ocsp true")).join("\n"))).pipe(
-        Effect.provideService(Broker, local.broker)
-      )
+      const { local, bridge } = yield* bridged(...cases.map(([name]) => block(name, fronts.get(name)!.port, "bridge_require_ocsp true")))
       const failures = (name: string, why: string) =>
         local.log.recent.filter((l) => l.includes(`Bridge ${name}: unable to connect to localhost:${fronts.get(name)!.port}: ${why}`)).length
       // two attempts each: the failure goes the usual way, and restart_timeout retries it
@@ -273,10 +275,7 @@ describe("bridge_require_ocsp on a bridge", () => {
     Effect.gen(function* () {
       const remote = yield* startBroker()
       const front = yield* tlsFront(remote.port, undefined)
-      const local = yield* startBroker()
-      const bridge = yield* Bridge.make(
-        bridgesOf([block("off", front.port, "bridge_require_ocsp false"), block("default", front.port)].join("\n"))
-      ).pipe(Effect.provideService(Broker, local.broker))
+      const { local, bridge } = yield* bridged(block("off", front.port, "bridge_require_ocsp false"), block("default", front.port))
       yield* waitFor(() => bridge.status().every((s) => s.state === "connected"), "both bridges to connect", 10_000)
       yield* flows(local, remote.url, 2)
       expect(front.ocspRequests()).toBe(0)
@@ -323,8 +322,7 @@ describe("bridge_require_ocsp through HAProxy to Debian mosquitto", () => {
     Effect.gen(function* () {
       const remote = yield* startMosquitto([])
       const proxy = yield* haproxy(remote.port, pki.responses.goodDelegated)
-      const local = yield* startBroker()
-      const bridge = yield* Bridge.make(bridgesOf(block("haproxy", proxy.port, "bridge_require_ocsp true"))).pipe(Effect.provideService(Broker, local.broker))
+      const { local, bridge } = yield* bridged(block("haproxy", proxy.port, "bridge_require_ocsp true"))
       yield* waitFor(() => bridge.status()[0].state === "connected", "the bridge to connect through HAProxy", 10_000)
       yield* flows(local, `mqtt://127.0.0.1:${remote.port}`)
       expect(remote.log()).toMatch(/New bridge connected from .* as midge-ocsp-haproxy/)
@@ -335,8 +333,7 @@ describe("bridge_require_ocsp through HAProxy to Debian mosquitto", () => {
     Effect.gen(function* () {
       const remote = yield* startMosquitto([])
       const proxy = yield* haproxy(remote.port, pki.responses.revoked)
-      const local = yield* startBroker()
-      const bridge = yield* Bridge.make(bridgesOf(block("haproxy", proxy.port, "bridge_require_ocsp true"))).pipe(Effect.provideService(Broker, local.broker))
+      const { local, bridge } = yield* bridged(block("haproxy", proxy.port, "bridge_require_ocsp true"))
       const refused = () => local.log.recent.filter((l) => l.includes("Bridge haproxy: unable to connect") && l.includes("OCSP: SSL certificate status: revoked (1)"))
       yield* waitFor(() => refused().length >= 2, "two refused attempts", 10_000)
       yield* settle(200)

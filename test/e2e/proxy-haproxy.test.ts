@@ -191,6 +191,18 @@ const aclFile = Effect.gen(function* () {
   return acl
 })
 
+/**
+ * Midge's listener for TLS ended at HAProxy (`tlsListener`), and HAProxy in front of it ending TLS
+ * and verifying the client's certificate, its server line's options `server`.
+ */
+const tlsFront = (server: string) =>
+  Effect.gen(function* () {
+    const { pki, serverPem, device8 } = yield* certificates
+    const m = yield* midge(tlsListener(yield* aclFile))
+    const h = yield* haproxy({ backend: m.port, server, bind: `ssl crt ${serverPem} ca-file ${pki.caCert} verify required` })
+    return { pki, device8, m, h }
+  })
+
 /** HAProxy's lines for a failed health check, or a server it takes out */
 const CHECK_FAILED = /Health check for server \S+ failed|is DOWN/
 
@@ -220,15 +232,9 @@ describe("HAProxy send-proxy / send-proxy-v2: Midge logs the client's own addres
 describe("HAProxy terminating TLS, send-proxy-v2-ssl-cn: proxy_protocol_v2_require_tls, require_certificate, use_identity_as_username", () => {
   it.scopedLive("the client certificate's CN is the username: device-7 may use devices/#, device-8 may not", () =>
     Effect.gen(function* () {
-      const { pki, serverPem, device8 } = yield* certificates
-      const m = yield* midge(tlsListener(yield* aclFile))
+      const { pki, m, h, device8 } = yield* tlsFront("send-proxy-v2-ssl-cn")
       // these four options go together on a PROXY listener without TLS of its own (docs/configuration.md)
       expect(m.warnings).toStrictEqual([])
-      const h = yield* haproxy({
-        backend: m.port,
-        server: "send-proxy-v2-ssl-cn",
-        bind: `ssl crt ${serverPem} ca-file ${pki.caCert} verify required`
-      })
       const url = `mqtts://127.0.0.1:${h.port}`
       // device-7: no username in its CONNECT; only its certificate can make it device-7, whom the ACL lets use devices/#
       const seven = yield* connected(url, { clientId: "hx-tls-7", ...tlsOptions(pki, pki.clientCert, pki.clientKey) })
@@ -255,13 +261,7 @@ describe("HAProxy terminating TLS, send-proxy-v2-ssl-cn: proxy_protocol_v2_requi
 
   it.scopedLive("Mosquitto's connect line names the certificate's CN as the username (u'device-7')", () =>
     Effect.gen(function* () {
-      const { pki, serverPem } = yield* certificates
-      const m = yield* midge(tlsListener(yield* aclFile))
-      const h = yield* haproxy({
-        backend: m.port,
-        server: "send-proxy-v2-ssl-cn",
-        bind: `ssl crt ${serverPem} ca-file ${pki.caCert} verify required`
-      })
+      const { pki, m, h } = yield* tlsFront("send-proxy-v2-ssl-cn")
       const { port } = yield* roundTrip(h, `mqtts://127.0.0.1:${h.port}`, "hx-tls-line", tlsOptions(pki, pki.clientCert, pki.clientKey), "devices/7/line")
       // handle_connect.c: use_identity_as_username puts the CN in context->username, which the line prints
       yield* hasLine(m.lines, `New client connected from 127.0.0.1:${port} as hx-tls-line (p2, c1, k60, u'device-7').`)
@@ -270,13 +270,7 @@ describe("HAProxy terminating TLS, send-proxy-v2-ssl-cn: proxy_protocol_v2_requi
 
   it.scopedLive("proxy-v2-options ssl-cipher: Mosquitto's `negotiated` line with the client's TLS version and cipher", () =>
     Effect.gen(function* () {
-      const { pki, serverPem } = yield* certificates
-      const m = yield* midge(tlsListener(yield* aclFile))
-      const h = yield* haproxy({
-        backend: m.port,
-        server: "send-proxy-v2-ssl-cn proxy-v2-options ssl-cipher",
-        bind: `ssl crt ${serverPem} ca-file ${pki.caCert} verify required`
-      })
+      const { pki, m, h } = yield* tlsFront("send-proxy-v2-ssl-cn proxy-v2-options ssl-cipher")
       const client = yield* connected(`mqtts://127.0.0.1:${h.port}`, { clientId: "hx-cipher", ...tlsOptions(pki, pki.clientCert, pki.clientKey) })
       const socket = client.stream as unknown as tls.TLSSocket
       const port = localPort(client)
@@ -338,13 +332,7 @@ describe("HAProxy's health checks (`check`): v1 headers with HAProxy's own addre
 
   it.scopedLive("the how-to's TLS server line (`check on-marked-down shutdown-sessions send-proxy-v2-ssl-cn`): checks pass, each refused by the listener, clients go on", () =>
     Effect.gen(function* () {
-      const { pki, serverPem } = yield* certificates
-      const m = yield* midge(tlsListener(yield* aclFile))
-      const h = yield* haproxy({
-        backend: m.port,
-        server: "check inter 100ms on-marked-down shutdown-sessions send-proxy-v2-ssl-cn",
-        bind: `ssl crt ${serverPem} ca-file ${pki.caCert} verify required`
-      })
+      const { pki, m, h } = yield* tlsFront("check inter 100ms on-marked-down shutdown-sessions send-proxy-v2-ssl-cn")
       const refusals = () => m.lines().filter((l) => / rejected, client did not connect using TLS\.$/.test(l))
       yield* waitFor(() => refusals().length >= 5, "HAProxy's health checks")
       expect(h.log()).toMatch(/Health check for server mqtt_backend\/midge succeeded/)
