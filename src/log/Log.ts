@@ -37,23 +37,36 @@ export interface LogSink {
 
 /**
  * A destination that writes the lines of one event-loop turn with one call, at the end of the
- * turn (`atEndOfTurn`: the immediate the connections' writes of the turn share), instead of one `write(2)` per line (~3 µs each here): a connect logs
- * two lines, and 10,000 connects took 19.7k writes instead of 36k (docs/performance.md, "The
- * log's writes"). Lines keep their order; they reach the
- * destination within the turn they were logged in. Whatever is still pending is written when
- * the process exits (`exit` runs for `process.exit` and uncaught exceptions; an uncaught
- * exception's trace comes after the pending lines) and when the sink is closed (a reload closing
- * the previous destinations). More than 64 KiB pending is written at once. A write that throws
- * (`fs.writeSync`: disk full, a closed descriptor) drops that batch, as Mosquitto ignores a failed
- * log write: the log cannot report its own failure, and the broker must not stop for it. (Node's
- * `process.stdout` / `process.stderr` report a failure as an `error` event instead: the daemon
- * listens for it and ignores it.)
+ * turn (`atEndOfTurn`: the immediate the connections' writes of the turn share), instead of one
+ * `write(2)` per line (~2.6 µs each here, whatever the length). While lines keep coming (a storm
+ * of connects: a turn per connect, two or three lines each), a write comes at most every
+ * `SPACING_MS`: lines logged within that time of the last write wait for a timer and go out
+ * together. 10,000 connects took 36k writes with a write per line, 19.7k with one per turn, and
+ * a few hundred this way (docs/performance.md, "The log's writes", "Nineteenth round"). A line
+ * after a quiet spell is written at the end of its turn, as before. Lines keep their order; they
+ * reach the destination within `SPACING_MS` (and the timer's lateness) of being logged. Whatever
+ * is still pending is written when the process exits (`exit` runs for `process.exit` and
+ * uncaught exceptions; an uncaught exception's trace comes after the pending lines), when the
+ * sink is closed (a reload closing the previous destinations) and on `flush()` (the broker's
+ * start-up, a listener open, a reload done). More than 64 KiB pending is written at once. A
+ * write that throws (`fs.writeSync`: disk full, a closed descriptor) drops that batch, as
+ * Mosquitto ignores a failed log write: the log cannot report its own failure, and the broker
+ * must not stop for it. (Node's `process.stdout` / `process.stderr` report a failure as an
+ * `error` event instead: the daemon listens for it and ignores it.)
+ *
+ * `now` and `later` are the clock and the timer (tests give their own).
  */
 export class TurnBatchedSink implements LogSink {
   private pending = ""
   private closed = false
+  /** when the last write was (`now()`); -Infinity: none yet */
+  private lastWrite = Number.NEGATIVE_INFINITY
 
-  constructor(private readonly out: (text: string) => void) {}
+  constructor(
+    private readonly out: (text: string) => void,
+    private readonly now: () => number = nowMs,
+    private readonly later: (f: () => void, ms: number) => void = unrefTimeout
+  ) {}
 
   write(_type: LogType, line: string): void {
     if (this.closed) return
@@ -62,7 +75,9 @@ export class TurnBatchedSink implements LogSink {
     else if (!pendingSinks.has(this)) {
       ensureExitFlush()
       pendingSinks.add(this)
-      atEndOfTurn(this.onEndOfTurn)
+      const wait = this.lastWrite + SPACING_MS - this.now()
+      if (wait <= 0) atEndOfTurn(this.onDue)
+      else this.later(this.onDue, wait)
     }
   }
 
@@ -72,6 +87,7 @@ export class TurnBatchedSink implements LogSink {
     const text = this.pending
     if (text.length === 0) return
     this.pending = ""
+    this.lastWrite = this.now()
     try {
       this.out(text)
     } catch {
@@ -85,9 +101,21 @@ export class TurnBatchedSink implements LogSink {
     this.closed = true
   }
 
-  private readonly onEndOfTurn = (): void => {
+  /** the end of the turn, or the timer: unless a flush came first (and nothing was logged since) */
+  private readonly onDue = (): void => {
     if (pendingSinks.has(this)) this.flush()
   }
+}
+
+/** a monotonic clock in ms, finer than `Date.now` */
+const nowMs = (): number => performance.now()
+
+/** the least time between two writes of a sink while lines keep coming (ms) */
+export const SPACING_MS = 1
+
+/** a timer that does not keep the process alive (what is pending at exit is written by the exit hook) */
+const unrefTimeout = (f: () => void, ms: number): void => {
+  setTimeout(f, ms).unref()
 }
 
 const BATCH_MAX = 64 * 1024

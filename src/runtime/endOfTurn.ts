@@ -2,7 +2,7 @@
  * Work for the end of the current event-loop turn, all of it under one `setImmediate`.
  *
  * The connections' writes (`FlushScheduler`: one write per connection per turn) and the log's
- * lines (`TurnBatchedSink`: one write per destination per turn) both wait for the end of the
+ * lines (`TurnBatchedSink`: at most one write per destination per turn) both wait for the end of the
  * turn. Each used to schedule its own immediate, so a turn that connected a client paid for two
  * (an `Immediate` object, its async context and a pass through Node's immediate queue, each).
  * One queue for both: the first task of a turn schedules the immediate, later ones join it.

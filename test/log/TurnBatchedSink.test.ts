@@ -1,7 +1,8 @@
 /**
  * The log's destinations write the lines of one event-loop turn with one call
- * (src/log/Log.ts, `TurnBatchedSink`): in order, after the turn, never lost at exit, and a
- * failing destination never throws into the code that logged.
+ * (src/log/Log.ts, `TurnBatchedSink`): in order, after the turn, at most one write per
+ * `SPACING_MS` while lines keep coming, never lost at exit, and a failing destination never
+ * throws into the code that logged.
  */
 import { execFileSync } from "node:child_process"
 import fs from "node:fs"
@@ -9,7 +10,7 @@ import os from "node:os"
 import path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { describe, expect, it } from "@effect/vitest"
-import { Log, TurnBatchedSink } from "../../src/log/Log.js"
+import { Log, SPACING_MS, TurnBatchedSink } from "../../src/log/Log.js"
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
 
@@ -27,16 +28,25 @@ const runChild = (lines: ReadonlyArray<string>): { status: number; stderr: strin
   }
 }
 
-/** a sink that records each call of its output */
+/**
+ * A sink that records each call of its output, on a clock of the test's (`clock.t`, ms) and with
+ * its timers held in `timers` (each with the delay asked for) until the test runs them.
+ */
 const recorded = () => {
   const calls: Array<string> = []
-  const sink = new TurnBatchedSink((text) => void calls.push(text))
-  return { calls, sink }
+  const clock = { t: 1_000 }
+  const timers: Array<{ f: () => void; ms: number }> = []
+  const sink = new TurnBatchedSink(
+    (text) => void calls.push(text),
+    () => clock.t,
+    (f, ms) => void timers.push({ f, ms })
+  )
+  return { calls, sink, clock, timers }
 }
 
 describe("TurnBatchedSink", () => {
   it("writes one turn's lines with one call, in order, once the turn ends", async () => {
-    const { calls, sink } = recorded()
+    const { calls, sink, clock, timers } = recorded()
     const log = new Log(["all"], [sink], false)
     log.notice("New connection from 127.0.0.1:50000 on port 1883.")
     log.notice("New client connected from 127.0.0.1:50000 as c1 (p2, c1, k60).")
@@ -44,9 +54,43 @@ describe("TurnBatchedSink", () => {
     expect(calls).toEqual([])
     await nextTurn()
     expect(calls).toEqual(["New connection from 127.0.0.1:50000 on port 1883.\nNew client connected from 127.0.0.1:50000 as c1 (p2, c1, k60).\nthird\n"])
+    // a line after a quiet spell: at the end of its turn too
+    clock.t += SPACING_MS
     log.notice("next turn")
     await nextTurn()
     expect(calls).toEqual([calls[0], "next turn\n"])
+    expect(timers).toEqual([])
+  })
+
+  it("while lines keep coming, the next write waits until SPACING_MS after the last one, and takes every line logged meanwhile", async () => {
+    const { calls, sink, clock, timers } = recorded()
+    const log = new Log(["all"], [sink], false)
+    log.notice("a")
+    await nextTurn()
+    expect(calls).toEqual(["a\n"])
+    // 0.25 ms later, in another turn: not at the end of this turn but on a timer for the rest of the spacing
+    clock.t += 0.25
+    log.notice("b")
+    await nextTurn()
+    expect(calls).toEqual(["a\n"])
+    expect(timers.map((t) => t.ms)).toEqual([SPACING_MS - 0.25])
+    // more lines in later turns join the same write, with no timer of their own
+    clock.t += 0.25
+    log.notice("c")
+    await nextTurn()
+    log.info("d")
+    expect(timers.length).toBe(1)
+    clock.t += 0.5
+    timers.shift()!.f()
+    expect(calls).toEqual(["a\n", "b\nc\nd\n"])
+    // a flush writes at once, and the timer of lines already written does nothing
+    clock.t += 0.1
+    log.notice("e")
+    expect(timers.length).toBe(1)
+    sink.flush()
+    expect(calls).toEqual(["a\n", "b\nc\nd\n", "e\n"])
+    timers.shift()!.f()
+    expect(calls.length).toBe(3)
   })
 
   it("writes at once when 64 KiB are pending", () => {
