@@ -9,18 +9,25 @@
 // Those figures count what survives the young generation; unlike rates, they hardly depend on
 // the machine's load. See docs/performance.md, "Eighteenth round".
 //
-//   node bench/aged-session.mjs [path/to/main.js]      (default dist/main.js; build first)
+//   node bench/aged-session.mjs [--qos2-publisher] [path/to/main.js]      (default dist/main.js; build first)
 //
 // Steps: subscriber S (QoS 1, `q/#`) gets 100 QoS 1 messages one by one (its in-flight state
 // exists, then is empty); 3 s of QoS 0 traffic between two other clients (many scavenges, S
 // quiet); then publisher P streams QoS 1 to S for 4 s, 8 messages outstanding, and the script
 // checks that S got every one. Clients are MQTT.js; the broker listens on a free loopback port.
+//
+// --qos2-publisher: the aged session is the publisher's. P publishes at QoS 2 throughout (its
+// inbound QoS 2 ids awaiting PUBREL exist, then are empty, then stream) and S subscribes at
+// QoS 0, so that no outbound window is in play.
 import { spawn } from 'node:child_process'
 import { resolve } from 'node:path'
 import mqtt from 'mqtt'
 import { freePort } from './lib/proc.mjs'
 
-const main = resolve(process.argv[2] ?? new URL('../dist/main.js', import.meta.url).pathname)
+const args = process.argv.slice(2)
+const qos2Publisher = args.includes('--qos2-publisher')
+const main = resolve(args.find((a) => !a.startsWith('--')) ?? new URL('../dist/main.js', import.meta.url).pathname)
+const pubQos = qos2Publisher ? 2 : 1
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 const port = await freePort()
 const broker = spawn(process.execPath, ['--trace-gc', main, '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -38,12 +45,12 @@ try {
       c.once('error', rej)
     })
   const S = await conn('S')
-  await S.subscribeAsync('q/#', { qos: 1 })
+  await S.subscribeAsync('q/#', { qos: qos2Publisher ? 0 : 1 })
   let got = 0
   S.on('message', () => got++)
   const P = await conn('P')
   const payload = Buffer.alloc(64)
-  for (let i = 0; i < 100; i++) await P.publishAsync('q/x', payload, { qos: 1 })
+  for (let i = 0; i < 100; i++) await P.publishAsync('q/x', payload, { qos: pubQos })
   // other clients' traffic: S's state lives through many scavenges
   const N = await conn('N')
   await N.subscribeAsync('n/#', { qos: 0 })
@@ -59,7 +66,7 @@ try {
   const t1 = Date.now()
   let sent = 0
   while (Date.now() - t1 < 4000) {
-    await Promise.all(Array.from({ length: 8 }, () => P.publishAsync('q/x', payload, { qos: 1 })))
+    await Promise.all(Array.from({ length: 8 }, () => P.publishAsync('q/x', payload, { qos: pubQos })))
     sent += 8
   }
   for (let i = 0; i < 50 && got - gotBefore < sent; i++) await sleep(100)
@@ -71,6 +78,7 @@ try {
   console.log(
     JSON.stringify({
       broker: main,
+      ...(qos2Publisher ? { variant: 'qos2-publisher' } : {}),
       sent,
       delivered: got - gotBefore,
       scavenges: scavenges.length,

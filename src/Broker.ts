@@ -28,6 +28,7 @@ import { expiryFiber, ListenError, listenerKey, listenTcp, type BoundListener, t
 import { isTlsListener } from "./transport/tls.js"
 import { Session } from "./session/Session.js"
 import type { InflightEntry, Outgoing } from "./session/OutboundFlow.js"
+import { isPacketId } from "./session/PacketIdSet.js"
 import * as Cluster from "./cluster/Cluster.js"
 
 export interface BrokerOptions {
@@ -205,7 +206,8 @@ const restore = (core: Core, persistence: PersistenceService): Effect.Effect<Arr
         stored.inflight.map((e): InflightEntry => ({ ...e, shared: shared(e.shared) })),
         stored.queue.map((q): Outgoing => ({ ...q, shared: shared(q.shared) }))
       )
-      for (const id of stored.inboundQos2) session.qos2.awaitingRel.add(id)
+      // the store checks ids as it replays them; checked again as the set throws on one out of range (a store of another make)
+      for (const id of stored.inboundQos2) if (isPacketId(id)) session.qos2.awaitingRel.add(id)
       const will = stored.will
       if (will !== undefined) {
         const message = new Message(will.topic, will.payload, will.qos, will.retain, will.properties, stored.clientId, now)

@@ -47,6 +47,7 @@ import type { Congestible, PublishSource, SharedGroup, Subscriber, SubscriptionO
 import type { ClusterHooks, Core } from "../session/Core.js"
 import { Message, type QoS } from "../session/Message.js"
 import type { InflightEntry, Outgoing } from "../session/OutboundFlow.js"
+import { isPacketId } from "../session/PacketIdSet.js"
 import { Session } from "../session/Session.js"
 import {
   fromJson,
@@ -1950,7 +1951,7 @@ class ClusterImpl implements ClusterHooks, Congestible {
       core.router.subscribe(session, filter, options)
       session.subscriptions.set(filter, options)
     }
-    for (const id of a.qos2) session.qos2.awaitingRel.add(Number(id))
+    this.restoreQos2(session, a.qos2)
     this.restoreRecords(session, a.out, created)
     this.watch(session)
     core.persist(session, undefined, true)
@@ -2368,8 +2369,17 @@ class ClusterImpl implements ClusterHooks, Congestible {
       if (out !== undefined) queue.push(out)
     }
     session.flow.restore(inflight, queue)
-    for (const id of w.qos2) session.qos2.awaitingRel.add(id)
+    this.restoreQos2(session, w.qos2)
     core.persist(session, undefined, true)
+  }
+
+  /** An adopted session's inbound QoS 2 ids; one that is no packet id (Redis or another node wrote it wrong) is skipped, as the set refuses it. */
+  private restoreQos2(session: Session, ids: ReadonlyArray<number | string>): void {
+    for (const id of ids) {
+      const n = Number(id) // (Redis keeps them as strings)
+      if (isPacketId(n)) session.qos2.awaitingRel.add(n)
+      else this.core.log.warning(`Warning: cluster: skipped inbound QoS 2 id '${String(id)}' of ${session.clientId}: not a packet identifier.`)
+    }
   }
 }
 

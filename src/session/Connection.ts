@@ -941,8 +941,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       const wrong = publishPropertyError(v5Properties)
       if (wrong !== undefined) return this.protocolError(ReasonCode.ProtocolError, wrong)
     }
-    if (this.protocolVersion === 5 && packet.qos > 0 && (packet.messageId ?? 0) === 0) {
-      // [MQTT-2.2.1-3] QoS 1 and 2 need a non-zero Packet Identifier
+    if (packet.qos > 0 && (packet.messageId ?? 0) === 0) {
+      // [MQTT-2.2.1-3] (3.1.1: [MQTT-2.3.1-1]) QoS 1 and 2 need a non-zero Packet Identifier; v3 / v4 are closed
+      // without a word, as Mosquitto's handle__publish does for every version (the codec lets id 0 through)
       return this.protocolError(ReasonCode.ProtocolError, "packet identifier 0 in a QoS > 0 PUBLISH")
     }
     const alias = v5Properties?.topicAlias

@@ -18,6 +18,7 @@
 import type { SharedGroup } from "../routing/Router.js"
 import type { Message, QoS } from "./Message.js"
 import { PacketIdMap } from "./PacketIdMap.js"
+import { PacketIdSet } from "./PacketIdSet.js"
 
 export type OutState = "await-puback" | "await-pubrec" | "await-pubcomp"
 
@@ -327,10 +328,12 @@ export class OutboundFlow {
 /**
  * The inbound QoS 2 state of one session: packet ids whose PUBLISH was received
  * (and delivered) but whose PUBREL has not arrived. A resent PUBLISH with such an
- * id is acknowledged again but not delivered twice [MQTT-4.3.3-9].
+ * id is acknowledged again but not delivered twice [MQTT-4.3.3-9]. Ids are
+ * 1..65535: the connection refuses a QoS 2 PUBLISH with id 0 before it gets here.
  */
 export class InboundQos2 {
-  readonly awaitingRel = new Set<number>()
+  // not a Set: added and released in turn for as long as the session lives (PacketIdSet)
+  readonly awaitingRel = new PacketIdSet()
 
   /** true when the message is new and must be delivered */
   onPublish(messageId: number): boolean {

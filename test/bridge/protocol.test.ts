@@ -138,6 +138,27 @@ describe("the bridge as an MQTT client", () => {
     })
   )
 
+  it.scopedLive("a QoS 2 PUBLISH with packet identifier 0 from the remote ends the link, undelivered and unacknowledged [MQTT-2.3.1-1]", () =>
+    Effect.gen(function* () {
+      const fake = yield* fakeBroker(polite)
+      const { local, bridge } = yield* bridgeTo(fake.port, ["notifications false", "topic z/# in 2"])
+      const client = yield* connectClient(local.url)
+      const got = collect(client)
+      yield* subscribe(client, "z/#", { qos: 2 })
+      yield* waitFor(() => bridge.status()[0].state === "connected", "the connection")
+      const first = fake.connections[0]
+      first.send({ cmd: "publish", topic: "z/0", payload: Buffer.from("zero"), qos: 2, retain: false, dup: false, messageId: 0 })
+      yield* waitFor(() => first.socket.destroyed || first.socket.readableEnded, "the link to end")
+      yield* waitFor(() => fake.connections.length === 2 && bridge.status()[0].state === "connected", "the link back", 10_000)
+      // the link is fine again: a valid id is delivered
+      fake.connections[1].send({ cmd: "publish", topic: "z/1", payload: Buffer.from("one"), qos: 2, retain: false, dup: false, messageId: 1 })
+      yield* waitFor(() => got.length === 1, "the valid message")
+      expect(got.map((m) => m.topic)).toEqual(["z/1"])
+      expect(of(first, "pubrec")).toEqual([])
+      expect(local.log.recent.join("\n")).toContain("Bridge fake: packet identifier 0 in a QoS > 0 PUBLISH.")
+    })
+  )
+
   it.scopedLive("a PUBLISH in the same chunk as the CONNACK (a kept remote session) is delivered", () =>
     Effect.gen(function* () {
       const fake = yield* fakeBroker((c, p) => {

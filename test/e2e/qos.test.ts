@@ -8,7 +8,7 @@ import { Effect } from "effect"
 import * as mqttPacket from "mqtt-packet"
 import { collect, connectClient, packetsOf, publish, rawClient, settle, startBroker, subscribe, waitFor, type RawClient } from "./harness.js"
 
-const gen = (packet: object, protocolVersion: 4 | 5 = 4) => mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion })
+const gen = (packet: object, protocolVersion: 3 | 4 | 5 = 4) => mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion })
 
 /** Every packet the raw client has received so far. */
 
@@ -99,6 +99,43 @@ describe("QoS on the wire", () => {
       yield* waitFor(() => got.length === 2, "the second message")
     })
   )
+
+  for (const protocolVersion of [3, 4] as const) {
+    it.scopedLive(`v${protocolVersion}: a QoS 1 or QoS 2 PUBLISH with packet identifier 0 closes the connection, undelivered [MQTT-2.3.1-1]; a valid QoS 2 flow still works`, () =>
+      Effect.gen(function* () {
+        const { port, url, log } = yield* startBroker()
+        const sub = yield* connectClient(url)
+        const got = collect(sub)
+        yield* subscribe(sub, "zero/#", { qos: 2 })
+        const connect = (clientId: string) =>
+          Effect.gen(function* () {
+            const c = yield* rawClient(port)
+            const protocolId = protocolVersion === 3 ? "MQIsdp" : "MQTT"
+            yield* c.write(mqttPacket.generate({ cmd: "connect", protocolId, protocolVersion, clientId, clean: true, keepalive: 0 }, { protocolVersion }))
+            yield* waitFor(() => packetsOf(c, protocolVersion).some((p) => p.cmd === "connack"), "CONNACK")
+            return c
+          })
+        const publish0 = (qos: 1 | 2) => gen({ cmd: "publish", topic: `zero/q${qos}`, payload: Buffer.from("x"), qos, messageId: 0, retain: false, dup: false }, protocolVersion)
+        for (const qos of [1, 2] as const) {
+          const c = yield* connect(`zero${qos}`)
+          const before = c.data().length
+          yield* c.write(publish0(qos))
+          yield* c.waitClosed()
+          // closed without a word (no PUBACK / PUBREC: v3 / v4 have no DISCONNECT to send)
+          expect(c.data().length).toBe(before)
+          expect(log.recent.some((l) => l.startsWith(`Client zero${qos} from 127.0.0.1:`) && l.endsWith(" disconnected: packet identifier 0 in a QoS > 0 PUBLISH."))).toBe(true)
+        }
+        const ok = yield* connect("valid")
+        yield* ok.write(gen({ cmd: "publish", topic: "zero/ok", payload: Buffer.from("y"), qos: 2, messageId: 1, retain: false, dup: false }, protocolVersion))
+        yield* waitFor(() => packetsOf(ok, protocolVersion).some((p) => p.cmd === "pubrec"), "PUBREC")
+        yield* ok.write(gen({ cmd: "pubrel", messageId: 1 }, protocolVersion))
+        yield* waitFor(() => packetsOf(ok, protocolVersion).some((p) => p.cmd === "pubcomp"), "PUBCOMP")
+        yield* waitFor(() => got.length === 1, "the valid message")
+        yield* settle(150)
+        expect(got.map((m) => [m.topic, m.payload, m.qos])).toEqual([["zero/ok", "y", 2]])
+      })
+    )
+  }
 
   it.scopedLive("MQTT 5: PUBREL for an unknown id gets PUBCOMP 0x92 (Packet Identifier not found)", () =>
     Effect.gen(function* () {

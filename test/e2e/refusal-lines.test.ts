@@ -1,7 +1,8 @@
 /**
  * What a client that breaks the protocol, or is refused, gets on the wire and in the log, beside
  * Debian's Mosquitto 2.0.11 doing the same: CONNECTs with a wrong protocol name or level, a 3.1.1
- * password without a username, an empty 3.1.1 SUBSCRIBE, a malformed or oversized packet, a wrong
+ * password without a username, an empty 3.1.1 SUBSCRIBE, a malformed or oversized packet, a QoS 1 / 2
+ * PUBLISH with packet identifier 0, a wrong
  * password, a socket closed before CONNECT. The notice lines a log watcher greps for
  * ("Client <unknown> disconnected, not authorised.", "... due to malformed packet.") are Mosquitto's.
  */
@@ -64,6 +65,9 @@ const scenarios: ReadonlyArray<readonly [string, Array<Buffer>]> = [
   ["a second CONNECT", [connect({ clientId: "twice" }), connect({ clientId: "twice" })]],
   ["PUBLISH topic longer than the packet", [connect({ clientId: "trunc" }), Buffer.from([0x30, 0x04, 0x00, 0x09, 0x61, 0x62])]],
   ["a PUBLISH at QoS 3", [connect({ clientId: "q3" }), Buffer.from([0x36, 0x03, 0x00, 0x01, 0x74])]],
+  // topic "t", packet identifier 0, payload "x" [MQTT-2.3.1-1]: handle__publish's protocol error in every version
+  ["a 3.1.1 QoS 1 PUBLISH with packet identifier 0", [connect({ clientId: "id0q1" }), Buffer.from([0x32, 0x06, 0x00, 0x01, 0x74, 0x00, 0x00, 0x78])]],
+  ["a 3.1 QoS 2 PUBLISH with packet identifier 0", [connect({ clientId: "id0q2" }, 3), Buffer.from([0x34, 0x06, 0x00, 0x01, 0x74, 0x00, 0x00, 0x78])]],
   ["a packet over max_packet_size", [connect({ clientId: "big" }), mqttPacket.generate({ cmd: "publish", topic: "t", payload: Buffer.alloc(300), qos: 0, retain: false, dup: false } as mqttPacket.IPublishPacket)]],
   ["a wrong password", [connect({ clientId: "wrongpw", username: "alice", password: Buffer.from("nope") })]],
   ["an unknown user", [connect({ clientId: "nobody", username: "mallory", password: Buffer.from("x") })]]

@@ -29,6 +29,7 @@ import type { Core } from "../../session/Core.js"
 import { forwardedProperties } from "../../session/forwardedProperties.js"
 import { Message, type QoS } from "../../session/Message.js"
 import { PacketIdMap } from "../../session/PacketIdMap.js"
+import { PacketIdSet } from "../../session/PacketIdSet.js"
 import type { BridgeConfig } from "./config.js"
 import { type AttemptOutcome, Demand, idle } from "./schedule.js"
 import { openSocket, probe } from "./socket.js"
@@ -107,8 +108,8 @@ export class BridgeRuntime implements Subscriber {
   private head = 0
   // not a Map: a bridge is a long-lived session, and a Map's rebuilt tables in old space keep its messages alive (PacketIdMap)
   private readonly inflight = new PacketIdMap<Out>()
-  /** incoming QoS 2 packet ids released by PUBREL not yet seen */
-  private readonly awaitingRel = new Set<number>()
+  /** incoming QoS 2 packet ids released by PUBREL not yet seen (not a Set either: PacketIdSet) */
+  private readonly awaitingRel = new PacketIdSet()
   /** packet ids of SUBSCRIBE / UNSUBSCRIBE packets not yet acknowledged */
   private readonly pendingAcks = new Set<number>()
   private nextId = 1
@@ -516,6 +517,8 @@ export class BridgeRuntime implements Subscriber {
   /** A message from the remote broker: published locally as the bridge (bridge__remap_topic_in). */
   private onPublish(wire: Wire, p: Packet & { cmd: "publish" }): void {
     if (!wire.up) return this.fail(wire, "Protocol", "PUBLISH before CONNACK")
+    // [MQTT-2.3.1-1] QoS 1 and 2 need a non-zero packet identifier: the link ends, as Mosquitto's handle__publish does
+    if (p.qos > 0 && (p.messageId ?? 0) === 0) return this.fail(wire, "Protocol", "packet identifier 0 in a QoS > 0 PUBLISH")
     this.core.stats.messagesReceived++
     this.core.stats.publishBytesReceived += p.payload.length
     let topic = p.topic

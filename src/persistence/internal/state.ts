@@ -11,6 +11,7 @@
 import type { SubscriptionOptions } from "../../routing/Router.js"
 import type { QoS } from "../../session/Message.js"
 import { PacketIdMap } from "../../session/PacketIdMap.js"
+import { PacketIdSet } from "../../session/PacketIdSet.js"
 import type {
   OutState,
   StoreCounts,
@@ -52,7 +53,8 @@ export class SessionState {
   /** queue[head..] is the live queue */
   queue: Array<OutEntry | undefined> = []
   head = 0
-  readonly inbound = new Set<number>()
+  /** inbound QoS 2 ids awaiting PUBREL, in the order received (not a `Set`, for the same reason: PacketIdSet) */
+  readonly inbound = new PacketIdSet()
   constructor(public meta: StoredSessionMeta) {}
 
   get queued(): number {
