@@ -17,7 +17,7 @@ import { Bridge } from "../../src/bridge/Bridge.js"
 import { checkOcsp, LEEWAY_MS, parseOcspResponse } from "../../src/bridge/internal/ocsp.js"
 import { Broker } from "../../src/Broker.js"
 import { collect, connectClient, publish, settle, startBroker, subscribe, waitFor } from "../e2e/harness.js"
-import { freePort, startHaproxy } from "../support/processes.js"
+import { startHaproxy } from "../support/processes.js"
 import { bridgesOf, startMosquitto, tempDir } from "./harness.js"
 import { buildResponse, makeOcspPki, type OcspPki, statusOnly } from "./ocspFixtures.js"
 
@@ -289,32 +289,11 @@ describe("bridge_require_ocsp on a bridge", () => {
  */
 const haproxy = (backend: number, staple: Buffer) =>
   Effect.gen(function* () {
-    const dir = yield* tempDir
-    const port = yield* freePort
-    const crt = path.join(dir, "remote.pem")
+    const crt = path.join(yield* tempDir, "remote.pem")
     // the issuer in the bundle: HAProxy needs it to load the OCSP response
     fs.writeFileSync(crt, [pki.serverCert, pki.serverKey, pki.ca].map((f) => fs.readFileSync(f, "utf8")).join(""))
     fs.writeFileSync(`${crt}.ocsp`, staple)
-    const file = path.join(dir, "haproxy.cfg")
-    fs.writeFileSync(
-      file,
-      `global
-  log stderr format raw local0 info
-defaults
-  mode tcp
-  log global
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend mqtts
-  bind 127.0.0.1:${port} ssl crt ${crt}
-  default_backend mqtt
-backend mqtt
-  server remote 127.0.0.1:${backend}
-`
-    )
-    const { log } = yield* startHaproxy(file, port)
-    return { port, log }
+    return yield* startHaproxy({ backend, serverName: "remote", bind: `ssl crt ${crt}` })
   })
 
 describe("bridge_require_ocsp through HAProxy to Debian mosquitto", () => {

@@ -58,30 +58,11 @@ interface Haproxy {
  */
 const haproxy = (options: { readonly backend: number; readonly server: string; readonly bind?: string }) =>
   Effect.gen(function* () {
-    const dir = yield* tempDir
-    const port = yield* freePort
-    const file = path.join(dir, "haproxy.cfg")
-    fs.writeFileSync(
-      file,
-      `global
-  log stderr format raw local0 info
-defaults
-  mode tcp
-  log global
-  option logasap
-  option log-health-checks
-  log-format "session client %ci:%cp backend-source %bi:%bp server %si:%sp"
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend mqtt_frontend
-  bind 127.0.0.1:${port}${options.bind === undefined ? "" : ` ${options.bind}`}
-  default_backend mqtt_backend
-backend mqtt_backend
-  server midge 127.0.0.1:${options.backend} ${options.server}
-`
-    )
-    const { log, running } = yield* startHaproxy(file, port)
+    const { port, log, running } = yield* startHaproxy({
+      ...options,
+      serverName: "midge",
+      defaults: ["option logasap", "option log-health-checks", `log-format "session client %ci:%cp backend-source %bi:%bp server %si:%sp"`]
+    })
     const outgoingPort = (clientPort: number) => {
       const m = new RegExp(`^session client 127\\.0\\.0\\.1:${clientPort} backend-source 127\\.0\\.0\\.1:(\\d+) `, "m").exec(log())
       return m === null ? undefined : Number(m[1])

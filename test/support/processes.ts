@@ -157,18 +157,53 @@ export const spawnLive = (command: string, args: ReadonlyArray<string>, env: Rec
 export const HAPROXY = "/usr/sbin/haproxy"
 
 export interface Haproxy {
+  /** the frontend's port */
+  readonly port: number
   /** what HAProxy logged so far (stderr and stdout) */
   readonly log: () => string
   readonly running: () => boolean
 }
 
 /**
- * HAProxy (Debian's) in the foreground with the configuration file `config`, SIGKILLed with the
- * scope (and when the test worker exits, should the scope not close); returns once it listens on
- * `port`, or fails with its log.
+ * HAProxy (Debian's) in the foreground, in `mode tcp`: frontend `mqtt_frontend` on a free port of
+ * 127.0.0.1 (`bind`: options after the address) forwarding to backend `mqtt_backend`, whose one
+ * server `serverName` is 127.0.0.1:`backend` (`server`: options after the address; its health
+ * check lines name it `mqtt_backend/<serverName>`), with `defaults` lines added to the defaults. SIGKILLed with the scope
+ * (and when the test worker exits, should the scope not close); returns once it listens, or
+ * fails with its log.
  */
-export const startHaproxy = (config: string, port: number): Effect.Effect<Haproxy, never, Scope.Scope> =>
+export const startHaproxy = (options: {
+  readonly backend: number
+  readonly serverName: string
+  readonly bind?: string
+  readonly server?: string
+  readonly defaults?: ReadonlyArray<string>
+}): Effect.Effect<Haproxy, never, Scope.Scope> =>
   Effect.gen(function* () {
+    const dir = yield* tempDir
+    const port = yield* freePort
+    const config = path.join(dir, "haproxy.cfg")
+    const after = (text: string | undefined) => (text === undefined ? "" : ` ${text}`)
+    fs.writeFileSync(
+      config,
+      [
+        "global",
+        "  log stderr format raw local0 info",
+        "defaults",
+        "  mode tcp",
+        "  log global",
+        ...(options.defaults ?? []).map((line) => `  ${line}`),
+        "  timeout connect 5s",
+        "  timeout client 30s",
+        "  timeout server 30s",
+        "frontend mqtt_frontend",
+        `  bind 127.0.0.1:${port}${after(options.bind)}`,
+        "  default_backend mqtt_backend",
+        "backend mqtt_backend",
+        `  server ${options.serverName} 127.0.0.1:${options.backend}${after(options.server)}`,
+        ""
+      ].join("\n")
+    )
     const proc = yield* spawnLive(HAPROXY, ["-db", "-f", config])
     const killOnExit = () => void proc.child.kill("SIGKILL")
     process.once("exit", killOnExit)
@@ -182,7 +217,7 @@ export const startHaproxy = (config: string, port: number): Effect.Effect<Haprox
         await new Promise((r) => setTimeout(r, 25))
       }
     })
-    return { log, running: () => !proc.out.exited }
+    return { port, log, running: () => !proc.out.exited }
   })
 
 /**
