@@ -28,7 +28,7 @@ import { expiryFiber, ListenError, listenerKey, listenTcp, type BoundListener, t
 import { isTlsListener } from "./transport/tls.js"
 import { Session } from "./session/Session.js"
 import type { InflightEntry, Outgoing } from "./session/OutboundFlow.js"
-import { isPacketId } from "./session/PacketIdSet.js"
+import { isPacketId } from "./session/PacketIdMap.js"
 import * as Cluster from "./cluster/Cluster.js"
 
 export interface BrokerOptions {

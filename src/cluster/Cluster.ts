@@ -47,7 +47,7 @@ import type { Congestible, PublishSource, SharedGroup, Subscriber, SubscriptionO
 import type { ClusterHooks, Core } from "../session/Core.js"
 import { Message, type QoS } from "../session/Message.js"
 import type { InflightEntry, Outgoing } from "../session/OutboundFlow.js"
-import { isPacketId } from "../session/PacketIdSet.js"
+import { isPacketId } from "../session/PacketIdMap.js"
 import { Session } from "../session/Session.js"
 import {
   fromJson,

@@ -19,7 +19,8 @@
 import { Context, Effect, Layer, Schema } from "effect"
 import type { SubscriptionOptions } from "../routing/Router.js"
 import type { MessageProperties, QoS } from "../session/Message.js"
-import { StoreState, validMessageId } from "./internal/state.js"
+import { isPacketId } from "../session/PacketIdMap.js"
+import { StoreState } from "./internal/state.js"
 
 export type { MessageProperties, QoS, SubscriptionOptions }
 
@@ -256,7 +257,7 @@ class MemoryWriter implements StoreWriter {
     this.s.outboundQueue(clientId, this.s.entryOf(d.message), d.qos, d.retain, d.subscriptionIds, d.shared)
   }
   outboundSend(clientId: string, messageId: number, d: StoredDelivery): void {
-    if (d.qos === 0 || !validMessageId(messageId)) return
+    if (d.qos === 0 || !isPacketId(messageId)) return
     const state: OutState = d.qos === 1 ? "await-puback" : "await-pubrec"
     this.s.outboundSend(clientId, messageId, this.s.entryOf(d.message), d.qos, d.retain, d.subscriptionIds, state, d.shared)
   }

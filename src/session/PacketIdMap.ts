@@ -35,6 +35,9 @@
  * ~190), ~1.3 KB with 20 in flight (a `Map`: ~1 KB); nothing for a connection
  * that never had one.
  */
+/** A packet identifier a QoS 1 / 2 flow can use: an integer in 1..65535 [MQTT-2.3.1-1] (the mask also refuses fractions, NaN and infinities). */
+export const isPacketId = (id: number): boolean => (id & 0xffff) === id && id !== 0
+
 const MIN_CAPACITY = 4
 /** the head is moved to the front of `order` once this many ids before it are gone */
 const SHIFT_AT = 8
@@ -82,7 +85,7 @@ export class PacketIdMap<V> implements ReadonlyMap<number, V> {
 
   /** Set an id's value: a new id goes last in the order, one present keeps its place (as `Map`). */
   set(id: number, value: V): this {
-    if ((id & 0xffff) !== id || id === 0) throw new RangeError(`packet identifier out of range: ${id}`)
+    if (!isPacketId(id)) throw new RangeError(`packet identifier out of range: ${id}`)
     const s = this.slotOf(id)
     if (s >= 0) {
       this.slots[s + 2] = value

@@ -12,12 +12,9 @@
  * difference (iteration works on the ids present when it starts).
  *
  * `add` throws a RangeError for an id outside 1..65535, as `PacketIdMap.set`:
- * callers check ids that come from the network or a store (`isPacketId`).
+ * callers check ids that come from the network or a store (`isPacketId`, in PacketIdMap.ts).
  */
 import { PacketIdMap } from "./PacketIdMap.js"
-
-/** A packet identifier a QoS 1 / 2 flow can use: an integer in 1..65535 [MQTT-2.3.1-1]. */
-export const isPacketId = (id: number): boolean => Number.isInteger(id) && id >= 1 && id <= 65535
 
 export class PacketIdSet implements ReadonlySet<number> {
   private readonly ids = new PacketIdMap<true>()

@@ -26,9 +26,10 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { SubscriptionOptions } from "../../routing/Router.js"
+import { isPacketId } from "../../session/PacketIdMap.js"
 import { StoreError, type StoreWriter, type StoredDelivery, type StoredMessage, type StoredSessionMeta } from "../Persistence.js"
 import { Encoder, HEADER_SIZE, KIND_LOG, KIND_SNAPSHOT, Tag, encodeHeader } from "./codec.js"
-import { validMessageId, type MessageEntry, type StoreState } from "./state.js"
+import type { MessageEntry, StoreState } from "./state.js"
 
 export interface EngineOptions {
   readonly directory: string
@@ -250,7 +251,7 @@ export class FileEngine implements StoreWriter {
   }
 
   outboundSend(clientId: string, messageId: number, d: StoredDelivery): void {
-    if (this.closed || d.qos === 0 || !validMessageId(messageId)) return
+    if (this.closed || d.qos === 0 || !isPacketId(messageId)) return
     const entry = this.entry(d.message)
     const st = d.qos === 1 ? "await-puback" : "await-pubrec"
     this.state.outboundSend(clientId, messageId, entry, d.qos, d.retain, d.subscriptionIds, st, d.shared)

@@ -10,7 +10,7 @@
  */
 import type { SubscriptionOptions } from "../../routing/Router.js"
 import type { QoS } from "../../session/Message.js"
-import { PacketIdMap } from "../../session/PacketIdMap.js"
+import { isPacketId, PacketIdMap } from "../../session/PacketIdMap.js"
 import { PacketIdSet } from "../../session/PacketIdSet.js"
 import type {
   OutState,
@@ -68,9 +68,6 @@ const defaultMeta = (clientId: string): StoredSessionMeta => ({
   disconnectedAt: undefined,
   will: undefined
 })
-
-/** a packet identifier a delivery can be in flight with */
-export const validMessageId = (id: number): boolean => Number.isInteger(id) && id >= 1 && id <= 65535
 
 export class StoreState {
   /**
@@ -213,7 +210,7 @@ export class StoreState {
     state: OutState,
     shared: StoredSharedGroup | undefined
   ): boolean {
-    if (qos === 0 || !validMessageId(messageId)) return false
+    if (qos === 0 || !isPacketId(messageId)) return false
     const s = this.session(clientId)
     msg.refs++
     const previous = s.inflight.get(messageId)
@@ -227,7 +224,7 @@ export class StoreState {
 
   outboundDequeue(clientId: string, messageId: number): boolean {
     const s = this.sessions.get(clientId)
-    if (s === undefined || s.head >= s.queue.length || (messageId !== 0 && !validMessageId(messageId))) return false
+    if (s === undefined || s.head >= s.queue.length || (messageId !== 0 && !isPacketId(messageId))) return false
     const entry = s.queue[s.head]!
     s.queue[s.head++] = undefined
     if (s.head === s.queue.length) {
@@ -284,7 +281,7 @@ export class StoreState {
   }
 
   inboundQos2Add(clientId: string, messageId: number): boolean {
-    if (!validMessageId(messageId)) return false
+    if (!isPacketId(messageId)) return false
     const inbound = this.session(clientId).inbound
     if (inbound.has(messageId)) return false
     inbound.add(messageId)
