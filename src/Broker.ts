@@ -245,7 +245,9 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
         // the checks' own log lines (the acl_file's notice for a dangerous username or client id) go to the broker's log
         const forClient = authorization.value.forClient
         const notice = (message: string): void => core.log.notice(message)
-        core.authorize = (client) => forClient({ ...client, notice })
+        // the fields named, not `{ ...client, notice }`: V8 added `notice` to each spread copy through its
+        // slow path, a runtime call on every connect (docs/performance.md, "Twentieth round")
+        core.authorize = (client) => forClient({ clientId: client.clientId, username: client.username, listenerPort: client.listenerPort, notice })
       }
       const listenerAllowAnonymous = new Map<number, boolean | undefined>()
       const authenticate = makeAuthHook(runtime, authentication, enhanced, (port) => listenerAllowAnonymous.get(port) ?? core.settings.allowAnonymous)

@@ -32,6 +32,7 @@ import { ConnackV4, ReasonCode } from "../protocol/reasonCodes.js"
 import { dispatchControl, isControlTopic } from "../security/control.js"
 import { isSharedFilterSyntax, parseSharedFilter, validateTopicFilter, validateTopicName } from "../protocol/topic.js"
 import type { Congestible, PublishSource, SubscriptionOptions } from "../routing/Router.js"
+import { settleFields } from "../runtime/fieldShape.js"
 import type { TlsIdentity } from "../transport/tls.js"
 import type { MqttSocket } from "../transport/websocket.js"
 import type { AttachedConnection, Core, Flushable } from "./Core.js"
@@ -215,6 +216,9 @@ class RareState {
   /** the CONNECT's username and password (the password copied), for a check again after a reload (`authRequest`) */
   connectCredentials: { readonly username: string | undefined; readonly password: Buffer | undefined } | undefined = undefined
 }
+
+/** the first connection has had its late-changing fields settled (runtime/fieldShape.ts) */
+let settled = false
 
 /** what `Connection.rare` is until a field gets another value than its default: shared, frozen */
 const NO_RARE: RareState = Object.freeze(new RareState())
@@ -410,6 +414,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     socket.on("end", Connection.onSocketClosed)
     socket.on("close", Connection.onSocketClosed)
     socket.on("drain", Connection.onSocketDrain)
+    if (!settled) {
+      settled = true
+      // `closeReason` is set when the connection ends; `watchAt` is a clock time (a double)
+      settleFields(this, ["closeReason"], ["watchAt"])
+    }
   }
 
   private static onSocketData(this: OwnedSocket, chunk: Buffer): void {

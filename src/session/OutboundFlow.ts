@@ -16,6 +16,7 @@
  * [MQTT-4.4.0-1].
  */
 import type { SharedGroup } from "../routing/Router.js"
+import { settleFields } from "../runtime/fieldShape.js"
 import type { Message, QoS } from "./Message.js"
 import { PacketIdMap } from "./PacketIdMap.js"
 import { PacketIdSet } from "./PacketIdSet.js"
@@ -93,6 +94,9 @@ const noInflight: ReadonlyMap<number, InflightEntry> = new Map()
 /** what `queue` reads as before the first message queued: one shared empty array, never written */
 const noQueue: ReadonlyArray<Outgoing> = Object.freeze([])
 
+/** the first flow has had its late-changing fields settled (runtime/fieldShape.ts) */
+let settled = false
+
 export class OutboundFlow {
   // allocated on the first send (not on every connection); dropped by `clear`. Not a `Map`: see PacketIdMap
   private inflightMap: PacketIdMap<InflightEntry> | undefined = undefined
@@ -137,7 +141,13 @@ export class OutboundFlow {
     }
   }
 
-  constructor(public limits: FlowLimits) {}
+  constructor(public limits: FlowLimits) {
+    if (!settled) {
+      settled = true
+      // emptied by `clear` when the session ends, long after the connect path is compiled
+      settleFields(this, ["limits", "inflightMap", "queueArr", "queueHead", "lastId", "inflightBytes", "queuedBytes", "dropped", "overflowed", "observer"])
+    }
+  }
 
   get queued(): number {
     return this.queue.length - this.queueHead

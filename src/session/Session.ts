@@ -5,6 +5,7 @@
  * Plain code; the connection currently attached (if any) is the wire.
  */
 import type { PublishSource, SharedGroup, Subscriber, SubscriptionOptions } from "../routing/Router.js"
+import { settleFields } from "../runtime/fieldShape.js"
 import type { ClientAcl } from "../security/Auth.js"
 import type { Message, QoS } from "./Message.js"
 import { delivery, InboundQos2, OutboundFlow, type FlowLimits, type OutboundSink } from "./OutboundFlow.js"
@@ -109,6 +110,9 @@ const offlineSink: OutboundSink = {
   pubrel: () => {}
 }
 
+/** the first session has had its late-changing fields settled (runtime/fieldShape.ts) */
+let settled = false
+
 export class Session implements Subscriber {
   /** on the prototype, not in every session: a client gets a copy per matching subscription under `allow_duplicate_messages` */
   get copyPerSubscription(): boolean {
@@ -144,6 +148,11 @@ export class Session implements Subscriber {
     limits: FlowLimits
   ) {
     this.flow = new OutboundFlow(limits)
+    if (!settled) {
+      settled = true
+      // changed when the connection ends; `disconnectedAt` is a clock time (a double)
+      settleFields(this, ["wire", "pendingWill", "dropping"], ["disconnectedAt"])
+    }
   }
 
   /** inbound QoS 2 packet ids awaiting PUBREL */

@@ -38,6 +38,7 @@ import { Buffer } from "node:buffer"
 import { constants } from "node:os"
 import { getSystemErrorName } from "node:util"
 import type { MqttSocket } from "./websocket.js"
+import { settleFields } from "../runtime/fieldShape.js"
 import { SocketEvents } from "./socketEvents.js"
 
 /** The libuv stream methods of a TCP handle (node's `tcp_wrap.TCP`). */
@@ -124,6 +125,8 @@ const errnoError = (errno: number, syscall: string): Error => {
   return Object.assign(new Error(`${syscall} ${code}`), { errno, code, syscall })
 }
 
+/** the first socket has had its late-changing fields settled (runtime/fieldShape.ts) */
+let settled = false
 
 /** One accepted TCP connection on its raw handle: an `MqttSocket`. */
 export class RawTcpSocket extends SocketEvents implements MqttSocket {
@@ -142,6 +145,11 @@ export class RawTcpSocket extends SocketEvents implements MqttSocket {
     handle[OWNER] = this
     handle.onread = onRead
     if (sharedReads && handle.useUserBuffer !== undefined) handle.useUserBuffer(readBuffer())
+    if (!settled) {
+      settled = true
+      // changed when the connection ends, long after the connect path is compiled
+      settleFields(this, ["destroyed", "writable", "reading", "ended", "closeWhenShut", "shutDone", "needDrain", "asyncWrites", "peer", "onCloseFn"])
+    }
   }
 
   /** Take over an accepted handle and start reading from it. */
