@@ -35,6 +35,7 @@
  * matching nodes: changes made from inside `visit` may or may not be seen by
  * the rest of that call.
  */
+import { codeUnitAt } from "../runtime/codeUnit.js"
 
 const DOLLAR = 0x24 // '$'
 
@@ -291,7 +292,7 @@ export class TopicTrie<V> {
     let end = topic.indexOf("/")
     if (end < 0) end = len
     // root-level `+` and `#` do not match topics starting with `$` [MQTT-4.7.2-1]
-    if (topic.charCodeAt(0) !== DOLLAR) {
+    if (codeUnitAt(topic, 0) !== DOLLAR) {
       if (root.hash !== undefined) out.push(root.hash)
       if (root.plus !== undefined) {
         stackNode[sp] = root.plus
@@ -333,7 +334,8 @@ export class TopicTrie<V> {
 /** FNV-1a over UTF-16 code units: picks a cache slot. */
 const hashString = (s: string): number => {
   let h = 0x811c9dc5
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
+  const n = s.length
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ codeUnitAt(s, i), 0x01000193)
   return h
 }
 

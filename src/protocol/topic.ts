@@ -6,6 +6,7 @@
  * units and allocate nothing; `matchTopic` is the simple oracle that the
  * subscription trie is tested against, fine for cold paths.
  */
+import { codeUnitAt } from "../runtime/codeUnit.js"
 
 const NUL = 0x00
 const HASH = 0x23 // '#'
@@ -34,7 +35,7 @@ const fitsUtf8 = (s: string): boolean =>
  */
 const checkChar = (s: string, i: number, c: number): number => {
   if (c === NUL) return -1
-  if ((c & 0xfc00) === 0xd800) return (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00 ? i + 1 : -1
+  if ((c & 0xfc00) === 0xd800) return (codeUnitAt(s, i + 1) & 0xfc00) === 0xdc00 ? i + 1 : -1
   if ((c & 0xfc00) === 0xdc00) return -1
   return i
 }
@@ -49,7 +50,7 @@ export const validateTopicName = (topic: string): boolean => {
   const len = topic.length
   if (len === 0) return false
   for (let i = 0; i < len; i++) {
-    const c = topic.charCodeAt(i)
+    const c = codeUnitAt(topic, i)
     if (c === PLUS || c === HASH || (i = checkChar(topic, i, c)) < 0) return false
   }
   return fitsUtf8(topic)
@@ -65,13 +66,13 @@ export const validateTopicFilter = (filter: string): boolean => {
   const len = filter.length
   if (len === 0) return false
   for (let i = 0; i < len; i++) {
-    const c = filter.charCodeAt(i)
+    const c = codeUnitAt(filter, i)
     if (c === PLUS) {
-      if (i > 0 && filter.charCodeAt(i - 1) !== SLASH) return false
-      if (i + 1 < len && filter.charCodeAt(i + 1) !== SLASH) return false
+      if (i > 0 && codeUnitAt(filter, i - 1) !== SLASH) return false
+      if (i + 1 < len && codeUnitAt(filter, i + 1) !== SLASH) return false
     } else if (c === HASH) {
       if (i !== len - 1) return false
-      if (i > 0 && filter.charCodeAt(i - 1) !== SLASH) return false
+      if (i > 0 && codeUnitAt(filter, i - 1) !== SLASH) return false
     } else if ((i = checkChar(filter, i, c)) < 0) return false
   }
   return fitsUtf8(filter)

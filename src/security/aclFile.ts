@@ -41,6 +41,7 @@
 import * as fs from "node:fs"
 import { Data, Effect, Either } from "effect"
 import { validateTopicFilter } from "../protocol/topic.js"
+import { codeUnitAt } from "../runtime/codeUnit.js"
 
 /** Mosquitto's MOSQ_ACL_READ / MOSQ_ACL_WRITE bits; 0 is `deny`. */
 export const READ = 1
@@ -291,7 +292,7 @@ const checkList = (rules: ReadonlyArray<Compiled>, topic: string, dollarTopic: b
  * or without an acl_file. Returns false when denied.
  */
 export const dollarAllows = (topic: string, access: 1 | 2): boolean => {
-  if (topic.charCodeAt(0) !== 36) return true
+  if (codeUnitAt(topic, 0) !== 36) return true
   if (topic.startsWith("$SYS")) {
     return access !== WRITE || matchLevels(BRIDGE_STATE, topic)
   }

@@ -22,13 +22,14 @@
  * {@link runControlRequest} is the request envelope every control API shares
  * (Mosquitto 2.1's `mosquitto_control_generic_callback`, `control_common.c`).
  */
+import { codeUnitAt } from "../runtime/codeUnit.js"
 import type { Core } from "../session/Core.js"
 import { getItem, getString, isArray, isObject, type Json, type JsonObject, lowerAscii } from "./dynsec/json.js"
 
 export const CONTROL_PREFIX = "$CONTROL/"
 
 /** A topic Mosquitto hands to its control plugins instead of routing it. */
-export const isControlTopic = (topic: string): boolean => topic.charCodeAt(0) === 36 && topic.startsWith(CONTROL_PREFIX)
+export const isControlTopic = (topic: string): boolean => codeUnitAt(topic, 0) === 36 && topic.startsWith(CONTROL_PREFIX)
 
 export interface ControlMessage {
   readonly topic: string
