@@ -311,7 +311,7 @@ export type Decision = typeof DENIED | typeof ALLOWED | typeof BLOCKED
 /** Mosquitto's read (`READ`) or write (`WRITE`) check of `topic` for a client with these rules. */
 export const decide = (rules: ClientRules, topic: string, access: 1 | 2): Decision => {
   if (!dollarAllows(topic, access)) return DENIED
-  const dollarTopic = topic.charCodeAt(0) === 36
+  const dollarTopic = codeUnitAt(topic, 0) === 36
   const own = checkList(rules.own, topic, dollarTopic, access)
   if (own !== 0) return own > 0 ? ALLOWED : DENIED
   if (rules.patternsBlocked) return BLOCKED

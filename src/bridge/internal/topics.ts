@@ -10,6 +10,7 @@
  *
  * Pure and synchronous; `matches` allocates nothing (the per-message path).
  */
+import { codeUnitAt } from "../../runtime/codeUnit.js"
 import type { QoS } from "../../session/Message.js"
 
 export type BridgeDirection = "out" | "in" | "both"
@@ -60,25 +61,25 @@ const DOLLAR = 0x24
 export const matches = (filter: string, topic: string): boolean => {
   const fl = filter.length
   const tl = topic.length
-  if (tl > 0 && topic.charCodeAt(0) === DOLLAR && fl > 0) {
-    const f0 = filter.charCodeAt(0)
+  if (tl > 0 && codeUnitAt(topic, 0) === DOLLAR && fl > 0) {
+    const f0 = codeUnitAt(filter, 0)
     if (f0 === PLUS || f0 === HASH) return false
   }
   let f = 0
   let t = 0
   while (f < fl) {
-    const c = filter.charCodeAt(f)
+    const c = codeUnitAt(filter, f)
     if (c === HASH) return true // `#` is last and matches the parent level too
     if (c === PLUS) {
       // one level: up to the next '/' of the topic
-      while (t < tl && topic.charCodeAt(t) !== SLASH) t++
+      while (t < tl && codeUnitAt(topic, t) !== SLASH) t++
       f++
     } else {
       if (t >= tl) {
         // the topic ended: only "/#" may follow in the filter (sport/# matches sport)
-        return c === SLASH && f + 2 === fl && filter.charCodeAt(f + 1) === HASH
+        return c === SLASH && f + 2 === fl && codeUnitAt(filter, f + 1) === HASH
       }
-      if (c !== topic.charCodeAt(t)) return false
+      if (c !== codeUnitAt(topic, t)) return false
       f++
       t++
     }

@@ -15,6 +15,7 @@
  */
 import * as zlib from "node:zlib"
 import type { SubscriptionOptions } from "../../routing/Router.js"
+import { codeUnitAt } from "../../runtime/codeUnit.js"
 import type { MessageProperties, QoS } from "../../session/Message.js"
 import type { OutState, StoredMessage, StoredSessionMeta, StoredSharedGroup, StoredWill } from "../Persistence.js"
 
@@ -182,7 +183,7 @@ export class Encoder {
     // short ASCII strings (client ids, topics) byte by byte: cheaper than a call into C++
     if (n <= 64) {
       for (let i = 0; i < n; i++) {
-        const c = s.charCodeAt(i)
+        const c = codeUnitAt(s, i)
         if (c >= 0x80) {
           bytes = -1
           break

@@ -38,6 +38,7 @@
  * connected clients at once. Clients of one username share the compiled
  * rules. Long rule lists get a small per-client cache of topic decisions.
  */
+import { codeUnitAt } from "../../runtime/codeUnit.js"
 import type { AuthClient, ClientAcl } from "../Auth.js"
 import { dollarAllows, matchLevels, READ, WRITE } from "../aclFile.js"
 import { subTopicCheck } from "./json.js"
@@ -117,7 +118,7 @@ export const compileRules = (m: Model, username: string | undefined): CompiledRu
 
 /** 1 allow, -1 deny, 0 no ACL matched. */
 const matchTopic = (rules: ReadonlyArray<TopicRule>, topic: string): number => {
-  const dollar = topic.charCodeAt(0) === 36
+  const dollar = codeUnitAt(topic, 0) === 36
   for (let i = 0; i < rules.length; i++) {
     const r = rules[i]
     // [MQTT-4.7.2-1] a filter and a topic must agree on starting with $
