@@ -374,6 +374,39 @@ describe("file store: crashes and damaged files", () => {
       expect(error.message).toContain("bad header checksum")
     })
   )
+
+  it.live("a record with packet identifier 0 (its frame checksum right) is corrupt, not skipped", () =>
+    Effect.gen(function* () {
+      const location = freshDir()
+      const image = yield* withFile({ location, autosaveInterval: 0 }, (s) =>
+        Effect.gen(function* () {
+          s.writer.outboundQueue("c", delivery(msg("z/1", "one")))
+          yield* s.sync
+          s.writer.inboundQos2Add("c", 0x4d2b) // alone in the last frame
+          yield* s.sync
+          return yield* crashImage(s, location)
+        })
+      )
+      const log = logsIn(image)[0]
+      const file = path.join(image, log)
+      const bytes = fs.readFileSync(file)
+      const last = frames(bytes).at(-1)!
+      expect(bytes.readUInt16LE(last.end - 2)).toBe(0x4d2b) // the record's last field
+      // unchanged, the image replays with the identifier held
+      const whole = yield* open({ location: copyDir(image), onCorrupt: "refuse" })
+      expect(sessionOf(whole.snapshot, "c")?.inboundQos2).toEqual([0x4d2b])
+
+      bytes.writeUInt16LE(0, last.end - 2)
+      bytes.writeUInt32LE(crc32(bytes, last.offset + 8, last.end), last.offset + 4)
+      fs.writeFileSync(file, bytes)
+      const error = yield* Effect.flip(open({ location: copyDir(image), onCorrupt: "refuse" }))
+      expect(error).toMatchObject({ _tag: "StoreError", reason: "corrupt", offset: last.offset + 8 })
+      expect(error.message).toContain("bad record: packet identifier 0")
+      const { snapshot, recovery } = yield* open({ location: image })
+      expect(recovery.fault).toMatchObject({ reason: "corrupt" })
+      expect(sessionOf(snapshot, "c")?.inboundQos2).toEqual([])
+    })
+  )
 })
 
 describe("file store: formats", () => {
