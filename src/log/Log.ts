@@ -246,6 +246,10 @@ export class Log {
   ) {
     this.enabled = enabledTypes(types)
     this.debugOn = this.enabled.has("debug")
+    if (!prefixWarmed) {
+      prefixWarmed = true
+      warmPrefix(this)
+    }
   }
 
   /** New log_type / log_dest / log_timestamp (SIGHUP). */
@@ -285,7 +289,8 @@ export class Log {
     for (const sink of this.sinks) sink.write(type, line)
   }
 
-  private secondsPrefix(second: number): string {
+  /** @internal (warmPrefix) */
+  secondsPrefix(second: number): string {
     if (second !== this.prefixSecond) {
       this.prefixSecond = second
       this.prefix = `${second}: `
@@ -308,6 +313,21 @@ export class Log {
   debug(message: string): void {
     this.log("debug", message)
   }
+}
+
+let prefixWarmed = false
+
+/**
+ * Take the timestamp prefix's once-a-second branch a few dozen times, on the first Log, before
+ * anything is compiled. V8 compiles `log` (and what inlines it: a listener's `accept`, the
+ * connection's log) with the branches it has seen taken since the function's feedback was
+ * allocated; a branch never seen becomes a deoptimization. The new second came too rarely to be
+ * seen first, so the first one after the compile threw `log` and `accept` away and had them
+ * compiled again (docs/performance.md, "Twenty-first round"). (Each prefix made here is right for
+ * its second; the first line's second makes its own.)
+ */
+const warmPrefix = (log: Log): void => {
+  for (let i = 0; i < 64; i++) log.secondsPrefix(i)
 }
 
 /** A log that writes nothing (library default when the application does not ask for one). */
