@@ -38,6 +38,7 @@
  */
 import { Buffer, isUtf8 } from "node:buffer"
 import * as Mqtt from "mqtt-packet"
+import { arrayBufferOf, byteOffsetOf, copyInto, latin1Of, sliceOf, writeUtf8At } from "../runtime/bufferOps.js"
 
 // mqtt-packet's default builds a cache of 65,536 two-byte Buffers (6.3 MB of heap) on the first
 // `generate`; without it each two-byte number is one small Buffer, on the cold path only (the hot
@@ -296,6 +297,25 @@ const checkFirstByte = (b0: number): ParseError | undefined => {
 }
 
 /**
+ * The PUBLISH payloads of one `parse` call are views on the chunk (or frame) they arrived in:
+ * its ArrayBuffer and offset are read once, not once per message (`buf.subarray` reads
+ * `buf.buffer`, a call into V8's C++, on every call: docs/performance.md, "Twenty-first round").
+ */
+let viewSource: Buffer | undefined = undefined
+let viewMemory: ArrayBuffer | undefined = undefined
+let viewOffset = 0
+
+/** `buf.subarray(start, end)` for `0 <= start <= end <= buf.length`. */
+const viewOf = (buf: Buffer, start: number, end: number): Buffer => {
+  if (buf !== viewSource) {
+    viewSource = buf
+    viewMemory = arrayBufferOf(buf)
+    viewOffset = byteOffsetOf(buf)
+  }
+  return Buffer.from(viewMemory!, viewOffset + start, end - start)
+}
+
+/**
  * An incremental parser for one connection's byte stream.
  *
  * `parse` appends every complete packet to `out` and keeps the bytes of an
@@ -342,6 +362,14 @@ export class PacketParser {
    * nothing more (later calls return the same error).
    */
   parse(chunk: Buffer, out: Array<Packet>): ParseError | undefined {
+    const result = this.parseChunk(chunk, out)
+    // (the payload views' buffer, kept for this call only: no chunk stays pinned by it)
+    viewSource = undefined
+    viewMemory = undefined
+    return result
+  }
+
+  private parseChunk(chunk: Buffer, out: Array<Packet>): ParseError | undefined {
     if (this.failure !== undefined) return this.failure
     let offset = 0
     if (this.partsLength > 0) {
@@ -396,7 +424,7 @@ export class PacketParser {
   }
 
   private keep(chunk: Buffer, offset: number, frameLength: number, bodyOffset: number): void {
-    const rest = detached(offset === 0 ? chunk : chunk.subarray(offset))
+    const rest = detached(offset === 0 ? chunk : sliceOf(chunk, offset, chunk.length))
     this.parts = [rest]
     this.partsLength = rest.length
     this.frameLength = frameLength
@@ -658,7 +686,7 @@ export class PacketParser {
     }
     let topic: string
     if (high < 0x80) {
-      topic = buf.toString("latin1", topicStart, topicEnd)
+      topic = latin1Of(buf, topicStart, topicEnd)
     } else {
       if (!isUtf8(buf.subarray(topicStart, topicEnd))) return malformed("PUBLISH topic is not UTF-8 [MQTT-1.5.3-1]")
       topic = buf.toString("utf8", topicStart, topicEnd)
@@ -675,7 +703,7 @@ export class PacketParser {
       if (buf[p] !== 0) return this.delegate(buf, start, end, 3, out)
       p++
     }
-    const payload = buf.subarray(p, end)
+    const payload = viewOf(buf, p, end)
     out.push(
       (qos === 0
         ? { cmd: "publish", retain: (b0 & 1) === 1, qos, dup: (b0 & 8) === 8, length: end - body, topic, payload }
@@ -872,7 +900,7 @@ export const encodePublish = (p: PublishToEncode, protocolVersion: ProtocolVersi
   let o = writeVarInt(buffer, 1, remaining)
   buffer[o++] = topicLength >>> 8
   buffer[o++] = topicLength & 0xff
-  o += buffer.write(p.topic, o, "utf8")
+  o += writeUtf8At(buffer, p.topic, o)
   let idOffset = -1
   if (qos > 0) {
     idOffset = o
@@ -881,7 +909,7 @@ export const encodePublish = (p: PublishToEncode, protocolVersion: ProtocolVersi
     buffer[o++] = id & 0xff
   }
   if (v5) buffer[o++] = 0
-  p.payload.copy(buffer, o)
+  copyInto(buffer, p.payload, o)
   return { buffer, idOffset }
 }
 
@@ -909,7 +937,7 @@ export const writeWithPacketIdAt = (target: Buffer, at: number, frame: PublishFr
   const idOffset = frame.idOffset
   if (idOffset < 0) throw new Error("writeWithPacketIdAt: a QoS 0 PUBLISH has no packet identifier")
   const source = frame.buffer
-  target.set(source, at)
+  copyInto(target, source, at)
   target[at] = dup ? source[0] | 0x08 : source[0] & 0xf7
   target[at + idOffset] = messageId >>> 8
   target[at + idOffset + 1] = messageId & 0xff

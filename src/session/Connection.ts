@@ -32,6 +32,7 @@ import { ConnackV4, ReasonCode } from "../protocol/reasonCodes.js"
 import { dispatchControl, isControlTopic } from "../security/control.js"
 import { isSharedFilterSyntax, parseSharedFilter, validateTopicFilter, validateTopicName } from "../protocol/topic.js"
 import type { Congestible, PublishSource, SubscriptionOptions } from "../routing/Router.js"
+import { copyInto, sliceOf } from "../runtime/bufferOps.js"
 import { settleFields } from "../runtime/fieldShape.js"
 import type { TlsIdentity } from "../transport/tls.js"
 import type { MqttSocket } from "../transport/websocket.js"
@@ -1234,7 +1235,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.core.stats.packetsSent++
     // (not `this.stageLen += frame.copy(this.reserve(n), ...)`: `+=` would read stageLen before reserve resets it)
     const stage = this.reserve(n)
-    frame.copy(stage, this.stageLen)
+    copyInto(stage, frame, this.stageLen)
     this.stageLen += n
     this.staged(n)
   }
@@ -1303,7 +1304,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   /** The staged frames become a segment (the stage's bytes before `stageLen` are never written again). */
   private closeStage(): void {
     if (this.stageLen > this.stageStart) {
-      const seg = this.stage!.subarray(this.stageStart, this.stageLen)
+      const seg = sliceOf(this.stage!, this.stageStart, this.stageLen)
       this.pushSeg(seg)
       if (this.stageFrames > 1) (this.segFrames ??= new Map()).set(seg, this.stageFrames)
       this.stageStart = this.stageLen
@@ -1340,7 +1341,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (this.stage !== undefined) {
       this.stageHint = this.stageLen - this.stageStart
       if (!sliced && this.segs.length === 0 && this.stageLen > this.stageStart) {
-        staged = this.stage.subarray(this.stageStart, this.stageLen)
+        staged = sliceOf(this.stage, this.stageStart, this.stageLen)
         this.stageStart = this.stageLen
         this.stageFrames = 0
       } else {

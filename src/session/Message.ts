@@ -9,6 +9,7 @@
  */
 import type { PublishFrame } from "../protocol/codec.js"
 import { encodePublish, withPacketId } from "../protocol/codec.js"
+import { sliceOf } from "../runtime/bufferOps.js"
 
 export type QoS = 0 | 1 | 2
 
@@ -75,7 +76,7 @@ export class Message {
     // already encoded for a delivery: the payload is the frame's tail (a PUBLISH ends with it), no second copy
     // (not for a retained message, which may outlive its frames: it keeps only its payload)
     const frame = this.frame0
-    this.payload = frame !== undefined && !this.retain ? frame.buffer.subarray(frame.buffer.length - p.length) : Buffer.from(p)
+    this.payload = frame !== undefined && !this.retain ? sliceOf(frame.buffer, frame.buffer.length - p.length, frame.buffer.length) : Buffer.from(p)
   }
 
   /** The same topic with an empty payload: what clears a retained message. */
