@@ -91,6 +91,21 @@ describe.skipIf(!rawTcpAvailable())("raw TCP sockets", () => {
       yield* waitFor(() => c.events.includes("end"))
     }))
 
+  it.scopedLive("each socket keeps its own peer address: three clients, read in turn, then again", () =>
+    Effect.gen(function* () {
+      const { port, accepted } = yield* rawServer
+      const clients = [yield* client(port), yield* client(port), yield* client(port)]
+      yield* waitFor(() => accepted.length === 3)
+      const ports = clients.map((c) => c.socket.localPort)
+      // accepted in connect order on one listener; match by port to be independent of it
+      const seen = accepted.map((s) => s.remotePort)
+      expect([...seen].sort()).toEqual([...ports].sort())
+      for (const s of accepted) expect(s.remoteAddress).toBe("127.0.0.1")
+      // read again after the others: each answers its own, not the last one read
+      expect(accepted.map((s) => s.remotePort)).toEqual(seen)
+      expect(new Set(seen).size).toBe(3)
+    }))
+
   it.scopedLive("every read's chunk keeps its bytes after later reads, on this connection and others (nothing handed up is reused)", () =>
     Effect.gen(function* () {
       const { port, accepted } = yield* rawServer
