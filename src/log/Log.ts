@@ -246,10 +246,6 @@ export class Log {
   ) {
     this.enabled = enabledTypes(types)
     this.debugOn = this.enabled.has("debug")
-    if (!prefixWarmed) {
-      prefixWarmed = true
-      warmPrefix(this)
-    }
   }
 
   /** New log_type / log_dest / log_timestamp (SIGHUP). */
@@ -315,20 +311,20 @@ export class Log {
   }
 }
 
-let prefixWarmed = false
-
 /**
- * Take the timestamp prefix's once-a-second branch a few dozen times, on the first Log, before
- * anything is compiled. V8 compiles `log` (and what inlines it: a listener's `accept`, the
+ * Take the timestamp prefix's once-a-second branch a few dozen times, on a Log of its own when
+ * this module loads, before anything is compiled. V8 compiles `log` (and what inlines it: a listener's `accept`, the
  * connection's log) with the branches it has seen taken since the function's feedback was
  * allocated; a branch never seen becomes a deoptimization. The new second came too rarely to be
  * seen first, so the first one after the compile threw `log` and `accept` away and had them
- * compiled again (docs/performance.md, "Twenty-first round"). (Each prefix made here is right for
- * its second; the first line's second makes its own.)
+ * compiled again (docs/performance.md, "Twenty-first round"). The instance is dropped: the
+ * branch's feedback belongs to `secondsPrefix`, which every Log shares.
  */
-const warmPrefix = (log: Log): void => {
+const warmPrefix = (): void => {
+  const log = new Log([], [])
   for (let i = 0; i < 64; i++) log.secondsPrefix(i)
 }
+warmPrefix()
 
 /** A log that writes nothing (library default when the application does not ask for one). */
 export const silentLog = (): Log => new Log([], [])

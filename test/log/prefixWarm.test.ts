@@ -1,7 +1,7 @@
 /**
  * The log's timestamp prefix changes once a second, too rarely for V8 to have seen that branch
  * before it compiles `log` (and the listener's `accept`, which inlines it): the first new second
- * then threw the compiled code away. The first Log takes the branch first (`warmPrefix`,
+ * then threw the compiled code away. A Log made when the module loads takes the branch first (`warmPrefix`,
  * src/log/Log.ts). V8's side is checked in a Node child with `--allow-natives-syntax` on the built
  * modules (npm test builds first).
  */
