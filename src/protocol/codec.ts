@@ -279,7 +279,7 @@ const asciiString = (buf: Buffer, at: number, end: number): string | undefined =
     const c = buf[i]
     if (c < 0x20 || c > 0x7e) return undefined
   }
-  return buf.toString("latin1", at + 2, stringEnd)
+  return latin1Of(buf, at + 2, stringEnd)
 }
 
 const malformed = (message: string) => new ParseError("malformed", message)
@@ -597,7 +597,7 @@ export class PacketParser {
       if (p + 2 > end) return delegate()
       const passwordEnd = p + 2 + ((buf[p] << 8) | buf[p + 1])
       if (passwordEnd > end) return delegate()
-      password = buf.subarray(p + 2, passwordEnd)
+      password = sliceOf(buf, p + 2, passwordEnd)
     }
     const packet: Record<string, unknown> = {
       cmd: "connect",
