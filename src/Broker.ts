@@ -275,6 +275,9 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
       const openListeners = (wanted: ReadonlyArray<NonNullable<BrokerOptions["listeners"]>[number]>) =>
         Effect.gen(function* () {
           const keep = new Set<string>()
+          // the same place named twice is two listeners, as in Mosquitto: the second bind fails
+          // ("Address already in use") rather than folding into the first; port 0 listeners each get a port
+          const seen = new Map<string, number>()
           const inOrder: Array<ListenerInfo> = []
           const describe = (l: ListenerOptions, bound: BoundListener) =>
             inOrder.push({
@@ -287,7 +290,10 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
           for (const l of wanted) {
             const opts: ListenerOptions = { ...l, maxConnections: l.maxConnections ?? -1, authenticate }
             listenerAllowAnonymous.set(l.port, l.allowAnonymous)
-            const key = listenerKey(opts)
+            const place = listenerKey(opts)
+            const nth = seen.get(place) ?? 0
+            seen.set(place, nth + 1)
+            const key = nth === 0 ? place : `${place}#${nth}`
             keep.add(key)
             const existing = open.get(key)
             if (existing !== undefined) {

@@ -306,9 +306,11 @@ export const listenTcp = (
       server.on("connection", (socket: net.Socket) => acceptPlain(socket))
     }
     const listenerError = (error: Error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`)
-    server.on("error", listenerError)
-
+    // a bind that fails is the ListenError's one line, not a second "Listener error" as well
+    let bound = false
+    server.on("error", (error: Error) => bound && listenerError(error))
     const address = yield* bind(server, options)
+    bound = true
     // plain TCP: connections on their raw handles, not net.Sockets (transport/rawTcp.ts); TLS and Unix sockets keep net
     if (tlsSetup === undefined && typeof address !== "string" && rawTcpAvailable()) {
       acceptRaw(server, acceptPlain, listenerError)

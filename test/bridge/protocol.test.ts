@@ -6,7 +6,6 @@
  * CONNACK limits, bridge_max_packet_size, QoS 2 duplicates, resending in-flight
  * messages with DUP [MQTT-4.4.0-1], incoming topic aliases, keepalive.
  */
-import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as mqtt from "mqtt-packet"
@@ -14,7 +13,7 @@ import { Bridge, type BridgeService } from "../../src/bridge/Bridge.js"
 import { Broker } from "../../src/Broker.js"
 import { collect, connectClient, publish, settle, startBroker, subscribe, type TestBroker, waitFor } from "../e2e/harness.js"
 import { fakeBroker, of, polite } from "./fakeRemote.js"
-import { bridgesOf } from "./harness.js"
+import { bridgesOf, freePort } from "./harness.js"
 
 const bridgeTo = (port: number, lines: ReadonlyArray<string>, local?: TestBroker) =>
   Effect.gen(function* () {
@@ -183,15 +182,7 @@ describe("the bridge as an MQTT client", () => {
 
   it.scopedLive("while the link is down: QoS 1 / 2 wait up to max_queued_messages (per bridge), QoS 0 only with queue_qos0_messages", () =>
     Effect.gen(function* () {
-      const dead = yield* Effect.promise(
-        () =>
-          new Promise<number>((resolve) => {
-            const s = net.createServer().listen(0, "127.0.0.1", () => {
-              const port = (s.address() as net.AddressInfo).port
-              s.close(() => resolve(port))
-            })
-          })
-      )
+      const dead = yield* freePort
       for (const queueQos0 of [false, true]) {
         const local = yield* startBroker({ settings: { maxQueuedMessages: 2, queueQos0Messages: queueQos0 } })
         const { bridge } = yield* bridgeTo(dead, ["restart_timeout 60", "topic q/# out 2"], local)

@@ -15,17 +15,10 @@ import { createClient } from "redis"
 import { Broker, type BrokerOptions, type BrokerService } from "../../src/Broker.js"
 import { Log } from "../../src/log/Log.js"
 import { waitFor } from "../e2e/harness.js"
+import { freePortNow } from "../support/processes.js"
 
-/** A free TCP port on 127.0.0.1 (bound then released). */
-export const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port
-      server.close(() => resolve(port))
-    })
-  })
+/** A free TCP port on 127.0.0.1 (bound then released), never one this process had before. */
+export const freePort = freePortNow
 
 export interface RedisServer {
   readonly port: number

@@ -9,7 +9,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { WebSocket } from "ws"
@@ -17,23 +16,9 @@ import { Broker, brokerOptionsFromConfig } from "../../src/Broker.js"
 import { parseConfigText } from "../../src/config/Config.js"
 import { Log } from "../../src/log/Log.js"
 import { collect, connectClient, connectCollecting, publish, rawClient, run, spawnScoped, subscribe, waitFor } from "./harness.js"
+import { freePort } from "../support/processes.js"
 
-const freePorts = (n: number) =>
-  Effect.promise(async () => {
-    const ports: Array<number> = []
-    for (let i = 0; i < n; i++) {
-      ports.push(
-        await new Promise<number>((resolve) => {
-          const s = net.createServer()
-          s.listen(0, "127.0.0.1", () => {
-            const port = (s.address() as net.AddressInfo).port
-            s.close(() => resolve(port))
-          })
-        })
-      )
-    }
-    return ports
-  })
+const freePorts = (n: number) => Effect.all(Array.from({ length: n }, () => freePort))
 
 const brokerFrom = (text: string) =>
   Effect.gen(function* () {
@@ -105,6 +90,28 @@ describe("listeners from mosquitto.conf", () => {
       const config = yield* parseConfigText(`listener ${port + 1}\nbind_interface nosuch9\n`, "test.conf").pipe(Effect.orDie)
       const error = yield* Broker.make(brokerOptionsFromConfig(config, new Log([], [], false))).pipe(Effect.flip)
       expect(error.message).toContain("bind_interface nosuch9: no such network interface")
+    })
+  )
+
+  it.scopedLive("the same port and address in two listener blocks is an error (Mosquitto: Address already in use), not one listener with both blocks' options; two port 0 listeners get a port each, and keep them over a reload", () =>
+    Effect.gen(function* () {
+      const [port] = yield* freePorts(1)
+      const twice = yield* parseConfigText(`listener ${port} 127.0.0.1\nallow_anonymous true\nlistener ${port} 127.0.0.1\nmax_connections 1\n`, "test.conf").pipe(Effect.orDie)
+      const error = yield* Broker.make(brokerOptionsFromConfig(twice, new Log([], [], false))).pipe(Effect.as("started"), Effect.flip, Effect.scoped)
+      expect(error).toMatchObject({ _tag: "ListenError", reason: "address-in-use", port })
+      // the first listener closed with the failed start's scope: the port is free again
+      yield* brokerFrom(`listener ${port} 127.0.0.1\nallow_anonymous true\n`)
+      expect((yield* run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-t", "t", "-m", "m"])).code).toBe(0)
+
+      const options = { listeners: [{ port: 0, host: "127.0.0.1" }, { port: 0, host: "127.0.0.1" }] }
+      const broker = yield* Broker.make(options)
+      const ports = () => broker.listeners.map((l) => l.port)
+      const before = ports()
+      expect(before).toHaveLength(2)
+      expect(before[0]).not.toBe(before[1])
+      yield* broker.reload(options)
+      expect(ports()).toEqual(before)
+      for (const p of before) yield* connectClient(`mqtt://127.0.0.1:${p}`)
     })
   )
 

@@ -22,18 +22,8 @@ import { parseConfigText } from "../../src/config/Config.js"
 import { Log } from "../../src/log/Log.js"
 import { layerFromConfig, optionsFromConfig } from "../../src/security/Auth.js"
 import { makePki, type Pki } from "../transport/fixtures.js"
+import { freePort } from "../support/processes.js"
 import { collect, connectClient, publish, run, subscribe, waitFor } from "./harness.js"
-
-const freePort = Effect.promise(
-  () =>
-    new Promise<number>((resolve) => {
-      const s = net.createServer()
-      s.listen(0, "127.0.0.1", () => {
-        const port = (s.address() as net.AddressInfo).port
-        s.close(() => resolve(port))
-      })
-    })
-)
 
 /** The daemon's composition: config text → security layer → Broker; the log keeps `keep` lines. */
 const brokerFrom = (text: string, keep = 500) =>

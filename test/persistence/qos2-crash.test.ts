@@ -31,7 +31,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import mqttPacket from "mqtt-packet"
-import { bundleEntry } from "../support/processes.js"
+import { bundleEntry, freePortNow as freePort } from "../support/processes.js"
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "midge-qos2-crash-"))
 const bundle = path.join(root, "main.mjs")
@@ -47,15 +47,6 @@ const until = async (predicate: () => boolean, what: string, timeoutMs = 10_000)
     await sleep(5)
   }
 }
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = net.createServer()
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
 
 interface Daemon {
   readonly child: ChildProcess
