@@ -249,7 +249,8 @@ export { isDynsecPlugin }
 /**
  * The options a mosquitto.conf asks for: a `plugin` (or `auth_plugin` /
  * `global_plugin`) line naming the dynamic security plugin and the
- * `plugin_opt_config_file` after it; undefined without one. As Mosquitto, a
+ * `plugin_opt_config_file` (or `auth_opt_config_file`: conf.c takes either prefix) after it;
+ * undefined without one. As Mosquitto, a
  * plugin without a config file is not activated (with a warning).
  */
 export const optionsFromConfig = (config: BrokerConfig, onWarning?: (message: string) => void): DynamicSecurityOptions | undefined => {
@@ -260,7 +261,7 @@ export const optionsFromConfig = (config: BrokerConfig, onWarning?: (message: st
     if (d.option === "plugin" || d.option === "auth_plugin" || d.option === "global_plugin") {
       inDynsec = isDynsecPlugin(d.value)
       if (inDynsec && seen === undefined) seen = { file: d.file, line: d.line }
-    } else if (inDynsec && d.option === "plugin_opt_config_file" && configFile === undefined) {
+    } else if (inDynsec && (d.option === "plugin_opt_config_file" || d.option === "auth_opt_config_file") && configFile === undefined) {
       configFile = d.value
     }
   }

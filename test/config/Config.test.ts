@@ -630,10 +630,16 @@ describe("file format", () => {
 
   it("plugin options need a plugin first; auth_opt_/plugin_opt_ match by prefix", () => {
     expect(fails("plugin_opt_x 1\n")).toEqual(["t.conf:1 plugin_opt_x: this option must follow a plugin line"])
-    // plugin / plugin_opt_* are read (the dynamic security plugin is built in); auth_opt_* is not yet
+    // plugin_opt_* and auth_opt_* are read alike (the dynamic security plugin is built in), as conf.c takes either prefix
     const dynsec = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
-    expect(ok(`plugin ${dynsec}\nplugin_opt_key value\nauth_opt_other v\n`).warnings).toEqual(["t.conf:3 auth_opt_other: not supported yet by Midge"])
+    expect(ok(`plugin ${dynsec}\nplugin_opt_key value\nauth_opt_other v\n`).warnings).toEqual([])
     expect(fails(`plugin ${dynsec}\nplugin_opt_ x\n`)).toEqual(["t.conf:2 plugin_opt_: unknown option"])
+    expect(fails(`auth_plugin_deny_special_chars true\n`)).toEqual(["t.conf:1 auth_plugin_deny_special_chars: this option must follow a plugin line"])
+    // conf__parse_bool: true or false, and nothing else
+    expect(fails(`auth_plugin ${dynsec}\nauth_plugin_deny_special_chars yes\n`)).toEqual([
+      't.conf:2 auth_plugin_deny_special_chars: invalid value "yes": expected true or false'
+    ])
+    expect(ok(`auth_plugin ${dynsec}\nauth_plugin_deny_special_chars false\n`).warnings).toEqual([])
   })
 
   it("a plugin Midge cannot load is an error (as Mosquitto refuses to start without it); dynamic security is built in under any of the three names", () => {

@@ -93,6 +93,12 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
       problems.push(problem(d, "this option must follow a plugin line"))
       continue
     }
+    // conf.c reads it with conf__parse_bool; it only ever applies to plugins of version 2 to 4, which
+    // Midge cannot load (Mosquitto's version 5 plugins, dynamic security among them, are not checked)
+    if (d.option === "auth_plugin_deny_special_chars" && !["true", "false", "1", "0"].includes(d.args[0] ?? "")) {
+      problems.push(problem(d, `invalid value "${d.args.join(" ")}": expected true or false`))
+      continue
+    }
     if (spec.scope === "bridge-start") {
       if (d.args.length === 0) {
         problems.push(problem(d, "missing bridge name"))

@@ -481,6 +481,9 @@ describe("mosquitto.conf", () => {
     Effect.gen(function* () {
       const c = yield* conf("allow_anonymous true\nplugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\nplugin_opt_config_file /var/lib/mosquitto/dynamic-security.json\nlistener 1883\n")
       expect(optionsFromConfig(c)).toEqual({ configFile: "/var/lib/mosquitto/dynamic-security.json", allowAnonymous: true })
+      // the older spelling of the option, after Mosquitto 2.1's global_plugin (legacyNames.test.ts runs auth_plugin's)
+      const legacy = yield* conf("global_plugin /usr/lib/mosquitto_dynamic_security.so\nauth_opt_config_file /var/lib/d.json\nlistener 1883\n")
+      expect(optionsFromConfig(legacy)?.configFile).toBe("/var/lib/d.json")
       const warnings: Array<string> = []
       expect(optionsFromConfig(yield* conf("plugin /usr/lib/mosquitto_dynamic_security.so\nlistener 1883\n"), (w) => warnings.push(w))).toBeUndefined()
       expect(warnings).toEqual(["mosquitto.conf:1: Warning: Dynamic security plugin has no plugin_opt_config_file defined. The plugin will not be activated."])
