@@ -636,8 +636,10 @@ describe("file format", () => {
     expect(fails(`plugin ${dynsec}\nplugin_opt_ x\n`)).toEqual(["t.conf:2 plugin_opt_: unknown option"])
     expect(fails(`auth_plugin_deny_special_chars true\n`)).toEqual(["t.conf:1 auth_plugin_deny_special_chars: this option must follow a plugin line"])
     // conf__parse_bool: true or false, and nothing else
-    expect(fails(`auth_plugin ${dynsec}\nauth_plugin_deny_special_chars yes\n`)).toEqual([
-      't.conf:2 auth_plugin_deny_special_chars: invalid value "yes": expected true or false'
+    expect(fails(`auth_plugin ${dynsec}\nauth_plugin_deny_special_chars yes\nauth_plugin_deny_special_chars\nauth_plugin_deny_special_chars 1 0\n`)).toEqual([
+      't.conf:2 auth_plugin_deny_special_chars: invalid value "yes": expected true or false',
+      "t.conf:3 auth_plugin_deny_special_chars: missing value",
+      't.conf:4 auth_plugin_deny_special_chars: expected one value, got 2: "1 0"'
     ])
     expect(ok(`auth_plugin ${dynsec}\nauth_plugin_deny_special_chars false\n`).warnings).toEqual([])
   })

@@ -76,7 +76,8 @@ const intCheck =
       return Either.right(n)
     })
 
-const boolCheck: Check<boolean> = (d) =>
+/** `true` / `1` or `false` / `0`, one value (conf__parse_bool) */
+export const boolCheck: Check<boolean> = (d) =>
   Either.flatMap(oneValue(d), (s) =>
     s === "true" || s === "1"
       ? Either.right(true)

@@ -4,11 +4,13 @@
  * local-only mode of Mosquitto 2, and the checks conf.c makes from position
  * alone (mount_point before any listener, bridge options without `connection`,
  * `plugin_opt_*` without a plugin, `per_listener_settings` after a security
- * option). Values are not checked here but in the Schema pass.
+ * option). Values are checked in the Schema pass, but for the plugin options, which no section
+ * carries: `auth_plugin_deny_special_chars` is checked here as the boolean it is.
  */
+import { Either } from "effect"
 import type { Directive, Problem } from "./lexer.js"
 import { isDynsecPlugin, lookupOption, pluginOptions, securityMarking } from "./options.js"
-import type { RawInput, Section } from "./schema.js"
+import { boolCheck, type RawInput, type Section } from "./schema.js"
 
 export interface Structured {
   readonly raw: RawInput
@@ -95,9 +97,12 @@ export const structure = (directives: ReadonlyArray<Directive>): Structured => {
     }
     // conf.c reads it with conf__parse_bool; it only ever applies to plugins of version 2 to 4, which
     // Midge cannot load (Mosquitto's version 5 plugins, dynamic security among them, are not checked)
-    if (d.option === "auth_plugin_deny_special_chars" && !["true", "false", "1", "0"].includes(d.args[0] ?? "")) {
-      problems.push(problem(d, `invalid value "${d.args.join(" ")}": expected true or false`))
-      continue
+    if (d.option === "auth_plugin_deny_special_chars") {
+      const value = boolCheck(d)
+      if (Either.isLeft(value)) {
+        problems.push(problem(d, value.left))
+        continue
+      }
     }
     if (spec.scope === "bridge-start") {
       if (d.args.length === 0) {
