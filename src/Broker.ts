@@ -333,7 +333,10 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
           described.push(...inOrder)
         })
       const wanted = options.listeners ?? []
-      yield* openListeners(wanted)
+      // a start that fails on one listener closes those it opened now, not when the caller's scope ends
+      yield* openListeners(wanted).pipe(
+        Effect.onError(() => Effect.forEach(open.values(), ({ scope }) => Scope.close(scope, Exit.void), { discard: true }))
+      )
 
 
       // `retain_expiry_interval`: a sweep of the expired retained messages every so many seconds
