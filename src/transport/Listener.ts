@@ -308,7 +308,9 @@ export const listenTcp = (
     const listenerError = (error: Error) => core.log.error(`Listener error on port ${options.port}: ${String(error)}`)
     // a bind that fails is the ListenError's one line, not a second "Listener error" as well
     let bound = false
-    server.on("error", (error: Error) => bound && listenerError(error))
+    server.on("error", (error: Error) => {
+      if (bound) listenerError(error)
+    })
     const address = yield* bind(server, options)
     bound = true
     // plain TCP: connections on their raw handles, not net.Sockets (transport/rawTcp.ts); TLS and Unix sockets keep net

@@ -9,7 +9,7 @@ import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { run } from "../../e2e/harness.js"
-import { freePort, listening, startDaemon, startMosquitto } from "../../support/processes.js"
+import { freePort, startDaemon, startMosquitto } from "../../support/processes.js"
 import { admin, initFile, tmpDir } from "./harness.js"
 import { DYNSEC_PLUGIN } from "./mosquittoHarness.js"
 
@@ -56,8 +56,8 @@ describe("auth_plugin, auth_opt_*, auth_plugin_deny_special_chars", () => {
       const port = yield* freePort
       const conf = path.join(dir, "mosquitto.conf")
       fs.writeFileSync(conf, ["user root", `listener ${port} 127.0.0.1`, ...legacyLines(file), ""].join("\n"))
+      // returns once the daemon listens on the port
       const daemon = yield* startDaemon(["-c", conf], { port })
-      yield* listening(port)
       expect(yield* seen(port)).toEqual(expected)
       expect(daemon.out.stderr).not.toMatch(/Warning/)
     })
