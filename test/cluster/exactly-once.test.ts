@@ -19,7 +19,10 @@ const { spawnNode } = useDaemons()
  * QoS 2 from a publisher on node a (in this process) to a persistent subscriber on node b (a
  * daemon), b killed under load; the subscriber is back on a at once (a rebuilds the session before
  * it sees b dead) or once a has adopted b's sessions. MQTT.js keeps its QoS 2 state (the store of
- * the PUBLISHes it answered with PUBREC, handed over on PUBREL) across the reconnect.
+ * the PUBLISHes it answered with PUBREC, handed over on PUBREL) across the reconnect. Returns how
+ * node a came to hold the session: "at once" (it took the session from the dead node itself) or
+ * "adopted" (its heartbeat saw b dead first, which a slow machine can make happen before the
+ * client is back); the delivery checks hold either way.
  */
 const qos2SubscriberKilled = (back: "at once" | "after adoption") =>
   Effect.gen(function* () {
@@ -60,7 +63,7 @@ const qos2SubscriberKilled = (back: "at once" | "after adoption") =>
     }
     const after = yield* connectCollecting(a.url, { clientId: "s", clean: false, incomingStore: store })
     expect(after.sessionPresent).toBe(true)
-    if (back === "at once") expect(a.log.recent.some((l) => l.includes("took the session of s over from dead node b"))).toBe(true)
+    const path = a.log.recent.some((l) => l.includes("took the session of s over from dead node b")) ? "at once" : "adopted"
     yield* Effect.promise(() => done)
     expect(completed.size).toBe(total)
     const all = (): Array<Received> => [...before, ...after.got]
@@ -71,13 +74,21 @@ const qos2SubscriberKilled = (back: "at once" | "after adoption") =>
     expect(counts.size).toBe(total)
     expect(before.length).toBeGreaterThan(0)
     expect(after.got.length).toBeGreaterThan(0)
+    return path
   })
 
 describe("cluster: exactly once across the subscriber's node death", () => {
   it.scopedLive(
     "kill -9 of the subscriber's node under QoS 2 load, the client back on another node at once: every message PUBCOMPed to the publisher arrives, none twice",
-    () => qos2SubscriberKilled("at once"),
-    30_000
+    () =>
+      Effect.gen(function* () {
+        // the scenario again (at most three times, each checked in full) until the client was back before a saw b dead:
+        // the takeover from a dead node is what this case is about
+        const paths: Array<string> = []
+        while (paths.length < 3 && !paths.includes("at once")) paths.push(yield* Effect.scoped(qos2SubscriberKilled("at once")))
+        expect(paths).toContain("at once")
+      }),
+    90_000
   )
 
   it.scopedLive(
