@@ -38,7 +38,7 @@
  */
 import { Buffer, isUtf8 } from "node:buffer"
 import * as Mqtt from "mqtt-packet"
-import { arrayBufferOf, byteOffsetOf, copyInto, latin1Of, sliceOf, writeUtf8At } from "../runtime/bufferOps.js"
+import { arrayBufferOf, byteOffsetOf, copyInto, latin1Of, sliceOf, utf8Of, writeUtf8At } from "../runtime/bufferOps.js"
 
 // mqtt-packet's default builds a cache of 65,536 two-byte Buffers (6.3 MB of heap) on the first
 // `generate`; without it each two-byte number is one small Buffer, on the cold path only (the hot
@@ -688,8 +688,8 @@ export class PacketParser {
     if (high < 0x80) {
       topic = latin1Of(buf, topicStart, topicEnd)
     } else {
-      if (!isUtf8(buf.subarray(topicStart, topicEnd))) return malformed("PUBLISH topic is not UTF-8 [MQTT-1.5.3-1]")
-      topic = buf.toString("utf8", topicStart, topicEnd)
+      if (!isUtf8(sliceOf(buf, topicStart, topicEnd))) return malformed("PUBLISH topic is not UTF-8 [MQTT-1.5.3-1]")
+      topic = utf8Of(buf, topicStart, topicEnd)
     }
     const qos = (b0 >> 1) & 3
     let p = topicEnd

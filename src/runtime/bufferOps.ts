@@ -14,12 +14,14 @@ import { Buffer } from "node:buffer"
 interface BufferMethods {
   subarray(start: number, end?: number): Buffer
   latin1Slice(start: number, end: number): string
+  utf8Slice(start: number, end: number): string
   utf8Write(text: string, offset: number, length: number): number
 }
 
 const methods = Buffer.prototype as unknown as BufferMethods
 const subarray = methods.subarray
 const latin1Slice = methods.latin1Slice
+const utf8Slice = methods.utf8Slice
 const utf8Write = methods.utf8Write
 const set = Uint8Array.prototype.set
 const typedArray = Object.getPrototypeOf(Uint8Array.prototype) as object
@@ -37,6 +39,9 @@ export const sliceOf = (buf: Buffer, start: number, end: number): Buffer => suba
 
 /** `buf.toString("latin1", start, end)` for `0 <= start <= end <= buf.length`. */
 export const latin1Of = (buf: Buffer, start: number, end: number): string => latin1Slice.call(buf, start, end)
+
+/** `buf.toString("utf8", start, end)` for `0 <= start <= end <= buf.length`. */
+export const utf8Of = (buf: Buffer, start: number, end: number): string => utf8Slice.call(buf, start, end)
 
 /** `buf.write(text, at, "utf8")` for `0 <= at <= buf.length`: the bytes written. */
 export const writeUtf8At = (buf: Buffer, text: string, at: number): number => utf8Write.call(buf, text, at, buf.length - at)

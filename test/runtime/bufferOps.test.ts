@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import { arrayBufferOf, byteOffsetOf, copyInto, latin1Of, sliceOf, writeUtf8At } from "../../src/runtime/bufferOps.js"
+import { arrayBufferOf, byteOffsetOf, copyInto, latin1Of, sliceOf, utf8Of, writeUtf8At } from "../../src/runtime/bufferOps.js"
 
 /** the same bytes in Buffers of different origins */
 const origins = (bytes: Uint8Array): ReadonlyArray<Buffer> => {
@@ -33,7 +33,7 @@ const range = (length: number, a: number, b: number): [number, number] => {
 
 describe("bufferOps", () => {
   it.prop(
-    "sliceOf, latin1Of, arrayBufferOf and byteOffsetOf give what subarray, toString('latin1'), buffer and byteOffset give",
+    "sliceOf, latin1Of, utf8Of, arrayBufferOf and byteOffsetOf give what subarray, toString('latin1'), toString('utf8'), buffer and byteOffset give",
     [fc.uint8Array({ maxLength: 300 }), fc.nat(), fc.nat()],
     ([bytes, a, b]) => {
       for (const buf of origins(bytes)) {
@@ -45,6 +45,8 @@ describe("bufferOps", () => {
         expect(view.buffer).toBe(expected.buffer) // a view on the same memory, not a copy
         expect(view.byteOffset).toBe(expected.byteOffset)
         expect(latin1Of(buf, start, end)).toBe(buf.toString("latin1", start, end))
+        // any bytes, split UTF-8 sequences and invalid ones included: replaced as toString replaces them
+        expect(utf8Of(buf, start, end)).toBe(buf.toString("utf8", start, end))
         expect(arrayBufferOf(buf)).toBe(buf.buffer)
         expect(byteOffsetOf(buf)).toBe(buf.byteOffset)
       }
