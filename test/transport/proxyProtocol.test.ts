@@ -7,6 +7,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { FastCheck as fc } from "effect"
 import { Buffer } from "node:buffer"
+import { splitAt as cutAt } from "../support/chunks.js"
 import {
   admit,
   FAMILY_TCP4,
@@ -184,17 +185,8 @@ const expectHeader = (g: Generated, result: HeaderParse, length: number) => {
 
 const cutsOf = (length: number) => fc.array(fc.integer({ min: 0, max: length }), { maxLength: 5 })
 
-const splitAt = (b: Buffer, cuts: ReadonlyArray<number>): Array<Buffer> => {
-  const points = [...new Set(cuts)].sort((x, y) => x - y)
-  const chunks: Array<Buffer> = []
-  let last = 0
-  for (const p of points) {
-    chunks.push(b.subarray(last, p))
-    last = p
-  }
-  chunks.push(b.subarray(last))
-  return chunks.filter((c) => c.length > 0)
-}
+/** the chunks a socket delivers: never an empty one */
+const splitAt = (b: Buffer, cuts: ReadonlyArray<number>): Array<Buffer> => cutAt(b, cuts).filter((c) => c.length > 0)
 
 // ---------------------------------------------------------------------------
 // a socket to wait on: the accepted socket's events, driven by the test
