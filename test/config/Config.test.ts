@@ -7,6 +7,7 @@ import {
   type BrokerConfig,
   ConfigError,
   defaults,
+  knownOptions,
   loadConfigFile,
   parseConfigText
 } from "../../src/config/Config.js"
@@ -791,5 +792,53 @@ describe("loadConfigFile", () => {
       const error = yield* Effect.flip(loadConfigFile(file))
       expect(error.message).toBe(`${file}:2 user: malformed UTF-8`)
     })
+  )
+})
+
+/**
+ * Any file a user could write from Mosquitto's option names: every option, known or not, with
+ * values of every shape (none, numbers in and out of range, booleans, words, paths, several), in
+ * and around `listener` and `connection` blocks. The reader never throws: the file is either
+ * accepted or refused with problems that each name this file, a line of it and the option on
+ * that line, as Mosquitto names them.
+ */
+describe("any configuration file", () => {
+  const optionName = fc.oneof(
+    { arbitrary: fc.constantFrom(...knownOptions.map((o) => o.name).filter((n) => n !== "include_dir")), weight: 8 },
+    { arbitrary: fc.constantFrom("listener", "connection", "address", "topic", "port", "bind_address"), weight: 3 },
+    { arbitrary: fc.stringMatching(/^[a-z_]{1,12}$/), weight: 1 }
+  )
+  const token = fc.oneof(
+    fc.constantFrom("true", "false", "0", "1", "-1", "1883", "65535", "65536", "4294967296", "99999999999", "1.5", "all", "none", "both", "in", "out", "#", "a/#", "+", "127.0.0.1", "::1", "localhost", "mqtt", "websockets", "stderr", "file", "/nonexistent/x", "ipv4", "yes", "automatic", "lazy", "once", "10s", "2d"),
+    fc.integer({ min: -5, max: 70_000 }).map(String),
+    fc.stringMatching(/^[!-~]{1,8}$/)
+  )
+  const line = fc.tuple(optionName, fc.array(token, { maxLength: 4 })).map(([name, values]) => [name, ...values].join(" "))
+
+  it.prop(
+    "is accepted (its warnings naming the file, a line and its option), or refused with problems that name them; never thrown",
+    [fc.array(line, { minLength: 1, maxLength: 12 })],
+    ([lines]) => {
+      const text = lines.join("\n") + "\n"
+      const r = Effect.runSync(Effect.either(parseConfigText(text, "any.conf")))
+      if (Either.isRight(r)) {
+        // a warning names them too
+        for (const w of r.right.warnings) {
+          const at = /^any\.conf:(\d+) (\S+): /.exec(w)
+          expect(at, `${w} in\n${text}`).not.toBeNull()
+          expect(at![2], `${w} in\n${text}`).toBe(lines[Number(at![1]) - 1].split(" ")[0])
+        }
+        return
+      }
+      expect(r.left).toBeInstanceOf(ConfigError)
+      expect(r.left.problems.length).toBeGreaterThan(0)
+      for (const p of r.left.problems) {
+        expect(p.file, text).toBe("any.conf")
+        expect(p.line, text).toBeGreaterThanOrEqual(1)
+        expect(p.line, text).toBeLessThanOrEqual(lines.length)
+        expect(p.option, `${JSON.stringify(p)} in\n${text}`).toBe(lines[p.line - 1].split(" ")[0])
+      }
+    },
+    { fastCheck: { seed: 20_261_128, numRuns: 1000 } }
   )
 })
