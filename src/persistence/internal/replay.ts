@@ -239,13 +239,29 @@ const allZero = (buf: Buffer, from: number): boolean => {
 }
 
 /**
+ * The offset of the first whole frame (a length that fits, its checksum right) from `from` on, if
+ * any. Any offset is tried; a random one passes the checksum once in 2^32, and most lengths read
+ * from inside a frame do not fit in what is left, so this is about one pass over those bytes.
+ */
+const wholeFrameAfter = (buf: Buffer, from: number): number | undefined => {
+  for (let q = from; q + FRAME_HEADER < buf.length; q++) {
+    const length = buf.readUInt32LE(q)
+    if (length === 0 || length > buf.length - q - FRAME_HEADER) continue
+    if (buf.readUInt32LE(q + 4) === crc32(buf, q + FRAME_HEADER, q + FRAME_HEADER + length)) return q
+  }
+  return undefined
+}
+
+/**
  * Apply the frames of `buf` (after its header) to `state`. A snapshot must end
  * with its End record; a log may end anywhere between frames.
  *
  * A file that ends inside a frame, or whose tail is zeros (a filesystem that
  * extended the file before the data landed), is `truncated`: the signature of
- * a crash during a write. A bad checksum, an impossible record or bytes after
- * a snapshot's end are `corrupt`.
+ * a crash during a write. A bad checksum, an impossible record, bytes after
+ * a snapshot's end, or a frame that runs past the end of the file but was
+ * written whole (a whole frame follows it, or its checksum matches what is
+ * there: its length field is damaged) are `corrupt`.
  */
 export const replayFile = (buf: Buffer, state: StoreState, snapshot: boolean): ReplayResult => {
   let pos = HEADER_SIZE
@@ -266,7 +282,17 @@ export const replayFile = (buf: Buffer, state: StoreState, snapshot: boolean): R
     }
     if (length > MAX_FRAME) return fault("corrupt", pos, `impossible frame length ${length}`)
     const end = pos + FRAME_HEADER + length
-    if (end > buf.length) return fault("truncated", pos, `the file ends inside a frame (${buf.length - pos} of ${length + FRAME_HEADER} bytes)`)
+    if (end > buf.length) {
+      // A crash during the last write leaves its frame short. A frame short of its length that is
+      // followed by a whole one, or whose checksum matches the bytes that are there, was written
+      // whole: its length is what is damaged, and what comes after it must not pass for unwritten.
+      if (buf.readUInt32LE(pos + 4) === crc32(buf, pos + FRAME_HEADER, buf.length)) {
+        return fault("corrupt", pos, `frame length ${length} damaged: its checksum matches the ${buf.length - pos - FRAME_HEADER} bytes up to the end of the file`)
+      }
+      const next = wholeFrameAfter(buf, pos + FRAME_HEADER)
+      if (next !== undefined) return fault("corrupt", pos, `frame length ${length} runs past the end of the file, over a whole frame at byte ${next}`)
+      return fault("truncated", pos, `the file ends inside a frame (${buf.length - pos} of ${length + FRAME_HEADER} bytes)`)
+    }
     if (buf.readUInt32LE(pos + 4) !== crc32(buf, pos + FRAME_HEADER, end)) {
       return fault("corrupt", pos, "bad frame checksum")
     }
