@@ -5,6 +5,7 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Either, Layer, LogLevel, Logger, Schema, TestClock } from "effect"
 import * as fc from "fast-check"
+import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -331,6 +332,30 @@ describe("file store: crashes and damaged files", () => {
       }),
     // the frames' length fields among them: before, a longer length read as a crash during the last write
     { fastCheck: { seed: 20_261_128, numRuns: 60, examples: [[false, 24, 0x80], [false, 27, 0x01], [true, 24, 0x01]] }, timeout: 60_000 }
+  )
+
+  it.live("a big frame of random bytes cut by a crash is still a torn tail (its bytes read as lengths lead nowhere)", () =>
+    Effect.gen(function* () {
+      const location = freshDir()
+      const image = yield* withFile({ location, autosaveInterval: 0 }, (s) =>
+        Effect.gen(function* () {
+          s.writer.retainedSet(msg("small", "first", { retain: true }))
+          yield* s.sync
+          s.writer.retainedSet(msg("big", crypto.randomBytes(8 * 1024 * 1024), { retain: true }))
+          yield* s.sync
+          return yield* crashImage(s, location)
+        })
+      )
+      const file = path.join(image, logsIn(image)[0])
+      const whole = fs.readFileSync(file)
+      const [first, big] = frames(whole)
+      expect(big.end - big.offset).toBeGreaterThan(8 * 1024 * 1024)
+      fs.truncateSync(file, big.offset + Math.floor((big.end - big.offset) / 2))
+      const { snapshot, recovery } = yield* open({ location: image, onCorrupt: "refuse" })
+      expect(topics(snapshot)).toEqual(["small"])
+      expect(recovery.fault).toMatchObject({ reason: "truncated", offset: first.end })
+      expect(recovery.tornTail).toBe(true)
+    })
   )
 
   it.live("a flipped byte in the last frame is corrupt, not a torn tail", () =>

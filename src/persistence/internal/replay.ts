@@ -238,15 +238,35 @@ const allZero = (buf: Buffer, from: number): boolean => {
   return true
 }
 
+/** reads of lengths and checksummed bytes `wholeFrameAfter` may spend before it gives up (a torn tail, then) */
+const SCAN_BUDGET = 64 * 1024 * 1024
+
 /**
- * The offset of the first whole frame (a length that fits, its checksum right) from `from` on, if
- * any. Any offset is tried; a random one passes the checksum once in 2^32, and most lengths read
- * from inside a frame do not fit in what is left, so this is about one pass over those bytes.
+ * The offset of a whole frame from `from` on, if there is one: a length that fits, the lengths
+ * after it leading exactly to the end of the file (or to zeros up to it), and its checksum right.
+ * Any offset is tried. Inside a torn frame's bytes a length rarely fits and a chain of them
+ * almost never ends at the end of the file, so a checksum is seldom computed; bytes chosen to
+ * make it costly stop at the budget, and the frame is then taken for torn, as before.
  */
 const wholeFrameAfter = (buf: Buffer, from: number): number | undefined => {
-  for (let q = from; q + FRAME_HEADER < buf.length; q++) {
+  let budget = SCAN_BUDGET
+  for (let q = from; q + FRAME_HEADER < buf.length && budget > 0; q++) {
+    budget--
     const length = buf.readUInt32LE(q)
     if (length === 0 || length > buf.length - q - FRAME_HEADER) continue
+    let p = q + FRAME_HEADER + length
+    while (p + FRAME_HEADER <= buf.length && budget > 0) {
+      budget--
+      const next = buf.readUInt32LE(p)
+      if (next === 0) break
+      p += FRAME_HEADER + next
+    }
+    if (p !== buf.length) {
+      if (p > buf.length) continue
+      budget -= buf.length - p
+      if (!allZero(buf, p)) continue
+    }
+    budget -= length
     if (buf.readUInt32LE(q + 4) === crc32(buf, q + FRAME_HEADER, q + FRAME_HEADER + length)) return q
   }
   return undefined
