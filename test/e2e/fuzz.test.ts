@@ -25,8 +25,9 @@ import { Effect, FastCheck as fc } from "effect"
 import * as Mqtt from "mqtt-packet"
 import type { Packet, ProtocolVersion } from "../../src/protocol/codec.js"
 import type { CoreSettings } from "../../src/session/Core.js"
-import { splitAt } from "../support/chunks.js"
-import { ackArb, connectArb, packetArb, packetId, publishArb, subscribeArb, unsubscribeArb } from "../support/packets.js"
+import { padding, splitAt } from "../support/chunks.js"
+import { uncaughtInScope } from "../support/processes.js"
+import { ackOfSmallId, applyDamage, connectArb, damage, hasReply, packetArb, publishOn, subscribeArb, unsubscribeArb } from "../support/packets.js"
 import { collect, connectClient, publish, rawClient, startBroker, subscribe, waitFor } from "./harness.js"
 
 /** fixed, so CI runs the same 300 clients each time; `FUZZ_SEED` / `FUZZ_RUNS` explore further */
@@ -36,21 +37,11 @@ const RUNS = Number(process.env["FUZZ_RUNS"] ?? 300)
 /** topics that meet each other, the bystander's and the `$` rules; or anything */
 const TOPICS = ["f/a", "f/b", "f/+", "f/#", "#", "+", "+/+", "$SYS/broker/uptime", "$SYS/#", "$share/g/f/a", "$share/g/#", "health", "", "f//a"]
 const topic = fc.oneof({ arbitrary: fc.constantFrom(...TOPICS), weight: 3 }, { arbitrary: fc.string({ maxLength: 8 }), weight: 1 })
-const smallId = fc.oneof(fc.integer({ min: 1, max: 4 }), packetId)
 
 const clientPacket = (v: ProtocolVersion): fc.Arbitrary<Packet> =>
   fc.oneof(
-    {
-      weight: 5,
-      arbitrary: fc.tuple(publishArb(v), topic, smallId, fc.option(fc.integer({ min: 0, max: 12 }), { nil: undefined })).map(([p, t, id, alias]) => {
-        const out = { ...p, topic: t } as Packet & { messageId?: number; properties?: Record<string, unknown>; qos: number }
-        if (out.qos > 0) out.messageId = id
-        if (v === 5 && alias !== undefined) out.properties = { ...out.properties, topicAlias: alias }
-        else if (v === 5 && out.properties !== undefined) delete out.properties["topicAlias"]
-        return out
-      })
-    },
-    { weight: 4, arbitrary: fc.tuple(ackArb(v), smallId).map(([a, id]) => ({ ...a, messageId: id }) as Packet) },
+    { weight: 5, arbitrary: publishOn(v, topic) },
+    { weight: 4, arbitrary: ackOfSmallId(v) },
     {
       weight: 3,
       arbitrary: fc.tuple(subscribeArb(v), fc.array(topic, { minLength: 1, maxLength: 3 })).map(([s, ts]) => {
@@ -66,20 +57,6 @@ const clientPacket = (v: ProtocolVersion): fc.Arbitrary<Packet> =>
     { weight: 1, arbitrary: packetArb(v) }
   )
 
-type Damage =
-  | { readonly kind: "flip"; readonly at: number; readonly value: number }
-  | { readonly kind: "cut"; readonly at: number }
-  | { readonly kind: "garbage"; readonly bytes: Uint8Array }
-
-const damage: fc.Arbitrary<Damage | undefined> = fc.option(
-  fc.oneof(
-    fc.record({ kind: fc.constant("flip" as const), at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }),
-    fc.record({ kind: fc.constant("cut" as const), at: fc.nat() }),
-    fc.record({ kind: fc.constant("garbage" as const), bytes: fc.uint8Array({ minLength: 1, maxLength: 12 }) })
-  ),
-  { nil: undefined, freq: 3 }
-)
-
 const scenario = fc.constantFrom<ProtocolVersion>(3, 4, 5).chain((v) =>
   fc.record({
     v: fc.constant(v),
@@ -90,79 +67,12 @@ const scenario = fc.constantFrom<ProtocolVersion>(3, 4, 5).chain((v) =>
   })
 )
 
-const applyDamage = (body: Buffer, d: Damage | undefined): Buffer => {
-  if (d === undefined || body.length === 0) return d?.kind === "garbage" ? Buffer.from(d.bytes) : body
-  switch (d.kind) {
-    case "flip": {
-      const out = Buffer.from(body)
-      out[d.at % out.length] = d.value
-      return out
-    }
-    case "cut":
-      return body.subarray(0, d.at % body.length)
-    case "garbage":
-      return Buffer.concat([body, Buffer.from(d.bytes)])
-  }
-}
-
 const MAX_PACKET = 4096
 const MARKER_ID = 0xfedc
 
-/**
- * Zero bytes that complete the stream's last frame, so that the broker reads the marker after it:
- * none when the frames are complete, or when a length is one the broker refuses as soon as it
- * reads it (a fifth length byte, more than `max_packet_size`).
- */
-const padding = (stream: Buffer): Buffer => {
-  let pad = 0
-  for (;;) {
-    const more = missing(stream, pad)
-    if (more === 0) return Buffer.alloc(pad)
-    pad += more
-  }
-}
-
-/** bytes the last frame lacks, with `pad` zero bytes after the stream (a length still unfinished lacks one: a 0 ends it) */
-const missing = (stream: Buffer, pad: number): number => {
-  const size = stream.length + pad
-  const at = (j: number) => (j < stream.length ? stream[j] : 0)
-  let i = 0
-  while (i < size) {
-    let length = 0
-    let j = i + 1
-    for (let k = 0; ; k++) {
-      if (k === 4) return 0
-      if (j >= size) return 1
-      const b = at(j++)
-      length += (b & 0x7f) * 128 ** k
-      if ((b & 0x80) === 0) break
-    }
-    if (length + (j - i) > MAX_PACKET) return 0
-    i = j + length
-  }
-  return i - size
-}
-
-/** The broker's SUBACK to the marker SUBSCRIBE, in what it sent (read as MQTT packets up to a frame mqtt-packet cannot read) */
-const answered = (data: Buffer, v: ProtocolVersion): boolean => {
-  let found = false
-  const parser = Mqtt.parser({ protocolVersion: v })
-  parser.on("packet", (p) => {
-    if (p.cmd === "suback" && p.messageId === MARKER_ID) found = true
-  })
-  parser.on("error", () => undefined)
-  parser.parse(data)
-  return found
-}
-
 const fuzz = (settings: Partial<CoreSettings>, seed: number) =>
     Effect.gen(function* () {
-      const thrown: Array<unknown> = []
-      const onThrow = (error: unknown) => void thrown.push(error)
-      yield* Effect.acquireRelease(
-        Effect.sync(() => process.on("uncaughtException", onThrow)),
-        () => Effect.sync(() => process.off("uncaughtException", onThrow))
-      )
+      const thrown = yield* uncaughtInScope
       const { port, url, log } = yield* startBroker({ settings: { ...settings, maxPacketSize: MAX_PACKET } })
       // every error line, whatever its type (the broker's own failures are logged as errors)
       const errors: Array<string> = []
@@ -182,12 +92,13 @@ const fuzz = (settings: Partial<CoreSettings>, seed: number) =>
           { cmd: "subscribe", messageId: MARKER_ID, subscriptions: [{ topic: "marker", qos: 0 }] } as Mqtt.ISubscribePacket,
           { protocolVersion: s.v }
         )
-        const stream = Buffer.concat([sent, padding(sent), marker])
+        // a frame longer than max_packet_size is refused as soon as its length is read
+        const stream = Buffer.concat([sent, padding(sent, MAX_PACKET) ?? Buffer.alloc(0), marker])
         yield* Effect.scoped(
           Effect.gen(function* () {
             const c = yield* rawClient(port)
             for (const chunk of splitAt(stream, s.cuts)) if (chunk.length > 0) yield* c.write(chunk)
-            yield* waitFor(() => thrown.length > 0 || c.closed() || answered(c.data(), s.v), `the broker to answer the marker or close (${what})`)
+            yield* waitFor(() => thrown.length > 0 || c.closed() || hasReply(c.data(), s.v, "suback", MARKER_ID), `the broker to answer the marker or close (${what})`)
             expect(thrown, what).toEqual([])
             if (c.closed()) closedByBroker++
           })

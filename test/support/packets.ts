@@ -4,6 +4,7 @@
  * on them, and the broker's fuzz test (test/e2e/fuzz.test.ts) sends them.
  */
 import { FastCheck as fc } from "effect"
+import * as Mqtt from "mqtt-packet"
 import type { AckCmd, Packet, ProtocolVersion, PublishProperties } from "../../src/protocol/codec.js"
 
 
@@ -255,3 +256,64 @@ export const packetArb = (v: ProtocolVersion): fc.Arbitrary<Packet> =>
     disconnectArb(v),
     ...(v === 5 ? [authArb] : [])
   )
+
+// ---------------------------------------------------------------------------
+// For the fuzz tests: packets that meet each other, and damage to a stream
+
+/** 1 to 4 most of the time, so that acknowledgements meet the packets in flight */
+export const smallId = fc.oneof(fc.integer({ min: 1, max: 4 }), packetId)
+
+/** PUBLISH on `topic`, with a small packet id and, in v5, sometimes a topic alias from 0 to 12 */
+export const publishOn = (v: ProtocolVersion, topic: fc.Arbitrary<string>): fc.Arbitrary<Packet> =>
+  fc.tuple(publishArb(v), topic, smallId, fc.option(fc.integer({ min: 0, max: 12 }), { nil: undefined })).map(([p, t, id, alias]) => {
+    const out = { ...p, topic: t } as Packet & { messageId?: number; properties?: Record<string, unknown>; qos: number }
+    if (out.qos > 0) out.messageId = id
+    if (v === 5 && alias !== undefined) out.properties = { ...out.properties, topicAlias: alias }
+    else if (v === 5 && out.properties !== undefined) delete out.properties["topicAlias"]
+    return out
+  })
+
+/** PUBACK, PUBREC, PUBREL or PUBCOMP with a small packet id */
+export const ackOfSmallId = (v: ProtocolVersion): fc.Arbitrary<Packet> => fc.tuple(ackArb(v), smallId).map(([a, id]) => ({ ...a, messageId: id }) as Packet)
+
+/** one byte changed, the end cut off, or garbage added; or (most often) none */
+export type Damage =
+  | { readonly kind: "flip"; readonly at: number; readonly value: number }
+  | { readonly kind: "cut"; readonly at: number }
+  | { readonly kind: "garbage"; readonly bytes: Uint8Array }
+
+export const damage: fc.Arbitrary<Damage | undefined> = fc.option(
+  fc.oneof(
+    fc.record({ kind: fc.constant("flip" as const), at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }),
+    fc.record({ kind: fc.constant("cut" as const), at: fc.nat() }),
+    fc.record({ kind: fc.constant("garbage" as const), bytes: fc.uint8Array({ minLength: 1, maxLength: 12 }) })
+  ),
+  { nil: undefined, freq: 3 }
+)
+
+export const applyDamage = (body: Buffer, d: Damage | undefined): Buffer => {
+  if (d === undefined || body.length === 0) return d?.kind === "garbage" ? Buffer.from(d.bytes) : body
+  switch (d.kind) {
+    case "flip": {
+      const out = Buffer.from(body)
+      out[d.at % out.length] = d.value
+      return out
+    }
+    case "cut":
+      return body.subarray(0, d.at % body.length)
+    case "garbage":
+      return Buffer.concat([body, Buffer.from(d.bytes)])
+  }
+}
+
+/** Is there a packet `cmd` with `messageId` in `data`, read as MQTT packets (up to a frame mqtt-packet cannot read)? */
+export const hasReply = (data: Buffer, v: ProtocolVersion, cmd: "suback" | "puback", messageId: number): boolean => {
+  let found = false
+  const parser = Mqtt.parser({ protocolVersion: v })
+  parser.on("packet", (p) => {
+    if (p.cmd === cmd && p.messageId === messageId) found = true
+  })
+  parser.on("error", () => undefined)
+  parser.parse(data)
+  return found
+}

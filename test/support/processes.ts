@@ -354,3 +354,17 @@ export const makeCertificates = (dir: string): Certificates => {
     misnamedKey: f("wrong.key")
   }
 }
+
+/**
+ * Every exception thrown out of an event handler of this process (a socket callback, a timer) while
+ * the scope is open: in the daemon each would end the process. Vitest reports them too, after the test.
+ */
+export const uncaughtInScope: Effect.Effect<Array<unknown>, never, Scope.Scope> = Effect.gen(function* () {
+  const thrown: Array<unknown> = []
+  const onThrow = (error: unknown) => void thrown.push(error)
+  yield* Effect.acquireRelease(
+    Effect.sync(() => process.on("uncaughtException", onThrow)),
+    () => Effect.sync(() => process.off("uncaughtException", onThrow))
+  )
+  return thrown
+})
