@@ -678,7 +678,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (packet.will !== undefined) {
       const w = packet.will
       if (!validateTopicName(w.topic)) {
-        return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.TopicNameInvalid, "invalid will topic")
+        if (v5) return this.refuse(ConnackV4.IdentifierRejected, ReasonCode.TopicNameInvalid, "invalid will topic")
+        // 3.1 and 3.1.1 have no return code for it (0x02 would say the client id was refused): closed, as Mosquitto does
+        this.log("notice", `Client ${clientId || "<unknown>"} from ${this.remote} refused: invalid will topic.`)
+        return this.close("refused")
       }
       // `max_qos`: a will above it is refused, v5 with 0x9B [MQTT-3.2.2-12]; 3.1.1 has no code for it (closed, as Mosquitto)
       if ((w.qos ?? 0) > this.listener.maxQos) {

@@ -73,6 +73,18 @@ describe("bad input closes only that connection", () => {
     expectClosedAfter([0x10, 12, 0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x00, 0, 0, 0, 0], (reply) => expect([...reply]).toEqual([0x20, 0x02, 0x00, 0x02]))
   )
 
+  it.scopedLive("a will topic with a wildcard: 3.1 and 3.1.1 are closed without a CONNACK (they have no return code for it, as Debian's Mosquitto 2.0 does), v5 gets CONNACK 0x90", () =>
+    Effect.gen(function* () {
+      const will = { topic: "a/+", payload: Buffer.from("x"), qos: 0, retain: false }
+      yield* expectClosedAfter(gen({ cmd: "connect", protocolId: "MQIsdp", protocolVersion: 3, clientId: "w3", clean: true, keepalive: 0, will }, 3), (reply) => expect(reply).toHaveLength(0))
+      yield* expectClosedAfter(connect(4, "w4", { will: { ...will, topic: "a/#" } }), (reply) => expect(reply).toHaveLength(0))
+      yield* expectClosedAfter(connect(5, "w5", { will }), (reply) => {
+        expect(reply[0]).toBe(0x20)
+        expect(reply[3]).toBe(0x90)
+      })
+    })
+  )
+
   it.scopedLive("PUBLISH before CONNECT [MQTT-3.1.0-1]", () =>
     expectClosedAfter(gen({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 0, retain: false, dup: false }))
   )
