@@ -17,7 +17,9 @@
  * only by rejecting (never by accepting more or decoding differently):
  * 1. A string that is not well-formed UTF-8 or contains U+0000 is malformed
  *    [MQTT-1.5.3-1] [MQTT-1.5.3-2] (v5: [MQTT-1.5.4-1] [MQTT-1.5.4-2]); mqtt-packet
- *    decodes it with U+FFFD / NUL.
+ *    decodes it with U+FFFD / NUL. So is one with a control character
+ *    (U+0001-001F, U+007F-009F) or a non-character, which MQTT says a receiver
+ *    may refuse and Mosquitto does (utf8.ts).
  *    This covers every string mqtt-packet decodes: topic names and filters,
  *    client id, will topic, user name, and v5 string / user properties.
  * 2. A field mqtt-packet could not read because the frame ended first is
@@ -39,6 +41,7 @@
 import { Buffer, isUtf8 } from "node:buffer"
 import * as Mqtt from "mqtt-packet"
 import { arrayBufferOf, byteOffsetOf, copyInto, latin1Of, sliceOf, utf8Of, writeUtf8At } from "../runtime/bufferOps.js"
+import { hasForbiddenCodePoint } from "./utf8.js"
 
 // mqtt-packet's default builds a cache of 65,536 two-byte Buffers (6.3 MB of heap) on the first
 // `generate`; without it each two-byte number is one small Buffer, on the cold path only (the hot
@@ -168,6 +171,8 @@ delegate.on("error", (error) => {
   delegatedError = error
 })
 
+const FORBIDDEN_IN_TOPIC = "a control character or a non-character in the PUBLISH topic (as mosquitto_validate_utf8)"
+
 /** Is this raw string field well-formed UTF-8 without U+0000 [MQTT-1.5.3-1] [MQTT-1.5.3-2]? */
 const isValidString = (bytes: Buffer): boolean => isUtf8(bytes) && bytes.indexOf(0) === -1
 
@@ -178,8 +183,11 @@ const parseString = delegate._parseString
 delegate._parseString = function(this: MqttParserInternals) {
   const start = this._pos + 2
   const result = parseString.call(this)
-  if (result !== null && (result.indexOf("\uFFFD") !== -1 || result.indexOf("\u0000") !== -1)) {
-    if (!isValidString(this._list.slice(start, this._pos))) badString = true
+  if (result !== null) {
+    if (result.indexOf("\uFFFD") !== -1 || result.indexOf("\u0000") !== -1) {
+      if (!isValidString(this._list.slice(start, this._pos))) badString = true
+    }
+    if (hasForbiddenCodePoint(result)) badString = true
   }
   return result
 }
@@ -681,7 +689,7 @@ export class PacketParser {
     let high = 0
     for (let i = topicStart; i < topicEnd; i++) {
       const c = buf[i]
-      if (c === 0) return malformed("U+0000 in the PUBLISH topic [MQTT-1.5.3-2]")
+      if (c < 0x20 || c === 0x7f) return malformed(c === 0 ? "U+0000 in the PUBLISH topic [MQTT-1.5.3-2]" : FORBIDDEN_IN_TOPIC)
       high |= c
     }
     let topic: string
@@ -690,6 +698,7 @@ export class PacketParser {
     } else {
       if (!isUtf8(sliceOf(buf, topicStart, topicEnd))) return malformed("PUBLISH topic is not UTF-8 [MQTT-1.5.3-1]")
       topic = utf8Of(buf, topicStart, topicEnd)
+      if (hasForbiddenCodePoint(topic)) return malformed(FORBIDDEN_IN_TOPIC)
     }
     const qos = (b0 >> 1) & 3
     let p = topicEnd
@@ -743,7 +752,7 @@ export class PacketParser {
       return malformed(message)
     }
     const packet = result.packet
-    if (badString) return malformed(`${packet.cmd}: a string is not UTF-8 or contains U+0000 [MQTT-1.5.3-1] [MQTT-1.5.3-2]`)
+    if (badString) return malformed(`${packet.cmd}: a string is not UTF-8, or holds U+0000, a control character or a non-character [MQTT-1.5.3-1] [MQTT-1.5.3-2]`)
     if (packet.messageId === -1) return malformed(`${packet.cmd} without a packet identifier`)
     if (packet.cmd === "connack" && (packet.sessionPresent === undefined || (packet.returnCode ?? packet.reasonCode) === undefined)) {
       return malformed("CONNACK too short")

@@ -122,6 +122,19 @@ describe("bad input closes only that connection", () => {
     return expectClosedAfter(bytes, expectDisconnect(0x81), connect(5))
   })
 
+  it.scopedLive("a control character in a PUBLISH topic (as Mosquitto's mosquitto_validate_utf8); v5 gets DISCONNECT 0x81", () =>
+    Effect.gen(function* () {
+      const bell = gen({ cmd: "publish", topic: "a/\u0007", payload: Buffer.from("x"), qos: 0, retain: false, dup: false }, 5)
+      yield* expectClosedAfter(bell, expectDisconnect(0x81), connect(5))
+      const c1 = gen({ cmd: "publish", topic: "a/\u0085", payload: Buffer.from("x"), qos: 0, retain: false, dup: false })
+      yield* expectClosedAfter(c1, undefined, connect(4))
+    })
+  )
+
+  it.scopedLive("a control character in a CONNECT's client id: closed without a CONNACK, as Mosquitto", () =>
+    expectClosedAfter(connect(4, "id\u001b"), (reply) => expect(reply).toHaveLength(0))
+  )
+
   it.scopedLive("invalid UTF-8 in a SUBSCRIBE filter closes the connection", () => {
     const bytes = gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "ab", qos: 0 }] })
     const i = bytes.indexOf(Buffer.from("ab"))

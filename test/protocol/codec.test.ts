@@ -18,6 +18,7 @@ import {
   writeWithPacketIdAt
 } from "../../src/protocol/codec.js"
 import { ConnackV4, ReasonCode } from "../../src/protocol/reasonCodes.js"
+import { hasForbiddenCodePoint } from "../../src/protocol/utf8.js"
 import { splitAt } from "../support/chunks.js"
 import { ackCodes, connectArb, packetArb, packetId, publishArb, qos, str, SUBACK_CODES_V5 } from "../support/packets.js"
 
@@ -56,9 +57,9 @@ const mqttPacketParse = (bytes: Buffer, version: ProtocolVersion): Array<Packet>
   return packets
 }
 
-/** Does any string mqtt-packet decoded hold U+FFFD or U+0000? */
+/** Does any string mqtt-packet decoded hold U+FFFD, U+0000, a control character or a non-character (utf8.ts)? */
 const hasBadString = (value: unknown): boolean => {
-  if (typeof value === "string") return value.includes("\uFFFD") || value.includes("\u0000")
+  if (typeof value === "string") return value.includes("\uFFFD") || hasForbiddenCodePoint(value)
   if (value === null || typeof value !== "object" || Buffer.isBuffer(value)) return false
   if (Array.isArray(value)) return value.some(hasBadString)
   return Object.keys(value).some((k) => hasBadString(k) || hasBadString((value as Record<string, unknown>)[k]))
@@ -485,6 +486,42 @@ describe("PacketParser rejects what the spec calls malformed", () => {
     expect(parseChunks([patched(connect({ clientId: "Z" }), 4, "Z", [0])]).error?.reason).toBe("malformed")
     const nulFilter = patched({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "Q", qos: 0 }] }, 4, "Q", [0])
     expect(parseChunks([nulFilter]).error?.reason).toBe("malformed")
+  })
+
+  it("a control character or a non-character in any string is malformed, as mosquitto_validate_utf8 refuses it; its neighbours are accepted", () => {
+    const forbidden = ["\u0001", "\u0007", "\u001f", "\u007f", "\u0085", "\u009f", "\ufdd0", "\ufdef", "\ufffe", "\uffff", "\u{1fffe}", "\u{10ffff}"]
+    const allowed = ["\u0020", "\u007e", "\u00a0", "\ufdcf", "\ufdf0", "\ufffd", "\u{1fffd}", "\u{10fffd}", "\u{10000}"]
+    const streams = (c: string, v: ProtocolVersion): ReadonlyArray<readonly [string, Packet]> => [
+      ["PUBLISH topic", { cmd: "publish", topic: `a/${c}`, payload: Buffer.alloc(0), qos: 0, retain: false, dup: false }],
+      ["PUBLISH topic, QoS 1", { cmd: "publish", topic: `${c}`, payload: Buffer.from("x"), qos: 1, messageId: 3, retain: false, dup: false }],
+      ["client id", connect({ clientId: `c${c}` }, v)],
+      ["will topic", connect({ will: { topic: `w${c}`, payload: Buffer.from("bye"), qos: 0, retain: false } }, v)],
+      ["user name", connect({ username: `u${c}` }, v)],
+      ["SUBSCRIBE filter", { cmd: "subscribe", messageId: 1, subscriptions: [{ topic: `f/${c}/#`, qos: 0, ...(v === 5 ? { nl: false, rap: false, rh: 0 } : {}) }] } as Packet],
+      ["UNSUBSCRIBE filter", { cmd: "unsubscribe", messageId: 1, unsubscriptions: [`f${c}`] }],
+      ...(v === 5
+        ? [
+          ["user property", { cmd: "publish", topic: "t", payload: Buffer.alloc(0), qos: 0, retain: false, dup: false, properties: { userProperties: { [`k${c}`]: "v" } } }] as const,
+          ["content type", { cmd: "publish", topic: "t", payload: Buffer.alloc(0), qos: 0, retain: false, dup: false, properties: { contentType: `t${c}` } }] as const
+        ]
+        : [])
+    ]
+    for (const v of versions) {
+      for (const c of forbidden) {
+        for (const [what, packet] of streams(c, v)) {
+          const bytes = Mqtt.generate(packet, { protocolVersion: v })
+          expect(parseChunks([bytes], v).error?.reason, `v${v} ${what} U+${c.codePointAt(0)!.toString(16)}`).toBe("malformed")
+        }
+      }
+      for (const c of allowed) {
+        for (const [what, packet] of streams(c, v)) {
+          const bytes = Mqtt.generate(packet, { protocolVersion: v })
+          const result = parseChunks([bytes], v)
+          expect(result.error, `v${v} ${what} U+${c.codePointAt(0)!.toString(16)}`).toBeUndefined()
+          expect(plain(result.packets)).toStrictEqual(plain(mqttPacketParse(bytes, v)))
+        }
+      }
+    }
   })
 
   it("a genuine U+FFFD, correctly encoded, is accepted", () => {

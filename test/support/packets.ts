@@ -6,11 +6,13 @@
 import { FastCheck as fc } from "effect"
 import * as Mqtt from "mqtt-packet"
 import type { AckCmd, Packet, ProtocolVersion, PublishProperties } from "../../src/protocol/codec.js"
+import { hasForbiddenCodePoint } from "../../src/protocol/utf8.js"
 
 
 export const str = fc
   .oneof(fc.string({ unit: "grapheme-ascii", maxLength: 10 }), fc.string({ unit: "binary", maxLength: 6 }))
-  .filter((s) => !s.includes("\u0000"))
+  // strings a broker accepts: no U+0000, control character or non-character (src/protocol/utf8.ts)
+  .filter((s) => !hasForbiddenCodePoint(s))
 export const nonEmptyStr = str.filter((s) => s.length > 0)
 export const bytes = (maxLength: number) => fc.uint8Array({ maxLength }).map((a) => Buffer.from(a))
 export const u16 = fc.integer({ min: 0, max: 0xffff })

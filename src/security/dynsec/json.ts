@@ -15,6 +15,8 @@
  * - names sort as `strcmp` sorts them (UTF-8 byte order = code point order).
  */
 
+import { hasForbiddenCodePoint } from "../../protocol/utf8.js"
+
 export type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
 export type JsonObject = { readonly [key: string]: Json }
 
@@ -77,6 +79,8 @@ export const strcmp = (a: string, b: string): number => {
   return a.length - b.length
 }
 
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
+
 /**
  * mosquitto_validate_utf8 on a decoded string: no NUL or other control
  * characters (U+0000-001F, U+007F-009F), no non-characters, no lone
@@ -84,20 +88,10 @@ export const strcmp = (a: string, b: string): number => {
  * UTF-8, so U+FFFD stands for bytes Mosquitto would reject.
  */
 export const validUtf8 = (s: string, replaced = false): boolean => {
-  if (Buffer.byteLength(s) > 65536) return false
-  for (let i = 0; i < s.length; i++) {
-    const c = s.codePointAt(i)!
-    if (c > 0xffff) {
-      i++
-    } else if (c >= 0xd800 && c <= 0xdfff) {
-      return false
-    }
-    if (c <= 0x1f || (c >= 0x7f && c <= 0x9f)) return false
-    if (c >= 0xfdd0 && c <= 0xfdef) return false
-    if ((c & 0xfffe) === 0xfffe) return false
-    if (replaced && c === 0xfffd) return false
-  }
-  return true
+  if (Buffer.byteLength(s) > 65536 || hasForbiddenCodePoint(s)) return false
+  if (replaced && s.indexOf("\uFFFD") !== -1) return false
+  // a lone surrogate (JSON can spell one: "\ud800")
+  return !LONE_SURROGATE.test(s)
 }
 
 /**
