@@ -173,21 +173,15 @@ delegate.on("error", (error) => {
 
 const FORBIDDEN_IN_TOPIC = "a control character or a non-character in the PUBLISH topic (as mosquitto_validate_utf8)"
 
-/** Is this raw string field well-formed UTF-8 without U+0000 [MQTT-1.5.3-1] [MQTT-1.5.3-2]? */
-const isValidString = (bytes: Buffer): boolean => isUtf8(bytes) && bytes.indexOf(0) === -1
-
-// Every string mqtt-packet decodes goes through _parseString; a decoded string
-// holds U+FFFD where the bytes were not UTF-8 (or were a genuine U+FFFD) and
-// U+0000 where they were a NUL. Only then are the raw bytes looked at.
+// Every string mqtt-packet decodes goes through _parseString. A NUL, a control character or a
+// non-character is refused on the decoded string (utf8.ts); a decoded string holds U+FFFD where
+// the bytes were not UTF-8 (or were a genuine U+FFFD), and only then are the raw bytes looked at.
 const parseString = delegate._parseString
 delegate._parseString = function(this: MqttParserInternals) {
   const start = this._pos + 2
   const result = parseString.call(this)
-  if (result !== null) {
-    if (result.indexOf("\uFFFD") !== -1 || result.indexOf("\u0000") !== -1) {
-      if (!isValidString(this._list.slice(start, this._pos))) badString = true
-    }
-    if (hasForbiddenCodePoint(result)) badString = true
+  if (result !== null && (hasForbiddenCodePoint(result) || (result.indexOf("\uFFFD") !== -1 && !isUtf8(this._list.slice(start, this._pos))))) {
+    badString = true
   }
   return result
 }
