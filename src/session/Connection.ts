@@ -702,6 +702,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
 
     const method = v5 ? packet.properties?.authenticationMethod : undefined
+    // [MQTT-3.1.2.11.10] "It is a Protocol Error to include Authentication Data if there is no
+    // Authentication Method" (Mosquitto 2.0.11 closes; v5 has a reason code for it)
+    if (method === undefined && v5 && packet.properties?.authenticationData !== undefined) {
+      return this.refuse(ConnackV4.NotAuthorized, ReasonCode.ProtocolError, "authentication data without an authentication method")
+    }
     this.authMethod = method
     const request: ConnectAuthRequest = {
       clientId,

@@ -85,6 +85,13 @@ describe("bad input closes only that connection", () => {
     })
   )
 
+  it.scopedLive("MQTT 5: Authentication Data without an Authentication Method gets CONNACK 0x82 [MQTT-3.1.2.11.10] (Mosquitto 2.0 closes too)", () =>
+    expectClosedAfter(connect(5, "ad", { properties: { authenticationData: Buffer.from([1, 2]) } }), (reply) => {
+      expect(reply[0]).toBe(0x20)
+      expect(reply[3]).toBe(0x82)
+    })
+  )
+
   it.scopedLive("PUBLISH before CONNECT [MQTT-3.1.0-1]", () =>
     expectClosedAfter(gen({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 0, retain: false, dup: false }))
   )
