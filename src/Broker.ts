@@ -15,6 +15,7 @@ import { Context, Effect, ExecutionStrategy, Exit, FiberHandle, FiberMap, Layer,
 import type { BrokerConfig } from "./config/Config.js"
 import { Log, silentLog } from "./log/Log.js"
 import { validateTopicFilter, validateTopicName } from "./protocol/topic.js"
+import { hasForbiddenCodePoint } from "./protocol/utf8.js"
 import { bridgeNameOfSessionKey, Persistence, type PersistenceService, type StoreError } from "./persistence/Persistence.js"
 import { Authentication, Authorization } from "./security/Auth.js"
 import { type ListenerInfo, registerBrokerControl } from "./security/brokerControl.js"
@@ -370,13 +371,15 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
 
       const publish = (input: PublishInput) =>
         Effect.suspend(() => {
-          if (!validateTopicName(input.topic)) return Effect.fail(new InvalidTopic(`invalid topic name '${input.topic}'`))
+          // the topics a client's PUBLISH may carry: no control characters nor non-characters either, which
+          // Mosquitto's clients take for a malformed packet (Mosquitto's mosquitto_broker_publish checks nothing)
+          if (!validateTopicName(input.topic) || hasForbiddenCodePoint(input.topic)) return Effect.fail(new InvalidTopic(`invalid topic name '${input.topic}'`))
           const payload = typeof input.payload === "string" ? Buffer.from(input.payload) : Buffer.from(input.payload)
           return Effect.succeed(core.publish(input.topic, payload, input.qos ?? 0, input.retain ?? false, input.properties))
         })
 
       const subscribe = (filter: string, subOptions?: { readonly qos?: QoS }) =>
-        validateTopicFilter(filter)
+        validateTopicFilter(filter) && !hasForbiddenCodePoint(filter)
           ? Stream.asyncPush<ReceivedMessage>((emit) =>
               Effect.acquireRelease(
                 Effect.sync(() => {

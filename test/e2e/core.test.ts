@@ -252,6 +252,25 @@ describe("core broker with MQTT.js", () => {
     })
   )
 
+  it.scopedLive("in-process API: a topic or filter with a control character or a non-character fails with InvalidTopic, as a client's PUBLISH is refused (Mosquitto's clients would take it for a malformed packet)", () =>
+    Effect.gen(function* () {
+      const { url, broker } = yield* startBroker()
+      const sub = yield* connectClient(url)
+      const got = collect(sub)
+      yield* subscribe(sub, "#", { qos: 0 })
+      for (const topic of ["app/a\u0001b", "app/\u007f", "app/\u0085", "app/\ufdd0", "app/\uffff", "app/\ud83f\udfff"]) {
+        const refused = yield* Effect.flip(broker.publish({ topic, payload: "x" }))
+        expect(refused._tag).toBe("InvalidTopic")
+        const refusedFilter = yield* Effect.flip(Stream.runDrain(broker.subscribe(`${topic}/#`)))
+        expect(refusedFilter._tag).toBe("InvalidTopic")
+      }
+      // their neighbours are fine
+      expect(yield* broker.publish({ topic: "app/\u00a0\ufdf0\ufffd", payload: "ok" })).toBe(1)
+      yield* waitFor(() => got.length === 1, "the valid publish")
+      expect(got.map((m) => m.topic)).toEqual(["app/\u00a0\ufdf0\ufffd"])
+    })
+  )
+
   it.scopedLive("in-process API: publish reaches MQTT clients; subscribe is a Stream of client publishes", () =>
     Effect.gen(function* () {
       const { url, broker } = yield* startBroker()
