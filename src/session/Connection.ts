@@ -163,6 +163,28 @@ const refusalProperties = (
   return p
 }
 
+/**
+ * A v5 packet the server sends, encoded within the client's Maximum Packet Size (`max`, 0: none):
+ * "The Server MUST NOT send packets exceeding Maximum Packet Size to the Client" [MQTT-3.1.2-24],
+ * and a Reason String or User Properties are left out rather than make a packet too large
+ * ([MQTT-3.2.2-19] [MQTT-3.2.2-20] for CONNACK, and the same rule for every packet carrying them).
+ * Then `droppable` properties go (a CONNACK's properties that only repeat the defaults). Undefined:
+ * the packet cannot be made to fit.
+ */
+export const encodeWithin = (packet: Packet, max: number, droppable: ReadonlyArray<string> = []): Buffer | undefined => {
+  const bytes = encode(packet, 5)
+  if (max === 0 || bytes.length <= max) return bytes
+  const properties = (packet as { properties?: Record<string, unknown> }).properties
+  if (properties === undefined) return undefined
+  const kept: Record<string, unknown> = {}
+  for (const key of Object.keys(properties)) if (key !== "reasonString" && key !== "userProperties" && !droppable.includes(key)) kept[key] = properties[key]
+  const trimmed = encode({ ...packet, properties: Object.keys(kept).length > 0 ? kept : undefined } as Packet, 5)
+  return trimmed.length <= max ? trimmed : undefined
+}
+
+/** CONNACK properties whose value here is the one a client assumes when they are absent */
+const CONNACK_DEFAULT_PROPERTIES = ["retainAvailable", "sharedSubscriptionAvailable", "subscriptionIdentifiersAvailable", "wildcardSubscriptionAvailable"]
+
 export interface ConnectionHooks {
   /**
    * Decide a CONNECT (cold path; may complete later). Calls `done` once, or
@@ -611,7 +633,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // 0x9C Use another server / 0x9D Server moved carry a Server Reference; a Reason String and
       // User Properties may go on any CONNACK [MQTT-3.2.2-19] [MQTT-3.2.2-20]
       const properties = refusalProperties(told ?? {}, serverReference)
-      this.writeNow(encode({ cmd: "connack", reasonCode: v5Code, sessionPresent: false, ...(properties ? { properties } : {}) }, 5))
+      const connack = encodeWithin({ cmd: "connack", reasonCode: v5Code, sessionPresent: false, ...(properties ? { properties } : {}) }, this.clientMaxPacketSize)
+      if (connack !== undefined) this.writeNow(connack)
     } else {
       this.writeNow(encode({ cmd: "connack", returnCode: v4Code, sessionPresent: false }, this.protocolVersion))
     }
@@ -701,6 +724,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
     }
 
+    // what the server sends from now on, the CONNACK included, fits in it [MQTT-3.1.2-24]
+    if (v5) this.clientMaxPacketSize = packet.properties?.maximumPacketSize ?? 0
     const method = v5 ? packet.properties?.authenticationMethod : undefined
     // [MQTT-3.1.2.11.10] "It is a Protocol Error to include Authentication Data if there is no
     // Authentication Method" (Mosquitto 2.0.11 closes; v5 has a reason code for it)
@@ -786,9 +811,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         case "Refuse":
           // a failed re-authentication ends the connection [MQTT-4.12.1-2]
           this.log("notice", `Client ${this.clientId} failed re-authentication: ${outcome.why}.`)
-          this.writeNow(
-            encode({ cmd: "disconnect", reasonCode: outcome.v5Code, properties: refusalProperties({ reasonString: outcome.reasonString ?? outcome.why, userProperties: outcome.userProperties }) } as Packet, 5)
+          const disconnect = encodeWithin(
+            { cmd: "disconnect", reasonCode: outcome.v5Code, properties: refusalProperties({ reasonString: outcome.reasonString ?? outcome.why, userProperties: outcome.userProperties }) } as Packet,
+            this.clientMaxPacketSize
           )
+          if (disconnect !== undefined) this.writeNow(disconnect)
           return this.close("refused")
         case "Continue":
           this.authContinue = outcome.next
@@ -808,7 +835,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private sendAuth(reasonCode: number, method: string | undefined, data: Buffer | undefined, userProperties?: UserProperties): void {
     if (this.core.log.debugOn) this.log("debug", `Sending AUTH to ${this.clientId} (rc${reasonCode}, ${method ?? ""})`)
     const properties = { authenticationMethod: method, ...(data ? { authenticationData: data } : {}), ...(userProperties !== undefined ? { userProperties } : {}) }
-    this.write(encode({ cmd: "auth", reasonCode, properties } as Packet, 5))
+    const auth = encodeWithin({ cmd: "auth", reasonCode, properties } as Packet, this.clientMaxPacketSize)
+    if (auth !== undefined) this.write(auth)
+    else this.protocolError(ReasonCode.PacketTooLarge, "the AUTH is larger than the client's Maximum Packet Size")
   }
 
   /** CONNECT accepted: takeover, session, CONNACK, then what was sent meanwhile. */
@@ -852,43 +881,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       this.connectCredentials = { username: packet.username, password: packet.password === undefined ? undefined : Buffer.from(packet.password) }
     }
 
-    const old = core.attached.get(clientId)
-    if (old !== undefined && old !== this) {
-      this.log("information", `Client ${clientId} already connected, closing old connection.`)
-      old.takenOver()
-    }
-    // v3/v4 clean session / v5 clean start [MQTT-3.1.2-4] .. [MQTT-3.1.2-6]
-    const { session, present } = core.openSession(clientId, clean)
-    // [MQTT-3.1.3-9] reconnected in time: a delayed will of the last connection is not sent
-    session.pendingWill = undefined
-    const limits = core.flowLimits()
+    // v5: the CONNACK first, as it must fit in the client's Maximum Packet Size; else no session is taken
+    let v5Connack: Buffer | undefined
     if (v5) {
-      const props = packet.properties
-      session.expiryInterval = props?.sessionExpiryInterval ?? 0
-      this.clientMaxPacketSize = props?.maximumPacketSize ?? 0
-      this.problemInformation = props?.requestProblemInformation !== false
-      // the aliases this connection's PUBLISHes may use: the client's Topic Alias Maximum, at most max_topic_alias_broker
-      this.clientTopicAliasMax = Math.min(props?.topicAliasMaximum ?? 0, this.listener.maxTopicAliasBroker ?? 10)
       this.topicAliasMax = this.listener.maxTopicAlias ?? settings.maxTopicAlias
       this.receiveMaximum = settings.maxInflightMessages > 0 ? settings.maxInflightMessages : 65535
-      // [MQTT-3.1.2-?] the client's Receive Maximum bounds what the broker sends in flight
-      const clientReceiveMaximum = props?.receiveMaximum ?? 65535
-      session.flow.limits = {
-        ...limits,
-        maxInflight: limits.maxInflight === 0 ? clientReceiveMaximum : Math.min(limits.maxInflight, clientReceiveMaximum)
-      }
-    } else {
-      session.expiryInterval = clean ? 0 : 0xffffffff
-      session.flow.limits = limits
-    }
-    this.session = session
-    session.acl = core.authorize?.({ clientId, username, listenerPort: this.listener.port })
-    session.wire = this
-    core.attached.set(clientId, this)
-    this.state = "connected"
-    core.clientConnected()
-
-    if (v5) {
       const properties: NonNullable<mqtt.IConnackPacket["properties"]> = {
         retainAvailable: settings.retainAvailable,
         sharedSubscriptionAvailable: true,
@@ -910,7 +907,56 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       // what the authentication service attached to its acceptance
       if (this.acceptProperties !== undefined) properties.userProperties = this.acceptProperties as NonNullable<typeof properties.userProperties>
-      this.writeStaged(encode({ cmd: "connack", reasonCode: 0, sessionPresent: present, properties }, 5))
+      // session present: set below, once the session is open
+      v5Connack = encodeWithin({ cmd: "connack", reasonCode: 0, sessionPresent: false, properties }, this.clientMaxPacketSize, CONNACK_DEFAULT_PROPERTIES)
+      if (v5Connack === undefined) {
+        // nothing can tell the client it is in: closed without a CONNACK, as Mosquitto's send__connack does (packet__check_oversize)
+        this.log("notice", `Client ${clientId} from ${this.remote} refused: its Maximum Packet Size (${this.clientMaxPacketSize}) is smaller than the CONNACK.`)
+        return this.close("refused")
+      }
+    }
+
+    const old = core.attached.get(clientId)
+    if (old !== undefined && old !== this) {
+      this.log("information", `Client ${clientId} already connected, closing old connection.`)
+      old.takenOver()
+    }
+    // v3/v4 clean session / v5 clean start [MQTT-3.1.2-4] .. [MQTT-3.1.2-6]
+    const { session, present } = core.openSession(clientId, clean)
+    // [MQTT-3.1.3-9] reconnected in time: a delayed will of the last connection is not sent
+    session.pendingWill = undefined
+    const limits = core.flowLimits()
+    if (v5) {
+      const props = packet.properties
+      session.expiryInterval = props?.sessionExpiryInterval ?? 0
+      this.problemInformation = props?.requestProblemInformation !== false
+      // the aliases this connection's PUBLISHes may use: the client's Topic Alias Maximum, at most max_topic_alias_broker
+      this.clientTopicAliasMax = Math.min(props?.topicAliasMaximum ?? 0, this.listener.maxTopicAliasBroker ?? 10)
+      // [MQTT-3.1.2-?] the client's Receive Maximum bounds what the broker sends in flight
+      const clientReceiveMaximum = props?.receiveMaximum ?? 65535
+      session.flow.limits = {
+        ...limits,
+        maxInflight: limits.maxInflight === 0 ? clientReceiveMaximum : Math.min(limits.maxInflight, clientReceiveMaximum)
+      }
+    } else {
+      session.expiryInterval = clean ? 0 : 0xffffffff
+      session.flow.limits = limits
+    }
+    this.session = session
+    session.acl = core.authorize?.({ clientId, username, listenerPort: this.listener.port })
+    session.wire = this
+    core.attached.set(clientId, this)
+    this.state = "connected"
+    core.clientConnected()
+
+    if (v5Connack !== undefined) {
+      // the flags byte follows the fixed header: its first byte, then the Remaining Length's 1 to 4
+      if (present) {
+        let i = 1
+        while ((v5Connack[i] & 0x80) !== 0) i++
+        v5Connack[i + 1] = 1
+      }
+      this.writeStaged(v5Connack)
     } else {
       // [MQTT-3.2.2-1..3] session present is 0 for a clean session
       // the bytes mqtt-packet's generate gives (v3 and v4 alike), without its cost on every connect
@@ -1525,7 +1571,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   private sendDisconnect(reasonCode: number, reasonString?: string): void {
     if (this.core.log.debugOn) this.log("debug", `Sending DISCONNECT to ${this.clientId || "<unknown>"} (rc${reasonCode})`)
     const properties = reasonString !== undefined && reasonString.length > 0 ? { reasonString } : undefined
-    this.writeNow(encode({ cmd: "disconnect", reasonCode, ...(properties !== undefined ? { properties } : {}) }, 5))
+    const disconnect = encodeWithin({ cmd: "disconnect", reasonCode, ...(properties !== undefined ? { properties } : {}) }, this.clientMaxPacketSize)
+    if (disconnect !== undefined) this.writeNow(disconnect)
   }
 
   /**
@@ -1537,7 +1584,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (this.protocolVersion !== 5 || code === 0 || !this.problemInformation) {
       this.write(encodeAck(cmd, messageId, this.protocolVersion, code))
     } else {
-      this.write(encode({ cmd, messageId, reasonCode: code, properties: { reasonString: why } } as Packet, 5))
+      this.write(encodeWithin({ cmd, messageId, reasonCode: code, properties: { reasonString: why } } as Packet, this.clientMaxPacketSize) ?? encodeAck(cmd, messageId, 5, code))
     }
   }
 

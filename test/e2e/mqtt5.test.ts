@@ -187,6 +187,69 @@ describe("MQTT 5", () => {
     })
   )
 
+  it.scopedLive("the client's Maximum Packet Size bounds what the server sends: the CONNACK and failure acks lose what they may lose, and a client too small for any CONNACK is closed without one [MQTT-3.1.2-24] [MQTT-3.2.2-19]", () =>
+    Effect.gen(function* () {
+      const { port, url, broker } = yield* startBroker()
+      const sizes = (c: RawClient) => {
+        const out: Array<number> = []
+        const d = c.data()
+        for (let i = 0; i < d.length; ) {
+          let len = 0
+          let mul = 1
+          let j = i + 1
+          for (;;) {
+            len += (d[j] & 0x7f) * mul
+            mul *= 128
+            if ((d[j++] & 0x80) === 0) break
+          }
+          out.push(j - i + len)
+          i = j + len
+        }
+        return out
+      }
+      // the whole CONNACK (19 bytes) does not fit in 12: the properties that repeat the defaults go
+      const small = yield* connect5(port, "small12", { properties: { maximumPacketSize: 12 } })
+      expect(sizes(small)[0]).toBeLessThanOrEqual(12)
+      expect(connack(small).reasonCode).toBe(0)
+      expect(connack(small).properties).toEqual({ topicAliasMaximum: 10, receiveMaximum: 20 })
+      // a failure PUBACK keeps its reason code and loses its Reason String
+      yield* small.write(gen({ cmd: "publish", topic: "p", payload: Buffer.from([0xff]), qos: 1, messageId: 7, retain: false, dup: false, properties: { payloadFormatIndicator: true } }))
+      yield* waitFor(() => packetsOf(small, 5).some((p) => p.cmd === "puback"), "PUBACK")
+      const puback = packetsOf(small, 5).find((p) => p.cmd === "puback") as mqttPacket.IPubackPacket
+      expect(puback.reasonCode).toBe(0x99)
+      expect(puback.properties?.reasonString).toBeUndefined()
+      expect(Math.max(...sizes(small))).toBeLessThanOrEqual(12)
+      // so does the DISCONNECT of a protocol error (a second CONNECT)
+      yield* small.write(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "small12", clean: true, keepalive: 0 }))
+      yield* small.waitClosed()
+      expect(disconnectReason(small)).toBe(0x82)
+      expect((packetsOf(small, 5).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket).properties?.reasonString).toBeUndefined()
+      expect(Math.max(...sizes(small))).toBeLessThanOrEqual(12)
+      // without a size, the same PUBACK says why
+      const roomy = yield* connect5(port, "roomy")
+      expect(connack(roomy).properties?.sharedSubscriptionAvailable).toBe(true)
+      yield* roomy.write(gen({ cmd: "publish", topic: "p", payload: Buffer.from([0xff]), qos: 1, messageId: 7, retain: false, dup: false, properties: { payloadFormatIndicator: true } }))
+      yield* waitFor(() => packetsOf(roomy, 5).some((p) => p.cmd === "puback"), "PUBACK")
+      expect((packetsOf(roomy, 5).find((p) => p.cmd === "puback") as mqttPacket.IPubackPacket).properties?.reasonString).toBeDefined()
+
+      // 10 bytes: even the smallest CONNACK (11) does not fit. Closed without one; no session is
+      // taken and the will is not published
+      const watcher = yield* connectClient(url, { protocolVersion: 5 })
+      const wills = collect(watcher)
+      yield* subscribe(watcher, "wills", { qos: 0 })
+      const before = broker.stats().sessions
+      const tiny = yield* rawClient(port)
+      yield* tiny.write(
+        gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "tiny", clean: true, keepalive: 0, properties: { maximumPacketSize: 10 }, will: { topic: "wills", payload: Buffer.from("w"), qos: 0, retain: false } })
+      )
+      yield* tiny.waitClosed()
+      expect(tiny.data()).toHaveLength(0)
+      yield* settle(100)
+      expect(wills).toHaveLength(0)
+      expect(broker.stats().sessions).toBe(before)
+    })
+  )
+
   it.scopedLive("shared subscriptions: each message to one member, round robin; a leaving member's unacknowledged messages go to another", () =>
     Effect.gen(function* () {
       const { port, url } = yield* startBroker()
