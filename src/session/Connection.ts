@@ -728,7 +728,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (v5) this.clientMaxPacketSize = packet.properties?.maximumPacketSize ?? 0
     const method = v5 ? packet.properties?.authenticationMethod : undefined
     // [MQTT-3.1.2.11.10] "It is a Protocol Error to include Authentication Data if there is no
-    // Authentication Method" (Mosquitto 2.0.11 closes; v5 has a reason code for it)
+    // Authentication Method"; Debian's Mosquitto 2.0.11 accepts it and ignores the data (docs/mqtt5.md)
     if (method === undefined && v5 && packet.properties?.authenticationData !== undefined) {
       return this.refuse(ConnackV4.NotAuthorized, ReasonCode.ProtocolError, "authentication data without an authentication method")
     }
