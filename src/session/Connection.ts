@@ -534,6 +534,17 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   }
 
   /** Close for a protocol violation; v5 clients get DISCONNECT with the reason code first. */
+  /**
+   * An acknowledgement for a message in flight at another QoS or another step of its handshake (a
+   * PUBACK for a QoS 2 message, a PUBREC or PUBCOMP for a QoS 1 one, a PUBCOMP before the PUBREC): a
+   * protocol violation, which closes the connection [MQTT-4.8.0-1] (3.1.1: 4.8), as Mosquitto does.
+   * The message stays in flight: a persistent session sends it again at the next connection.
+   */
+  private wrongAck(cmd: string, messageId: number): void {
+    const state = this.session?.flow.stateOf(messageId)
+    this.protocolError(ReasonCode.ProtocolError, `${cmd} for packet ${messageId}, which is in flight ${state === "await-puback" ? "at QoS 1" : state === "await-pubrec" ? "at QoS 2, before its PUBREC" : "at QoS 2"}`)
+  }
+
   protocolError(reasonCode: number, why: string): void {
     if (this.state === "closed") return
     // the details (information), then Mosquitto's notice line as the connection closes (logClose)
@@ -555,7 +566,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         return this.handlePublish(packet)
       case "puback": {
         const session = this.session!
-        session.flow.onPuback(packet.messageId!, this, true)
+        if (session.flow.onPuback(packet.messageId!, this, true) === "wrong") return this.wrongAck("PUBACK", packet.messageId!)
         this.afterAck(session)
         return
       }
@@ -563,13 +574,17 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         const session = this.session!
         const id = packet.messageId!
         if (this.protocolVersion === 5 && (packet.reasonCode ?? 0) >= 0x80) {
+          const state = session.flow.stateOf(id)
+          if (state !== undefined && state !== "await-pubrec") return this.wrongAck("PUBREC", id)
           if (this.core.cluster !== undefined && session.expiryInterval !== 0) this.core.cluster.outboundDone(session, id)
           session.flow.onPubrecFailure(id, this, true)
           this.afterAck(session)
-        } else if (!session.flow.onPubrec(id, this)) {
-          // unknown id: v5 answers PUBREL 0x92; v3/v4 release it anyway
-          this.ack("pubrel", id, this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0)
+          return
         }
+        const outcome = session.flow.onPubrec(id, this)
+        if (outcome === "wrong") return this.wrongAck("PUBREC", id)
+        // unknown id: v5 answers PUBREL 0x92; v3/v4 release it anyway
+        if (outcome === "unknown") this.ack("pubrel", id, this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0)
         return
       }
       case "pubrel": {
@@ -588,6 +603,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       case "pubcomp": {
         const session = this.session!
+        const state = session.flow.stateOf(packet.messageId!)
+        if (state !== undefined && state !== "await-pubcomp") return this.wrongAck("PUBCOMP", packet.messageId!)
         // cluster: the in-flight record in Redis follows (docs/cluster.md)
         if (this.core.cluster !== undefined && session.expiryInterval !== 0) this.core.cluster.outboundDone(session, packet.messageId!)
         session.flow.onPubcomp(packet.messageId!, this, true)

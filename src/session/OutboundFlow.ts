@@ -66,6 +66,16 @@ export interface OutboundSink {
 
 export type OfferResult = "sent" | "queued" | "dropped"
 
+/**
+ * What an acknowledgement from the client did: `done` (it moved its message's handshake on),
+ * `unknown` (no message is in flight with that id: a late duplicate, or a client's mistake), or
+ * `wrong` (the id is in flight, at a QoS or step that does not take this acknowledgement: a PUBACK
+ * for a QoS 2 message, a PUBREC or PUBCOMP for a QoS 1 one, a PUBCOMP before the PUBREC). `wrong`
+ * changes nothing; the connection treats it as a protocol violation, as Mosquitto's
+ * db__message_delete_outgoing / db__message_update_outgoing do.
+ */
+export type AckOutcome = "done" | "unknown" | "wrong"
+
 /** Told of every change of the flow's state (the persistence store listens here). */
 export interface FlowObserver {
   queued(out: Outgoing): void
@@ -272,43 +282,50 @@ export class OutboundFlow {
     }
   }
 
-  /** PUBACK received. Returns false when no QoS 1 message waited for it. */
-  onPuback(messageId: number, sink: OutboundSink, online: boolean): boolean {
+  /** Where the handshake of the message in flight with this id is; undefined: none is. */
+  stateOf(messageId: number): OutState | undefined {
+    return this.inflightMap?.get(messageId)?.state
+  }
+
+  /** PUBACK received: a QoS 1 message is done. */
+  onPuback(messageId: number, sink: OutboundSink, online: boolean): AckOutcome {
     return this.complete(messageId, "await-puback", sink, online)
   }
 
   /**
    * PUBREC received: answer PUBREL [MQTT-4.3.3-5]. A repeated PUBREC for a message
-   * already released gets its PUBREL again. Returns false for an unknown id.
+   * already released gets its PUBREL again.
    */
-  onPubrec(messageId: number, sink: OutboundSink): boolean {
+  onPubrec(messageId: number, sink: OutboundSink): AckOutcome {
     const entry = this.inflightMap?.get(messageId)
-    if (entry === undefined || entry.state === "await-puback") return false
+    if (entry === undefined) return "unknown"
+    if (entry.state === "await-puback") return "wrong"
     if (entry.state !== "await-pubcomp") this.observer?.pubrec(messageId)
     entry.state = "await-pubcomp"
     sink.pubrel(messageId)
-    return true
+    return "done"
   }
 
   /** A PUBREC carrying a v5 failure reason code (>= 0x80) ends the flow [MQTT-4.3.3-?]. */
-  onPubrecFailure(messageId: number, sink: OutboundSink, online: boolean): boolean {
+  onPubrecFailure(messageId: number, sink: OutboundSink, online: boolean): AckOutcome {
     return this.complete(messageId, "await-pubrec", sink, online)
   }
 
-  /** PUBCOMP received. Returns false when no PUBREL waited for it. */
-  onPubcomp(messageId: number, sink: OutboundSink, online: boolean): boolean {
+  /** PUBCOMP received: a QoS 2 message is done. */
+  onPubcomp(messageId: number, sink: OutboundSink, online: boolean): AckOutcome {
     return this.complete(messageId, "await-pubcomp", sink, online)
   }
 
   /** The flow of `messageId` ends if it is in `state`: its slot is freed and the queue moves up. */
-  private complete(messageId: number, state: OutState, sink: OutboundSink, online: boolean): boolean {
+  private complete(messageId: number, state: OutState, sink: OutboundSink, online: boolean): AckOutcome {
     const entry = this.inflightMap?.get(messageId)
-    if (entry === undefined || entry.state !== state) return false
+    if (entry === undefined) return "unknown"
+    if (entry.state !== state) return "wrong"
     this.inflightMap!.delete(messageId)
     this.inflightBytes -= entry.message.payload.length
     this.observer?.done(messageId)
     if (online) this.pump(sink)
-    return true
+    return "done"
   }
 
   /**

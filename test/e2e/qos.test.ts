@@ -137,6 +137,42 @@ describe("QoS on the wire", () => {
     )
   }
 
+  it.scopedLive("an acknowledgement of the wrong kind for a message in flight (PUBREC for QoS 1, PUBACK for QoS 2, PUBCOMP before the PUBREC) closes the connection, as Mosquitto does; the message is sent again at the next connection", () =>
+    Effect.gen(function* () {
+      const { port, url } = yield* startBroker()
+      const cases = [
+        { qos: 1, wrong: "pubrec", v: 4 },
+        { qos: 2, wrong: "puback", v: 4 },
+        { qos: 2, wrong: "pubcomp", v: 5 }
+      ] as const
+      for (const [i, k] of cases.entries()) {
+        const id = `wrong-${i}`
+        const c = yield* connectRaw(port, id, false, k.v)
+        yield* c.write(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: id, qos: k.qos }] }, k.v))
+        yield* waitFor(() => packetsOf(c, k.v).some((p) => p.cmd === "suback"), "SUBACK")
+        const pub = yield* connectClient(url)
+        yield* publish(pub, id, "m", { qos: k.qos })
+        yield* waitFor(() => packetsOf(c, k.v).some((p) => p.cmd === "publish"), "the PUBLISH")
+        const sent = packetsOf(c, k.v).find((p) => p.cmd === "publish") as mqttPacket.IPublishPacket
+        yield* c.write(gen({ cmd: k.wrong, messageId: sent.messageId, ...(k.v === 5 ? { reasonCode: 0 } : {}) }, k.v))
+        yield* c.waitClosed()
+        if (k.v === 5) expect((packetsOf(c, 5).find((p) => p.cmd === "disconnect") as mqttPacket.IDisconnectPacket).reasonCode).toBe(0x82)
+        // still in flight: resent with DUP to the session's next connection, and completed properly
+        const again = yield* connectRaw(port, id, false, k.v)
+        yield* waitFor(() => packetsOf(again, k.v).some((p) => p.cmd === "publish"), "the resent PUBLISH")
+        const resent = packetsOf(again, k.v).find((p) => p.cmd === "publish") as mqttPacket.IPublishPacket
+        expect([resent.messageId, resent.dup, resent.payload.toString()]).toEqual([sent.messageId, true, "m"])
+      }
+      // an acknowledgement for an id not in flight is not a reason to close (a late duplicate)
+      const late = yield* connectRaw(port, "late", true)
+      yield* late.write(gen({ cmd: "puback", messageId: 9 }))
+      yield* late.write(gen({ cmd: "pubcomp", messageId: 9 }))
+      yield* late.write(gen({ cmd: "pingreq" }))
+      yield* waitFor(() => packetsOf(late).some((p) => p.cmd === "pingresp"), "PINGRESP")
+      expect(late.closed()).toBe(false)
+    })
+  )
+
   it.scopedLive("MQTT 5: PUBREL for an unknown id gets PUBCOMP 0x92 (Packet Identifier not found)", () =>
     Effect.gen(function* () {
       const { port } = yield* startBroker()

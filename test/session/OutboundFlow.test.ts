@@ -13,6 +13,7 @@ type Op =
   | { readonly op: "offer"; readonly qos: QoS }
   | { readonly op: "ack"; readonly pick: number } // PUBACK / PUBREC / PUBCOMP for an in-flight id, as its state wants
   | { readonly op: "bogus"; readonly id: number; readonly kind: "puback" | "pubrec" | "pubcomp" }
+  | { readonly op: "wrong"; readonly pick: number; readonly kind: "puback" | "pubrec" | "pubcomp" } // an in-flight id, the wrong acknowledgement
   | { readonly op: "offline" }
   | { readonly op: "online" }
 
@@ -26,6 +27,10 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       id: fc.integer({ min: 1, max: 65535 }),
       kind: fc.constantFrom("puback" as const, "pubrec" as const, "pubcomp" as const)
     })
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ op: fc.constant("wrong" as const), pick: fc.nat(50), kind: fc.constantFrom("puback" as const, "pubrec" as const, "pubcomp" as const) })
   },
   { weight: 1, arbitrary: fc.constant({ op: "offline" as const }) },
   { weight: 1, arbitrary: fc.constant({ op: "online" as const }) }
@@ -78,21 +83,21 @@ describe("OutboundFlow", () => {
       const ack = (id: number) => {
         const entry = flow.inflight.get(id)!
         if (entry.state === "await-puback") {
-          expect(flow.onPuback(id, sink, online)).toBe(true)
+          expect(flow.onPuback(id, sink, online)).toBe("done")
           const s = onWire.get(id)!
           onWire.delete(id)
           completed.set(s, (completed.get(s) ?? 0) + 1)
         } else if (entry.state === "await-pubrec") {
-          expect(flow.onPubrec(id, sink)).toBe(true)
+          expect(flow.onPubrec(id, sink)).toBe("done")
           // a duplicate PUBREC is answered again and changes nothing
-          expect(flow.onPubrec(id, sink)).toBe(true)
+          expect(flow.onPubrec(id, sink)).toBe("done")
         } else {
-          expect(flow.onPubcomp(id, sink, online)).toBe(true)
+          expect(flow.onPubcomp(id, sink, online)).toBe("done")
           const s = onWire.get(id)!
           onWire.delete(id)
           completed.set(s, (completed.get(s) ?? 0) + 1)
           // a late duplicate PUBCOMP is ignored
-          expect(flow.onPubcomp(id, sink, online)).toBe(false)
+          expect(flow.onPubcomp(id, sink, online)).toBe("unknown")
         }
       }
       for (const op of ops) {
@@ -114,9 +119,24 @@ describe("OutboundFlow", () => {
           }
           case "bogus": {
             if (!online || flow.inflight.has(op.id)) break
-            if (op.kind === "puback") expect(flow.onPuback(op.id, sink, online)).toBe(false)
-            else if (op.kind === "pubrec") expect(flow.onPubrec(op.id, sink)).toBe(false)
-            else expect(flow.onPubcomp(op.id, sink, online)).toBe(false)
+            if (op.kind === "puback") expect(flow.onPuback(op.id, sink, online)).toBe("unknown")
+            else if (op.kind === "pubrec") expect(flow.onPubrec(op.id, sink)).toBe("unknown")
+            else expect(flow.onPubcomp(op.id, sink, online)).toBe("unknown")
+            break
+          }
+          case "wrong": {
+            // an acknowledgement its message's state does not take is refused and changes nothing
+            if (!online || flow.inflight.size === 0) break
+            const ids = [...flow.inflight.keys()]
+            const id = ids[op.pick % ids.length]
+            const state = flow.stateOf(id)!
+            const takes = op.kind === "puback" ? state === "await-puback" : op.kind === "pubrec" ? state !== "await-puback" : state === "await-pubcomp"
+            if (takes) break
+            const size = flow.inflight.size
+            const outcome = op.kind === "puback" ? flow.onPuback(id, sink, online) : op.kind === "pubrec" ? flow.onPubrec(id, sink) : flow.onPubcomp(id, sink, online)
+            expect(outcome).toBe("wrong")
+            expect(flow.stateOf(id)).toBe(state)
+            expect(flow.inflight.size).toBe(size)
             break
           }
           case "offline":
