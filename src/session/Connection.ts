@@ -533,11 +533,10 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.protocolError(code, error.message)
   }
 
-  /** Close for a protocol violation; v5 clients get DISCONNECT with the reason code first. */
   /**
    * An acknowledgement for a message in flight at another QoS or another step of its handshake (a
    * PUBACK for a QoS 2 message, a PUBREC or PUBCOMP for a QoS 1 one, a PUBCOMP before the PUBREC): a
-   * protocol violation, which closes the connection [MQTT-4.8.0-1] (3.1.1: 4.8), as Mosquitto does.
+   * protocol violation, which closes the connection (3.1.1 [MQTT-4.8.0-1]; MQTT 5 §4.13), as Mosquitto does.
    * The message stays in flight: a persistent session sends it again at the next connection.
    */
   private wrongAck(cmd: string, messageId: number): void {
@@ -545,6 +544,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.protocolError(ReasonCode.ProtocolError, `${cmd} for packet ${messageId}, which is in flight ${state === "await-puback" ? "at QoS 1" : state === "await-pubrec" ? "at QoS 2, before its PUBREC" : "at QoS 2"}`)
   }
 
+  /** Close for a protocol violation; v5 clients get DISCONNECT with the reason code first. */
   protocolError(reasonCode: number, why: string): void {
     if (this.state === "closed") return
     // the details (information), then Mosquitto's notice line as the connection closes (logClose)
@@ -825,7 +825,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     const done = (outcome: ConnectAuthOutcome): void => {
       if (this.state !== "connected") return
       switch (outcome._tag) {
-        case "Refuse":
+        case "Refuse": {
           // a failed re-authentication ends the connection [MQTT-4.12.1-2]
           this.log("notice", `Client ${this.clientId} failed re-authentication: ${outcome.why}.`)
           const disconnect = encodeWithin(
@@ -834,6 +834,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
           )
           if (disconnect !== undefined) this.writeNow(disconnect)
           return this.close("refused")
+        }
         case "Continue":
           this.authContinue = outcome.next
           this.sendAuth(0x18, method, outcome.data)
@@ -881,24 +882,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // MQTT 5: 0x89 Server busy, as Mosquitto; where Mosquitto closes a 3.1 / 3.1.1 client without a word, 0x03 Server unavailable
       return this.refuse(ConnackV4.ServerUnavailable, ReasonCode.ServerBusy, `global_max_clients (${maxClients}) reached`)
     }
-    // cluster: this node becomes the client id's owner first (another node lets the session go)
-    const cluster = core.cluster
-    if (cluster !== undefined && !this.claimed) {
-      this.claimed = true
-      return cluster.claim(this.clientId, clean, () => {
-        if (this.state === "connecting") this.completeConnect(packet, clean, assigned, serverKeepAlive, username, authData)
-      })
-    }
     const settings = core.settings
     const v5 = this.protocolVersion === 5
     const clientId = this.clientId
-    const keepalive = this.keepalive
-    this.username = username
-    if (packet.username !== undefined || packet.password !== undefined) {
-      this.connectCredentials = { username: packet.username, password: packet.password === undefined ? undefined : Buffer.from(packet.password) }
-    }
-
     // v5: the CONNACK first, as it must fit in the client's Maximum Packet Size; else no session is taken
+    // (before the cluster's claim too, which would take the session from another node)
     let v5Connack: Buffer | undefined
     if (v5) {
       this.topicAliasMax = this.listener.maxTopicAlias ?? settings.maxTopicAlias
@@ -931,6 +919,20 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         this.log("notice", `Client ${clientId} from ${this.remote} refused: its Maximum Packet Size (${this.clientMaxPacketSize}) is smaller than the CONNACK.`)
         return this.close("refused")
       }
+    }
+
+    // cluster: this node becomes the client id's owner first (another node lets the session go)
+    const cluster = core.cluster
+    if (cluster !== undefined && !this.claimed) {
+      this.claimed = true
+      return cluster.claim(this.clientId, clean, () => {
+        if (this.state === "connecting") this.completeConnect(packet, clean, assigned, serverKeepAlive, username, authData)
+      })
+    }
+    const keepalive = this.keepalive
+    this.username = username
+    if (packet.username !== undefined || packet.password !== undefined) {
+      this.connectCredentials = { username: packet.username, password: packet.password === undefined ? undefined : Buffer.from(packet.password) }
     }
 
     const old = core.attached.get(clientId)
