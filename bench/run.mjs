@@ -16,6 +16,8 @@
 //   BENCH_REPS=3   BENCH_DUR=4 (s)   BENCH_WARMUP=1 (s)   (latency_q1: 5 s warm-up and a 20 s window of its
 //                            own; BENCH_DUR or BENCH_QUICK set its window too; slow_sub*: 3 s warm-up)
 //   BENCH_DRAIN=10 (s, max)  BENCH_HOLD=2 (s)  BENCH_CONNS=10000  BENCH_MOSQ_MAX_QUEUED=60000
+//   BENCH_MQLOAD=path/to/mqload   the conns_* scenarios with mqload (built from ../shared/tools/mqload) as
+//                            their generator: it spends less than half the bench's clients' CPU per connect
 //   BENCH_PORT_FIRST=32000 BENCH_PORT_LAST=32999   MOSQUITTO=/usr/sbin/mosquitto
 //   BENCH_AHEAD=N            QoS 0 "as fast as allowed": messages a publisher may be ahead of its
 //                            subscribers (default 2,000 per publisher in fan-in, 1,000 in fan-out)
@@ -33,7 +35,7 @@ import { mkdirSync, writeFileSync, appendFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { brokerInfo, pickPort, ROOT, startBroker, stopBroker } from './lib/brokers.mjs'
 import { machine, alive, cpuSeconds, loadavg } from './lib/proc.mjs'
-import { liveWorkers, runConns, runPubSub, T0 } from './lib/runner.mjs'
+import { liveWorkers, runConns, runConnsMqload, runPubSub, T0 } from './lib/runner.mjs'
 import { options, scenarios } from './lib/scenarios.mjs'
 import { render } from './lib/report.mjs'
 
@@ -130,7 +132,7 @@ for (const sname of o.scenarios) {
         current = broker
         await new Promise((r) => setTimeout(r, 300))
         const c0 = cpuSeconds(broker.pid)
-        const runner = sc.kind === 'conns' ? runConns : runPubSub
+        const runner = sc.kind === 'conns' ? (o.mqload !== undefined ? runConnsMqload : runConns) : runPubSub
         rec = await withLimit(runner(sc, broker, o, join(out, `${tag}.gen.log`)), RUN_LIMIT_MS)
         const c1 = cpuSeconds(broker.pid)
         rec.broker_cpu_total_s = c0 >= 0 && c1 >= 0 ? Math.round((c1 - c0) * 100) / 100 : null

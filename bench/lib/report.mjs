@@ -73,6 +73,7 @@ const notesFor = (runs) => {
   if (q2) notes.push(`qos2_dup_pid ${fmt(q2)}`)
   const bad = worst(runs.map((r) => r.check?.bad_ack))
   if (bad) notes.push(`bad acks ${fmt(bad)}`)
+  if (runs.some((r) => r.generator === 'mqload')) notes.push('generator: mqload')
   return notes
 }
 

@@ -95,6 +95,8 @@ export const options = (env = process.env) => {
     // conns_*: a second round of connects after the first round's clients disconnect (BENCH_CONN_SECOND=0: none)
     second: env.BENCH_CONN_SECOND !== '0',
     conns: num(env.BENCH_CONNS, quick ? 1000 : 10000),
+    // conns_*: mqload (the C generator, built from ../shared/tools/mqload) as the generator instead of the bench's own clients
+    mqload: env.BENCH_MQLOAD ? resolve(env.BENCH_MQLOAD) : undefined,
     // QoS 0 as fast as allowed: messages a publisher may be beyond what every subscriber has seen
     // (default per scenario: 2,000 per publisher in fan-in, 1,000 in fan-out)
     ahead: num(env.BENCH_AHEAD, 2000),
