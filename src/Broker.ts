@@ -128,6 +128,27 @@ export class InvalidTopic extends Error {
   readonly _tag = "InvalidTopic"
 }
 
+/** `broker.publish`: a property a PUBLISH could not carry (a Response Topic that is not a topic name, a string with a control character) */
+export class InvalidProperties extends Error {
+  readonly _tag = "InvalidProperties"
+}
+
+/**
+ * What is wrong with a message's v5 properties for a PUBLISH, if anything: the Response Topic must be a
+ * topic name [MQTT-3.3.2-14], and no string may hold U+0000, a control character or a non-character,
+ * which Mosquitto's clients take for a malformed packet (the rule every packet's strings follow).
+ */
+const propertiesProblem = (p: MessageProperties | undefined): string | undefined => {
+  if (p === undefined) return undefined
+  if (p.responseTopic !== undefined && (!validateTopicName(p.responseTopic) || hasForbiddenCodePoint(p.responseTopic))) return `invalid response topic '${p.responseTopic}'`
+  if (p.contentType !== undefined && hasForbiddenCodePoint(p.contentType)) return `invalid content type '${p.contentType}'`
+  for (const [name, value] of Object.entries(p.userProperties ?? {})) {
+    if (hasForbiddenCodePoint(name)) return `invalid user property name '${name}'`
+    for (const v of Array.isArray(value) ? value : [value]) if (hasForbiddenCodePoint(v)) return `invalid value '${v}' of user property '${name}'`
+  }
+  return undefined
+}
+
 export interface BrokerService {
   /** The listeners as bound (actual ports when 0 was asked); changes on reload. */
   readonly listeners: ReadonlyArray<BoundListener>
@@ -138,7 +159,7 @@ export interface BrokerService {
    */
   readonly reload: (options: BrokerOptions) => Effect.Effect<void, ListenError>
   /** Publish as if from a client; returns the number of subscribers it reached. */
-  readonly publish: (message: PublishInput) => Effect.Effect<number, InvalidTopic>
+  readonly publish: (message: PublishInput) => Effect.Effect<number, InvalidTopic | InvalidProperties>
   /**
    * Subscribe in-process: a Stream of the messages matching `filter`, retained
    * ones first; the subscription ends with the stream.
@@ -370,10 +391,12 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
         })
 
       const publish = (input: PublishInput) =>
-        Effect.suspend(() => {
+        Effect.suspend((): Effect.Effect<number, InvalidTopic | InvalidProperties> => {
           // the topics a client's PUBLISH may carry: no control characters nor non-characters either, which
           // Mosquitto's clients take for a malformed packet (Mosquitto's mosquitto_broker_publish checks nothing)
           if (!validateTopicName(input.topic) || hasForbiddenCodePoint(input.topic)) return Effect.fail(new InvalidTopic(`invalid topic name '${input.topic}'`))
+          const wrong = propertiesProblem(input.properties)
+          if (wrong !== undefined) return Effect.fail(new InvalidProperties(wrong))
           const payload = typeof input.payload === "string" ? Buffer.from(input.payload) : Buffer.from(input.payload)
           return Effect.succeed(core.publish(input.topic, payload, input.qos ?? 0, input.retain ?? false, input.properties))
         })

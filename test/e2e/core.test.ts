@@ -3,6 +3,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Fiber, Stream } from "effect"
+import type { MessageProperties } from "../../src/session/Message.js"
 import { collect, connectClient, connectCollecting, publish, settle, startBroker, subscribe, waitFor } from "./harness.js"
 
 describe("core broker with MQTT.js", () => {
@@ -252,7 +253,7 @@ describe("core broker with MQTT.js", () => {
     })
   )
 
-  it.scopedLive("in-process API: a topic or filter with a control character or a non-character fails with InvalidTopic, as a client's PUBLISH is refused (Mosquitto's clients would take it for a malformed packet)", () =>
+  it.scopedLive("in-process API: a topic or filter with a control character or a non-character fails with InvalidTopic, as a client's PUBLISH is refused (Mosquitto's clients would take it for a malformed packet); such properties, or a Response Topic with a wildcard, fail with InvalidProperties", () =>
     Effect.gen(function* () {
       const { url, broker } = yield* startBroker()
       const sub = yield* connectClient(url)
@@ -264,8 +265,20 @@ describe("core broker with MQTT.js", () => {
         const refusedFilter = yield* Effect.flip(Stream.runDrain(broker.subscribe(`${topic}/#`)))
         expect(refusedFilter._tag).toBe("InvalidTopic")
       }
+      // and the strings of the v5 properties, which go to subscribers as they are
+      const bad: Array<MessageProperties> = [
+        { responseTopic: "reply/+" },
+        { responseTopic: "reply/\u0007" },
+        { contentType: "text/\u0000" },
+        { userProperties: { "a\u001fb": "x" } },
+        { userProperties: { a: ["ok", "\ufffe"] } }
+      ]
+      for (const properties of bad) {
+        const refused = yield* Effect.flip(broker.publish({ topic: "app/p", payload: "x", properties }))
+        expect(refused._tag).toBe("InvalidProperties")
+      }
       // their neighbours are fine
-      expect(yield* broker.publish({ topic: "app/\u00a0\ufdf0\ufffd", payload: "ok" })).toBe(1)
+      expect(yield* broker.publish({ topic: "app/\u00a0\ufdf0\ufffd", payload: "ok", properties: { responseTopic: "reply/\u00a0", contentType: "text/plain", userProperties: { a: ["\ufffd", "b"] } } })).toBe(1)
       yield* waitFor(() => got.length === 1, "the valid publish")
       expect(got.map((m) => m.topic)).toEqual(["app/\u00a0\ufdf0\ufffd"])
     })
