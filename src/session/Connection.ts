@@ -182,8 +182,9 @@ export const encodeWithin = (packet: Packet, max: number, droppable: ReadonlyArr
   return trimmed.length <= max ? trimmed : undefined
 }
 
-/** CONNACK properties whose value here is the one a client assumes when they are absent */
+/** CONNACK properties whose value (true) is the one a client assumes when they are absent; Retain Available only while true */
 const CONNACK_DEFAULT_PROPERTIES = ["retainAvailable", "sharedSubscriptionAvailable", "subscriptionIdentifiersAvailable", "wildcardSubscriptionAvailable"]
+const CONNACK_DEFAULT_PROPERTIES_NO_RETAIN = CONNACK_DEFAULT_PROPERTIES.filter((p) => p !== "retainAvailable")
 
 export interface ConnectionHooks {
   /**
@@ -913,7 +914,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // what the authentication service attached to its acceptance
       if (this.acceptProperties !== undefined) properties.userProperties = this.acceptProperties as NonNullable<typeof properties.userProperties>
       // session present: set below, once the session is open
-      v5Connack = encodeWithin({ cmd: "connack", reasonCode: 0, sessionPresent: false, properties }, this.clientMaxPacketSize, CONNACK_DEFAULT_PROPERTIES)
+      v5Connack = encodeWithin({ cmd: "connack", reasonCode: 0, sessionPresent: false, properties }, this.clientMaxPacketSize, settings.retainAvailable ? CONNACK_DEFAULT_PROPERTIES : CONNACK_DEFAULT_PROPERTIES_NO_RETAIN)
       if (v5Connack === undefined) {
         // nothing can tell the client it is in: closed without a CONNACK, as Mosquitto's send__connack does (packet__check_oversize)
         this.log("notice", `Client ${clientId} from ${this.remote} refused: its Maximum Packet Size (${this.clientMaxPacketSize}) is smaller than the CONNACK.`)

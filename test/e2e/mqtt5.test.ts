@@ -247,6 +247,15 @@ describe("MQTT 5", () => {
       yield* settle(100)
       expect(wills).toHaveLength(0)
       expect(broker.stats().sessions).toBe(before)
+
+      // Retain Available false is no default: it stays, and the CONNACK is 13 bytes at least
+      const noRetain = yield* startBroker({ settings: { retainAvailable: false } })
+      const r13 = yield* connect5(noRetain.port, "r13", { properties: { maximumPacketSize: 13 } })
+      expect(connack(r13).properties).toEqual({ retainAvailable: false, topicAliasMaximum: 10, receiveMaximum: 20 })
+      const r12 = yield* rawClient(noRetain.port)
+      yield* r12.write(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "r12", clean: true, keepalive: 0, properties: { maximumPacketSize: 12 } }))
+      yield* r12.waitClosed()
+      expect(r12.data()).toHaveLength(0)
     })
   )
 
