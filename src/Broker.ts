@@ -134,13 +134,20 @@ export class InvalidProperties extends Error {
 }
 
 /**
+ * A topic name a client's PUBLISH may carry: valid (protocol/topic.ts), and without the control
+ * characters and non-characters the codec refuses in every packet's strings, which Mosquitto's
+ * clients take for a malformed packet (Mosquitto's mosquitto_broker_publish checks nothing)
+ */
+const publishableTopic = (topic: string): boolean => validateTopicName(topic) && !hasForbiddenCodePoint(topic)
+
+/**
  * What is wrong with a message's v5 properties for a PUBLISH, if anything: the Response Topic must be a
  * topic name [MQTT-3.3.2-14], and no string may hold U+0000, a control character or a non-character,
  * which Mosquitto's clients take for a malformed packet (the rule every packet's strings follow).
  */
 const propertiesProblem = (p: MessageProperties | undefined): string | undefined => {
   if (p === undefined) return undefined
-  if (p.responseTopic !== undefined && (!validateTopicName(p.responseTopic) || hasForbiddenCodePoint(p.responseTopic))) return `invalid response topic '${p.responseTopic}'`
+  if (p.responseTopic !== undefined && !publishableTopic(p.responseTopic)) return `invalid response topic '${p.responseTopic}'`
   if (p.contentType !== undefined && hasForbiddenCodePoint(p.contentType)) return `invalid content type '${p.contentType}'`
   for (const [name, value] of Object.entries(p.userProperties ?? {})) {
     if (hasForbiddenCodePoint(name)) return `invalid user property name '${name}'`
@@ -392,9 +399,7 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
 
       const publish = (input: PublishInput) =>
         Effect.suspend((): Effect.Effect<number, InvalidTopic | InvalidProperties> => {
-          // the topics a client's PUBLISH may carry: no control characters nor non-characters either, which
-          // Mosquitto's clients take for a malformed packet (Mosquitto's mosquitto_broker_publish checks nothing)
-          if (!validateTopicName(input.topic) || hasForbiddenCodePoint(input.topic)) return Effect.fail(new InvalidTopic(`invalid topic name '${input.topic}'`))
+          if (!publishableTopic(input.topic)) return Effect.fail(new InvalidTopic(`invalid topic name '${input.topic}'`))
           const wrong = propertiesProblem(input.properties)
           if (wrong !== undefined) return Effect.fail(new InvalidProperties(wrong))
           const payload = typeof input.payload === "string" ? Buffer.from(input.payload) : Buffer.from(input.payload)

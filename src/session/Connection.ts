@@ -168,23 +168,29 @@ const refusalProperties = (
  * "The Server MUST NOT send packets exceeding Maximum Packet Size to the Client" [MQTT-3.1.2-24],
  * and a Reason String or User Properties are left out rather than make a packet too large
  * ([MQTT-3.2.2-19] [MQTT-3.2.2-20] for CONNACK, and the same rule for every packet carrying them).
- * Then `droppable` properties go (a CONNACK's properties that only repeat the defaults). Undefined:
- * the packet cannot be made to fit.
+ * So are the properties whose value is the one the client assumes when they are absent
+ * (`defaults`: a CONNACK's). Undefined: the packet cannot be made to fit.
  */
-export const encodeWithin = (packet: Packet, max: number, droppable: ReadonlyArray<string> = []): Buffer | undefined => {
+export const encodeWithin = (packet: Packet, max: number, defaults: Readonly<Record<string, unknown>> = {}): Buffer | undefined => {
   const bytes = encode(packet, 5)
   if (max === 0 || bytes.length <= max) return bytes
   const properties = (packet as { properties?: Record<string, unknown> }).properties
   if (properties === undefined) return undefined
   const kept: Record<string, unknown> = {}
-  for (const key of Object.keys(properties)) if (key !== "reasonString" && key !== "userProperties" && !droppable.includes(key)) kept[key] = properties[key]
+  for (const key of Object.keys(properties)) {
+    if (key !== "reasonString" && key !== "userProperties" && properties[key] !== defaults[key]) kept[key] = properties[key]
+  }
   const trimmed = encode({ ...packet, properties: Object.keys(kept).length > 0 ? kept : undefined } as Packet, 5)
   return trimmed.length <= max ? trimmed : undefined
 }
 
-/** CONNACK properties whose value (true) is the one a client assumes when they are absent; Retain Available only while true */
-const CONNACK_DEFAULT_PROPERTIES = ["retainAvailable", "sharedSubscriptionAvailable", "subscriptionIdentifiersAvailable", "wildcardSubscriptionAvailable"]
-const CONNACK_DEFAULT_PROPERTIES_NO_RETAIN = CONNACK_DEFAULT_PROPERTIES.filter((p) => p !== "retainAvailable")
+/** what a client assumes of the CONNACK properties it is not sent (MQTT 5 §3.2.2.3) */
+const CONNACK_DEFAULTS: Readonly<Record<string, unknown>> = {
+  retainAvailable: true,
+  sharedSubscriptionAvailable: true,
+  subscriptionIdentifiersAvailable: true,
+  wildcardSubscriptionAvailable: true
+}
 
 export interface ConnectionHooks {
   /**
@@ -575,8 +581,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         const session = this.session!
         const id = packet.messageId!
         if (this.protocolVersion === 5 && (packet.reasonCode ?? 0) >= 0x80) {
-          const state = session.flow.stateOf(id)
-          if (state !== undefined && state !== "await-pubrec") return this.wrongAck("PUBREC", id)
+          if (session.flow.ackOutcome(id, "await-pubrec") === "wrong") return this.wrongAck("PUBREC", id)
           if (this.core.cluster !== undefined && session.expiryInterval !== 0) this.core.cluster.outboundDone(session, id)
           session.flow.onPubrecFailure(id, this, true)
           this.afterAck(session)
@@ -604,8 +609,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       case "pubcomp": {
         const session = this.session!
-        const state = session.flow.stateOf(packet.messageId!)
-        if (state !== undefined && state !== "await-pubcomp") return this.wrongAck("PUBCOMP", packet.messageId!)
+        if (session.flow.ackOutcome(packet.messageId!, "await-pubcomp") === "wrong") return this.wrongAck("PUBCOMP", packet.messageId!)
         // cluster: the in-flight record in Redis follows (docs/cluster.md)
         if (this.core.cluster !== undefined && session.expiryInterval !== 0) this.core.cluster.outboundDone(session, packet.messageId!)
         session.flow.onPubcomp(packet.messageId!, this, true)
@@ -914,7 +918,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       // what the authentication service attached to its acceptance
       if (this.acceptProperties !== undefined) properties.userProperties = this.acceptProperties as NonNullable<typeof properties.userProperties>
       // session present: set below, once the session is open
-      v5Connack = encodeWithin({ cmd: "connack", reasonCode: 0, sessionPresent: false, properties }, this.clientMaxPacketSize, settings.retainAvailable ? CONNACK_DEFAULT_PROPERTIES : CONNACK_DEFAULT_PROPERTIES_NO_RETAIN)
+      v5Connack = encodeWithin({ cmd: "connack", reasonCode: 0, sessionPresent: false, properties }, this.clientMaxPacketSize, CONNACK_DEFAULTS)
       if (v5Connack === undefined) {
         // nothing can tell the client it is in: closed without a CONNACK, as Mosquitto's send__connack does (packet__check_oversize)
         this.log("notice", `Client ${clientId} from ${this.remote} refused: its Maximum Packet Size (${this.clientMaxPacketSize}) is smaller than the CONNACK.`)

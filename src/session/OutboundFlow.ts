@@ -76,6 +76,10 @@ export type OfferResult = "sent" | "queued" | "dropped"
  */
 export type AckOutcome = "done" | "unknown" | "wrong"
 
+/** an acknowledgement that ends `state`, for the message in flight with its id (if any) */
+const outcomeOf = (entry: { readonly state: OutState } | undefined, state: OutState): AckOutcome =>
+  entry === undefined ? "unknown" : entry.state === state ? "done" : "wrong"
+
 /** Told of every change of the flow's state (the persistence store listens here). */
 export interface FlowObserver {
   queued(out: Outgoing): void
@@ -287,6 +291,14 @@ export class OutboundFlow {
     return this.inflightMap?.get(messageId)?.state
   }
 
+  /**
+   * What the acknowledgement that ends `state` would do for `messageId` now, without doing it (the
+   * connection checks before the cluster's record of the flow follows, then acknowledges).
+   */
+  ackOutcome(messageId: number, state: OutState): AckOutcome {
+    return outcomeOf(this.inflightMap?.get(messageId), state)
+  }
+
   /** PUBACK received: a QoS 1 message is done. */
   onPuback(messageId: number, sink: OutboundSink, online: boolean): AckOutcome {
     return this.complete(messageId, "await-puback", sink, online)
@@ -319,10 +331,10 @@ export class OutboundFlow {
   /** The flow of `messageId` ends if it is in `state`: its slot is freed and the queue moves up. */
   private complete(messageId: number, state: OutState, sink: OutboundSink, online: boolean): AckOutcome {
     const entry = this.inflightMap?.get(messageId)
-    if (entry === undefined) return "unknown"
-    if (entry.state !== state) return "wrong"
+    const outcome = outcomeOf(entry, state)
+    if (outcome !== "done") return outcome
     this.inflightMap!.delete(messageId)
-    this.inflightBytes -= entry.message.payload.length
+    this.inflightBytes -= entry!.message.payload.length
     this.observer?.done(messageId)
     if (online) this.pump(sink)
     return "done"
