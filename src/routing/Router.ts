@@ -107,6 +107,18 @@ export interface Congestible {
 interface SubscriptionEntry extends SubscriptionOptions {
   readonly subscriber: Subscriber
   readonly shared?: undefined
+  /** the subscriber's entries in the trie, counted (one object for all of them) */
+  readonly holding: Holding
+}
+
+/**
+ * How many subscriptions (trie entries other than shared groups) one subscriber holds. With one,
+ * a message cannot match it twice, so routing hands it the message without looking it up among
+ * the message's other hits: a fan-out to subscribers of one subscription each does no `Map`
+ * insert per subscriber (docs/performance.md, "Twenty-fifth round").
+ */
+class Holding {
+  count = 0
 }
 
 /** The trie holds one entry per shared group and filter. */
@@ -124,12 +136,17 @@ interface Merged {
 export class Router {
   readonly retained = new RetainedStore()
   private readonly trie = new TopicTrie<SubscriptionEntry | SharedEntry>()
-  // scratch space reused by every publish (the router is synchronous): the first subscriber hit is
-  // kept in two fields, the others in the map, so that the usual message (one subscriber) neither
-  // inserts into the map nor clears it (Map.prototype.clear allocates a new table)
-  private firstSub: Subscriber | undefined = undefined
-  private firstHit: SubscriptionEntry | Merged | undefined = undefined
-  private readonly scratch = new Map<Subscriber, SubscriptionEntry | Merged>()
+  /** each subscriber's `Holding`, while it holds a subscription (read at subscribe and unsubscribe only) */
+  private readonly holdings = new Map<Subscriber, Holding>()
+  // scratch space reused by every publish (the router is synchronous): the subscribers a message
+  // reaches, in the order of their first matching subscription, and what each gets (its entry, or
+  // several entries merged). Only a subscriber holding several subscriptions is looked up in
+  // `merging` (subscriber -> its index in the hits), so the usual message inserts into no map and
+  // clears none (Map.prototype.clear allocates a new table)
+  private readonly hitSubs: Array<Subscriber | undefined> = []
+  private readonly hitOptions: Array<SubscriptionEntry | Merged | undefined> = []
+  private hitCount = 0
+  private readonly merging = new Map<Subscriber, number>()
   private readonly sharedHits: Array<SharedGroup> = []
   /** `allow_duplicate_messages`: the further matching subscriptions of clients, each delivered as its own copy */
   private readonly duplicates: Array<SubscriptionEntry> = []
@@ -142,24 +159,30 @@ export class Router {
       return
     }
     const message = this.current!
-    if (entry.noLocal && entry.subscriber.clientId === message.origin) return
-    const first = this.firstSub
-    const isFirst = first === entry.subscriber
-    const seen = isFirst ? this.firstHit : first === undefined ? undefined : this.scratch.get(entry.subscriber)
-    if (seen === undefined) {
-      if (first === undefined) {
-        this.firstSub = entry.subscriber
-        this.firstHit = entry
-      } else {
-        this.scratch.set(entry.subscriber, entry)
-      }
+    const subscriber = entry.subscriber
+    if (entry.noLocal && subscriber.clientId === message.origin) return
+    const n = this.hitCount
+    // one subscription: this is the subscriber's only hit
+    if (entry.holding.count === 1) {
+      this.hitSubs[n] = subscriber
+      this.hitOptions[n] = entry
+      this.hitCount = n + 1
+      return
+    }
+    const index = this.merging.get(subscriber)
+    if (index === undefined) {
+      this.merging.set(subscriber, n)
+      this.hitSubs[n] = subscriber
+      this.hitOptions[n] = entry
+      this.hitCount = n + 1
       return
     }
     // a second matching subscription of the same subscriber: a copy of its own (allow_duplicate_messages), or merged
-    if (this.allowDuplicates && entry.subscriber.copyPerSubscription === true) {
+    if (this.allowDuplicates && subscriber.copyPerSubscription === true) {
       this.duplicates.push(entry)
       return
     }
+    const seen = this.hitOptions[index]!
     const merged: Merged =
       "subscriber" in seen
         ? {
@@ -171,8 +194,7 @@ export class Router {
     if (entry.qos > merged.qos) merged.qos = entry.qos
     if (entry.retainAsPublished) merged.retainAsPublished = true
     if (entry.subscriptionId !== undefined) (merged.ids ??= []).push(entry.subscriptionId)
-    if (isFirst) this.firstHit = merged
-    else this.scratch.set(entry.subscriber, merged)
+    this.hitOptions[index] = merged
   }
 
   /** messages routed since start, for $SYS */
@@ -189,6 +211,11 @@ export class Router {
   /** subscriptions other than shared ones, as Mosquitto's `$SYS/broker/subscriptions/count` */
   get subscriptionCount(): number {
     return this.trie.size - this.sharedGroupCount
+  }
+
+  /** subscribers that hold at least one subscription other than shared ones (diagnostics, tests) */
+  get holderCount(): number {
+    return this.holdings.size
   }
 
   /** members of shared groups, each counted (`$SYS/broker/shared_subscriptions/count`) */
@@ -227,8 +254,25 @@ export class Router {
       this.sharedMemberCount++
       return true
     }
-    const previous = this.trie.add(filter, subscriber.clientId, { ...options, subscriber })
+    let holding = this.holdings.get(subscriber)
+    if (holding === undefined) {
+      holding = new Holding()
+      this.holdings.set(subscriber, holding)
+    }
+    const previous = this.trie.add(filter, subscriber.clientId, { ...options, subscriber, holding }) as SubscriptionEntry | SharedEntry | undefined
+    if (previous === undefined) holding.count++
+    else if (previous.shared === undefined && previous.holding !== holding) {
+      // the client id's entry was another subscriber object's (a session replaced under the same id): it is this one's now
+      this.release(previous)
+      holding.count++
+    }
     return previous === undefined
+  }
+
+  /** A subscriber's entry left the trie. */
+  private release(entry: SubscriptionEntry): void {
+    const holding = entry.holding
+    if (--holding.count === 0 && this.holdings.get(entry.subscriber) === holding) this.holdings.delete(entry.subscriber)
   }
 
   /** Returns true when a subscription existed. */
@@ -252,7 +296,10 @@ export class Router {
       }
       return true
     }
-    return this.trie.remove(filter, subscriber.clientId) !== undefined
+    const removed = this.trie.remove(filter, subscriber.clientId) as SubscriptionEntry | SharedEntry | undefined
+    if (removed === undefined) return false
+    if (removed.shared === undefined) this.release(removed)
+    return true
   }
 
   /** The live group of `$share/group/filter`, if anyone is subscribed (persistence restores deliveries to it). */
@@ -309,7 +356,6 @@ export class Router {
     this.published++
     if (message.retain && !fromPeer) this.retained.set(message)
     this.current = message
-    const scratch = this.scratch
     try {
       this.trie.match(message.topic, this.visit)
       let shared = 0
@@ -318,19 +364,29 @@ export class Router {
         for (let i = 0; i < hits.length; i++) if (this.deliverShared(hits[i], message, undefined, source)) shared++
         hits.length = 0
       }
-      const first = this.firstSub
-      if (first === undefined) return shared
-      const count = 1 + scratch.size + shared
-      // in the order of the first match, as before: the first subscriber, then the map's insertion order
-      this.deliverHit(first, this.firstHit!, message, source)
-      if (scratch.size !== 0) for (const [subscriber, m] of scratch) this.deliverHit(subscriber, m, message, source)
+      const n = this.hitCount
+      if (n === 0) return shared
+      // in the order of each subscriber's first matching subscription
+      const subs = this.hitSubs
+      const options = this.hitOptions
+      for (let i = 0; i < n; i++) this.deliverHit(subs[i]!, options[i]!, message, source)
       const duplicates = this.duplicates
       for (let i = 0; i < duplicates.length; i++) this.deliverHit(duplicates[i].subscriber, duplicates[i], message, source)
-      return count
+      return n + shared
     } finally {
-      if (scratch.size !== 0) scratch.clear()
-      this.firstSub = undefined
-      this.firstHit = undefined
+      const merging = this.merging
+      if (merging.size !== 0) merging.clear()
+      // the hits are not kept alive by the scratch arrays (a subscriber gone, a merged entry)
+      const n = this.hitCount
+      if (n !== 0) {
+        const subs = this.hitSubs
+        const options = this.hitOptions
+        for (let i = 0; i < n; i++) {
+          subs[i] = undefined
+          options[i] = undefined
+        }
+        this.hitCount = 0
+      }
       // (a store to an array's length is a runtime call in V8, ~27 ns even on an empty array: skipped in the usual
       // case, no shared subscription hit)
       if (this.sharedHits.length !== 0) this.sharedHits.length = 0

@@ -6,7 +6,11 @@
  * matching subscription asks for it; No Local keeps it from its publisher; the
  * return value counts the receivers. Several messages in a row through the same
  * router (its scratch state is reused from one publish to the next), with
- * subscriptions added, replaced and removed in between.
+ * subscriptions added, replaced and removed in between, and a client's
+ * subscriber object renewed (a new session under the same client id takes over
+ * the entries it subscribes again; the old one keeps the others): "once" is per
+ * subscriber object, and the router's count of each object's subscriptions (one:
+ * no lookup among the other hits) must follow every change.
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
@@ -42,6 +46,7 @@ const sink = (i: number): Sink => {
 type Op =
   | { readonly op: "sub"; readonly who: number; readonly filter: number; readonly qos: QoS; readonly noLocal: boolean; readonly rap: boolean; readonly id: number }
   | { readonly op: "unsub"; readonly who: number; readonly filter: number }
+  | { readonly op: "renew"; readonly who: number }
   | { readonly op: "pub"; readonly topic: number; readonly qos: QoS; readonly retain: boolean; readonly from: number }
 
 const qosArb = fc.constantFrom<QoS>(0, 1, 2)
@@ -59,6 +64,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     })
   },
   { weight: 1, arbitrary: fc.record({ op: fc.constant("unsub" as const), who: fc.nat(CLIENTS - 1), filter: fc.nat(FILTERS.length - 1) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("renew" as const), who: fc.nat(CLIENTS - 1) }) },
   {
     weight: 4,
     arbitrary: fc.record({
@@ -118,9 +124,11 @@ describe("Router.publish", () => {
     [fc.array(opArb, { minLength: 1, maxLength: 60 })],
     ([ops]) => {
       const router = new Router()
+      // each client's current subscriber object, and every object made (an old one may still hold entries)
       const sinks = Array.from({ length: CLIENTS }, (_, i) => sink(i))
-      // the model: per client, filter -> options
-      const model = sinks.map(() => new Map<string, SubscriptionOptions>())
+      const all = [...sinks]
+      // the model: per client, filter -> options and the object whose entry it is
+      const model = sinks.map(() => new Map<string, { readonly options: SubscriptionOptions; readonly holder: Sink }>())
       for (const o of ops) {
         if (o.op === "sub") {
           const options: SubscriptionOptions = {
@@ -131,35 +139,45 @@ describe("Router.publish", () => {
             subscriptionId: o.id === 0 ? undefined : o.id
           }
           router.subscribe(sinks[o.who], FILTERS[o.filter], options)
-          model[o.who].set(FILTERS[o.filter], options)
+          model[o.who].set(FILTERS[o.filter], { options, holder: sinks[o.who] })
         } else if (o.op === "unsub") {
           expect(router.unsubscribe(sinks[o.who], FILTERS[o.filter])).toBe(model[o.who].delete(FILTERS[o.filter]))
+        } else if (o.op === "renew") {
+          sinks[o.who] = sink(o.who)
+          all.push(sinks[o.who])
         } else {
           const topic = TOPICS[o.topic]
           const origin = o.from < CLIENTS ? `c${o.from}` : ""
-          for (const s of sinks) s.got = []
+          for (const s of all) s.got = []
           const message = new Message(topic, Buffer.from("x"), o.qos, o.retain, undefined, origin, 0)
           const count = router.publish(message)
           let expected = 0
-          for (let i = 0; i < CLIENTS; i++) {
+          for (const holder of all) {
+            const i = Number(holder.clientId.slice(1))
             // subscriptions in the order the trie visits them differ from insertion order: compare as sets
-            const hits = [...model[i].entries()].filter(([f, opt]) => matchTopic(f, topic) && !(opt.noLocal && origin === `c${i}`))
+            const hits = [...model[i].entries()]
+              .filter(([f, e]) => e.holder === holder && matchTopic(f, topic) && !(e.options.noLocal && origin === `c${i}`))
+              .map(([, e]) => e.options)
             if (hits.length === 0) {
-              expect(sinks[i].got).toEqual([])
+              expect(holder.got).toEqual([])
               continue
             }
             expected++
-            const granted = Math.max(...hits.map(([, opt]) => opt.qos))
-            const ids = hits.map(([, opt]) => opt.subscriptionId).filter((id): id is number => id !== undefined)
-            expect(sinks[i].got).toHaveLength(1)
-            const got = sinks[i].got[0]
+            const granted = Math.max(...hits.map((opt) => opt.qos))
+            const ids = hits.map((opt) => opt.subscriptionId).filter((id): id is number => id !== undefined)
+            expect(holder.got).toHaveLength(1)
+            const got = holder.got[0]
             expect(got.qos).toBe(Math.min(granted, o.qos))
-            expect(got.retain).toBe(o.retain && hits.some(([, opt]) => opt.retainAsPublished))
+            expect(got.retain).toBe(o.retain && hits.some((opt) => opt.retainAsPublished))
             expect([...(got.ids ?? [])].sort()).toEqual(ids.sort())
           }
           expect(count).toBe(expected)
         }
       }
+      // every subscription removed: the router keeps no subscriber object
+      for (let i = 0; i < CLIENTS; i++) for (const f of model[i].keys()) expect(router.unsubscribe(sinks[i], f)).toBe(true)
+      expect(router.subscriptionCount).toBe(0)
+      expect(router.holderCount).toBe(0)
     },
     { fastCheck: { seed: SEED, numRuns: 400 } }
   )
