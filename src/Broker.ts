@@ -413,6 +413,7 @@ export class Broker extends Context.Tag("midge/Broker")<Broker, BrokerService>()
                 Effect.sync(() => {
                   const subscriber: Subscriber = {
                     clientId: `$midge/in-process/${++inProcessIds}`,
+                    routedSubscriptions: 0,
                     online: () => true,
                     deliver: (message: Message, qos: QoS, retain: boolean) => {
                       emit.single({ topic: message.topic, payload: message.payload, qos, retain, properties: message.properties })

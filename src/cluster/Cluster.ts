@@ -97,6 +97,8 @@ const PEER_OPTIONS: SubscriptionOptions = { qos: 2, noLocal: false, retainAsPubl
 /** Another node, as a subscriber in this node's trie. */
 class RemoteNode implements Subscriber {
   readonly clientId: string
+  /** the router's count of this subscriber's subscriptions (Router: `Subscriber.routedSubscriptions`) */
+  routedSubscriptions = 0
   readonly routes = new RouteView()
   /** when (Date.now()) the routes channel last changed this node's routes here */
   changedAt = 0
@@ -129,6 +131,8 @@ class RemoteNode implements Subscriber {
  */
 class HeldNode implements Subscriber {
   readonly clientId: string
+  /** the router's count of this subscriber's subscriptions (Router: `Subscriber.routedSubscriptions`) */
+  routedSubscriptions = 0
   /** filter → the persistent sessions subscribed to it */
   readonly filters = new Map<string, Set<string>>()
   constructor(
@@ -153,6 +157,8 @@ class HeldNode implements Subscriber {
  */
 class Takeover implements Subscriber {
   readonly clientId: string
+  /** the router's count of this subscriber's subscriptions (Router: `Subscriber.routedSubscriptions`) */
+  routedSubscriptions = 0
   readonly got: Array<readonly [Message, QoS, boolean, ReadonlyArray<number> | undefined]> = []
   readonly filters: Array<string> = []
   /** cluster-wide ids of QoS 2 messages the session has (or had) already */

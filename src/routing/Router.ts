@@ -30,6 +30,14 @@ export interface Subscriber {
   readonly clientId: string
   /** a client's session: `allow_duplicate_messages` gives it a copy per matching subscription (not a cluster node, a bridge or an in-process subscriber) */
   readonly copyPerSubscription?: boolean
+  /**
+   * How many of the router's entries (subscriptions other than shared ones) are this
+   * subscriber's: kept by the router, 0 to begin with. With one, a message cannot match the
+   * subscriber twice, so routing hands it the message without looking it up among the message's
+   * other hits (a fan-out to subscribers of one subscription each does no `Map` insert per
+   * subscriber: docs/performance.md, "Twenty-fifth round").
+   */
+  routedSubscriptions: number
   /** connected now (shared subscriptions prefer online members) */
   online(): boolean
   /**
@@ -107,18 +115,6 @@ export interface Congestible {
 interface SubscriptionEntry extends SubscriptionOptions {
   readonly subscriber: Subscriber
   readonly shared?: undefined
-  /** the subscriber's entries in the trie, counted (one object for all of them) */
-  readonly holding: Holding
-}
-
-/**
- * How many subscriptions (trie entries other than shared groups) one subscriber holds. With one,
- * a message cannot match it twice, so routing hands it the message without looking it up among
- * the message's other hits: a fan-out to subscribers of one subscription each does no `Map`
- * insert per subscriber (docs/performance.md, "Twenty-fifth round").
- */
-class Holding {
-  count = 0
 }
 
 /** The trie holds one entry per shared group and filter. */
@@ -136,8 +132,6 @@ interface Merged {
 export class Router {
   readonly retained = new RetainedStore()
   private readonly trie = new TopicTrie<SubscriptionEntry | SharedEntry>()
-  /** each subscriber's `Holding`, while it holds a subscription (read at subscribe and unsubscribe only) */
-  private readonly holdings = new Map<Subscriber, Holding>()
   // scratch space reused by every publish (the router is synchronous): the subscribers a message
   // reaches, in the order of their first matching subscription, and what each gets (its entry, or
   // several entries merged). Only a subscriber holding several subscriptions is looked up in
@@ -163,7 +157,7 @@ export class Router {
     if (entry.noLocal && subscriber.clientId === message.origin) return
     const n = this.hitCount
     // one subscription: this is the subscriber's only hit
-    if (entry.holding.count === 1) {
+    if (subscriber.routedSubscriptions === 1) {
       this.hitSubs[n] = subscriber
       this.hitOptions[n] = entry
       this.hitCount = n + 1
@@ -213,11 +207,6 @@ export class Router {
     return this.trie.size - this.sharedGroupCount
   }
 
-  /** subscribers that hold at least one subscription other than shared ones (diagnostics, tests) */
-  get holderCount(): number {
-    return this.holdings.size
-  }
-
   /** members of shared groups, each counted (`$SYS/broker/shared_subscriptions/count`) */
   get sharedSubscriptionCount(): number {
     return this.sharedMemberCount
@@ -254,25 +243,14 @@ export class Router {
       this.sharedMemberCount++
       return true
     }
-    let holding = this.holdings.get(subscriber)
-    if (holding === undefined) {
-      holding = new Holding()
-      this.holdings.set(subscriber, holding)
-    }
-    const previous = this.trie.add(filter, subscriber.clientId, { ...options, subscriber, holding }) as SubscriptionEntry | SharedEntry | undefined
-    if (previous === undefined) holding.count++
-    else if (previous.shared === undefined && previous.holding !== holding) {
+    const previous = this.trie.add(filter, subscriber.clientId, { ...options, subscriber })
+    if (previous === undefined) subscriber.routedSubscriptions++
+    else if (previous.shared === undefined && previous.subscriber !== subscriber) {
       // the client id's entry was another subscriber object's (a session replaced under the same id): it is this one's now
-      this.release(previous)
-      holding.count++
+      previous.subscriber.routedSubscriptions--
+      subscriber.routedSubscriptions++
     }
     return previous === undefined
-  }
-
-  /** A subscriber's entry left the trie. */
-  private release(entry: SubscriptionEntry): void {
-    const holding = entry.holding
-    if (--holding.count === 0 && this.holdings.get(entry.subscriber) === holding) this.holdings.delete(entry.subscriber)
   }
 
   /** Returns true when a subscription existed. */
@@ -296,9 +274,9 @@ export class Router {
       }
       return true
     }
-    const removed = this.trie.remove(filter, subscriber.clientId) as SubscriptionEntry | SharedEntry | undefined
+    const removed = this.trie.remove(filter, subscriber.clientId)
     if (removed === undefined) return false
-    if (removed.shared === undefined) this.release(removed)
+    if (removed.shared === undefined) removed.subscriber.routedSubscriptions--
     return true
   }
 

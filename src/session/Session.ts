@@ -119,6 +119,8 @@ export class Session implements Subscriber {
     return true
   }
   wire: SessionWire | undefined = undefined
+  /** the router's count of this subscriber's subscriptions (Router: `Subscriber.routedSubscriptions`) */
+  routedSubscriptions = 0
   readonly flow: OutboundFlow
   // allocated on first use: an idle client that never subscribes nor publishes at QoS 2 has
   // neither (an empty Map or Set is ~150-175 bytes, on every connection); see SubscriptionTable

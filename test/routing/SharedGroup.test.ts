@@ -24,6 +24,7 @@ interface Member extends Subscriber {
 const member = (i: number): Member => {
   const m: Member = {
     clientId: `m${i}`,
+    routedSubscriptions: 0,
     on: true,
     got: [],
     online: () => m.on,

@@ -251,6 +251,7 @@ describe("$SYS topics over MQTT", () => {
       broker.core.router.subscribe(
         {
           clientId: "broken",
+          routedSubscriptions: 0,
           online: () => true,
           deliver: () => {
             if (++calls === 1) throw new Error("boom")

@@ -95,6 +95,8 @@ const ZERO = Buffer.from("0")
 
 export class BridgeRuntime implements Subscriber {
   readonly clientId: string
+  /** the router's count of this subscriber's subscriptions (Router: `Subscriber.routedSubscriptions`) */
+  routedSubscriptions = 0
   state: BridgeState = "down"
   /** index of the address in use / to use next */
   addressIndex = 0
