@@ -52,7 +52,16 @@ const stateOf = (node: TestNode, clientId: string): string => {
   const core = node.broker.core
   const session = core.sessions.get(clientId)
   const lease = (core.cluster as unknown as { state?: string }).state
-  const flow = session === undefined ? "no session" : `session: subscriptions ${[...session.subscriptions.keys()].join(" ")}, in flight ${session.flow.inflight.size}, queued ${session.flow.queue.length}, attached ${core.attached.has(clientId)}`
+  // in flight: how many await each acknowledgement, and the first few (packet id, state, payload)
+  const inflight = session === undefined ? [] : [...session.flow.inflight.values()]
+  const states = new Map<string, number>()
+  for (const e of inflight) states.set(e.state, (states.get(e.state) ?? 0) + 1)
+  const byState = [...states].map(([state, n]) => `${state} ${n}`).join(", ")
+  const first = inflight.slice(0, 5).map((e) => `${e.messageId} ${e.state} ${e.message.payload.toString()}`).join("; ")
+  const flow =
+    session === undefined
+      ? "no session"
+      : `session: subscriptions ${[...session.subscriptions.keys()].join(" ")}, in flight ${session.flow.inflight.size} (${byState}; first: ${first}), queued ${session.flow.queue.length}, attached ${core.attached.has(clientId)}, connection ${session.wire === undefined ? "none" : "yes"}`
   const lines = node.log.recent.filter((line) => !/^(\d+: )?(Received|Sending) [A-Z]+ (to|from) /.test(line)).slice(-15)
   return `node ${node.nodeId} (${lease}): ${flow}\n  ${lines.join("\n  ")}`
 }
