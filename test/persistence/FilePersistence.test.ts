@@ -613,10 +613,12 @@ describe("file store: group commit and compaction", () => {
         const after = s.stats()
         // one write per turn, at its end: nothing the broker sends after it can be ahead of the store
         expect(after.batches - before.batches).toBe(200)
-        // a turn takes microseconds, an fdatasync far longer: the turns pile up behind it and share the next one
+        // a turn takes microseconds, an fdatasync longer: the turns that come while one is in flight share the next
+        // one, so there are fewer fsyncs than turns. How many fewer is the disk's and the load's (114 of 200 in one CI
+        // run, against a bound of 100 this test had): it holds that some were shared, not a rate
         const syncs = after.logSyncs - before.logSyncs
         expect(syncs).toBeGreaterThan(0)
-        expect(syncs).toBeLessThan(100)
+        expect(syncs).toBeLessThan(200)
         expect(after.records - before.records).toBe(4000)
       })
     )
