@@ -156,23 +156,20 @@ export class Router {
     const subscriber = entry.subscriber
     if (entry.noLocal && subscriber.clientId === message.origin) return
     const n = this.hitCount
-    // one subscription: this is the subscriber's only hit
-    if (subscriber.routedSubscriptions === 1) {
-      this.hitSubs[n] = subscriber
-      this.hitOptions[n] = entry
-      this.hitCount = n + 1
-      return
-    }
-    const index = this.merging.get(subscriber)
-    if (index === undefined) {
+    // with one subscription this is the subscriber's only hit; with several, it may have one already
+    if (subscriber.routedSubscriptions !== 1) {
+      const index = this.merging.get(subscriber)
+      if (index !== undefined) return this.mergeHit(index, entry)
       this.merging.set(subscriber, n)
-      this.hitSubs[n] = subscriber
-      this.hitOptions[n] = entry
-      this.hitCount = n + 1
-      return
     }
-    // a second matching subscription of the same subscriber: a copy of its own (allow_duplicate_messages), or merged
-    if (this.allowDuplicates && subscriber.copyPerSubscription === true) {
+    this.hitSubs[n] = subscriber
+    this.hitOptions[n] = entry
+    this.hitCount = n + 1
+  }
+
+  /** A second matching subscription of the subscriber of hit `index`: a copy of its own (allow_duplicate_messages), or merged. */
+  private mergeHit(index: number, entry: SubscriptionEntry): void {
+    if (this.allowDuplicates && entry.subscriber.copyPerSubscription === true) {
       this.duplicates.push(entry)
       return
     }
