@@ -7,6 +7,9 @@
 // Connection, Watchdog and Log classes from a build (dist/, or CONNECT_DIST=<build>/dist for
 // A/B) driven through stand-in sockets that take every write at once, in turns of 100 clients
 // (mqload's 100 pending connects), each turn ended by the event loop as in the daemon.
+// CONNECT_PER_TURN=1 gives each client turns of its own, as a storm reaches the daemon: libuv
+// accepts one connection per turn of the loop (libuv#3696), so a turn's fixed costs are a
+// connect's (the harness's own turns then cost ~7 µs per client: measure them with a build A/B).
 //
 // The socket benchmark (mqload conns, bench/connect-floor.mjs) measures a connect whole, kernel
 // included, and its rounds spread by ±40 % on this VM; this measures the part that is Midge's
@@ -14,6 +17,7 @@
 //
 //   node bench/connect-path.mjs [rounds] [clients]            (needs npm run build)
 //   CONNECT_DIST=/tmp/old/dist node bench/connect-path.mjs
+//   CONNECT_PER_TURN=1 node bench/connect-path.mjs     (one client per turn, as libuv accepts in a storm)
 //   CONNECT_SUBSCRIBE=1 node bench/connect-path.mjs     (each client then subscribes to a topic of its own,
 //       as mqload conns --subscribe and the bench's conns_10k_sub: SUBSCRIBE in the turn after CONNACK)
 //   CONNECT_SNAPSHOT=/tmp/x.heapsnapshot node bench/connect-path.mjs 2
@@ -42,7 +46,7 @@ const { SocketEvents } = await load('transport/socketEvents.js')
 
 const rounds = Number(process.argv[2] ?? 6)
 const clients = Number(process.argv[3] ?? 10_000)
-const PER_TURN = 100
+const PER_TURN = Number(process.env.CONNECT_PER_TURN ?? 100)
 const PORT = 1883
 
 /** A socket that takes every write at once; its events as RawTcpSocket dispatches them. */

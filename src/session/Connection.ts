@@ -980,11 +980,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         while ((v5Connack[i] & 0x80) !== 0) i++
         v5Connack[i + 1] = 1
       }
-      this.writeStaged(v5Connack)
+      this.writeConnack(v5Connack)
     } else {
       // [MQTT-3.2.2-1..3] session present is 0 for a clean session
       // the bytes mqtt-packet's generate gives (v3 and v4 alike), without its cost on every connect
-      this.writeStaged(present ? CONNACK_ACCEPTED_PRESENT : CONNACK_ACCEPTED)
+      this.writeConnack(present ? CONNACK_ACCEPTED_PRESENT : CONNACK_ACCEPTED)
     }
     if (core.settings.connectionMessages) {
       this.log(
@@ -1316,6 +1316,27 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     copyInto(stage, frame, this.stageLen)
     this.stageLen += n
     this.staged(n)
+  }
+
+  /**
+   * The CONNACK that accepts the client: handed to the socket at once when nothing waits before it
+   * in the outbox, as Mosquitto sends it, instead of at the end of the turn. In a connect storm a
+   * turn of the event loop holds about one connect (libuv accepts one connection per turn), so the
+   * end-of-turn flush was an immediate, a staging buffer and its slice per connect
+   * (docs/performance.md, "Twenty-sixth round"). What follows it in the same turn (a resumed
+   * session's messages, the responses to packets parked behind the CONNECT) goes through the
+   * outbox as before, after it. With a persistence store the CONNACK waits for the end of the turn,
+   * as every frame does, so that the session's record reaches the OS first (`writeOut`'s `handOff`).
+   */
+  private writeConnack(frame: Buffer): void {
+    if (this.outFrames !== 0 || this.blocked || this.core.store !== undefined) return this.writeStaged(frame)
+    if (this.state === "closed") return
+    const stats = this.core.stats
+    stats.packetsSent++
+    stats.bytesSent += frame.length
+    const socket = this.socket
+    // a frame of the socket's own from here on (a constant, or the CONNACK encoded for this client): never changed
+    if (!socket.destroyed && socket.writable && !socket.write(frame)) this.blocked = true
   }
 
   /** An acknowledgement; v3 / v4 carry no reason code (encodeAck's rule). */

@@ -56,10 +56,20 @@ export class Watchdog<C extends Watched = Watched> {
     this.schedule(conn, this.now() + timeoutMs)
   }
 
-  /** CONNECT accepted: from now on the keepalive watchdog (none for keepalive 0). */
+  /**
+   * CONNECT accepted: from now on the keepalive watchdog (none for keepalive 0). The entry is
+   * left where the connect timeout put it when that is no later than the keepalive deadline
+   * (keepalive 7 s and more with the default 10 s timeout): still a lower bound, so `expire` moves
+   * it to the real deadline when it comes due, as after any packet. Moving it now would sift it
+   * down through ~log2(n) levels of connections whose objects are out of the caches, on every
+   * connect (docs/performance.md, "Twenty-sixth round").
+   */
   connected(conn: C): void {
     if (conn.keepalive === 0) this.remove(conn)
-    else this.schedule(conn, conn.lastActivity + conn.keepalive * 1500)
+    else {
+      const deadline = conn.lastActivity + conn.keepalive * 1500
+      if (conn.watchIndex < 0 || deadline < conn.watchAt) this.schedule(conn, deadline)
+    }
   }
 
   remove(conn: C): void {
