@@ -74,6 +74,8 @@ const CONNACK_ACCEPTED_PRESENT = Buffer.from([0x20, 0x02, 0x01, 0x00])
  * write, they do not read) finds it taken and uses an array of its own.
  */
 let packetScratch: Array<Packet> | undefined = []
+/** the connection whose read `onData` is handling the last packet of, while it does: its reply may be written at once (`writeReply`) */
+let replying: Connection | undefined = undefined
 
 /** `segs` while a connection has none: shared, frozen (`pushSeg` replaces it before any write) */
 const NO_SEGS: Array<Buffer> = Object.freeze([]) as unknown as Array<Buffer>
@@ -484,9 +486,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     try {
       error = this.parser.parse(chunk, packets)
       this.core.stats.packetsReceived += packets.length
-      for (let i = 0; i < packets.length; i++) {
+      const last = packets.length - 1
+      for (let i = 0; i <= last; i++) {
         if (this.closed) break
         const packet = packets[i]
+        replying = i === last ? this : undefined
         if (this.state === "connecting" && packet.cmd !== "auth") {
           // authentication under way: what follows CONNECT waits for its outcome
           ;(this.parked ??= []).push(packet)
@@ -499,6 +503,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         }
       }
     } finally {
+      replying = undefined
       packets.length = 0
       packetScratch = packets
     }
@@ -619,7 +624,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       case "pingreq":
         // staged, not kept by reference: a client that only pings keeps no outbox array
         if (this.core.log.debugOn) this.log("debug", `Sending PINGRESP to ${this.clientId}`)
-        this.writeStaged(PINGRESP)
+        this.writeReply(PINGRESP)
         return
       case "subscribe":
         return this.handleSubscribe(packet)
@@ -980,11 +985,11 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         while ((v5Connack[i] & 0x80) !== 0) i++
         v5Connack[i + 1] = 1
       }
-      this.writeConnack(v5Connack)
+      this.writeReply(v5Connack)
     } else {
       // [MQTT-3.2.2-1..3] session present is 0 for a clean session
       // the bytes mqtt-packet's generate gives (v3 and v4 alike), without its cost on every connect
-      this.writeConnack(present ? CONNACK_ACCEPTED_PRESENT : CONNACK_ACCEPTED)
+      this.writeReply(present ? CONNACK_ACCEPTED_PRESENT : CONNACK_ACCEPTED)
     }
     if (core.settings.connectionMessages) {
       this.log(
@@ -1201,7 +1206,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     if (session === undefined || this.closed) return
     // [MQTT-3.8.4-1] SUBACK with one return code per filter, in order
     if (core.log.debugOn) this.log("debug", `Sending SUBACK to ${this.clientId}`)
-    this.writeStaged(encodeSuback(messageId, granted, this.protocolVersion))
+    this.writeReply(encodeSuback(messageId, granted, this.protocolVersion))
     // [MQTT-3.3.1-9] retained messages go to the new subscription, retain flag set
     for (const { filter, options } of retainedToSend) {
       core.router.retained.match(filter, (message) => {
@@ -1261,9 +1266,9 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     }
     if (this.core.log.debugOn) this.log("debug", `Sending UNSUBACK to ${this.clientId}`)
     if (this.protocolVersion === 5) {
-      this.writeStaged(encode({ cmd: "unsuback", messageId: packet.messageId, granted: codes }, 5))
+      this.writeReply(encode({ cmd: "unsuback", messageId: packet.messageId, granted: codes }, 5))
     } else {
-      this.writeStaged(encode({ cmd: "unsuback", messageId: packet.messageId, granted: [] }, this.protocolVersion))
+      this.writeReply(encode({ cmd: "unsuback", messageId: packet.messageId, granted: [] }, this.protocolVersion))
     }
   }
 
@@ -1319,23 +1324,26 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
   }
 
   /**
-   * The CONNACK that accepts the client: handed to the socket at once when nothing waits before it
-   * in the outbox, as Mosquitto sends it, instead of at the end of the turn. In a connect storm a
-   * turn of the event loop holds about one connect (libuv accepts one connection per turn), so the
-   * end-of-turn flush was an immediate, a staging buffer and its slice per connect
-   * (docs/performance.md, "Twenty-sixth round"). What follows it in the same turn (a resumed
-   * session's messages, the responses to packets parked behind the CONNECT) goes through the
-   * outbox as before, after it. With a persistence store the CONNACK waits for the end of the turn,
-   * as every frame does, so that the session's record reaches the OS first (`writeOut`'s `handOff`).
+   * A reply to the last packet of a read (CONNACK, SUBACK, UNSUBACK, PINGRESP): handed to the socket
+   * at once when nothing waits before it in the outbox, as Mosquitto sends it, instead of at the end
+   * of the turn. In a connect storm a turn of the event loop holds about one connect (libuv accepts
+   * one connection per turn), so the end-of-turn flush was an immediate, a staging buffer and its
+   * slice per connect (docs/performance.md, "Twenty-sixth round"). A reply to a packet with others
+   * after it in the same read (a CONNECT and its SUBSCRIBEs sent together, a burst of SUBSCRIBEs)
+   * is staged, so that the replies of one read still leave in one write; so are replies made
+   * outside a read (after an asynchronous authentication, a cluster's routing, parked packets).
+   * What follows a reply in the turn (a resumed session's messages, retained messages) goes
+   * through the outbox, after it. With a persistence store every frame waits for the end of the
+   * turn, so that the store's records reach the OS first (`writeOut`'s `handOff`).
    */
-  private writeConnack(frame: Buffer): void {
-    if (this.outFrames !== 0 || this.blocked || this.core.store !== undefined) return this.writeStaged(frame)
+  private writeReply(frame: Buffer): void {
+    if (replying !== this || this.outFrames !== 0 || this.blocked || this.core.store !== undefined) return this.writeStaged(frame)
     if (this.state === "closed") return
     const stats = this.core.stats
     stats.packetsSent++
     stats.bytesSent += frame.length
     const socket = this.socket
-    // a frame of the socket's own from here on (a constant, or the CONNACK encoded for this client): never changed
+    // a frame of the socket's own from here on (a constant, or encoded for this reply): never changed
     if (!socket.destroyed && socket.writable && !socket.write(frame)) this.blocked = true
   }
 

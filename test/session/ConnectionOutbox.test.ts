@@ -117,4 +117,65 @@ describe("connection outbox", () => {
     sub.conn.flush()
     expect([...sub.socket.take()]).toEqual([0xd0, 0x00, 0xb0, 0x02, 0x00, 0x02, 0x90, 0x03, 0x00, 0x03, 0x02])
   })
+
+  it("a reply to the last packet of a read goes to the socket at once; the replies of one read leave together at the flush; what follows a reply comes after it", () => {
+    const core = new Core({ ...defaultSettings, connectionMessages: false }, silentLog(), () => Date.now())
+    const listener = { port: 1883, mountPoint: undefined, maxQos: 2 as const, allowAnonymous: undefined, allowZeroLengthClientid: undefined, autoIdPrefix: undefined }
+    const hooks = { sessionStarted: () => {}, closed: () => {} }
+    const connect = (clientId: string) => gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId, clean: true, keepalive: 0 })
+    const frames = (socket: StandIn) => socket.writes.map((w) => [...w])
+
+    // a CONNECT alone in its read: the CONNACK is written within the read, not at the end of the turn
+    const a = new StandIn(20001)
+    const conn = new Connection(a as never, core, hooks, listener)
+    conn.onData(connect("a"))
+    expect(frames(a)).toEqual([[0x20, 0x02, 0x00, 0x00]])
+    conn.flush()
+    expect(a.writes.length).toBe(1)
+    // so is the PINGRESP to a PINGREQ alone
+    a.writes.length = 0
+    conn.onData(gen({ cmd: "pingreq" }))
+    expect(frames(a)).toEqual([[0xd0, 0x00]])
+
+    // a CONNECT and two SUBSCRIBEs in one read: nothing before the flush, then one write, in order
+    const b = new StandIn(20002)
+    const pipelined = new Connection(b as never, core, hooks, listener)
+    pipelined.onData(
+      Buffer.concat([
+        connect("b"),
+        gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "x/1", qos: 0 }] }),
+        gen({ cmd: "subscribe", messageId: 2, subscriptions: [{ topic: "x/2", qos: 1 }] })
+      ])
+    )
+    expect(b.writes.length).toBe(0)
+    pipelined.flush()
+    expect(frames(b)).toEqual([[0x20, 0x02, 0x00, 0x00, 0x90, 0x03, 0x00, 0x01, 0x00, 0x90, 0x03, 0x00, 0x02, 0x01]])
+
+    // a retained message: the SUBACK is written within the read, the retained PUBLISH at the flush, after it
+    conn.onData(gen({ cmd: "publish", topic: "r/1", payload: Buffer.from("kept"), qos: 0, retain: true, dup: false }))
+    a.writes.length = 0
+    conn.onData(gen({ cmd: "subscribe", messageId: 3, subscriptions: [{ topic: "r/#", qos: 0 }] }))
+    expect(frames(a)).toEqual([[0x90, 0x03, 0x00, 0x03, 0x00]])
+    conn.flush()
+    expect(a.writes.length).toBe(2)
+    const got: Array<string> = []
+    const parser = Mqtt.parser({ protocolVersion: 4 })
+    parser.on("packet", (p) => got.push(p.cmd === "publish" ? `publish ${p.topic} ${p.retain} ${p.payload.toString()}` : p.cmd))
+    parser.parse(a.writes[1])
+    expect(got).toEqual(["publish r/1 true kept"])
+
+    // a reply behind frames still in the outbox waits for them: the SUBACK after the QoS 0 message
+    const c = new StandIn(20003)
+    const busy = new Connection(c as never, core, hooks, listener)
+    busy.onData(connect("c"))
+    busy.onData(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "y/#", qos: 0 }] }))
+    c.writes.length = 0
+    conn.onData(gen({ cmd: "publish", topic: "y/1", payload: Buffer.from("m"), qos: 0, retain: false, dup: false }))
+    busy.onData(gen({ cmd: "subscribe", messageId: 2, subscriptions: [{ topic: "z", qos: 0 }] }))
+    expect(c.writes.length).toBe(0)
+    busy.flush()
+    got.length = 0
+    parser.parse(Buffer.concat(c.writes))
+    expect(got).toEqual(["publish y/1 false m", "suback"])
+  })
 })
