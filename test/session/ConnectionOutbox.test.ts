@@ -48,19 +48,25 @@ class StandIn extends EventEmitter {
 
 const gen = (packet: Mqtt.Packet) => Mqtt.generate(packet, { protocolVersion: 4 })
 
+const connect = (clientId: string) => gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId, clean: true, keepalive: 0 })
+
 const setup = () => {
   const core = new Core({ ...defaultSettings, connectionMessages: false }, silentLog(), () => Date.now())
   const listener = { port: 1883, mountPoint: undefined, maxQos: 2 as const, allowAnonymous: undefined, allowZeroLengthClientid: undefined, autoIdPrefix: undefined }
   const hooks = { sessionStarted: () => {}, closed: () => {} }
   let port = 10000
-  const client = (clientId: string) => {
+  /** a connection on a socket of its own, before its CONNECT */
+  const open = () => {
     const socket = new StandIn(port++)
-    const conn = new Connection(socket as never, core, hooks, listener)
-    conn.onData(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId, clean: true, keepalive: 0 }))
+    return { socket, conn: new Connection(socket as never, core, hooks, listener) }
+  }
+  const client = (clientId: string) => {
+    const { socket, conn } = open()
+    conn.onData(connect(clientId))
     conn.flush()
     return { socket, conn }
   }
-  return { client }
+  return { client, open }
 }
 
 describe("connection outbox", () => {
@@ -119,15 +125,11 @@ describe("connection outbox", () => {
   })
 
   it("a reply to the last packet of a read goes to the socket at once; the replies of one read leave together at the flush; what follows a reply comes after it", () => {
-    const core = new Core({ ...defaultSettings, connectionMessages: false }, silentLog(), () => Date.now())
-    const listener = { port: 1883, mountPoint: undefined, maxQos: 2 as const, allowAnonymous: undefined, allowZeroLengthClientid: undefined, autoIdPrefix: undefined }
-    const hooks = { sessionStarted: () => {}, closed: () => {} }
-    const connect = (clientId: string) => gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId, clean: true, keepalive: 0 })
+    const { open } = setup()
     const frames = (socket: StandIn) => socket.writes.map((w) => [...w])
 
     // a CONNECT alone in its read: the CONNACK is written within the read, not at the end of the turn
-    const a = new StandIn(20001)
-    const conn = new Connection(a as never, core, hooks, listener)
+    const { socket: a, conn } = open()
     conn.onData(connect("a"))
     expect(frames(a)).toEqual([[0x20, 0x02, 0x00, 0x00]])
     conn.flush()
@@ -138,8 +140,7 @@ describe("connection outbox", () => {
     expect(frames(a)).toEqual([[0xd0, 0x00]])
 
     // a CONNECT and two SUBSCRIBEs in one read: nothing before the flush, then one write, in order
-    const b = new StandIn(20002)
-    const pipelined = new Connection(b as never, core, hooks, listener)
+    const { socket: b, conn: pipelined } = open()
     pipelined.onData(
       Buffer.concat([
         connect("b"),
@@ -165,8 +166,7 @@ describe("connection outbox", () => {
     expect(got).toEqual(["publish r/1 true kept"])
 
     // a reply behind frames still in the outbox waits for them: the SUBACK after the QoS 0 message
-    const c = new StandIn(20003)
-    const busy = new Connection(c as never, core, hooks, listener)
+    const { socket: c, conn: busy } = open()
     busy.onData(connect("c"))
     busy.onData(gen({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "y/#", qos: 0 }] }))
     c.writes.length = 0
