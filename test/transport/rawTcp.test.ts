@@ -4,9 +4,11 @@
  * on 127.0.0.1, and the broker on both transports (raw by default,
  * `MIDGE_NET_SOCKETS=1` for net.Socket).
  */
+import { execFileSync } from "node:child_process"
 import * as net from "node:net"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import mqttPacket from "mqtt-packet"
 import { acceptRaw, rawTcpAvailable, RawTcpSocket, rawTcpStats } from "../../src/transport/rawTcp.js"
 import type { MqttSocket } from "../../src/transport/websocket.js"
 import { collect, connectClient, publish, startBroker, subscribe, waitFor } from "../e2e/harness.js"
@@ -15,13 +17,16 @@ import { collect, connectClient, publish, startBroker, subscribe, waitFor } from
 const _raw: (handle: unknown) => MqttSocket = RawTcpSocket.accept
 void _raw
 
-/** A net.Server whose connections arrive as RawTcpSockets. */
-const rawServer = Effect.acquireRelease(
+/** A net.Server whose connections arrive as RawTcpSockets (`onAccepted`: called within each accept). */
+const rawServer = (onAccepted?: (socket: RawTcpSocket) => void) => Effect.acquireRelease(
   Effect.async<{ readonly port: number; readonly accepted: Array<RawTcpSocket>; readonly server: net.Server }>((resume) => {
     const accepted: Array<RawTcpSocket> = []
     const server = net.createServer()
     server.listen(0, "127.0.0.1", () => {
-      const ok = acceptRaw(server, (socket) => accepted.push(socket), (error) => {
+      const ok = acceptRaw(server, (socket) => {
+        accepted.push(socket)
+        onAccepted?.(socket)
+      }, (error) => {
         throw error
       })
       if (!ok) throw new Error("acceptRaw refused the server")
@@ -55,12 +60,24 @@ const bytes = (chunks: ReadonlyArray<Buffer>) => chunks.reduce((n, c) => n + c.l
 /** A raw server with one client connected (`paused`: the client reads nothing until resumed) and its accepted socket. */
 const connectedPair = (paused = false) =>
   Effect.gen(function* () {
-    const { port, accepted } = yield* rawServer
+    const { port, accepted } = yield* rawServer()
     const c = yield* client(port)
     if (paused) c.socket.pause()
     yield* waitFor(() => accepted.length === 1)
     return { c, socket: accepted[0] }
   })
+
+/**
+ * Run a client in another process that connects, sends, and exits, while this process's event loop
+ * waits for it (`execFileSync`): its connections and bytes wait in the kernel until they are accepted.
+ * `messages`: what each of its connections sends (hex), the connections opened together.
+ */
+const sendBeforeAccept = (port: number, messages: ReadonlyArray<string>) =>
+  execFileSync(process.execPath, [
+    "-e",
+    `const net = require("net"); const m = ${JSON.stringify(messages)}; let done = 0
+     for (const hex of m) { const s = net.connect(${port}, "127.0.0.1", () => s.end(Buffer.from(hex, "hex"), () => { if (++done === m.length) process.exit(0) })) }`
+  ])
 
 /** What the accepted socket gets: its data (copied) and its events in order. */
 const record = (socket: RawTcpSocket) => {
@@ -93,7 +110,7 @@ describe.skipIf(!rawTcpAvailable())("raw TCP sockets", () => {
 
   it.scopedLive("each socket keeps its own peer address: three clients, read in turn, then again", () =>
     Effect.gen(function* () {
-      const { port, accepted } = yield* rawServer
+      const { port, accepted } = yield* rawServer()
       const clients = [yield* client(port), yield* client(port), yield* client(port)]
       yield* waitFor(() => accepted.length === 3)
       const ports = clients.map((c) => c.socket.localPort)
@@ -108,7 +125,7 @@ describe.skipIf(!rawTcpAvailable())("raw TCP sockets", () => {
 
   it.scopedLive("every read's chunk keeps its bytes after later reads, on this connection and others (nothing handed up is reused)", () =>
     Effect.gen(function* () {
-      const { port, accepted } = yield* rawServer
+      const { port, accepted } = yield* rawServer()
       const clients = [yield* client(port), yield* client(port), yield* client(port)]
       yield* waitFor(() => accepted.length === 3)
       // the chunks as delivered, not copied: a chunk that shared memory with a later read would change
@@ -185,6 +202,36 @@ describe.skipIf(!rawTcpAvailable())("raw TCP sockets", () => {
       yield* waitFor(closed)
     }))
 
+  it.scopedLive("what a client sent before it was accepted is read within the accept; after an accept that found nothing, the next 32 are read by libuv", () =>
+    Effect.gen(function* () {
+      const records: Array<ReturnType<typeof record>> = []
+      /** what each connection had been given when its accept's callback returned */
+      const atAccept: Array<string> = []
+      const { port, accepted } = yield* rawServer((socket) => {
+        const r = record(socket)
+        records.push(r)
+        // microtasks run once the accept's callback has returned, before any other I/O callback
+        queueMicrotask(() => atAccept.push(Buffer.concat(r.got).toString()))
+      })
+      sendBeforeAccept(port, [Buffer.from("early").toString("hex")])
+      yield* waitFor(() => records[0]?.events.includes("close") === true)
+      expect(atAccept).toEqual(["early"])
+      expect(records[0].events).toEqual(["end", "close"])
+      expect(Buffer.concat(records[0].got).toString()).toBe("early")
+      // a client that has sent nothing yet when it is accepted: its bytes come through libuv's read
+      const c = yield* client(port)
+      yield* waitFor(() => accepted.length === 2)
+      expect(atAccept[1]).toBe("")
+      c.socket.write("later")
+      yield* waitFor(() => Buffer.concat(records[1].got).toString() === "later")
+      // that accept found nothing: the next 32 are not read early, though their bytes are there; the 33rd is
+      const sent = Array.from({ length: 33 }, (_, i) => Buffer.from(`c${i}`).toString("hex"))
+      sendBeforeAccept(port, sent)
+      yield* waitFor(() => records.length === 35 && records.slice(2).every((r) => r.events.includes("close")), "33 connections closed")
+      expect(atAccept.slice(2).map((s) => s.length > 0)).toEqual([...Array(32).fill(false), true])
+      expect(records.slice(2).map((r) => Buffer.concat(r.got).toString()).sort()).toEqual(sent.map((h) => Buffer.from(h, "hex").toString()).sort())
+    }))
+
   it.scopedLive("a reset by the peer is an error, then close; a write to a reset connection fails later, not in write", () =>
     Effect.gen(function* () {
       const { c, socket } = yield* connectedPair()
@@ -198,6 +245,23 @@ describe.skipIf(!rawTcpAvailable())("raw TCP sockets", () => {
 })
 
 describe("the broker on plain TCP", () => {
+  it.scopedLive("a client whose CONNECT, PUBLISH and DISCONNECT were all sent before it was accepted: its message is delivered", () =>
+    Effect.gen(function* () {
+      const broker = yield* startBroker()
+      const sub = yield* connectClient(broker.url, { clientId: "early-sub" })
+      const got = collect(sub)
+      yield* subscribe(sub, "early/#", { qos: 1 })
+      const gen = (packet: object) => mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion: 4 })
+      const frames = Buffer.concat([
+        gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clean: true, clientId: "early-pub", keepalive: 60 }),
+        gen({ cmd: "publish", topic: "early/t", payload: Buffer.from("hello"), qos: 1, messageId: 1, retain: false, dup: false }),
+        gen({ cmd: "disconnect" })
+      ])
+      sendBeforeAccept(broker.port, [frames.toString("hex")])
+      yield* waitFor(() => got.length === 1, "the message")
+      expect([got[0].topic, got[0].payload.toString(), got[0].qos]).toEqual(["early/t", "hello", 1])
+    }))
+
   for (const transport of ["raw handles", "net.Socket (MIDGE_NET_SOCKETS=1)"] as const) {
     it.scopedLive(`${transport}: QoS 0-2 through MQTT.js, a large message, a client's end`, () =>
       Effect.gen(function* () {
