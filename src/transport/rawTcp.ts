@@ -21,12 +21,11 @@
  * - The handle's `useUserBuffer`, as `net.Socket`'s `onread` option: every
  *   connection reads into one shared buffer, copied out before the next read
  *   (see `copyRead` below).
- * - The handle's `fd` and `process.binding("fs").read` (`fs.readSync`'s
- *   own call), for a read within the accept (`acceptRaw`); without them,
- *   libuv's reads only.
  * When either is missing, `rawTcpAvailable()` is false and listeners use
  * `net.Socket` as before; `MIDGE_NET_SOCKETS=1` in the environment does the
- * same on purpose.
+ * same on purpose. Also the handle's `fd`, where present, for a read within
+ * the accept with `fs.readSync` (`acceptRaw`); without it, libuv's reads
+ * only.
  *
  * Semantics follow `net.Socket` as the connection code (session/Connection.ts)
  * uses it (`MqttSocket`): `write` returns false from 16 KiB unwritten, then
@@ -38,6 +37,7 @@
  */
 import type * as net from "node:net"
 import { Buffer } from "node:buffer"
+import { readSync } from "node:fs"
 import { constants } from "node:os"
 import { getSystemErrorName } from "node:util"
 import type { MqttSocket } from "./websocket.js"
@@ -299,11 +299,11 @@ export class RawTcpSocket extends SocketEvents implements MqttSocket {
     if (fd === undefined || fd < 0) return true
     let n: number
     try {
-      n = fsRead(fd, readBuffer(), 0, READ_BUFFER_BYTES, -1)
+      n = fsRead(fd, readBuffer(), 0, READ_BUFFER_BYTES, null)
     } catch (error) {
       const code = (error as { code?: unknown }).code
       if (code === "EAGAIN" || code === "EWOULDBLOCK") return false
-      // not a system error: this Node's binding is not the one expected; no more early reads
+      // not a system error (this Node's `readSync` refused the descriptor): no more early reads
       if (typeof (error as { errno?: unknown }).errno !== "number") fsRead = undefined
       return true
     }
@@ -379,20 +379,12 @@ const copyRead = (n: number): Buffer => {
 }
 
 /**
- * `fs`'s synchronous `read(2)` on a descriptor (Node's `fs.readSync` without its argument checks):
- * the early read of an accepted connection. It throws on `EAGAIN`, an exception that costs ~10 µs
- * here; a listener whose early read found nothing skips the next `EARLY_SKIP` (`acceptRaw`), so
- * where clients connect one at a time that is one accept in 33. Undefined where the binding is
- * missing or unlike Node 20's and 22's.
+ * The early read of an accepted connection: `fs.readSync` on its descriptor, a plain `read(2)`. It
+ * throws on `EAGAIN`, an exception that costs ~10 µs here; a listener whose early read found
+ * nothing skips the next `EARLY_SKIP` (`acceptRaw`), so where clients connect one at a time that
+ * is one accept in 33. Undefined once a read failed other than with a system error.
  */
-let fsRead: ((fd: number, buffer: Uint8Array, offset: number, length: number, position: number) => number) | undefined = (() => {
-  try {
-    const read = (process as unknown as { binding(name: string): { read?: unknown } }).binding("fs").read
-    return typeof read === "function" ? (read as (fd: number, buffer: Uint8Array, offset: number, length: number, position: number) => number) : undefined
-  } catch {
-    return undefined
-  }
-})()
+let fsRead: ((fd: number, buffer: Uint8Array, offset: number, length: number, position: null) => number) | undefined = readSync
 
 /** accepts without an early read after one that found nothing */
 const EARLY_SKIP = 32
