@@ -422,8 +422,9 @@ function afterShutdown(this: ShutdownReq, status: number): void {
  * (libuv#3696), and a new descriptor is polled from the next turn on: in a storm of connects
  * each turn was the accept of one client and the read of the CONNECT of the one before it, in
  * memory the accept had left for the kernel's. Read within its accept, the CONNECT is handled
- * while its connection is fresh, and the CONNACK leaves in the same turn: 84 against 73 µs of
- * CPU per connect in place (docs/performance.md, "Twenty-seventh round"). A client that connects
+ * while its connection is fresh, and the CONNACK leaves in the same turn, with one callback into
+ * JavaScript fewer per connect: a few µs at most, inside this VM's spread (80 against 82 µs of CPU
+ * per warm connect in alternated rounds; docs/performance.md, "Twenty-seventh round"). A client that connects
  * alone has usually not sent its CONNECT yet when it is accepted: then libuv's read takes it, as
  * before.
  */
