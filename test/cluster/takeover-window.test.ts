@@ -63,7 +63,25 @@ const stateOf = (node: TestNode, clientId: string): string => {
       ? "no session"
       : `session: subscriptions ${[...session.subscriptions.keys()].join(" ")}, in flight ${session.flow.inflight.size} (${byState}; first: ${first}), queued ${session.flow.queue.length}, attached ${core.attached.has(clientId)}, connection ${session.wire === undefined ? "none" : "yes"}`
   const lines = node.log.recent.filter((line) => !/^(\d+: )?(Received|Sending) [A-Z]+ (to|from) /.test(line)).slice(-15)
-  return `node ${node.nodeId} (${lease}): ${flow}\n  ${lines.join("\n  ")}`
+  return `node ${node.nodeId} (${lease}): ${flow}${session?.wire === undefined ? "" : `, ${outboxOf(session.wire)}`}\n  ${lines.join("\n  ")}`
+}
+
+/** The connection's outbox, read from its private fields: were the frames the session sent handed to the socket? */
+const outboxOf = (wire: object): string => {
+  const c = wire as unknown as { outFrames?: number; blocked?: boolean; flushScheduled?: boolean; socket?: { writableLength?: number; destroyed?: boolean } }
+  return `outbox: ${c.outFrames} frames, blocked ${c.blocked}, flush scheduled ${c.flushScheduled}, socket unwritten ${c.socket?.writableLength} bytes${c.socket?.destroyed === true ? " (destroyed)" : ""}`
+}
+
+/** The last packets a client received and sent (cmd and packet id): did the broker's frames reach it, and did it answer? */
+const packetTrail = (client: MqttClient) => {
+  const trail: Array<string> = []
+  const note = (dir: string) => (packet: { cmd: string; messageId?: number }) => {
+    trail.push(`${dir}${packet.cmd}${packet.messageId === undefined ? "" : ` ${packet.messageId}`}`)
+    if (trail.length > 24) trail.shift()
+  }
+  client.on("packetreceive", note("<"))
+  client.on("packetsend", note(">"))
+  return trail
 }
 
 const lastOf = (got: ReadonlyArray<{ readonly topic: string; readonly payload: unknown }>): string => {
@@ -107,6 +125,7 @@ describe("cluster takeover window (issue #9)", () => {
 
         const began = performance.now()
         const moved = yield* connectCollecting(a.url, { clientId: "mover", clean: false, incomingStore })
+        const trail = packetTrail(moved.client)
         expect(moved.sessionPresent).toBe(true)
         const atConnack = p.acked.length
         yield* waitFor(() => p.acked.length >= atConnack + 150, "the stream going on after the takeover", 10_000)
@@ -122,7 +141,8 @@ describe("cluster takeover window (issue #9)", () => {
                 `${error.message}: missing ${ranges(must.filter((n) => !counts().has(n)))} of ${ranges(must)}; at the CONNACK ${atConnack} acknowledged\n` +
                   [a, b, c].map((node) => stateOf(node, "mover")).join("\n") +
                   `\nc routes to a: ${[...c.broker.cluster!.remoteFilters("a")].join(" ")}; to b: ${[...c.broker.cluster!.remoteFilters("b")].join(" ")}` +
-                  `\nthe client connected: on b ${old.client.connected}, on a ${moved.client.connected}; last received on b ${lastOf(old.got)}, on a ${lastOf(moved.got)}`
+                  `\nthe client connected: on b ${old.client.connected}, on a ${moved.client.connected}; last received on b ${lastOf(old.got)}, on a ${lastOf(moved.got)}` +
+                  `\nthe client's last packets on a (< received, > sent): ${trail.join(", ")}`
               )
             )
           )
