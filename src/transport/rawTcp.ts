@@ -23,9 +23,7 @@
  *   (see `copyRead` below).
  * When either is missing, `rawTcpAvailable()` is false and listeners use
  * `net.Socket` as before; `MIDGE_NET_SOCKETS=1` in the environment does the
- * same on purpose. Also the handle's `fd`, where present, for a read within
- * the accept with `fs.readSync` (`acceptRaw`); without it, libuv's reads
- * only.
+ * same on purpose.
  *
  * Semantics follow `net.Socket` as the connection code (session/Connection.ts)
  * uses it (`MqttSocket`): `write` returns false from 16 KiB unwritten, then
@@ -37,7 +35,6 @@
  */
 import type * as net from "node:net"
 import { Buffer } from "node:buffer"
-import { readSync } from "node:fs"
 import { constants } from "node:os"
 import { getSystemErrorName } from "node:util"
 import type { MqttSocket } from "./websocket.js"
@@ -57,8 +54,6 @@ interface TcpHandle {
   /** read into this buffer instead of a fresh one per read (what `net.Socket`'s `onread` option uses) */
   useUserBuffer?(buffer: Uint8Array): void
   readonly writeQueueSize: number
-  /** the socket's descriptor (-1 once closed) */
-  readonly fd?: number
   [OWNER]?: RawTcpSocket
 }
 
@@ -287,31 +282,6 @@ export class RawTcpSocket extends SocketEvents implements MqttSocket {
     this.fail(errnoError(n, "read"))
   }
 
-  /**
-   * @internal Read what the client has sent already, within the accept, instead of in a later turn
-   * of the event loop (see `acceptRaw`). Only with a `data` listener in place and reads started.
-   * False when nothing had arrived (`EAGAIN`). Any other error is left to libuv's own read, which
-   * will meet it again.
-   */
-  readEarly(): boolean {
-    if (this.destroyed || !this.reading || this.onDataFn === undefined || fsRead === undefined) return true
-    const fd = this.handle.fd
-    if (fd === undefined || fd < 0) return true
-    let n: number
-    try {
-      n = fsRead(fd, readBuffer(), 0, READ_BUFFER_BYTES, null)
-    } catch (error) {
-      const code = (error as { code?: unknown }).code
-      if (code === "EAGAIN" || code === "EWOULDBLOCK") return false
-      // not a system error (this Node's `readSync` refused the descriptor): no more early reads
-      if (typeof (error as { errno?: unknown }).errno !== "number") fsRead = undefined
-      return true
-    }
-    // 0: the peer's EOF, which libuv's read reports as well
-    if (n > 0) this.readDone(n, undefined, 0)
-    return true
-  }
-
   /** @internal an asynchronous write completed */
   writeDone(status: number): void {
     this.asyncWrites--
@@ -378,17 +348,6 @@ const copyRead = (n: number): Buffer => {
   return chunk
 }
 
-/**
- * The early read of an accepted connection: `fs.readSync` on its descriptor, a plain `read(2)`. It
- * throws on `EAGAIN`, an exception that costs ~10 µs here; a listener whose early read found
- * nothing skips the next `EARLY_SKIP` (`acceptRaw`), so where clients connect one at a time that
- * is one accept in 33. Undefined once a read failed other than with a system error.
- */
-let fsRead: ((fd: number, buffer: Uint8Array, offset: number, length: number, position: null) => number) | undefined = readSync
-
-/** accepts without an early read after one that found nothing */
-const EARLY_SKIP = 32
-
 /** the request object of the next write, while unused (a write done at once leaves it unused) */
 let spareWrite: WriteReq | undefined = undefined
 
@@ -416,17 +375,6 @@ function afterShutdown(this: ShutdownReq, status: number): void {
  * Take `server`'s accepted connections as raw handles from now on (call after
  * `listen`). False when the server's handle does not allow it; then its
  * `connection` events go on as before.
- *
- * Once `onSocket` has taken a connection (its listeners in place), what the client has sent
- * already is read at once (`readEarly`). libuv accepts one connection per turn of the loop
- * (libuv#3696), and a new descriptor is polled from the next turn on: in a storm of connects
- * each turn was the accept of one client and the read of the CONNECT of the one before it, in
- * memory the accept had left for the kernel's. Read within its accept, the CONNECT is handled
- * while its connection is fresh, and the CONNACK leaves in the same turn, with one callback into
- * JavaScript fewer per connect: a few µs at most, inside this VM's spread (80 against 82 µs of CPU
- * per warm connect in alternated rounds; docs/performance.md, "Twenty-seventh round"). A client that connects
- * alone has usually not sent its CONNECT yet when it is accepted: then libuv's read takes it, as
- * before.
  */
 export const acceptRaw = (
   server: net.Server,
@@ -436,17 +384,12 @@ export const acceptRaw = (
   const listening = (server as unknown as { _handle?: { onconnection?: unknown } | null })._handle
   if (listening === undefined || listening === null || typeof listening.onconnection !== "function") return false
   if (getBinding() === undefined) return false
-  /** accepts to go before the next early read */
-  let earlySkip = 0
   listening.onconnection = (status: number, handle: unknown) => {
     if (status < 0 || handle === undefined) {
       onError(errnoError(status, "accept"))
       return
     }
-    const socket = RawTcpSocket.accept(handle)
-    onSocket(socket)
-    if (earlySkip > 0) earlySkip--
-    else if (sharedReads && !socket.readEarly()) earlySkip = EARLY_SKIP
+    onSocket(RawTcpSocket.accept(handle))
   }
   return true
 }
