@@ -68,8 +68,24 @@ const stateOf = (node: TestNode, clientId: string): string => {
 
 /** The connection's outbox, read from its private fields: were the frames the session sent handed to the socket? */
 const outboxOf = (wire: object): string => {
-  const c = wire as unknown as { outFrames?: number; blocked?: boolean; flushScheduled?: boolean; socket?: { writableLength?: number; destroyed?: boolean } }
-  return `outbox: ${c.outFrames} frames, blocked ${c.blocked}, flush scheduled ${c.flushScheduled}, socket unwritten ${c.socket?.writableLength} bytes${c.socket?.destroyed === true ? " (destroyed)" : ""}`
+  const c = wire as unknown as {
+    outFrames?: number
+    blocked?: boolean
+    flushScheduled?: boolean
+    state?: string
+    heldBy?: number
+    parked?: ReadonlyArray<unknown>
+    paused?: boolean
+    socket?: { writableLength?: number; destroyed?: boolean }
+  }
+  return `outbox: ${c.outFrames} frames, blocked ${c.blocked}, flush scheduled ${c.flushScheduled}, socket unwritten ${c.socket?.writableLength} bytes${c.socket?.destroyed === true ? " (destroyed)" : ""}; ` +
+    `reading: state ${c.state}, held by ${c.heldBy}, parked ${c.parked?.length ?? 0}, paused ${c.paused}`
+}
+
+/** The client's side of its socket: bytes it has not read, bytes it has not written, and whether it reads. */
+const clientSocketOf = (client: MqttClient): string => {
+  const stream = client.stream as unknown as { readableLength?: number; writableLength?: number; isPaused?: () => boolean; destroyed?: boolean }
+  return `unread ${stream.readableLength} bytes, unwritten ${stream.writableLength} bytes, paused ${stream.isPaused?.()}, destroyed ${stream.destroyed}`
 }
 
 /** The last packets a client received and sent (cmd and packet id): did the broker's frames reach it, and did it answer? */
@@ -142,7 +158,8 @@ describe("cluster takeover window (issue #9)", () => {
                   [a, b, c].map((node) => stateOf(node, "mover")).join("\n") +
                   `\nc routes to a: ${[...c.broker.cluster!.remoteFilters("a")].join(" ")}; to b: ${[...c.broker.cluster!.remoteFilters("b")].join(" ")}` +
                   `\nthe client connected: on b ${old.client.connected}, on a ${moved.client.connected}; last received on b ${lastOf(old.got)}, on a ${lastOf(moved.got)}` +
-                  `\nthe client's last packets on a (< received, > sent): ${trail.join(", ")}`
+                  `\nthe client's last packets on a (< received, > sent): ${trail.join(", ")}` +
+                  `\nthe client's socket on a: ${clientSocketOf(moved.client)}`
               )
             )
           )
