@@ -65,15 +65,13 @@ const connectedPair = (paused = false) =>
   })
 
 /**
- * Run a client in another process that connects, sends, and exits, while this process's event loop
- * waits for it (`execFileSync`): its connections and bytes wait in the kernel until they are accepted.
- * `messages`: what each of its connections sends (hex), the connections opened together.
+ * Run a client in another process that connects, sends `bytes` and exits, while this process's event
+ * loop waits for it (`execFileSync`): its connection and bytes wait in the kernel until they are accepted.
  */
-const sendBeforeAccept = (port: number, messages: ReadonlyArray<string>) =>
+const sendBeforeAccept = (port: number, bytes: Buffer) =>
   execFileSync(process.execPath, [
     "-e",
-    `const net = require("net"); const m = ${JSON.stringify(messages)}; let done = 0
-     for (const hex of m) { const s = net.connect(${port}, "127.0.0.1", () => s.end(Buffer.from(hex, "hex"), () => { if (++done === m.length) process.exit(0) })) }`
+    `const s = require("net").connect(${port}, "127.0.0.1", () => s.end(Buffer.from("${bytes.toString("hex")}", "hex"), () => process.exit(0)))`
   ])
 
 /** What the accepted socket gets: its data (copied) and its events in order. */
@@ -224,7 +222,7 @@ describe("the broker on plain TCP", () => {
         gen({ cmd: "publish", topic: "early/t", payload: Buffer.from("hello"), qos: 1, messageId: 1, retain: false, dup: false }),
         gen({ cmd: "disconnect" })
       ])
-      sendBeforeAccept(broker.port, [frames.toString("hex")])
+      sendBeforeAccept(broker.port, frames)
       yield* waitFor(() => got.length === 1, "the message")
       expect([got[0].topic, got[0].payload.toString(), got[0].qos]).toEqual(["early/t", "hello", 1])
     }))
