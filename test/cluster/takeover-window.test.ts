@@ -100,6 +100,55 @@ const packetTrail = (client: MqttClient) => {
   return trail
 }
 
+/** The last raw chunks through a function (hex, newest last, at most `keep`): what crossed a socket, byte for byte. */
+const chunkTrail = (keep = 12) => {
+  const chunks: Array<string> = []
+  let total = 0
+  return {
+    note(chunk: Uint8Array) {
+      total += chunk.length
+      const hex = Buffer.from(chunk).toString("hex")
+      // a long chunk's ends: where a frame starts and where the stream stopped
+      chunks.push(`${chunk.length}:${hex.length > 96 ? `${hex.slice(0, 32)}…${hex.slice(-64)}` : hex}`)
+      if (chunks.length > keep) chunks.shift()
+    },
+    toString: () => `${total} bytes in all; last chunks: ${chunks.join(" | ")}`
+  }
+}
+
+/** Record what the connection on the node reads and writes, raw (its socket's data and write, wrapped on the instance). */
+const wireTrail = (wire: object) => {
+  const c = wire as unknown as { onData(chunk: Buffer): void; socket: { write(chunk: Buffer): boolean } }
+  const read = chunkTrail()
+  const wrote = chunkTrail()
+  const onData = c.onData.bind(c)
+  c.onData = (chunk) => {
+    read.note(chunk)
+    onData(chunk)
+  }
+  const socket = c.socket
+  const write = socket.write.bind(socket)
+  socket.write = (chunk) => {
+    wrote.note(chunk)
+    return write(chunk)
+  }
+  return { read, wrote }
+}
+
+/** Record what the client's socket reads and writes, raw. */
+const clientTrail = (client: MqttClient) => {
+  const stream = client.stream as unknown as { on(e: "data", f: (b: Buffer) => void): void; write(chunk: Uint8Array, ...rest: Array<unknown>): boolean }
+  const read = chunkTrail()
+  const wrote = chunkTrail()
+  stream.on("data", (b) => read.note(b))
+  const write = stream.write.bind(stream)
+  stream.write = (chunk, ...rest) => {
+    wrote.note(chunk)
+    return write(chunk, ...rest)
+  }
+  return { read, wrote }
+}
+
 const lastOf = (got: ReadonlyArray<{ readonly topic: string; readonly payload: unknown }>): string => {
   const last = got.filter((r) => r.topic === "w/x").at(-1)
   return last === undefined ? "nothing" : String(last.payload)
@@ -142,6 +191,9 @@ describe("cluster takeover window (issue #9)", () => {
         const began = performance.now()
         const moved = yield* connectCollecting(a.url, { clientId: "mover", clean: false, incomingStore })
         const trail = packetTrail(moved.client)
+        const clientRaw = clientTrail(moved.client)
+        const wire = a.broker.core.sessions.get("mover")?.wire
+        const nodeRaw = wire === undefined ? undefined : wireTrail(wire)
         expect(moved.sessionPresent).toBe(true)
         const atConnack = p.acked.length
         yield* waitFor(() => p.acked.length >= atConnack + 150, "the stream going on after the takeover", 10_000)
@@ -159,7 +211,9 @@ describe("cluster takeover window (issue #9)", () => {
                   `\nc routes to a: ${[...c.broker.cluster!.remoteFilters("a")].join(" ")}; to b: ${[...c.broker.cluster!.remoteFilters("b")].join(" ")}` +
                   `\nthe client connected: on b ${old.client.connected}, on a ${moved.client.connected}; last received on b ${lastOf(old.got)}, on a ${lastOf(moved.got)}` +
                   `\nthe client's last packets on a (< received, > sent): ${trail.join(", ")}` +
-                  `\nthe client's socket on a: ${clientSocketOf(moved.client)}`
+                  `\nthe client's socket on a: ${clientSocketOf(moved.client)}` +
+                  `\nraw, the client read: ${clientRaw.read}\nraw, the client wrote: ${clientRaw.wrote}` +
+                  `\nraw, node a read: ${nodeRaw?.read ?? "(no connection at the CONNACK)"}\nraw, node a wrote: ${nodeRaw?.wrote ?? "(no connection at the CONNACK)"}`
               )
             )
           )
