@@ -586,9 +586,13 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         const session = this.session!
         const id = packet.messageId!
         if (this.protocolVersion === 5 && (packet.reasonCode ?? 0) >= 0x80) {
-          if (session.flow.ackOutcome(id, "await-pubrec") === "wrong") return this.wrongAck("PUBREC", id)
-          if (this.core.cluster !== undefined && session.expiryInterval !== 0) this.core.cluster.outboundDone(session, id)
-          session.flow.onPubrecFailure(id, this, true)
+          const cluster = this.core.cluster
+          if (cluster !== undefined && session.expiryInterval !== 0) {
+            // the record in Redis follows only a flow that ends here: checked first
+            if (session.flow.ackOutcome(id, "await-pubrec") === "wrong") return this.wrongAck("PUBREC", id)
+            cluster.outboundDone(session, id)
+          }
+          if (session.flow.onPubrecFailure(id, this, true) === "wrong") return this.wrongAck("PUBREC", id)
           this.afterAck(session)
           return
         }
@@ -614,10 +618,14 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       }
       case "pubcomp": {
         const session = this.session!
-        if (session.flow.ackOutcome(packet.messageId!, "await-pubcomp") === "wrong") return this.wrongAck("PUBCOMP", packet.messageId!)
-        // cluster: the in-flight record in Redis follows (docs/cluster.md)
-        if (this.core.cluster !== undefined && session.expiryInterval !== 0) this.core.cluster.outboundDone(session, packet.messageId!)
-        session.flow.onPubcomp(packet.messageId!, this, true)
+        const id = packet.messageId!
+        const cluster = this.core.cluster
+        if (cluster !== undefined && session.expiryInterval !== 0) {
+          // cluster: the in-flight record in Redis follows (docs/cluster.md), for a flow that ends here only
+          if (session.flow.ackOutcome(id, "await-pubcomp") === "wrong") return this.wrongAck("PUBCOMP", id)
+          cluster.outboundDone(session, id)
+        }
+        if (session.flow.onPubcomp(id, this, true) === "wrong") return this.wrongAck("PUBCOMP", id)
         this.afterAck(session)
         return
       }
@@ -760,16 +768,6 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       return this.refuse(ConnackV4.NotAuthorized, ReasonCode.ProtocolError, "authentication data without an authentication method")
     }
     this.authMethod = method
-    const request: ConnectAuthRequest = {
-      clientId,
-      username: packet.username,
-      password: packet.password,
-      listenerPort: this.listener.port,
-      remoteAddress: this.socket.remoteAddress,
-      method,
-      data: v5 ? packet.properties?.authenticationData : undefined,
-      tls: this.tlsIdentity
-    }
     const hook = this.hooks.authenticate
     if (hook === undefined) {
       // no authentication service: anonymous clients only where allowed, nobody with a username
@@ -795,6 +793,17 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
           this.acceptProperties = outcome.userProperties
           return this.completeConnect(packet, clean, assigned, serverKeepAlive, outcome.username, outcome.data)
       }
+    }
+    // the request only for a service that reads it: an anonymous broker's connect makes none
+    const request: ConnectAuthRequest = {
+      clientId,
+      username: packet.username,
+      password: packet.password,
+      listenerPort: this.listener.port,
+      remoteAddress: this.socket.remoteAddress,
+      method,
+      data: v5 ? packet.properties?.authenticationData : undefined,
+      tls: this.tlsIdentity
     }
     hook(this, request, done)
   }
