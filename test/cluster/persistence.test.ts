@@ -138,7 +138,10 @@ describe("cluster with file persistence", () => {
         const moved = yield* connectCollecting(b.url, { clientId: "m", clean: false })
         expect(moved.sessionPresent).toBe(true)
         const daemonA2 = yield* a.start
-        yield* waitFor(() => daemonA2.out.stderr.includes("1 stored sessions moved to other nodes"), "a to drop the moved session", 5000)
+        // a daemon's restart and its first reads from Redis: 15 s allows for a loaded machine (two suites at once took over 5)
+        yield* waitFor(() => daemonA2.out.stderr.includes("1 stored sessions moved to other nodes"), "a to drop the moved session", 15_000).pipe(
+          Effect.catchAll((error) => Effect.die(new Error(`${error.message}; a's log:\n${daemonA2.out.stderr}`)))
+        )
         const pa = yield* connectClient(a.url, { clientId: "pa" })
         // a learns b's route for m (its first heartbeat): then a publish on a reaches m on b once
         yield* settle(1500)
