@@ -7,11 +7,10 @@
  * session's routes and buffers what arrives before the old owner lets go
  * (make-before-break, docs/cluster.md "Sessions").
  */
-import { execFileSync } from "node:child_process"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { Store, type MqttClient } from "mqtt"
-import { connectClient, connectCollecting, settle, subscribe, waitFor } from "../e2e/harness.js"
+import { connectClient, connectCollecting, settle, subscribe, tcpView, waitFor } from "../e2e/harness.js"
 import { countsOf, receivedTwice } from "./daemons.js"
 import { learnLate, routed, startNode, startRedis, type TestNode } from "./harness.js"
 
@@ -150,17 +149,6 @@ const clientTrail = (client: MqttClient) => {
   return { read, wrote }
 }
 
-/** The kernel's view of the client's TCP connection (both ends: bytes received and not read, sent and not acknowledged), from `ss`. */
-const kernelOf = (client: MqttClient): string => {
-  const port = (client.stream as unknown as { localPort?: number }).localPort
-  if (port === undefined) return "no local port"
-  try {
-    return execFileSync("ss", ["-tni", `( sport = :${port} or dport = :${port} )`], { encoding: "utf8", timeout: 2000 }).trim().replace(/\n/g, "\n  ")
-  } catch (error) {
-    return `ss failed: ${error instanceof Error ? error.message : String(error)}`
-  }
-}
-
 const lastOf = (got: ReadonlyArray<{ readonly topic: string; readonly payload: unknown }>): string => {
   const last = got.filter((r) => r.topic === "w/x").at(-1)
   return last === undefined ? "nothing" : String(last.payload)
@@ -225,7 +213,7 @@ describe("cluster takeover window (issue #9)", () => {
                   `\nthe client's last packets on a (< received, > sent): ${trail.join(", ")}` +
                   `\nthe client's socket on a: ${clientSocketOf(moved.client)}` +
                   `\nraw, the client read: ${clientRaw.read}\nraw, the client wrote: ${clientRaw.wrote}` +
-                  `\nthe kernel's view (Recv-Q: received, not read by the process; Send-Q: sent, not acknowledged):\n  ${kernelOf(moved.client)}` +
+                  `\nthe kernel's view (Recv-Q: received, not read by the process; Send-Q: sent, not acknowledged):\n  ${tcpView((moved.client.stream as unknown as { localPort?: number }).localPort)}` +
                   `\nraw, node a read: ${nodeRaw?.read ?? "(no connection at the CONNACK)"}\nraw, node a wrote: ${nodeRaw?.wrote ?? "(no connection at the CONNACK)"}`
               )
             )

@@ -9,7 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as mqttPacket from "mqtt-packet"
 import { DAEMON, freePort, listening, spawnLive } from "../support/processes.js"
-import { rawClient, waitFor } from "./harness.js"
+import { packetsOf, rawClient, tcpView, waitFor } from "./harness.js"
 
 const MESSAGES = 100_000
 const BATCH = 5_000
@@ -36,7 +36,20 @@ describe("the daemon's heap after start-up", () => {
         }
         yield* client.write(Buffer.concat(frames))
         // every PUBLISH acknowledged (4 bytes each, after the 4-byte CONNACK) before the next batch
-        yield* waitFor(() => client.data().length >= 4 + 4 * (sent + BATCH), `PUBACK ${sent + BATCH}`, 20_000)
+        yield* waitFor(() => client.data().length >= 4 + 4 * (sent + BATCH), `PUBACK ${sent + BATCH}`, 20_000).pipe(
+          Effect.catchAll((error) => {
+            // which side stopped: the acknowledgements that came, the kernel's queues, the daemon's own words
+            const acks = packetsOf(client)
+            const last = acks.at(-1)
+            return Effect.die(
+              new Error(
+                `${error.message}: ${acks.length} packets received (the last ${last?.cmd} ${(last as { messageId?: number } | undefined)?.messageId ?? ""}), ` +
+                  `${client.data().length} bytes; the client's socket: unwritten ${client.socket.writableLength} bytes, paused ${client.socket.isPaused()}\n` +
+                  `  ${tcpView(client.socket.localPort)}\nthe daemon's stderr (end): ${daemon.out.stderr.slice(-2000)}\nits stdout (end): ${daemon.out.stdout.slice(-1500)}`
+              )
+            )
+          })
+        )
       }
       // V8 prints its trace through a buffered stdout: all of it is there once the daemon has exited
       daemon.child.kill("SIGTERM")

@@ -3,7 +3,7 @@
  * test's scope), MQTT.js clients, raw sockets for bad input, and Debian's
  * mosquitto_pub / mosquitto_sub as independent clients. Nothing is mocked.
  */
-import { spawn } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import * as net from "node:net"
 import { Effect, Scope } from "effect"
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt"
@@ -130,6 +130,20 @@ export const rawClient = (target: number | string): Effect.Effect<RawClient, Err
     }),
     (c) => Effect.sync(() => c.socket.destroy())
   )
+
+/**
+ * The kernel's view of the TCP connection(s) on local port `port`, both ends (`ss -tni`): Recv-Q is
+ * bytes received and not read by the process, Send-Q bytes sent and not acknowledged. For a failure
+ * report: it tells a process that stopped reading from bytes that never left.
+ */
+export const tcpView = (port: number | undefined): string => {
+  if (port === undefined) return "no local port"
+  try {
+    return execFileSync("ss", ["-tni", `( sport = :${port} or dport = :${port} )`], { encoding: "utf8", timeout: 2000 }).trim().replace(/\n/g, "\n  ")
+  } catch (error) {
+    return `ss failed: ${error instanceof Error ? error.message : String(error)}`
+  }
+}
 
 /** What `c` has received so far, read as MQTT packets of `protocolVersion`. */
 export const packetsOf = (c: RawClient, protocolVersion: 3 | 4 | 5 = 4): Array<mqttPacket.Packet> => {
