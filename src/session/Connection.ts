@@ -556,6 +556,23 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
     this.protocolError(ReasonCode.ProtocolError, `${cmd} for packet ${messageId}, which is in flight ${state === "await-puback" ? "at QoS 1" : state === "await-pubrec" ? "at QoS 2, before its PUBREC" : "at QoS 2"}`)
   }
 
+  /**
+   * PUBCOMP, or a v5 PUBREC with a failure code (`await-pubrec`): the QoS 2 flow of `id` ends if it
+   * awaits that acknowledgement. In a cluster the in-flight record in Redis follows (docs/cluster.md),
+   * for a flow that ends here only: checked first. Outside one the flow is looked up once.
+   */
+  private endFlow(session: Session, id: number, state: "await-pubrec" | "await-pubcomp"): void {
+    const cmd = state === "await-pubcomp" ? "PUBCOMP" : "PUBREC"
+    const cluster = this.core.cluster
+    if (cluster !== undefined && session.expiryInterval !== 0) {
+      if (session.flow.ackOutcome(id, state) === "wrong") return this.wrongAck(cmd, id)
+      cluster.outboundDone(session, id)
+    }
+    const outcome = state === "await-pubcomp" ? session.flow.onPubcomp(id, this, true) : session.flow.onPubrecFailure(id, this, true)
+    if (outcome === "wrong") return this.wrongAck(cmd, id)
+    this.afterAck(session)
+  }
+
   /** Close for a protocol violation; v5 clients get DISCONNECT with the reason code first. */
   protocolError(reasonCode: number, why: string): void {
     if (this.state === "closed") return
@@ -585,17 +602,7 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
       case "pubrec": {
         const session = this.session!
         const id = packet.messageId!
-        if (this.protocolVersion === 5 && (packet.reasonCode ?? 0) >= 0x80) {
-          const cluster = this.core.cluster
-          if (cluster !== undefined && session.expiryInterval !== 0) {
-            // the record in Redis follows only a flow that ends here: checked first
-            if (session.flow.ackOutcome(id, "await-pubrec") === "wrong") return this.wrongAck("PUBREC", id)
-            cluster.outboundDone(session, id)
-          }
-          if (session.flow.onPubrecFailure(id, this, true) === "wrong") return this.wrongAck("PUBREC", id)
-          this.afterAck(session)
-          return
-        }
+        if (this.protocolVersion === 5 && (packet.reasonCode ?? 0) >= 0x80) return this.endFlow(session, id, "await-pubrec")
         const outcome = session.flow.onPubrec(id, this)
         if (outcome === "wrong") return this.wrongAck("PUBREC", id)
         // unknown id: v5 answers PUBREL 0x92; v3/v4 release it anyway
@@ -616,19 +623,8 @@ export class Connection implements SessionWire, Flushable, PublishSource, Conges
         this.ack("pubcomp", packet.messageId!, !known && this.protocolVersion === 5 ? ReasonCode.PacketIdentifierNotFound : 0)
         return
       }
-      case "pubcomp": {
-        const session = this.session!
-        const id = packet.messageId!
-        const cluster = this.core.cluster
-        if (cluster !== undefined && session.expiryInterval !== 0) {
-          // cluster: the in-flight record in Redis follows (docs/cluster.md), for a flow that ends here only
-          if (session.flow.ackOutcome(id, "await-pubcomp") === "wrong") return this.wrongAck("PUBCOMP", id)
-          cluster.outboundDone(session, id)
-        }
-        if (session.flow.onPubcomp(id, this, true) === "wrong") return this.wrongAck("PUBCOMP", id)
-        this.afterAck(session)
-        return
-      }
+      case "pubcomp":
+        return this.endFlow(this.session!, packet.messageId!, "await-pubcomp")
       case "pingreq":
         // staged, not kept by reference: a client that only pings keeps no outbox array
         if (this.core.log.debugOn) this.log("debug", `Sending PINGRESP to ${this.clientId}`)
